@@ -1,0 +1,71 @@
+"""Photometric augmentation of raw crops: what real transmitted-light images throw at us.
+
+Applied to raw intensities *before* normalisation (so the model learns to rely on the
+normalisation to undo shading): gamma, illumination gradients and vignetting, stray-light
+offset, dark or bright debris, defocus blur, camera noise. After normalisation, contrast
+inversion (phase contrast and brightfield flip polarity with defocus and DIC with shear
+direction) and a contrast jitter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .preprocess import gaussian_blur
+
+
+def _u(rng: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=rng))
+
+
+def _p(rng: torch.Generator, p: float) -> bool:
+    return float(torch.rand((), generator=rng)) < p
+
+
+def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Augment raw crops (B, 1, H, W); ``reference`` (B,) is each image's bright level."""
+    out = []
+    _, _, h, w = x.shape
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"
+    )
+    for img, ref in zip(x, reference):
+        img = (img / ref).clamp_min(0)
+        if _p(rng, 0.5):
+            img = img ** math.exp(_u(rng, -0.4, 0.4))
+        field = torch.ones_like(img)
+        if _p(rng, 0.6):  # linear illumination gradient across the crop
+            a = _u(rng, 0.1, 0.7)
+            t = _u(rng, 0, 2 * math.pi)
+            field = field * (1 + a * (math.cos(t) * xx + math.sin(t) * yy).clamp(-1, 1))
+        if _p(rng, 0.5):  # vignetting around an off-centre point
+            v = _u(rng, 0.1, 0.6)
+            cy, cx = _u(rng, -1, 1), _u(rng, -1, 1)
+            r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / 8
+            field = field * (1 - v * r2.clamp(max=1))
+        if _p(rng, 0.3):  # debris: out-of-focus particles that absorb or scatter
+            for _ in range(int(_u(rng, 1, 6))):
+                sig = _u(rng, 2, 10) / (h / 2)
+                cy, cx = _u(rng, -1, 1), _u(rng, -1, 1)
+                blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig**2))
+                field = field * (1 + _u(rng, -0.6, 0.4) * blob)
+        img = img * field
+        mean = float(img.mean())
+        if _p(rng, 0.3):
+            img = img + _u(rng, 0, 0.3) * mean
+        if _p(rng, 0.25):
+            img = gaussian_blur(img[None], _u(rng, 0.5, 2.0))[0]
+        if _p(rng, 0.5):
+            img = img + torch.randn(img.shape, generator=rng) * _u(rng, 0.005, 0.06) * mean
+        out.append(img)
+    return torch.stack(out)
+
+
+def augment_normalized(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Contrast inversion and jitter on normalised crops (B, 1, H, W)."""
+    b = x.shape[0]
+    sign = torch.where(torch.rand(b, generator=rng) < 0.25, -1.0, 1.0)
+    gain = torch.exp((torch.rand(b, generator=rng) - 0.5) * 0.5)
+    return x * (sign * gain).view(b, 1, 1, 1)

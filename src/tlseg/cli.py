@@ -1,0 +1,237 @@
+"""The ``tlseg`` command line: parse, then call the library.
+
+Heavy imports (torch, scikit-image) happen inside the subcommands, so ``tlseg --help`` is
+instant. Every :class:`~tlseg.errors.TlsegError` becomes ``error: <message>`` and exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TlsegError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tlseg",
+        description="Segment and count label-free cells in transmitted-light images.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment images into cell instances")
+    s.add_argument("inputs", nargs="+", help="image files or directories")
+    s.add_argument("-o", "--out", required=True, help="output directory")
+    s.add_argument("--model", default="tl-cells", help="shipped model name or model folder")
+    s.add_argument("--diameter", type=float, help="cell diameter in pixels (default: estimate)")
+    s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    s.add_argument("--channel", type=int, help="channel of a multi-channel image to use")
+    s.add_argument("--plane", type=int, help="plane of a 3-D stack to use")
+    s.add_argument("--tile", type=int, default=1024, help="tile side for large images")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo images whose masks already exist (default: skip them)")
+
+    e = sub.add_parser("evaluate", help="score predicted masks against ground truth")
+    e.add_argument("pred_dir", help="folder of <stem>_masks.tif")
+    e.add_argument("gt_dir", help="folder of <stem>.tif ground-truth labels")
+    e.add_argument("--json", help="write the scores to this JSON file")
+
+    t = sub.add_parser("train", help="train a model from annotated folders")
+    t.add_argument("data", nargs="+", help="folders with images/ and masks/ (or train/)")
+    t.add_argument("-o", "--out", required=True, help="model folder to write")
+    t.add_argument("--epochs", type=int, default=40, help="epochs of --steps-per-epoch batches")
+    t.add_argument("--steps-per-epoch", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name", help="model name (default: the output folder's name)")
+    t.add_argument("--partial", nargs="*", default=[], metavar="DATA",
+                   help="data folders whose masks miss some cells (background trusted "
+                        "only near labelled cells)")
+    t.add_argument("--flatfield", choices=["divide", "subtract", "none"], default="divide",
+                   help="shading correction: divide (transmitted light), subtract (fluorescence)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+
+    sub.add_parser("models", help="list the shipped models and their model cards")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return {
+            "segment": _segment,
+            "evaluate": _evaluate,
+            "train": _train,
+            "models": _models,
+        }[args.command](args)
+    except TlsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _set_threads():
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
+
+
+def _segment(args) -> int:
+    from tqdm import tqdm
+
+    from .io import list_images, read_image, write_labels, write_overlay
+    from .model import Model
+
+    _set_threads()
+    files = list_images(args.inputs)
+    model = Model.load(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    bar = tqdm(files, unit="image", disable=len(files) < 2, file=sys.stderr)
+    for f in bar:
+        mask_path = out / f"{f.stem}_masks.tif"
+        if mask_path.exists() and not args.overwrite:
+            bar.write(f"{f.name}: {mask_path.name} exists, skipped (use --overwrite to redo)")
+            continue
+        try:
+            image = read_image(f, channel=args.channel, plane=args.plane)
+            labels, details = model.predict_instances(image, diameter=args.diameter, tile=args.tile)
+        except TlsegError as exc:
+            msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
+            if len(files) == 1:
+                raise TlsegError(msg) from None
+            bar.write(f"error: {msg} (skipped)", file=sys.stderr)
+            failed += 1
+            continue
+        write_labels(mask_path, labels)
+        if args.overlay:
+            write_overlay(out / f"{f.stem}_overlay.png", image, labels)
+        bar.write(
+            f"{f.name}: {details['n_cells']} cells "
+            f"(diameter {details['diameter']:.1f} px, {details['diameter_source']})"
+        )
+    if failed:
+        print(f"{failed} of {len(files)} images failed; see the errors above", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .io import atomic_path, read_labels
+    from .metrics import match_counts, summarize
+
+    pred_dir, gt_dir = Path(args.pred_dir), Path(args.gt_dir)
+    for d in (pred_dir, gt_dir):
+        if not d.is_dir():
+            raise TlsegError(f"{d}: no such directory")
+    preds = sorted(pred_dir.glob("*_masks.tif"))
+    if not preds:
+        raise TlsegError(f"{pred_dir}: no *_masks.tif files (run `tlseg segment` first)")
+    rows, counts = [], []
+    for p in preds:
+        stem = p.name[: -len("_masks.tif")]
+        gt = next((gt_dir / (stem + s) for s in (".tif", ".tiff", ".png")
+                   if (gt_dir / (stem + s)).is_file()), None)
+        if gt is None:
+            print(f"warning: {p.name}: no ground truth {stem}.tif in {gt_dir}, skipped",
+                  file=sys.stderr)
+            continue
+        true = read_labels(gt)
+        pred = read_labels(p, shape=true.shape)
+        c = match_counts(true, pred)
+        counts.append(c)
+        rows.append({"image": stem, **summarize(c)})
+    if not counts:
+        raise TlsegError(f"no predicted masks in {pred_dir} match a ground truth in {gt_dir}")
+    overall = summarize(counts)
+    head = f"{'image':<32} {'AP50':>6} {'AP75':>6} {'mAP':>6} {'prec':>6} {'rec':>6} {'F1':>6} {'count':>6} {'true':>6}"
+    print(head)
+    for r in rows + [{"image": "OVERALL (pooled)", **overall}]:
+        print(f"{r['image'][:32]:<32} {r['ap50']:6.3f} {r['ap75']:6.3f} {r['map']:6.3f} "
+              f"{r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['n_pred']:6d} {r['n_true']:6d}")
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"images": rows, "overall": overall}, indent=2))
+    return 0
+
+
+def _train(args) -> int:
+    import shlex
+
+    from tqdm import tqdm
+
+    from .config import ModelConfig, TrainConfig
+    from .train import load_folders, train
+
+    _set_threads()
+    out = Path(args.out)
+    try:
+        tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield)
+    except ValueError as exc:
+        raise TlsegError(str(exc)) from None
+    bar = tqdm(total=0, desc="loading", unit="image", file=sys.stderr)
+
+    def on_load(i, n):
+        bar.total = n
+        bar.update(1)
+
+    samples = load_folders(args.data, canonical_diameter=mc.canonical_diameter,
+                           partial_dirs=args.partial, progress=on_load)
+    bar.close()
+    if not samples:
+        raise TlsegError("the training data holds no labelled cells")
+    diameters = sorted(s.diameter for s in samples)
+    mc = ModelConfig.from_dict({**mc.to_dict(),
+                                "default_diameter": round(diameters[len(diameters) // 2], 1)})
+    bar = tqdm(total=tc.total_steps, desc="training", unit="step", file=sys.stderr)
+
+    def on_step(step, total, parts):
+        bar.n = step
+        bar.set_postfix(fg=f"{parts['fg']:.3f}", dist=f"{parts['dist']:.3f}", refresh=False)
+        bar.refresh()
+
+    card = {"command": "tlseg train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if sys.argv[1:2] == ["train"] else None,
+            "data": [str(d) for d in args.data], "partial": list(args.partial)}
+    model = train(samples, out, model_config=mc, train_config=tc, resume=args.resume,
+                  progress=on_step, card=card)
+    bar.close()
+    print(f"model written to {out}")
+    for src, sc in model.card.get("holdout_scores", {}).items():
+        print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
+    return 0
+
+
+def _models(args) -> int:
+    from .model import Model, shipped_models
+
+    models = shipped_models()
+    if not models:
+        print("no models are shipped with this installation")
+        return 0
+    for name, folder in models.items():
+        m = Model.from_folder(folder)
+        card = m.card
+        print(f"{name}  ({folder})")
+        for key in ("description", "modalities", "sources", "wall_time_s", "command"):
+            if card.get(key) is not None:
+                print(f"  {key}: {card[key]}")
+        readme = folder / "README.md"
+        if readme.is_file():
+            print(f"  model card: {readme}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

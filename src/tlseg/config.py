@@ -1,0 +1,119 @@
+"""Settings that travel with a model and a training run (small frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .postprocess import InstanceConfig
+from .preprocess import FLATFIELD_MODES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a saved model needs to run.
+
+    Attributes
+    ----------
+    name : str
+        Model name, e.g. ``tl-cells``.
+    channels : tuple of int
+        U-Net feature channels per level (see :class:`tlseg.network.UNet`).
+    canonical_diameter : float
+        Cell diameter in pixels that images are rescaled to before the network.
+    flatfield : str
+        Shading correction: 'divide' (transmitted light) or 'subtract' (fluorescence).
+    background_sigma : float
+        Smoothing of the shading estimate, in canonical cell diameters.
+    default_diameter : float
+        Cell diameter (input pixels) assumed when the automatic estimate finds no cells.
+    instances : InstanceConfig
+        Thresholds from maps to instances.
+    """
+
+    name: str = "tl-cells"
+    channels: tuple[int, ...] = (32, 48, 64, 96, 128)
+    canonical_diameter: float = 30.0
+    flatfield: str = "divide"
+    background_sigma: float = 3.0
+    default_diameter: float = 40.0
+    instances: InstanceConfig = field(default_factory=InstanceConfig)
+
+    def __post_init__(self):
+        if self.flatfield not in FLATFIELD_MODES:
+            raise ValueError(f"flatfield must be one of {FLATFIELD_MODES}")
+        if self.canonical_diameter <= 4:
+            raise ValueError("canonical_diameter must be > 4 pixels")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError("channels must be positive integers")
+        if self.default_diameter <= 0 or self.background_sigma <= 0:
+            raise ValueError("default_diameter and background_sigma must be > 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        if "instances" in d:
+            d["instances"] = InstanceConfig(**d["instances"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained.
+
+    Attributes
+    ----------
+    epochs : int
+        Number of epochs; one epoch is ``steps_per_epoch`` batches.
+    steps_per_epoch : int
+        Batches per epoch (training samples random crops, so an epoch is a step count).
+    batch_size : int
+        Crops per batch.
+    crop : int
+        Crop side at the canonical scale, in pixels.
+    lr : float
+        Peak learning rate (AdamW, one-cycle schedule).
+    max_log2_scale : float
+        Scale augmentation: crops are zoomed by 2**u, |u| <= this (octaves).
+    holdout_fraction : float
+        Fraction of each source's training images held out to tune thresholds.
+    seed : int
+        Random seed.
+    checkpoint_every : int
+        Save a resumable checkpoint every this many steps.
+    """
+
+    epochs: int = 40
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 2e-3
+    max_log2_scale: float = 1.0
+    holdout_fraction: float = 0.15
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.crop < 32 or self.crop % 32:
+            raise ValueError("crop must be a multiple of 32, >= 32")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError("holdout_fraction must be in [0, 1)")
+        if self.lr <= 0 or self.max_log2_scale < 0:
+            raise ValueError("lr must be > 0 and max_log2_scale >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch

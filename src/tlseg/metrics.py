@@ -1,0 +1,106 @@
+"""Scoring instance segmentations against ground truth.
+
+Average precision as in the StarDist and Cellpose papers: at an IoU threshold t, predicted
+and true cells are matched one-to-one so as to maximise the number of matches with
+IoU >= t (Hungarian assignment, scipy ``linear_sum_assignment``), and
+AP = TP / (TP + FP + FN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+
+IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
+
+
+def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every true cell (rows, ids 1..) with every predicted cell (columns, ids 1..)."""
+    if true.shape != pred.shape:
+        raise ValueError(f"shapes differ: true {true.shape} vs pred {pred.shape}")
+    t = true.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    nt, np_ = int(t.max(initial=0)) + 1, int(p.max(initial=0)) + 1
+    inter = coo_matrix((np.ones_like(t), (t, p)), shape=(nt, np_)).toarray()
+    area_t = inter.sum(1, keepdims=True)
+    area_p = inter.sum(0, keepdims=True)
+    union = area_t + area_p - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return iou[1:, 1:]
+
+
+def _present(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel().astype(np.int64))[1:] > 0
+
+
+def match_counts(true: np.ndarray, pred: np.ndarray, thresholds=IOU_THRESHOLDS) -> dict:
+    """TP, FP, FN per IoU threshold plus the cell counts, for one image.
+
+    Label ids need not be consecutive; absent ids are ignored.
+    """
+    iou = iou_matrix(true, pred)
+    iou = iou[_present(true)][:, _present(pred)] if iou.size else iou
+    n_true, n_pred = iou.shape
+    tp = []
+    for t in thresholds:
+        if n_true == 0 or n_pred == 0:
+            tp.append(0)
+            continue
+        # maximise the number of pairs with IoU >= t (ties broken by IoU)
+        score = (iou >= t) + 1e-3 * iou * (iou >= t)
+        r, c = linear_sum_assignment(score, maximize=True)
+        tp.append(int((iou[r, c] >= t).sum()))
+    tp = np.array(tp)
+    return {
+        "thresholds": [float(t) for t in thresholds],
+        "tp": tp.tolist(),
+        "fp": (n_pred - tp).tolist(),
+        "fn": (n_true - tp).tolist(),
+        "n_true": n_true,
+        "n_pred": n_pred,
+    }
+
+
+def summarize(counts: dict | list[dict]) -> dict:
+    """AP@0.5, AP@0.75, mean AP over 0.5:0.05:0.95, precision/recall/F1 at 0.5.
+
+    Given a list of per-image counts, they are pooled (summed) first: the dataset AP.
+    """
+    if isinstance(counts, dict):
+        counts = [counts]
+    thr = np.array(counts[0]["thresholds"])
+    tp = np.sum([c["tp"] for c in counts], axis=0).astype(float)
+    fp = np.sum([c["fp"] for c in counts], axis=0).astype(float)
+    fn = np.sum([c["fn"] for c in counts], axis=0).astype(float)
+    denom = tp + fp + fn
+    ap = np.where(denom > 0, tp / np.maximum(denom, 1), 1.0)
+    i50 = int(np.argmin(np.abs(thr - 0.5)))
+    i75 = int(np.argmin(np.abs(thr - 0.75)))
+    prec = tp[i50] / max(tp[i50] + fp[i50], 1)
+    rec = tp[i50] / max(tp[i50] + fn[i50], 1)
+    f1 = 2 * prec * rec / max(prec + rec, 1e-12)
+    return {
+        "ap50": float(ap[i50]),
+        "ap75": float(ap[i75]),
+        "map": float(ap.mean()),
+        "precision": float(prec),
+        "recall": float(rec),
+        "f1": float(f1),
+        "n_pred": int(sum(c["n_pred"] for c in counts)),
+        "n_true": int(sum(c["n_true"] for c in counts)),
+    }
+
+
+def average_precision(true: np.ndarray, pred: np.ndarray) -> dict:
+    """Scores of one prediction against its ground truth (see :func:`summarize`).
+
+    Examples
+    --------
+    >>> gt = np.zeros((10, 10), int); gt[1:5, 1:5] = 1; gt[6:9, 6:9] = 2
+    >>> average_precision(gt, gt)["ap50"]
+    1.0
+    >>> average_precision(gt, np.zeros_like(gt))["ap50"]
+    0.0
+    """
+    return summarize(match_counts(true, pred))

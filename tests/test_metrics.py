@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from tlseg.metrics import average_precision, match_counts, summarize
+
+
+def _two_cells():
+    gt = np.zeros((20, 20), int)
+    gt[2:8, 2:8] = 1
+    gt[10:18, 10:18] = 5  # ids need not be consecutive
+    return gt
+
+
+def test_perfect_and_empty():
+    gt = _two_cells()
+    s = average_precision(gt, gt)
+    assert s["ap50"] == s["map"] == 1.0 and s["n_pred"] == 2
+    s = average_precision(gt, np.zeros_like(gt))
+    assert s["ap50"] == 0.0 and s["recall"] == 0.0
+
+
+def test_partial_overlap_counts_per_threshold():
+    gt = _two_cells()
+    pred = np.zeros_like(gt)
+    pred[2:8, 2:7] = 3  # IoU 30/36 = 0.83 with cell 1
+    pred[0:2, 0:2] = 4  # a false positive
+    c = match_counts(gt, pred)
+    thr = np.array(c["thresholds"])
+    assert c["tp"][0] == 1 and c["fp"][0] == 1 and c["fn"][0] == 1
+    assert all(tp == (1 if t <= 0.83 else 0) for tp, t in zip(c["tp"], thr))
+    assert summarize(c)["ap50"] == pytest.approx(1 / 3)
+
+
+def test_pooling_sums_counts():
+    gt = _two_cells()
+    half = gt.copy()
+    half[half == 5] = 0
+    pooled = summarize([match_counts(gt, gt), match_counts(gt, half)])
+    assert pooled["ap50"] == pytest.approx(3 / 4)
