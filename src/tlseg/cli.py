@@ -54,8 +54,34 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flatfield", choices=["divide", "subtract", "none"], default="divide",
                    help="shading correction: divide (transmitted light), subtract (fluorescence)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
+                   help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
+    t.add_argument("--base", default="tl-cells", help="for a PROJECT: model to start from")
+    t.add_argument("--steps", type=int, help="for a PROJECT: override the mode's step count")
+    t.add_argument("--diameter", type=float, help="for a PROJECT: cell diameter in pixels")
+
+    pr = sub.add_parser("project", help="manage a training-set project")
+    prs = pr.add_subparsers(dest="project_command", required=True)
+    pi = prs.add_parser("init", help="create a project folder")
+    pi.add_argument("dir")
+    pi.add_argument("--diameter", type=float, help="typical cell diameter in pixels")
+
+    r = sub.add_parser("roi", help="add, list or suggest regions of interest in a project")
+    rs = r.add_subparsers(dest="roi_command", required=True)
+    ra = rs.add_parser("add", help="add a ROI whose labels come from a label image")
+    ra.add_argument("project")
+    ra.add_argument("image")
+    ra.add_argument("--box", nargs=4, type=int, required=True, metavar=("Y0", "X0", "Y1", "X1"))
+    ra.add_argument("--labels", required=True, help="label TIFF (same size as the image)")
+    ra.add_argument("--copy", action="store_true", help="copy the image into the project")
+    rl = rs.add_parser("list", help="list the project's ROIs")
+    rl.add_argument("project")
 
     sub.add_parser("models", help="list the shipped models and their model cards")
+
+    d = sub.add_parser("demo", help="make synthetic images, segment them and score the result")
+    d.add_argument("out", help="output directory")
+    d.add_argument("--model", default="tl-cells")
     return p
 
 
@@ -67,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate": _evaluate,
             "train": _train,
             "models": _models,
+            "demo": _demo,
+            "project": _project,
+            "roi": _roi,
         }[args.command](args)
     except TlsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _set_threads():
+    """Use the machine's cores (at most 8), or OMP_NUM_THREADS when it is set."""
     import os
 
     import torch
 
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
+    n = os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(int(n) if n and n.isdigit() else max(1, min(os.cpu_count() or 1, 8)))
 
 
 def _segment(args) -> int:
@@ -174,6 +205,8 @@ def _train(args) -> int:
 
     _set_threads()
     out = Path(args.out)
+    if len(args.data) == 1 and (Path(args.data[0]) / "project.yaml").is_file():
+        return _train_project(args)
     try:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
@@ -213,6 +246,65 @@ def _train(args) -> int:
     return 0
 
 
+def _train_project(args) -> int:
+    from tqdm import tqdm
+
+    from .model import Model
+    from .teach import teach
+
+    base = Model.load(args.base)
+    bar = tqdm(total=0, desc=args.mode, unit="step", file=sys.stderr)
+
+    def on_step(step, total, parts):
+        bar.total = total
+        bar.n = step
+        bar.refresh()
+
+    model = teach(args.data[0], base, args.out, mode=args.mode, steps=args.steps,
+                  seed=args.seed, resume=args.resume, diameter=args.diameter, progress=on_step)
+    bar.close()
+    print(f"{args.mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
+          f"{model.card['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _project(args) -> int:
+    from .project import Project
+
+    p = Project.init(args.dir, diameter=args.diameter)
+    print(f"project created in {p.root}")
+    return 0
+
+
+def _roi(args) -> int:
+    from .io import read_labels
+    from .project import Project
+
+    project = Project.open(args.project)
+    if args.roi_command == "add":
+        image_id = project.add_image(args.image, copy=args.copy)
+        shape = tuple(project.images[image_id]["shape"])
+        labels = read_labels(args.labels, shape=shape)
+        y0, x0, y1, x1 = args.box
+        if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+            raise TlsegError(f"--box {y0} {x0} {y1} {x1} is empty or outside the "
+                             f"{shape[0]}x{shape[1]} image")
+        roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
+        n = len(set(roi.labels[roi.labels > 0].tolist()))
+        print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
+        return 0
+    errors: list[str] = []
+    rois = project.rois(errors=errors)
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    print(f"{'roi':>5} {'ver':>4} {'image':<24} {'box (y0 x0 y1 x1)':<24} {'cells':>6}")
+    for r in rois:
+        n = len(set(r.labels[r.labels > 0].tolist()))
+        print(f"{r.roi_id:>5} {r.version:>4} {r.image_id[:24]:<24} {str(list(r.box)):<24} {n:>6}")
+    print(f"{len(rois)} ROIs, set {project.roi_set_hash()}")
+    return 0
+
+
 def _models(args) -> int:
     from .model import Model, shipped_models
 
@@ -231,6 +323,28 @@ def _models(args) -> int:
         if readme.is_file():
             print(f"  model card: {readme}")
     return 0
+
+
+def _demo(args) -> int:
+    import tifffile
+
+    from .synthetic import MODALITIES, synthetic_field
+
+    out = Path(args.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "ground_truth").mkdir(parents=True, exist_ok=True)
+    for i, modality in enumerate(MODALITIES):
+        f = synthetic_field((512, 512), diameter=(24, 32, 40)[i], modality=modality, seed=i)
+        tifffile.imwrite(out / "images" / f"{modality}.tif", f["tl"], compression="lzw")
+        tifffile.imwrite(out / "ground_truth" / f"{modality}.tif", f["labels"].astype("uint16"))
+    print(f"synthetic images with known cells written to {out / 'images'}")
+    rc = main(["segment", str(out / "images"), "-o", str(out / "masks"), "--overlay",
+               "--model", args.model, "--overwrite"])
+    if rc:
+        return rc
+    print(f"masks and overlays in {out / 'masks'}; scores against the known cells:")
+    return main(["evaluate", str(out / "masks"), str(out / "ground_truth"),
+                 "--json", str(out / "scores.json")])
 
 
 if __name__ == "__main__":  # pragma: no cover

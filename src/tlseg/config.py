@@ -91,6 +91,10 @@ class TrainConfig:
         Random seed.
     checkpoint_every : int
         Save a resumable checkpoint every this many steps.
+    distill : float
+        Weight of the pull towards a teacher's maps on unknown pixels (retraining).
+    freeze_norm : bool
+        Keep BatchNorm statistics fixed (fine-tuning on a few ROIs).
     """
 
     epochs: int = 40
@@ -102,6 +106,8 @@ class TrainConfig:
     holdout_fraction: float = 0.15
     seed: int = 0
     checkpoint_every: int = 100
+    distill: float = 0.0
+    freeze_norm: bool = False
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -111,6 +117,8 @@ class TrainConfig:
             raise ValueError("crop must be a multiple of 32, >= 32")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout_fraction must be in [0, 1)")
+        if self.distill < 0:
+            raise ValueError("distill must be >= 0")
         if self.lr <= 0 or self.max_log2_scale < 0:
             raise ValueError("lr must be > 0 and max_log2_scale >= 0")
 

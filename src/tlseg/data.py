@@ -11,7 +11,7 @@ photometric augmentation (:mod:`tlseg.augment`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class Sample:
     labels: np.ndarray  # (H, W) instance labels, UNKNOWN where not annotated
     diameter: float  # median cell diameter in the original image (pixels)
     reference: float  # a high percentile of the image, to put augmentations on one scale
+    focus: list = field(default_factory=list)  # boxes (y0, x0, y1, x1) where labels are known
 
 
 def resolve_data_dir(path) -> Path:
@@ -79,21 +80,45 @@ def load_sample(
     diameter = median_diameter(labels)
     if diameter is None:
         return None
-    scale = canonical_diameter / diameter
     if partial:
         # unlabelled cells exist: trust background only near labelled cells
         labels = known_near_cells(labels, margin=1.0 * diameter)
+    return make_sample(image, labels, diameter=diameter, canonical_diameter=canonical_diameter,
+                       name=image_path.stem, source=source)
+
+
+def make_sample(
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    diameter: float,
+    canonical_diameter: float,
+    name: str,
+    source: str,
+    focus=(),
+    teacher=None,
+) -> Sample:
+    """Bring an image and its labels (UNKNOWN allowed) to the canonical scale.
+
+    ``focus`` boxes (y0, x0, y1, x1) in image pixels mark where the labels are known.
+    ``teacher``, a callable mapping the canonical-scale image to (2, H, W) foreground and
+    distance maps, adds them as two more target channels (for distillation).
+    """
+    scale = canonical_diameter / diameter
     small = rescale(image, scale)
     lab_small = _resize_nearest(labels, small.shape)
     targets = make_targets(lab_small, canonical_diameter=canonical_diameter)
+    if teacher is not None:
+        targets = np.concatenate([targets, teacher(small)[:2].astype(np.float32)])
     return Sample(
-        name=image_path.stem,
+        name=name,
         source=source,
         image=torch.from_numpy(small)[None],
         targets=torch.from_numpy(targets),
         labels=lab_small,
         diameter=diameter,
         reference=float(np.percentile(small, 99.5)) or 1.0,
+        focus=[tuple(v * scale for v in box) for box in focus],
     )
 
 
@@ -150,8 +175,13 @@ class CropSampler:
         zoom = 2.0**u  # >1: cells look bigger
         _, h, w = s.image.shape
         half = p / (2 * zoom)  # half-extent of the crop in sample pixels
-        cy = rng.uniform(min(half, h / 2), max(h - half, h / 2))
-        cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
+        if s.focus and rng.random() < 0.8:
+            # sparse annotation: centre most crops on an annotated region
+            y0, x0, y1, x1 = s.focus[rng.integers(len(s.focus))]
+            cy, cx = rng.uniform(y0, y1), rng.uniform(x0, x1)
+        else:
+            cy = rng.uniform(min(half, h / 2), max(h - half, h / 2))
+            cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
         theta = rng.uniform(0, 2 * math.pi)
         flip = -1.0 if rng.random() < 0.5 else 1.0
         # oversample 2x when shrinking, then average: cheap antialiasing
@@ -198,4 +228,4 @@ def split_holdout(samples: list[Sample], fraction: float) -> tuple[list[Sample],
 
 
 __all__ = ["Sample", "CropSampler", "load_sample", "list_pairs", "resolve_data_dir",
-           "split_holdout", "UNKNOWN"]
+           "split_holdout", "make_sample", "UNKNOWN"]

@@ -61,16 +61,31 @@ def load_folders(
     return samples
 
 
-def masked_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Total loss and its parts for predictions (B,3,H,W) and targets (B,4,H,W)."""
-    fg, dist, logsize, valid = target.unbind(1)
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0
+                ) -> tuple[torch.Tensor, dict]:
+    """Total loss and its parts for predictions (B,3,H,W) and targets (B,4,H,W).
+
+    Targets with 6 channels also carry a teacher's foreground and distance maps; with
+    ``distill`` > 0 the prediction is pulled towards them where labels are unknown, so a
+    retrained model keeps what the base model knew outside the annotated ROIs.
+    """
+    fg, dist, logsize, valid = target[:, :4].unbind(1)
     n_valid = valid.sum().clamp_min(1.0)
     l_fg = (F.binary_cross_entropy_with_logits(pred[:, 0], fg, reduction="none") * valid).sum() / n_valid
     l_dist = (F.binary_cross_entropy_with_logits(pred[:, 1], dist, reduction="none") * valid).sum() / n_valid
     cells = fg * valid
     l_size = ((pred[:, 2] - logsize).abs() * cells).sum() / cells.sum().clamp_min(1.0)
     total = l_fg + l_dist + 0.2 * l_size
-    return total, {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item()}
+    parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item()}
+    if distill > 0 and target.shape[1] == 6:
+        unknown = 1.0 - valid
+        n_unknown = unknown.sum().clamp_min(1.0)
+        l_kd = sum((F.binary_cross_entropy_with_logits(pred[:, k], target[:, 4 + k],
+                                                       reduction="none") * unknown).sum()
+                   for k in (0, 1)) / n_unknown
+        total = total + distill * l_kd
+        parts["distill"] = l_kd.item()
+    return total, parts
 
 
 def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta):
@@ -152,13 +167,17 @@ def train(
     sigma = model_config.background_sigma * model_config.canonical_diameter
     t0 = time.time()
     net.train()
+    if tc.freeze_norm:  # few examples: keep the base model's normalisation statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     try:
         while step < tc.total_steps:
             raw, target, ref = sampler.batch(tc.batch_size)
             x = augment_raw(raw, ref, torch_rng)
             x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
             x = augment_normalized(x, torch_rng)
-            loss, parts = masked_loss(net(x), target)
+            loss, parts = masked_loss(net(x), target, distill=tc.distill)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -166,7 +185,7 @@ def train(
             step += 1
             elapsed = elapsed_before + time.time() - t0
             if step % 10 == 0 or step == tc.total_steps:
-                writer.writerow([step, f"{float(loss):.4f}", f"{parts['fg']:.4f}",
+                writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
                                  f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
                                  f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
                 log.flush()
@@ -179,7 +198,8 @@ def train(
         log.close()
     net.eval()
     model = Model(model_config, net)
-    tuned, holdout_scores = tune_thresholds(model, held) if held else (model_config.instances, {})
+    tuned, holdout_scores = (tune_thresholds(model, held) if held
+                             else (model_config.instances, {}))
     model = Model(_replace_instances(model_config, tuned), net)
     meta = {
         "train_config": asdict(tc),

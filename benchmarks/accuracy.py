@@ -1,0 +1,147 @@
+"""Accuracy of tl-cells and its peers on every val source of ../shared/data.
+
+Run::
+
+    python benchmarks/accuracy.py --data ../shared/data
+
+For each val image of each label-free source it runs tl-cells with the diameter
+estimated automatically (as a user would run it) and scores AP@0.5, AP@0.75 and mean AP
+0.5:0.95 (pooled over the source's images). It also runs tl-cells on the same images
+(a) rescaled 0.5x and 2x (scale robustness: the estimate must follow),
+(b) with a synthetic illumination gradient and vignette added (shading robustness),
+and a classical watershed floor. Peers whose masks exist under
+``benchmarks/work/<peer>/<source>/`` (written by ``benchmarks/peers/*.py``) are scored on
+the same images. Results: ``benchmarks/results/accuracy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import VAL_SOURCES, WORK, train_median_diameter, val_pairs, write_results  # noqa: E402
+
+from tlseg.io import read_image, read_labels  # noqa: E402
+from tlseg.metrics import match_counts, summarize  # noqa: E402
+from tlseg.model import Model, _resize_labels  # noqa: E402
+from tlseg.preprocess import rescale  # noqa: E402
+
+PEERS = {
+    "cellpose_scratch": "Cellpose 3, trained from scratch on the same train split, same wall time",
+    "stardist_scratch": "StarDist 2D, trained from scratch on the same train split, same wall time",
+    "cellpose_cyto_v1": "Cellpose cyto v1, net 0 of 4 (pretrained, from the cellpose==0.0.1.6 wheel)",
+    "deepsea_pretrained": "DeepSea segmentation model (pretrained, deepsea==0.0.3 wheel)",
+}
+
+
+def shade(image: np.ndarray) -> np.ndarray:
+    """Multiply by a 2.5x linear gradient and a vignette falling to 55 % in the corners."""
+    h, w = image.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / h - 0.5, xx / w - 0.5
+    gradient = 1 + 0.85 * (0.8 * xx + 0.6 * yy)  # 0.4 .. 1.6 across the diagonal
+    vignette = 1 - 0.9 * (xx**2 + yy**2)
+    return image * gradient * vignette
+
+
+def watershed_floor(image: np.ndarray, diameter: float) -> np.ndarray:
+    """Classical pipeline: local contrast, Otsu, fill holes, distance-transform watershed."""
+    from skimage.feature import peak_local_max
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.morphology import remove_small_objects
+    from skimage.segmentation import watershed
+
+    img = image / ndi.gaussian_filter(image, 3 * diameter).clip(1e-6)
+    # transmitted-light cells differ from background by texture, not level
+    s = max(1.0, diameter / 10)
+    var = gaussian((img - gaussian(img, s)) ** 2, s)
+    mask = var > threshold_otsu(var)
+    mask = ndi.binary_fill_holes(ndi.binary_closing(mask, iterations=2))
+    mask = remove_small_objects(mask, int(0.15 * np.pi * (diameter / 2) ** 2))
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=max(3, int(diameter / 3)), labels=mask,
+                           exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--model", default="tl-cells")
+    p.add_argument("--sources", nargs="*", default=list(VAL_SOURCES))
+    p.add_argument("--no-variants", action="store_true", help="skip the 0.5x/2x/shading runs")
+    p.add_argument("--name", default="accuracy", help="results file name")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    model = Model.load(args.model)
+    conditions = ["tl-cells", "watershed"]
+    if not args.no_variants:
+        conditions += ["tl-cells 0.5x", "tl-cells 2x", "tl-cells shading"]
+    counts: dict = {c: {} for c in conditions}
+    peer_counts: dict = {}
+    diam_log = {}
+    t_start = time.time()
+    for source in args.sources:
+        d_train = train_median_diameter(Path(args.data), source)
+        for img_path, mask_path in val_pairs(Path(args.data), source):
+            image = read_image(img_path)
+            true = read_labels(mask_path, shape=image.shape)
+            labels, det = model.predict_instances(image)
+            counts["tl-cells"].setdefault(source, []).append(match_counts(true, labels))
+            diam_log.setdefault(source, []).append(det["diameter"])
+            counts["watershed"].setdefault(source, []).append(
+                match_counts(true, watershed_floor(image, d_train)))
+            if not args.no_variants:
+                for f in (0.5, 2.0):
+                    small = rescale(image, f)
+                    t_small = _resize_labels(true, small.shape)
+                    lab, _ = model.predict_instances(small)
+                    counts[f"tl-cells {f:g}x"].setdefault(source, []).append(match_counts(t_small, lab))
+                lab, _ = model.predict_instances(shade(image))
+                counts["tl-cells shading"].setdefault(source, []).append(match_counts(true, lab))
+            for peer in PEERS:
+                pm = WORK / peer / source / f"{img_path.stem}_masks.tif"
+                if pm.is_file():
+                    pred = read_labels(pm, shape=true.shape)
+                    peer_counts.setdefault(peer, {}).setdefault(source, []).append(match_counts(true, pred))
+            print(f"{source}/{img_path.stem}: {det['n_cells']} cells, "
+                  f"{len(np.unique(true)) - 1} true, diameter {det['diameter']:.1f}", flush=True)
+    table = {}
+    for method, per_source in list(counts.items()) + list(peer_counts.items()):
+        row = {src: summarize(c) for src, c in per_source.items()}
+        complete = len(per_source) == len(args.sources) and all(
+            len(per_source[s]) == len(val_pairs(Path(args.data), s)) for s in args.sources)
+        if complete:
+            row["pooled"] = summarize([x for c in per_source.values() for x in c])
+        table[method] = row
+    print(f"\n{'method':<22}" + "".join(f"{s[:14]:>16}" for s in args.sources) + f"{'pooled':>16}")
+    for method, row in table.items():
+        cells = [row.get(s) for s in args.sources] + [row.get("pooled")]
+        print(f"{method:<22}" + "".join(
+            f"{c['ap50']:>8.3f}/{c['map']:.3f}" if c else f"{'-':>16}" for c in cells))
+    print("(AP@0.5 / mean AP 0.5:0.95)")
+    out = write_results(args.name, {
+        "command": "python benchmarks/accuracy.py " + " ".join(argv or sys.argv[1:]),
+        "model": args.model,
+        "diameter": "estimated automatically per image",
+        "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},
+        "peers": {k: v for k, v in PEERS.items() if k in peer_counts},
+        "results": table,
+        "wall_s": round(time.time() - t_start, 1),
+    })
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Shared helpers for the Cellpose peer scripts in this folder.
+
+Run these scripts with the Cellpose venv (``benchmarks/.venv-cellpose/bin/python``), not
+with tlseg's own venv. Nothing here reads or writes outside ``--data`` (read only) and
+``benchmarks/work/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+WORK = REPO / "benchmarks" / "work"
+
+# Sources with a val split (scored) and all label-free training sources.
+VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
+TRAIN_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela", "aisegcell-bf")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def set_threads(n: int = 2) -> None:
+    """Cap torch's (and BLAS's) CPU threads; call before heavy work."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def tl_dir(data: Path, source: str) -> Path:
+    return Path(data) / "tl" / source
+
+
+def pairs(data: Path, source: str, split: str) -> list[tuple[Path, Path]]:
+    """(image, mask) paths of ``tl/<source>/<split>``, sorted by stem."""
+    folder = tl_dir(data, source) / split
+    imgs = sorted(p for p in (folder / "images").iterdir() if p.suffix in IMAGE_SUFFIXES)
+    if not imgs:
+        raise SystemExit(f"{folder}/images: no images")
+    out = []
+    for img in imgs:
+        mask = next((folder / "masks" / (img.stem + s) for s in IMAGE_SUFFIXES
+                     if (folder / "masks" / (img.stem + s)).is_file()), None)
+        if mask is None:
+            raise SystemExit(f"{img}: no mask in {folder / 'masks'}")
+        out.append((img, mask))
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    import tifffile
+
+    a = tifffile.imread(path)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):  # RGB(A) with identical channels
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise SystemExit(f"{path}: expected a 2-D image, got shape {a.shape}")
+    return a
+
+
+def read_mask(path: Path) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(path).astype(np.int32)
+
+
+def cell_diameters(mask: np.ndarray) -> np.ndarray:
+    """Per-cell diameters in Cellpose's convention: 2*sqrt(area/pi)."""
+    counts = np.bincount(mask.ravel())[1:]
+    counts = counts[counts > 0]
+    return 2.0 * np.sqrt(counts / np.pi)
+
+
+def train_median_diameter(data: Path, source: str) -> float:
+    """Median cell diameter (Cellpose convention) pooled over the source's TRAIN masks.
+
+    This is a per-source constant known from training data only (val is never looked
+    at), which is what we hand Cellpose at prediction time instead of the true
+    per-image diameter: tlseg estimates diameter itself, so giving Cellpose the val
+    image's true diameter would be unfair in Cellpose's favour.
+    """
+    d = np.concatenate([cell_diameters(read_mask(m)) for _, m in pairs(data, source, "train")])
+    return float(np.median(d))
+
+
+def write_masks(out_dir: Path, stem: str, masks: np.ndarray) -> Path:
+    import tifffile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if masks.max() > 65535:
+        raise SystemExit(f"{stem}: more than 65535 masks")
+    path = out_dir / f"{stem}_masks.tif"
+    tmp = out_dir / f".{stem}_masks.tif.tmp"
+    tifffile.imwrite(tmp, masks.astype(np.uint16), compression="zlib")
+    os.replace(tmp, path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux: ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def predict_sources(model, data: Path, out_root: Path, sources, limit: int | None,
+                    augment: bool = False, log=print) -> dict:
+    """Segment every val image of ``sources`` with a cellpose 3 CellposeModel.
+
+    Diameter policy: the median diameter of the source's TRAIN masks (see
+    ``train_median_diameter``). Grayscale input, channels [0, 0]; Cellpose defaults for
+    everything else (flow_threshold 0.4, cellprob_threshold 0, min_size 15).
+    Writes ``out_root/<source>/<stem>_masks.tif``; returns a summary dict.
+    """
+    summary = {}
+    for source in sources:
+        diam = train_median_diameter(data, source)
+        items = pairs(data, source, "val")
+        if limit:
+            items = items[:limit]
+        out_dir = out_root / source
+        times = []
+        for img_path, _ in items:
+            img = read_image(img_path)
+            t = time.perf_counter()
+            masks = model.eval(img, channels=[0, 0], diameter=diam, augment=augment)[0]
+            times.append(time.perf_counter() - t)
+            write_masks(out_dir, img_path.stem, masks)
+            log(f"{source}/{img_path.stem}: {int(masks.max())} cells, {times[-1]:.1f} s")
+        summary[source] = {"diameter_px": round(diam, 2), "n_images": len(items),
+                           "seconds_per_image": round(float(np.mean(times)), 3),
+                           "pred_dir": str(out_dir),
+                           "gt_dir": str(tl_dir(data, source) / "val" / "masks")}
+    return summary
+
+
+def dump_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def eprint(*a):
+    print(*a, file=sys.stderr, flush=True)

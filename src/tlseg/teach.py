@@ -1,0 +1,88 @@
+"""Teaching a model from a project's corrected ROIs: fine-tune or retrain.
+
+- **fine-tune**: start from the current model, a short run at a low learning rate on
+  crops centred on the ROIs, BatchNorm statistics frozen — a minor correction in minutes.
+- **retrain**: start again from the base model with a longer schedule over all ROIs, and
+  keep what the base model knew without its training data (which users do not have):
+  outside the ROIs the base model's own predictions on the project's images are the
+  targets (distillation), so the model changes where the user corrected it and stays
+  put elsewhere.
+
+Both write a model folder whose card records the parent model, the exact ROI set (hash),
+the mode, steps, wall time and the run's training-set scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .config import TrainConfig
+from .data import Sample, make_sample
+from .errors import TlsegError
+from .io import read_image
+from .model import Model
+from .project import Project
+from .targets import median_diameter
+
+MODES = {
+    # steps, batch, crop, lr, distill, freeze_norm
+    "finetune": dict(epochs=1, steps_per_epoch=150, batch_size=8, crop=128, lr=5e-4,
+                     distill=0.0, freeze_norm=True),
+    "retrain": dict(epochs=1, steps_per_epoch=600, batch_size=8, crop=192, lr=1e-3,
+                    distill=0.5, freeze_norm=False),
+}
+
+
+def project_samples(project: Project, base: Model, *, mode: str,
+                    diameter: float | None = None) -> list[Sample]:
+    """Samples for every project image that holds ROIs (labels UNKNOWN outside them)."""
+    rois = project.rois()
+    if not rois:
+        raise TlsegError(f"{project.root}: the training set is empty; add ROIs with "
+                         "`tlseg roi add` first")
+    canon = base.config.canonical_diameter
+    samples = []
+    for image_id in sorted({r.image_id for r in rois}):
+        labels = project.label_image(image_id)
+        image = read_image(project.image_path(image_id))
+        d = diameter or project.meta.get("diameter") or median_diameter(labels)
+        if d is None:
+            d = base.estimate_diameter(image) or base.config.default_diameter
+        boxes = [r.box for r in rois if r.image_id == image_id]
+        teacher = None
+        if mode == "retrain":
+            teacher = lambda small: base.predict_maps(small)  # noqa: E731
+        samples.append(make_sample(image, labels, diameter=float(d), canonical_diameter=canon,
+                                   name=image_id, source=project.meta.get("name", "project"),
+                                   focus=boxes, teacher=teacher))
+    return samples
+
+
+def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int | None = None,
+          seed: int = 0, resume: bool = False, diameter: float | None = None,
+          progress: Callable[[int, int, dict], None] | None = None) -> Model:
+    """Fine-tune or retrain ``base`` on a project's ROIs and save the model to ``out_dir``."""
+    from dataclasses import replace
+
+    from .train import train
+
+    if mode not in MODES:
+        raise TlsegError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
+    project = project if isinstance(project, Project) else Project.open(project)
+    samples = project_samples(project, base, mode=mode, diameter=diameter)
+    params = dict(MODES[mode], seed=seed, holdout_fraction=0.0, checkpoint_every=50)
+    if steps is not None:
+        params["steps_per_epoch"] = steps
+    tc = TrainConfig(**params)
+    card = {
+        "parent": base.card.get("name") or base.config.name,
+        "parent_card": {k: base.card.get(k) for k in ("wall_time_s", "sources") if k in base.card},
+        "mode": mode,
+        "project": str(Path(project.root).resolve()),
+        "roi_set": project.roi_set_hash(),
+        "n_rois": len(project.rois()),
+    }
+    cfg = replace(base.config, name=Path(out_dir).name)
+    return train(samples, out_dir, model_config=cfg, train_config=tc, init=base,
+                 resume=resume, progress=progress, card=card)

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import tifffile
+
+from tlseg.cli import main
+
+
+def test_segment_overlay_and_evaluate(image_dir, tmp_path, capsys):
+    (image_dir / "broken.tif").write_bytes(b"II*\x00garbage")
+    out = tmp_path / "out"
+    rc = main(["segment", str(image_dir), "-o", str(out), "--overlay", "--diameter", "30"])
+    err = capsys.readouterr().err
+    assert rc == 2  # one bad file: reported, the others processed
+    assert "broken.tif" in err and "skipped" in err and "Traceback" not in err
+    for stem in ("a", "b"):
+        lab = tifffile.imread(out / f"{stem}_masks.tif")
+        assert lab.dtype in (np.uint16, np.uint32) and lab.max() > 5
+        assert (out / f"{stem}_overlay.png").stat().st_size > 1000
+    assert tifffile.imread(out / "a_masks.tif").shape == (256, 256)
+    rc = main(["evaluate", str(out), str(tmp_path / "gt"), "--json", str(tmp_path / "s.json")])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "OVERALL" in printed
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["overall"]["ap50"] > 0.6
+    assert len(scores["images"]) == 2
+
+
+def test_segment_errors_exit_2_with_one_line(tmp_path, capsys):
+    img = tmp_path / "x.tif"
+    tifffile.imwrite(img, np.zeros((3, 32, 32), np.uint16))
+    assert main(["segment", str(img), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--plane" in err and "x.tif" in err
+    assert main(["segment", str(img), "-o", str(tmp_path / "o"), "--model", "nope"]) == 2
+    assert "no shipped model" in capsys.readouterr().err
+    const = tmp_path / "c.tif"
+    tifffile.imwrite(const, np.full((64, 64), 5, np.uint16))
+    assert main(["segment", str(const), "-o", str(tmp_path / "o")]) == 2
+    assert "constant" in capsys.readouterr().err
+
+
+def test_evaluate_shape_mismatch(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    tifffile.imwrite(tmp_path / "p" / "a_masks.tif", np.ones((10, 10), np.uint16))
+    tifffile.imwrite(tmp_path / "g" / "a.tif", np.ones((12, 10), np.uint16))
+    assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "g")]) == 2
+    assert "differs from the image" in capsys.readouterr().err
+
+
+def test_models_lists_tl_cells(capsys):
+    assert main(["models"]) == 0
+    assert "tl-cells" in capsys.readouterr().out

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from tlseg.config import ModelConfig
+from tlseg.errors import TlsegError
+from tlseg.metrics import average_precision
+from tlseg.model import Model, shipped_models
+from tlseg.network import UNet
+from tlseg.synthetic import synthetic_field
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = Model(ModelConfig(name="tiny", channels=(8, 16)), UNet((8, 16)))
+    model.save(tmp_path / "m", card={"parent": None})
+    again = Model.from_folder(tmp_path / "m")
+    assert again.config == model.config
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    np.testing.assert_allclose(model.predict_maps(img), again.predict_maps(img), atol=1e-6)
+    assert again.card == {"parent": None}
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(TlsegError, match="no shipped model named 'nope'"):
+        Model.load("nope")
+    with pytest.raises(TlsegError, match="not a model folder"):
+        Model.from_folder(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    (tmp_path / "weights.pt").write_bytes(b"garbage")
+    with pytest.raises(TlsegError, match="cannot load model"):
+        Model.from_folder(tmp_path)
+
+
+def test_constant_image_is_refused():
+    model = Model(ModelConfig(channels=(8, 16)))
+    with pytest.raises(TlsegError, match="constant"):
+        model.predict_instances(np.full((64, 64), 7, np.float32), diameter=30)
+
+
+@pytest.fixture(scope="module")
+def tl_cells():
+    assert "tl-cells" in shipped_models(), "the tl-cells weights must ship in the package"
+    return Model.from_pretrained("tl-cells")
+
+
+def test_tl_cells_segments_synthetic_cells(tl_cells):
+    f = synthetic_field((384, 384), diameter=32, seed=3)
+    labels, details = tl_cells.predict_instances(f["tl"], diameter=32)
+    assert labels.shape == f["tl"].shape and labels.dtype == np.int32
+    assert average_precision(f["labels"], labels)["ap50"] > 0.6
+    assert abs(details["n_cells"] - f["n_cells"]) <= 0.2 * f["n_cells"]
+
+
+def test_diameter_is_estimated_within_a_factor(tl_cells):
+    for d in (18, 40):
+        f = synthetic_field((384, 384), diameter=d, seed=4)
+        est = tl_cells.estimate_diameter(f["tl"].astype(np.float32))
+        assert est is not None and d / 1.5 < est < d * 1.5, (d, est)
+
+
+def test_tiled_equals_untiled_up_to_border_cells(tl_cells):
+    f = synthetic_field((640, 704), diameter=30, seed=5)
+    whole, _ = tl_cells.predict_instances(f["tl"], diameter=30, tile=2048)
+    tiled, _ = tl_cells.predict_instances(f["tl"], diameter=30, tile=192)
+    s = average_precision(whole, tiled)
+    # seams would cut or double cells; allow at most a few cells to differ
+    assert s["n_true"] - s["precision"] * s["n_pred"] <= 3
+    assert abs(s["n_true"] - s["n_pred"]) <= 2
+    assert s["ap75"] > 0.95

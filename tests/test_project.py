@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from tlseg.cli import main
+from tlseg.config import ModelConfig
+from tlseg.errors import TlsegError
+from tlseg.model import Model
+from tlseg.project import Project
+from tlseg.synthetic import synthetic_field
+from tlseg.targets import UNKNOWN
+from tlseg.teach import project_samples, teach
+
+
+@pytest.fixture
+def proj(tmp_path):
+    f = synthetic_field((192, 192), diameter=24, seed=11)
+    img = tmp_path / "field.tif"
+    tifffile.imwrite(img, f["tl"])
+    lab = tmp_path / "labels.tif"
+    tifffile.imwrite(lab, f["labels"].astype(np.uint16))
+    assert main(["project", "init", str(tmp_path / "p"), "--diameter", "24"]) == 0
+    return tmp_path / "p", img, lab, f
+
+
+def test_roi_add_list_and_versions(proj, capsys):
+    p, img, lab, f = proj
+    assert main(["roi", "add", str(p), str(img), "--box", "10", "10", "90", "100",
+                 "--labels", str(lab)]) == 0
+    assert main(["roi", "add", str(p), str(img), "--box", "100", "100", "180", "180",
+                 "--labels", str(lab)]) == 0
+    project = Project.open(p)
+    rois = project.rois()
+    assert [r.roi_id for r in rois] == [1, 2]
+    np.testing.assert_array_equal(rois[0].labels, f["labels"][10:90, 10:100])
+    # a new version of ROI 1 keeps version 1 on disk
+    project.add_roi(rois[0].image_id, rois[0].box, np.zeros((80, 90), np.int32), roi_id=1)
+    assert sorted(x.name for x in (p / "rois").glob("000001-*.yaml")) == ["000001-v1.yaml", "000001-v2.yaml"]
+    assert Project.open(p).rois()[0].version == 2
+    full = project.label_image(rois[0].image_id)
+    assert (full[0:5] == UNKNOWN).all() and (full[100:180, 100:180] != UNKNOWN).all()
+    capsys.readouterr()
+    assert main(["roi", "list", str(p)]) == 0
+    assert "2 ROIs" in capsys.readouterr().out
+
+
+def test_roi_bad_input(proj, capsys, tmp_path):
+    p, img, lab, f = proj
+    assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "0", "10",
+                 "--labels", str(lab)]) == 2
+    assert "empty or outside" in capsys.readouterr().err
+    assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "500", "10",
+                 "--labels", str(lab)]) == 2
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, np.zeros((10, 10), np.uint16))
+    assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "5", "5",
+                 "--labels", str(small)]) == 2
+    assert "differs from the image" in capsys.readouterr().err
+    project = Project.open(p)
+    iid = project.add_image(img)
+    with pytest.raises(TlsegError, match="must match"):
+        project.add_roi(iid, (0, 0, 10, 10), np.zeros((5, 5), np.int32))
+    with pytest.raises(TlsegError, match="integers"):
+        project.add_roi(iid, (0, 0, 10, 10), np.zeros((10, 10), np.float32))
+
+
+def test_newer_format_and_corrupt_roi(proj):
+    p, img, lab, f = proj
+    project = Project.open(p)
+    iid = project.add_image(img)
+    project.add_roi(iid, (0, 0, 50, 50), f["labels"][:50, :50])
+    project.add_roi(iid, (50, 50, 100, 100), f["labels"][50:100, 50:100])
+    (p / "rois" / "000001-v1.tif").write_bytes(b"broken")
+    errors = []
+    rois = project.rois(errors=errors)
+    assert [r.roi_id for r in rois] == [2] and "000001-v1" in errors[0]
+    meta = yaml.safe_load((p / "project.yaml").read_text())
+    meta["format_version"] = 99
+    (p / "project.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(TlsegError, match="newer"):
+        Project.open(p)
+
+
+def test_empty_training_set(proj):
+    p, *_ = proj
+    with pytest.raises(TlsegError, match="empty"):
+        project_samples(Project.open(p), Model(ModelConfig(channels=(8, 16))), mode="finetune")
+
+
+@pytest.mark.parametrize("mode", ["finetune", "retrain"])
+def test_teach_records_lineage(proj, tmp_path, mode):
+    p, img, lab, f = proj
+    project = Project.open(p)
+    iid = project.add_image(img)
+    project.add_roi(iid, (20, 20, 120, 120), f["labels"][20:120, 20:120])
+    base = Model(ModelConfig(name="tiny", channels=(8, 16)))
+    samples = project_samples(project, base, mode=mode)
+    assert samples[0].targets.shape[0] == (6 if mode == "retrain" else 4)
+    assert 0 < float(samples[0].targets[3].mean()) < 0.5  # only the ROI is known
+    model = teach(project, base, tmp_path / "m", mode=mode, steps=2)
+    card = Model.from_folder(tmp_path / "m").card
+    assert card["mode"] == mode and card["roi_set"] == project.roi_set_hash()
+    assert card["parent"] == "tiny" and card["n_rois"] == 1
+    assert model.config.channels == (8, 16)
