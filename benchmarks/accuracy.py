@@ -74,6 +74,51 @@ def watershed_floor(image: np.ndarray, diameter: float) -> np.ndarray:
     return watershed(-dist, markers, mask=mask)
 
 
+def _score_peers(data: Path, sources) -> dict:
+    table = {}
+    for peer in PEERS:
+        per_source = {}
+        for source in sources:
+            pairs = val_pairs(data, source)
+            preds = [WORK / peer / source / f"{img.stem}_masks.tif" for img, _ in pairs]
+            if not all(p.is_file() for p in preds):
+                continue
+            per_source[source] = [
+                match_counts(t := read_labels(m), read_labels(p, shape=t.shape))
+                for (_, m), p in zip(pairs, preds)]
+        if per_source:
+            row = {s: summarize(c) for s, c in per_source.items()}
+            if len(per_source) == len(sources):
+                row["pooled"] = summarize([x for c in per_source.values() for x in c])
+            table[peer] = row
+    return table
+
+
+def _peers_only(args) -> int:
+    import json
+
+    from common import RESULTS
+
+    path = RESULTS / f"{args.name}.json"
+    payload = json.loads(path.read_text())
+    peers = _score_peers(Path(args.data), args.sources)
+    payload["results"].update(peers)
+    payload["peers"] = {k: v for k, v in PEERS.items() if k in payload["results"]}
+    write_results(args.name, {k: v for k, v in payload.items()
+                              if k not in ("benchmark", "date", "machine")})
+    _print_table(payload["results"], args.sources)
+    return 0
+
+
+def _print_table(table, sources):
+    print(f"\n{'method':<22}" + "".join(f"{s[:14]:>16}" for s in sources) + f"{'pooled':>16}")
+    for method, row in table.items():
+        cells = [row.get(s) for s in sources] + [row.get("pooled")]
+        print(f"{method:<22}" + "".join(
+            f"{c['ap50']:>8.3f}/{c['map']:.3f}" if c else f"{'-':>16}" for c in cells))
+    print("(AP@0.5 / mean AP 0.5:0.95)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -81,14 +126,17 @@ def main(argv=None) -> int:
     p.add_argument("--sources", nargs="*", default=list(VAL_SOURCES))
     p.add_argument("--no-variants", action="store_true", help="skip the 0.5x/2x/shading runs")
     p.add_argument("--name", default="accuracy", help="results file name")
+    p.add_argument("--peers-only", action="store_true",
+                   help="only (re)score the peers' masks into an existing results file")
     args = p.parse_args(argv)
+    if args.peers_only:
+        return _peers_only(args)
     torch.set_num_threads(2)
     model = Model.load(args.model)
     conditions = ["tl-cells", "watershed"]
     if not args.no_variants:
         conditions += ["tl-cells 0.5x", "tl-cells 2x", "tl-cells shading"]
     counts: dict = {c: {} for c in conditions}
-    peer_counts: dict = {}
     diam_log = {}
     t_start = time.time()
     for source in args.sources:
@@ -109,33 +157,21 @@ def main(argv=None) -> int:
                     counts[f"tl-cells {f:g}x"].setdefault(source, []).append(match_counts(t_small, lab))
                 lab, _ = model.predict_instances(shade(image))
                 counts["tl-cells shading"].setdefault(source, []).append(match_counts(true, lab))
-            for peer in PEERS:
-                pm = WORK / peer / source / f"{img_path.stem}_masks.tif"
-                if pm.is_file():
-                    pred = read_labels(pm, shape=true.shape)
-                    peer_counts.setdefault(peer, {}).setdefault(source, []).append(match_counts(true, pred))
             print(f"{source}/{img_path.stem}: {det['n_cells']} cells, "
                   f"{len(np.unique(true)) - 1} true, diameter {det['diameter']:.1f}", flush=True)
     table = {}
-    for method, per_source in list(counts.items()) + list(peer_counts.items()):
+    for method, per_source in counts.items():
         row = {src: summarize(c) for src, c in per_source.items()}
-        complete = len(per_source) == len(args.sources) and all(
-            len(per_source[s]) == len(val_pairs(Path(args.data), s)) for s in args.sources)
-        if complete:
-            row["pooled"] = summarize([x for c in per_source.values() for x in c])
+        row["pooled"] = summarize([x for c in per_source.values() for x in c])
         table[method] = row
-    print(f"\n{'method':<22}" + "".join(f"{s[:14]:>16}" for s in args.sources) + f"{'pooled':>16}")
-    for method, row in table.items():
-        cells = [row.get(s) for s in args.sources] + [row.get("pooled")]
-        print(f"{method:<22}" + "".join(
-            f"{c['ap50']:>8.3f}/{c['map']:.3f}" if c else f"{'-':>16}" for c in cells))
-    print("(AP@0.5 / mean AP 0.5:0.95)")
+    table.update(_score_peers(Path(args.data), args.sources))
+    _print_table(table, args.sources)
     out = write_results(args.name, {
         "command": "python benchmarks/accuracy.py " + " ".join(argv or sys.argv[1:]),
         "model": args.model,
         "diameter": "estimated automatically per image",
         "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},
-        "peers": {k: v for k, v in PEERS.items() if k in peer_counts},
+        "peers": {k: v for k, v in PEERS.items() if k in table},
         "results": table,
         "wall_s": round(time.time() - t_start, 1),
     })

@@ -103,3 +103,39 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     assert card["mode"] == mode and card["roi_set"] == project.roi_set_hash()
     assert card["parent"] == "tiny" and card["n_rois"] == 1
     assert model.config.channels == (8, 16)
+
+
+def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):
+    from tlseg.suggest import suggest_rois, uncertainty_map
+
+    p, img, lab, f = proj
+    model = Model(ModelConfig(channels=(8, 16)))
+    image = f["tl"].astype(np.float32)
+    u, d = uncertainty_map(model, image, diameter=24)
+    assert u.shape == image.shape and d == 24
+    picks = suggest_rois(model, image, n=3, size=64, diameter=24, exclude=[(0, 0, 64, 64)])
+    assert len(picks) == 3 and picks[0]["score"] >= picks[-1]["score"]
+    boxes = [(0, 0, 64, 64)] + [q["box"] for q in picks]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    # the most uncertain box really has the highest mean uncertainty of the candidates
+    y0, x0, y1, x1 = picks[0]["box"]
+    assert u[y0:y1, x0:x1].mean() == pytest.approx(picks[0]["score"], rel=1e-3)
+    model.save(p.parent / "tiny")
+    assert main(["roi", "suggest", str(p), str(img), "-n", "2", "--size", "64",
+                 "--model", str(p.parent / "tiny"), "--diameter", "24"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3
+
+
+def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
+    from tlseg.roi_io import labels_to_imagej
+
+    p, img, lab, f = proj
+    labels_to_imagej(f["labels"], tmp_path / "RoiSet.zip")
+    assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "96", "96",
+                 "--labels", str(tmp_path / "RoiSet.zip")]) == 0
+    assert main(["roi", "export", str(p), str(tmp_path / "exp")]) == 0
+    out = tifffile.imread(tmp_path / "exp" / "field_labels.tif")
+    assert out.shape == f["labels"].shape and out[:96, :96].max() > 3 and out[96:, 96:].max() == 0
+    assert (tmp_path / "exp" / "field_RoiSet.zip").stat().st_size > 100

@@ -72,10 +72,21 @@ def _build_parser() -> argparse.ArgumentParser:
     ra.add_argument("project")
     ra.add_argument("image")
     ra.add_argument("--box", nargs=4, type=int, required=True, metavar=("Y0", "X0", "Y1", "X1"))
-    ra.add_argument("--labels", required=True, help="label TIFF (same size as the image)")
+    ra.add_argument("--labels", required=True,
+                    help="label TIFF (same size as the image) or ImageJ ROI .zip/.roi")
     ra.add_argument("--copy", action="store_true", help="copy the image into the project")
     rl = rs.add_parser("list", help="list the project's ROIs")
     rl.add_argument("project")
+    rx = rs.add_parser("export", help="write each image's annotated labels as TIFF and ImageJ zip")
+    rx.add_argument("project")
+    rx.add_argument("out")
+    rsu = rs.add_parser("suggest", help="rank regions by the model's uncertainty")
+    rsu.add_argument("project")
+    rsu.add_argument("image")
+    rsu.add_argument("-n", type=int, default=5, help="number of ROIs to suggest")
+    rsu.add_argument("--size", type=int, default=256, help="ROI side in pixels")
+    rsu.add_argument("--model", default="tl-cells")
+    rsu.add_argument("--diameter", type=float)
 
     sub.add_parser("models", help="list the shipped models and their model cards")
 
@@ -284,7 +295,12 @@ def _roi(args) -> int:
     if args.roi_command == "add":
         image_id = project.add_image(args.image, copy=args.copy)
         shape = tuple(project.images[image_id]["shape"])
-        labels = read_labels(args.labels, shape=shape)
+        if Path(args.labels).suffix.lower() in (".zip", ".roi"):
+            from .roi_io import imagej_to_labels
+
+            labels = imagej_to_labels(args.labels, shape)
+        else:
+            labels = read_labels(args.labels, shape=shape)
         y0, x0, y1, x1 = args.box
         if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
             raise TlsegError(f"--box {y0} {x0} {y1} {x1} is empty or outside the "
@@ -292,6 +308,35 @@ def _roi(args) -> int:
         roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
         n = len(set(roi.labels[roi.labels > 0].tolist()))
         print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
+        return 0
+    if args.roi_command == "export":
+        import numpy as np
+
+        from .io import write_labels
+        from .roi_io import labels_to_imagej
+
+        out = Path(args.out)
+        for image_id in sorted({r.image_id for r in project.rois()}):
+            lab = project.label_image(image_id)
+            cells = np.where(lab > 0, lab, 0)
+            write_labels(out / f"{image_id}_labels.tif", cells)
+            n = labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
+            print(f"{image_id}: {n} cells -> {out}")
+        return 0
+    if args.roi_command == "suggest":
+        from .io import read_image
+        from .model import Model
+        from .suggest import suggest_rois
+
+        _set_threads()
+        image = read_image(args.image)
+        image_id = project.add_image(args.image)
+        done = [r.box for r in project.rois() if r.image_id == image_id]
+        picks = suggest_rois(Model.load(args.model), image, n=args.n, size=args.size,
+                             diameter=args.diameter, exclude=done)
+        print(f"{'rank':>4} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} {'uncertainty':>12}")
+        for i, p in enumerate(picks, start=1):
+            print(f"{i:>4} " + " ".join(f"{v:>6}" for v in p["box"]) + f" {p['score']:>12.3f}")
         return 0
     errors: list[str] = []
     rois = project.rois(errors=errors)

@@ -1,0 +1,188 @@
+"""Learning curve: do 5, then 10 corrected ROIs improve a base model on new cells?
+
+Run::
+
+    python benchmarks/learning_curve.py --data ../shared/data
+
+Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
+
+1. a base model trained like tl-cells but WITHOUT bbbc030-cho (``tlseg train`` on
+   usiigaci, ctc-dic-hela and aisegcell-bf; shorter schedule: ``--epochs``, default 20,
+   i.e. 2,000 steps instead of 4,000), trained once and reused (resumable);
+2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes and ``suggested`` (the
+   most uncertain boxes by ``tlseg roi suggest``'s ranking, pooled over the train images)
+   — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
+   each box into a project (what a user's correction produces), fine-tune, and score
+   AP@0.5 on the val images (diameter estimated automatically, as a user would run it);
+3. retrain vs fine-tune at 10 random ROIs (seed 0): AP@0.5 and wall time.
+
+Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, WORK, write_results  # noqa: E402
+
+from tlseg.io import read_image, read_labels  # noqa: E402
+from tlseg.metrics import match_counts, summarize  # noqa: E402
+from tlseg.model import Model  # noqa: E402
+from tlseg.project import Project  # noqa: E402
+from tlseg.suggest import suggest_rois  # noqa: E402
+from tlseg.teach import teach  # noqa: E402
+
+SOURCE = "bbbc030-cho"
+ROI = 256
+
+
+def base_model(data: Path, epochs: int) -> Model:
+    out = WORK / "base-no-cho"
+    if not (out / "weights.pt").is_file():
+        tl = data / "tl"
+        cmd = [sys.executable, "-m", "tlseg.cli", "train", str(tl / "usiigaci"),
+               str(tl / "ctc-dic-hela"), str(tl / "aisegcell-bf"), "--partial",
+               str(tl / "aisegcell-bf"), "-o", str(out), "--name", "base-no-cho",
+               "--epochs", str(epochs)]
+        if (out / "checkpoint.pt").exists():
+            cmd.append("--resume")
+        print("training the base model:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return Model.from_folder(out)
+
+
+def score(model: Model, val) -> float:
+    counts = []
+    for img, mask in val:
+        image = read_image(img)
+        labels, _ = model.predict_instances(image)
+        counts.append(match_counts(read_labels(mask, shape=image.shape), labels))
+    return summarize(counts)["ap50"]
+
+
+def random_boxes(train, k, rng):
+    out = []
+    for _ in range(k):
+        img, mask = train[rng.integers(len(train))]
+        h, w = read_image(img).shape
+        y0, x0 = int(rng.integers(0, h - ROI + 1)), int(rng.integers(0, w - ROI + 1))
+        out.append((img, mask, (y0, x0, y0 + ROI, x0 + ROI)))
+    return out
+
+
+def suggested_boxes(model, train, k):
+    """The k most uncertain boxes over all train images (at most 3 per image)."""
+    cands = []
+    for img, mask in train:
+        for s in suggest_rois(model, read_image(img), n=3, size=ROI):
+            cands.append((s["score"], img, mask, s["box"]))
+    cands.sort(key=lambda c: -c[0])
+    return [(img, mask, box) for _, img, mask, box in cands[:k]]
+
+
+def build_project(root: Path, picks) -> Project:
+    project = Project.init(root)
+    for img, mask, box in picks:
+        iid = project.add_image(img)
+        lab = read_labels(mask)
+        y0, x0, y1, x1 = box
+        project.add_roi(iid, box, lab[y0:y1, x0:x1])
+    return project
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--epochs", type=int, default=20, help="base-model epochs (100 steps each)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--ks", type=int, nargs="*", default=[5, 10])
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    data = Path(args.data)
+    split = lambda s: [(f, data / "tl" / SOURCE / s / "masks" / f.name)  # noqa: E731
+                       for f in sorted((data / "tl" / SOURCE / s / "images").glob("*.tif"))]
+    train, val = split("train"), split("val")
+    base = base_model(data, args.epochs)
+    ap0 = score(base, val)
+    print(f"0 ROIs: AP50 {ap0:.3f}", flush=True)
+    runs = {"random": {k: [] for k in args.ks}, "suggested": {k: [] for k in args.ks}}
+    times = []
+    sugg = suggested_boxes(base, train, max(args.ks))
+    work = WORK / "learning_curve"
+    for seed in range(args.seeds):
+        rng = np.random.default_rng(seed)
+        rand = random_boxes(train, max(args.ks), rng)
+        for strategy, picks in (("random", rand), ("suggested", sugg)):
+            for k in args.ks:
+                root = work / f"{strategy}-k{k}-s{seed}"
+                if root.exists():
+                    import shutil
+
+                    shutil.rmtree(root)
+                project = build_project(root / "project", picks[:k])
+                t = time.time()
+                model = teach(project, base, root / "model", mode="finetune", seed=seed)
+                times.append(time.time() - t)
+                ap = score(model, val)
+                runs[strategy][k].append(ap)
+                print(f"{strategy} k={k} seed={seed}: AP50 {ap:.3f} ({times[-1]:.0f} s)", flush=True)
+    # retrain vs fine-tune at 10 random ROIs, seed 0
+    root = work / "retrain-k10-s0"
+    project = build_project(root / "project", random_boxes(train, max(args.ks), np.random.default_rng(0)))
+    t = time.time()
+    retrained = teach(project, base, root / "model", mode="retrain", seed=0)
+    retrain = {"ap50": score(retrained, val), "wall_s": round(time.time() - t, 1),
+               "finetune_ap50": runs["random"][max(args.ks)][0],
+               "finetune_wall_s": round(times[len(args.ks) - 1], 1)}
+    table = {"0": {"mean": ap0, "sd": 0.0}}
+    for strategy, per_k in runs.items():
+        for k, aps in per_k.items():
+            table[f"{strategy} {k}"] = {"mean": float(np.mean(aps)), "sd": float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0, "runs": aps}
+    print(f"\n{'ROIs':<14} {'AP@0.5 mean ± SD':>18}")
+    for key, v in table.items():
+        print(f"{key:<14} {v['mean']:>10.3f} ± {v['sd']:.3f}")
+    print(f"retrain (10 random ROIs): AP50 {retrain['ap50']:.3f} in {retrain['wall_s']} s; "
+          f"fine-tune: {retrain['finetune_ap50']:.3f} in {retrain['finetune_wall_s']} s")
+    _plot(table, args.ks, RESULTS / "learning_curve.png")
+    out = write_results("learning_curve", {
+        "command": "python benchmarks/learning_curve.py " + " ".join(argv or sys.argv[1:]),
+        "source": SOURCE, "roi_size": ROI, "seeds": args.seeds,
+        "base_model": "tl-cells recipe without bbbc030-cho, "
+                      f"{args.epochs * 100} steps (tl-cells: 4000)",
+        "finetune_wall_s_median": float(np.median(times)),
+        "results": table, "retrain_vs_finetune": retrain})
+    print(f"written {out}")
+    return 0
+
+
+def _plot(table, ks, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for strategy, colour in (("random", "tab:blue"), ("suggested", "tab:orange")):
+        xs = [0] + list(ks)
+        m = [table["0"]["mean"]] + [table[f"{strategy} {k}"]["mean"] for k in ks]
+        sd = [0] + [table[f"{strategy} {k}"]["sd"] for k in ks]
+        ax.errorbar(xs, m, yerr=sd, marker="o", capsize=4, label=f"{strategy} ROIs", color=colour)
+    ax.set_xlabel("corrected 256x256 ROIs")
+    ax.set_ylabel("AP@0.5 on bbbc030-cho val")
+    ax.set_xticks([0] + list(ks))
+    ax.legend()
+    ax.set_title("Fine-tuning a base model that never saw CHO")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Suggesting where to annotate next: regions where the model is least sure.
+
+The model is run on the image and on its flipped copies (test-time augmentation). A
+pixel is uncertain where the runs disagree, or where the foreground probability sits near
+0.5 (the model cannot decide cell vs. background) — the sum of both is the uncertainty
+map. Boxes of the requested size are ranked by their mean uncertainty and picked
+greedily without overlap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .model import Model
+from .preprocess import rescale
+
+
+def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None = None
+                    ) -> tuple[np.ndarray, float]:
+    """Per-pixel uncertainty (H, W) in [0, ~1.5] and the diameter used."""
+    if diameter is None:
+        diameter = model.estimate_diameter(image) or model.config.default_diameter
+    scale = model.config.canonical_diameter / diameter
+    small = rescale(np.asarray(image, np.float32), scale)
+    runs = []
+    for flip in ((), (0,), (1,), (0, 1)):
+        x = np.flip(small, flip) if flip else small
+        m = model.predict_maps(np.ascontiguousarray(x))
+        runs.append(np.flip(m[:2], tuple(a + 1 for a in flip)) if flip else m[:2])
+    runs = np.stack(runs)  # (4, 2, h, w)
+    disagreement = runs.std(axis=0).sum(axis=0) * 2
+    prob = runs[:, 0].mean(axis=0)
+    indecision = 1 - np.abs(2 * prob - 1)
+    u = disagreement + indecision
+    h, w = np.asarray(image).shape
+    zoom = (h / u.shape[0], w / u.shape[1])
+    return ndi.zoom(u, zoom, order=1)[:h, :w], float(diameter)
+
+
+def suggest_rois(model: Model, image: np.ndarray, *, n: int = 5, size: int = 256,
+                 diameter: float | None = None, exclude=()) -> list[dict]:
+    """The ``n`` most uncertain non-overlapping ``size`` x ``size`` boxes of an image.
+
+    Parameters
+    ----------
+    exclude : sequence of (y0, x0, y1, x1)
+        Boxes already annotated; suggestions do not overlap them.
+
+    Returns
+    -------
+    list of dict with ``box`` (y0, x0, y1, x1) and ``score`` (mean uncertainty), best first.
+    """
+    u, _ = uncertainty_map(model, image, diameter=diameter)
+    h, w = u.shape
+    size_y, size_x = min(size, h), min(size, w)
+    # mean uncertainty of the box whose top-left corner is at each pixel
+    mean = ndi.uniform_filter(u, size=(size_y, size_x), mode="constant")
+    cy, cx = size_y // 2, size_x // 2
+    score = mean[cy:cy + h - size_y + 1, cx:cx + w - size_x + 1]
+    taken = np.zeros((h, w), bool)
+    for y0, x0, y1, x1 in exclude:
+        taken[max(0, y0):y1, max(0, x0):x1] = True
+    out = []
+    while len(out) < n:
+        allowed = ~_overlaps(taken, size_y, size_x)  # boxes must not overlap taken pixels
+        s = np.where(allowed, score, -np.inf)
+        if not np.isfinite(s).any():
+            break
+        y0, x0 = np.unravel_index(int(np.argmax(s)), s.shape)
+        out.append({"box": (int(y0), int(x0), int(y0 + size_y), int(x0 + size_x)),
+                    "score": float(s[y0, x0])})
+        taken[y0:y0 + size_y, x0:x0 + size_x] = True
+    return out
+
+
+def _overlaps(taken: np.ndarray, sy: int, sx: int) -> np.ndarray:
+    """For each top-left corner, whether a sy x sx box there would cover a taken pixel."""
+    c = np.cumsum(np.cumsum(np.pad(taken, ((1, 0), (1, 0))).astype(np.int64), 0), 1)
+    h, w = taken.shape
+    ys, xs = np.arange(h - sy + 1), np.arange(w - sx + 1)
+    tot = (c[ys[:, None] + sy, xs[None, :] + sx] - c[ys[:, None], xs[None, :] + sx]
+           - c[ys[:, None] + sy, xs[None, :]] + c[ys[:, None], xs[None, :]])
+    return tot > 0
