@@ -28,7 +28,7 @@ def test_segment_overlay_and_evaluate(image_dir, tmp_path, capsys):
 
 def test_segment_errors_exit_2_with_one_line(tmp_path, capsys):
     img = tmp_path / "x.tif"
-    tifffile.imwrite(img, np.zeros((3, 32, 32), np.uint16))
+    tifffile.imwrite(img, np.zeros((3, 32, 32), np.uint16), photometric="minisblack")
     assert main(["segment", str(img), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--plane" in err and "x.tif" in err

@@ -23,9 +23,9 @@ from .network import UNet
 from .postprocess import maps_to_instances
 from .preprocess import is_constant, normalize, rescale
 
-# candidate cell diameters (input pixels) for the automatic estimate: one octave apart,
-# so one is always within half an octave of the truth (the size head is trained on +-1)
-_DIAMETER_LADDER = (12.0, 24.0, 48.0, 96.0, 192.0)
+# candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
+# (the size head is trained on +-1 octave around canonical)
+_DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 384
 
 
 def shipped_models() -> dict[str, Path]:
@@ -168,32 +168,41 @@ class Model:
     def estimate_diameter(self, image: np.ndarray, *, window: int = 384) -> float | None:
         """Estimate the median cell diameter (input pixels) of an image.
 
-        For each diameter on a ladder one octave apart, a central window is rescaled as
-        if cells had that diameter and the network's size head reads the cells' size
-        (log2 of apparent over canonical diameter). The rung where the network finds the
-        cells closest to canonical size is trusted, and its reading corrects the rung.
-        Returns None when no cells are found at any rung.
+        The network's size head reads the apparent cell size (log2 of apparent over
+        canonical diameter), but only within about an octave of canonical; far outside
+        that its reading is meaningless. So a central window is zoomed as if cells had
+        each diameter of a ladder half an octave apart, and every rung gives an estimate
+        ``rung * 2**reading``. Rungs within the head's range agree with each other, rungs
+        outside do not: the three neighbouring rungs whose estimates agree best are
+        averaged (in log space). Returns None when no cells are found at any rung.
         """
         canon = self.config.canonical_diameter
         h, w = image.shape
-        best = None
-        for rung in _DIAMETER_LADDER:
+        estimates: dict[int, float] = {}
+        for k, rung in enumerate(_DIAMETER_LADDER):
             scale = canon / rung
             side = int(math.ceil(window / scale))
             y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
             crop = rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
             if min(crop.shape) < 32:
-                continue
+                break
             prob, _, logsize = self.predict_maps(crop)
             fg = prob > self.config.instances.fg_threshold
-            if fg.sum() < 0.25 * canon**2:
-                continue
-            reading = float(np.median(logsize[fg]))
-            if best is None or abs(reading) < abs(best[0]):
-                best = (reading, rung)
-        if best is None:
+            if fg.sum() >= 0.25 * canon**2:
+                estimates[k] = math.log2(rung) + float(np.median(logsize[fg]))
+        if not estimates:
             return None
-        return float(best[1] * 2.0 ** best[0])
+        best = None
+        for k in estimates:
+            group = [estimates[j] for j in (k - 1, k, k + 1) if j in estimates]
+            if len(group) < min(3, len(estimates)):
+                continue
+            spread = float(np.ptp(group))
+            if best is None or spread < best[0]:
+                best = (spread, float(np.mean(group)))
+        if best is None:  # no complete neighbourhood: fall back to all rungs
+            best = (0.0, float(np.median(list(estimates.values()))))
+        return float(2.0 ** best[1])
 
     def predict_instances(
         self,
