@@ -31,6 +31,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channel", type=int, help="channel of a multi-channel image to use")
     s.add_argument("--plane", type=int, help="plane of a 3-D stack to use")
     s.add_argument("--tile", type=int, default=1024, help="tile side for large images")
+    s.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average with a flipped run (2x the time)")
     s.add_argument("--overwrite", action="store_true",
                    help="redo images whose masks already exist (default: skip them)")
 
@@ -146,7 +148,8 @@ def _segment(args) -> int:
             continue
         try:
             image = read_image(f, channel=args.channel, plane=args.plane)
-            labels, details = model.predict_instances(image, diameter=args.diameter, tile=args.tile)
+            labels, details = model.predict_instances(image, diameter=args.diameter, tile=args.tile,
+                                                     augment=args.tta)
         except TlsegError as exc:
             msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
             if len(files) == 1:

@@ -125,11 +125,14 @@ class Model:
         *,
         tile: int = 1024,
         halo: int = 96,
+        augment: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Network maps (3, H, W) for an image already at the canonical scale.
 
         Returns foreground probability, normalised distance (both sigmoid) and log2 size.
+        With ``augment`` each tile is also run flipped (both axes) and the maps averaged
+        (test-time augmentation, twice the time).
         Images larger than ``tile`` are processed in overlapping tiles: each tile is run
         with a ``halo`` of context on every side and only its centre is kept, so the
         stitched maps have no seams; instances are made from the stitched maps, so no
@@ -159,6 +162,10 @@ class Model:
                     win = torch.nn.functional.pad(win, (0, pw, 0, ph), mode=mode)
                 y = self.net(win)[0]
                 y[:2] = torch.sigmoid(y[:2])
+                if augment:
+                    f = self.net(win.flip((-2, -1)))[0].flip((-2, -1))
+                    f[:2] = torch.sigmoid(f[:2])
+                    y = (y + f) / 2
                 out[:, y0:y1, x0:x1] = y[:, y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0].numpy()
                 done += 1
                 if progress is not None:
@@ -210,6 +217,7 @@ class Model:
         *,
         diameter: float | None = None,
         tile: int = 1024,
+        augment: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict]:
         """Segment one 2-D image into cell instances.
@@ -222,6 +230,8 @@ class Model:
             Typical cell diameter in pixels; estimated automatically when omitted.
         tile : int
             Tile side (canonical-scale pixels) for large images.
+        augment : bool
+            Average the maps with a flipped run (test-time augmentation; 2x the time).
         progress : callable(done, total), optional
             Called after each tile.
 
@@ -253,7 +263,7 @@ class Model:
             raise TlsegError(
                 f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
             )
-        maps = self.predict_maps(small, tile=tile, progress=progress)
+        maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
         labels = maps_to_instances(
             maps[0], maps[1],
             canonical_diameter=self.config.canonical_diameter,

@@ -16,6 +16,7 @@ held-out training images and the model folder is written.
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -237,16 +238,15 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         true = np.where(s.labels > 0, s.labels, 0)
         cache.append((maps, true))
     best = None
-    for fg_t in (0.4, 0.5, 0.6):
-        for seed_t in (0.3, 0.4, 0.5, 0.6, 0.7):
-            cfg = InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t,
-                                 min_area_fraction=model.config.instances.min_area_fraction)
-            counts = [match_counts(true, maps_to_instances(m[0], m[1], canonical_diameter=canon,
-                                                           config=cfg))
-                      for m, true in cache]
-            score = summarize(counts)
-            if best is None or score["ap50"] > best[1]["ap50"]:
-                best = (cfg, score)
+    for fg_t, seed_t, area in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6, 0.7),
+                                                (0.08, 0.15)):
+        cfg = InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t, min_area_fraction=area)
+        counts = [match_counts(true, maps_to_instances(m[0], m[1], canonical_diameter=canon,
+                                                       config=cfg))
+                  for m, true in cache]
+        score = summarize(counts)
+        if best is None or score["ap50"] > best[1]["ap50"]:
+            best = (cfg, score)
     per_source: dict[str, list] = {}
     for s, (maps, true) in zip(held, cache):
         pred = maps_to_instances(maps[0], maps[1], canonical_diameter=canon, config=best[0])
