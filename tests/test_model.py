@@ -68,3 +68,12 @@ def test_tiled_equals_untiled_up_to_border_cells(tl_cells):
     assert s["n_true"] - s["precision"] * s["n_pred"] <= 3
     assert abs(s["n_true"] - s["n_pred"]) <= 2
     assert s["ap75"] > 0.95
+
+
+def test_nuclei_model_counts_synthetic_nuclei():
+    nuclei = Model.from_pretrained("nuclei")
+    assert nuclei.config.flatfield == "subtract"
+    f = synthetic_field((384, 384), diameter=30, seed=1)
+    labels, details = nuclei.predict_instances(f["nuclei"])
+    assert average_precision(f["nuclei_labels"], labels)["ap50"] > 0.8
+    assert 10 < details["diameter"] < 22  # nuclei are ~0.45 of a 30 px cell
