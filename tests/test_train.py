@@ -38,7 +38,12 @@ def test_train_cli_smoke(data_dir, tmp_path, capsys):
     assert not (tmp_path / "m" / "checkpoint.pt").exists()
 
 
-def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path):
+def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
+    # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    torch.use_deterministic_algorithms(True)
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
     ref = train(samples, tmp_path / "ref", model_config=TINY, train_config=TC)
 
@@ -53,6 +58,9 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path):
     with pytest.raises(TlsegError, match="--resume"):
         train(samples, tmp_path / "run", model_config=TINY, train_config=TC)
     resumed = train(samples, tmp_path / "run", model_config=TINY, train_config=TC, resume=True)
+    monkeypatch.undo()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
     for a, b in zip(ref.net.state_dict().values(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b)
 
