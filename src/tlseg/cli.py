@@ -304,10 +304,7 @@ def _roi(args) -> int:
             labels = imagej_to_labels(args.labels, shape)
         else:
             labels = read_labels(args.labels, shape=shape)
-        y0, x0, y1, x1 = args.box
-        if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
-            raise TlsegError(f"--box {y0} {x0} {y1} {x1} is empty or outside the "
-                             f"{shape[0]}x{shape[1]} image")
+        y0, x0, y1, x1 = args.box  # add_roi checks the box against the image first
         roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
         n = len(set(roi.labels[roi.labels > 0].tolist()))
         print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")

@@ -200,12 +200,15 @@ class Project:
             h.update(np.ascontiguousarray(r.labels).tobytes())
         return h.hexdigest()[:16]
 
-    def label_image(self, image_id: str) -> np.ndarray:
-        """Full-size labels of an image: ROI contents where annotated, UNKNOWN elsewhere."""
+    def label_image(self, image_id: str, *, rois: list[ROI] | None = None) -> np.ndarray:
+        """Full-size labels of an image: ROI contents where annotated, UNKNOWN elsewhere.
+
+        ``rois``: the project's ROIs if already read (else they are read from disk).
+        """
         h, w = self.images[image_id]["shape"]
         out = np.full((h, w), UNKNOWN, np.int32)
         offset = 0
-        for r in self.rois():
+        for r in self.rois() if rois is None else rois:
             if r.image_id != image_id:
                 continue
             y0, x0, y1, x1 = r.box

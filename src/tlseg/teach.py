@@ -44,7 +44,7 @@ def project_samples(project: Project, base: Model, *, mode: str,
     canon = base.config.canonical_diameter
     samples = []
     for image_id in sorted({r.image_id for r in rois}):
-        labels = project.label_image(image_id)
+        labels = project.label_image(image_id, rois=rois)
         image = read_image(project.image_path(image_id))
         d = diameter or project.meta.get("diameter") or median_diameter(labels)
         if d is None:
