@@ -95,6 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="make synthetic images, segment them and score the result")
     d.add_argument("out", help="output directory")
     d.add_argument("--model", default="tl-cells")
+
+    from .cli_plate import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "demo": _demo,
             "project": _project,
             "roi": _roi,
+            "plate": _plate,
+            "demo-plate": _demo_plate,
         }[args.command](args)
     except TlsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _plate(args) -> int:
+    from .cli_plate import plate
+
+    return plate(args)
+
+
+def _demo_plate(args) -> int:
+    from .cli_plate import demo_plate
+
+    return demo_plate(args)
 
 
 def _set_threads():

@@ -1,0 +1,268 @@
+"""Plate folders: parse instrument file names into (well, site, channel) and join a plate map.
+
+Supported layouts (``layout=`` in :func:`scan_plate`):
+
+- ``imagexpress``: ``<plate>_<well>_s<site>_w<channel>.tif`` (Molecular Devices
+  MetaXpress). ``_s<site>`` and ``_w<channel>`` are absent for one-site / one-channel
+  acquisitions; ``*_thumb*`` thumbnails are skipped. Channels are named ``w1``, ``w2``...
+- ``incell``: ``<row> - <col>(fld <n> wv <ex> - <em>).tif`` (GE/Cytiva IN Cell
+  Analyzer). Channels are named by the ``wv`` text, e.g. ``DAPI - DAPI``; the excitation
+  name alone (``DAPI``) is accepted too.
+- ``operetta``: ``r01c01f01p01-ch1sk1fk1fl1.tiff`` (PerkinElmer/Revvity Harmony export).
+  Channels are ``ch1``, ``ch2``...; only the first plane of a z-stack is used.
+- a user regular expression with named groups ``well`` (or ``row`` and ``col``) and,
+  optionally, ``site`` and ``channel``.
+
+``layout="auto"`` picks the built-in layout that parses the most files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import TlsegError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+LAYOUTS: dict[str, str] = {
+    "imagexpress": r"^(?P<plate>.+?)_(?P<well>[A-Za-z]{1,2}\d{1,3})(?:_s(?P<site>\d+))?"
+                   r"(?:_(?P<channel>w\d+)(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f-]{27})?)?\.(?:tif|tiff)$",
+    "incell": r"^(?P<row>[A-Za-z]{1,2}) - (?P<col>\d{1,3})\(fld (?P<site>\d+)"
+              r"(?: wv (?P<channel>[^)]+?))?(?: z (?P<plane>\d+))?\)\.(?:tif|tiff)$",
+    "operetta": r"^r(?P<row>\d{2})c(?P<col>\d{2})f(?P<site>\d{2})p(?P<plane>\d{2})"
+                r"-(?P<channel>ch\d+)sk\d+fk\d+fl\d+\.(?:tif|tiff)$",
+}
+
+
+def row_name(index: int) -> str:
+    """1 -> 'A', 26 -> 'Z', 27 -> 'AA' (1536-well plates have 32 rows)."""
+    name = ""
+    while index > 0:
+        index, rem = divmod(index - 1, 26)
+        name = chr(ord("A") + rem) + name
+    return name
+
+
+def row_index(name: str) -> int:
+    """'A' -> 1, 'AF' -> 32."""
+    index = 0
+    for ch in name.upper():
+        index = index * 26 + ord(ch) - ord("A") + 1
+    return index
+
+
+def normalize_well(well: str) -> str:
+    """'a1', 'A1', 'A001' -> 'A01'. Raises TlsegError for anything else."""
+    m = re.fullmatch(r"\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*", str(well))
+    if not m or int(m.group(2)) == 0:
+        raise TlsegError(f"{well!r} is not a well name like A01 or P24")
+    return f"{m.group(1).upper()}{int(m.group(2)):02d}"
+
+
+def split_well(well: str) -> tuple[int, int]:
+    """'B03' -> (2, 3)."""
+    m = re.fullmatch(r"([A-Z]{1,2})(\d+)", well)
+    return row_index(m.group(1)), int(m.group(2))
+
+
+@dataclass
+class Site:
+    """One field of view of one well, with one image path per channel."""
+
+    well: str
+    site: int
+    paths: dict[str, Path]
+
+    @property
+    def key(self) -> str:
+        return f"{self.well}_s{self.site}"
+
+
+@dataclass
+class Plate:
+    """The images of a plate folder, parsed.
+
+    Attributes
+    ----------
+    folder : Path
+    layout : str
+        Layout name, or 'regex'.
+    files : DataFrame
+        One row per image: well, site, channel, plane, path.
+    unparsed : list of Path
+        Image files whose names the layout could not parse.
+    """
+
+    folder: Path
+    layout: str
+    pattern: str
+    files: pd.DataFrame
+    unparsed: list[Path] = field(default_factory=list)
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(self.files["channel"].unique().tolist())
+
+    @property
+    def wells(self) -> list[str]:
+        return sorted(self.files["well"].unique().tolist(), key=split_well)
+
+    def resolve_channel(self, name: str) -> str:
+        """The channel as the plate names it; the IN Cell excitation name is accepted too."""
+        chans = self.channels
+        if name in chans:
+            return name
+        short = [c for c in chans if c.split(" - ")[0] == name]
+        if len(short) == 1:
+            return short[0]
+        raise TlsegError(
+            f"channel {name!r} is not in {self.folder} (channels found: {', '.join(chans)}); "
+            "give the channel as it appears in the file names"
+        )
+
+    def sites(self, channels: list[str]) -> tuple[list[Site], list[str]]:
+        """Sites that have every channel in ``channels``, and a message per incomplete site."""
+        chans = [self.resolve_channel(c) for c in channels]
+        sites, problems = [], []
+        for (well, site), group in self.files.groupby(["well", "site"], sort=False):
+            have = dict(zip(group["channel"], group["path"]))
+            missing = [c for c in chans if c not in have]
+            if missing:
+                problems.append(f"{well} site {site}: channel {', '.join(missing)} missing, "
+                                "site skipped")
+                continue
+            sites.append(Site(well, int(site), {c: Path(have[c]) for c in chans}))
+        sites.sort(key=lambda s: (split_well(s.well), s.site))
+        return sites, problems
+
+
+def _parse(names: list[Path], regex: re.Pattern) -> tuple[list[dict], list[Path]]:
+    rows, bad = [], []
+    for p in names:
+        m = regex.match(p.name)
+        if m is None:
+            bad.append(p)
+            continue
+        g = {k: v for k, v in m.groupdict().items() if v is not None}
+        try:
+            if "well" in g:
+                well = normalize_well(g["well"])
+            elif "row" in g and "col" in g:
+                r = g["row"]
+                well = normalize_well((row_name(int(r)) if r.isdigit() else r) + g["col"])
+            else:
+                raise TlsegError("the pattern needs a (?P<well>...) group, or row and col groups")
+        except TlsegError:
+            bad.append(p)
+            continue
+        rows.append({
+            "well": well,
+            "site": int(g.get("site", 1)),
+            "channel": g.get("channel", "1").strip(),
+            "plane": int(g.get("plane", 1)),
+            "path": str(p),
+        })
+    return rows, bad
+
+
+def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> Plate:
+    """Parse the image file names in ``folder`` (not recursive).
+
+    Parameters
+    ----------
+    folder : path
+    layout : {'auto', 'imagexpress', 'incell', 'operetta'}
+        Ignored when ``pattern`` is given.
+    pattern : str, optional
+        Regular expression matched against each file name, with named groups ``well``
+        (or ``row`` and ``col``) and optionally ``site`` and ``channel``.
+
+    Raises
+    ------
+    TlsegError
+        The folder holds no images, or no file name matches the layout.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TlsegError(f"{folder}: no such plate folder")
+    names = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and "_thumb" not in p.name.lower() and not p.name.startswith("."))
+    if not names:
+        raise TlsegError(f"{folder}: no images (.tif, .png, .jpg) in this folder")
+    if pattern is not None:
+        try:
+            candidates = {"regex": re.compile(pattern)}
+        except re.error as exc:
+            raise TlsegError(f"--pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        if "well" not in candidates["regex"].groupindex and not {"row", "col"} <= set(
+                candidates["regex"].groupindex):
+            raise TlsegError("--pattern needs a named group (?P<well>...) or (?P<row>...) "
+                             "and (?P<col>...)")
+    elif layout == "auto":
+        candidates = {k: re.compile(v, re.IGNORECASE) for k, v in LAYOUTS.items()}
+    elif layout in LAYOUTS:
+        candidates = {layout: re.compile(LAYOUTS[layout], re.IGNORECASE)}
+    else:
+        raise TlsegError(f"unknown layout {layout!r}; use one of auto, {', '.join(LAYOUTS)}")
+    best = None
+    for name, regex in candidates.items():
+        rows, bad = _parse(names, regex)
+        if best is None or len(rows) > len(best[1]):
+            best = (name, rows, bad, regex.pattern)
+    name, rows, bad, regex = best
+    if not rows:
+        tried = "the pattern " + repr(regex) if pattern else "the ImageXpress, IN Cell and Operetta patterns"
+        raise TlsegError(f"{folder}: no file name matches {tried} (e.g. {names[0].name}); "
+                         "give --layout or --pattern with (?P<well>...) (?P<site>...) (?P<channel>...)")
+    files = pd.DataFrame(rows)
+    # z-stacks: keep the first plane of each (well, site, channel)
+    files = files.sort_values("plane").drop_duplicates(["well", "site", "channel"], keep="first")
+    files = files.sort_values(["well", "site", "channel"]).reset_index(drop=True)
+    return Plate(folder=folder, layout=name, pattern=regex, files=files, unparsed=bad)
+
+
+def read_plate_map(path, wells: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Read a plate-map CSV (a ``well`` column plus condition columns).
+
+    Returns the map indexed by normalised well name and a list of warnings: wells in the
+    map without images, and imaged wells missing from the map.
+    """
+    path = Path(path)
+    try:
+        pm = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise TlsegError(f"{path}: plate map not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TlsegError(f"{path}: not a readable CSV plate map ({exc})") from None
+    cols = {c.lower().strip(): c for c in pm.columns}
+    if "well" not in cols:
+        raise TlsegError(f"{path}: the plate map needs a 'well' column (found: {', '.join(pm.columns)})")
+    pm = pm.rename(columns={cols["well"]: "well"})
+    try:
+        pm["well"] = [normalize_well(w) for w in pm["well"]]
+    except TlsegError as exc:
+        raise TlsegError(f"{path}: {exc}") from None
+    dup = pm["well"][pm["well"].duplicated()].unique().tolist()
+    if dup:
+        raise TlsegError(f"{path}: wells listed twice in the plate map: {', '.join(dup)}")
+    for c in pm.columns:  # numeric condition columns (e.g. seeding density) become numbers
+        if c != "well":
+            num = pd.to_numeric(pm[c], errors="coerce")
+            if num.notna().all() and len(num):
+                pm[c] = num
+    warnings = []
+    if wells is not None:
+        no_images = sorted(set(pm["well"]) - set(wells), key=split_well)
+        no_map = sorted(set(wells) - set(pm["well"]), key=split_well)
+        if no_images:
+            warnings.append(f"plate map lists {len(no_images)} well(s) with no images: "
+                            + ", ".join(no_images))
+        if no_map:
+            warnings.append(f"{len(no_map)} imaged well(s) are not in the plate map: "
+                            + ", ".join(no_map))
+    return pm.set_index("well"), warnings

@@ -1,0 +1,243 @@
+"""``report.html``: one self-contained page (figures embedded as PNG) per plate run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from matplotlib.figure import Figure
+
+from ..io import atomic_path
+from .layout import split_well
+
+LF, NUC = "#1b7837", "#5e3c99"  # label-free green, nuclei purple (colour-blind safe pair)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _cond_label(row, keys) -> str:
+    return " · ".join(f"{row[k]:g}" if isinstance(row[k], (int, float, np.number)) else str(row[k])
+                      for k in keys) or "all"
+
+
+def bar_chart(conds: pd.DataFrame, keys: list[str]) -> str:
+    x = np.arange(len(conds))
+    has_nuc = "n_nuclei_mean" in conds
+    w = 0.38 if has_nuc else 0.6
+    fig = Figure(figsize=(max(4.5, 0.7 * len(conds) + 2), 3.6))
+    ax = fig.subplots()
+    ax.bar(x - (w / 2 if has_nuc else 0), conds["n_cells_mean"], w, yerr=conds["n_cells_sd"].fillna(0),
+           capsize=3, color=LF, label="label-free (tl-cells)", error_kw={"lw": 1})
+    if has_nuc:
+        ax.bar(x + w / 2, conds["n_nuclei_mean"], w, yerr=conds["n_nuclei_sd"].fillna(0), capsize=3,
+               color=NUC, label="nuclei", error_kw={"lw": 1})
+    ax.set_xticks(x, [_cond_label(r, keys) for _, r in conds.iterrows()], rotation=30, ha="right")
+    ax.set_xlabel(" · ".join(keys))
+    ax.set_ylabel("cells per well (mean ± SD)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False)
+    return _png(fig)
+
+
+def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
+    c = wells[color_by] if color_by and pd.api.types.is_numeric_dtype(wells[color_by]) else None
+    sc = ax.scatter(wells["n_nuclei"], wells["n_cells"], c=c, cmap="viridis", s=22,
+                    edgecolor="k", linewidth=0.3, color=None if c is not None else LF)
+    hi = max(wells["n_nuclei"].max(), wells["n_cells"].max()) * 1.05 + 1
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="identity")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("nuclei count per well")
+    ax.set_ylabel("label-free count per well")
+    ax.set_aspect("equal")
+    if c is not None:
+        fig.colorbar(sc, ax=ax, shrink=0.8, label=color_by)
+    ax.legend(frameon=False, loc="upper left")
+    return _png(fig)
+
+
+def bland_altman(wells: pd.DataFrame, stats: dict) -> str:
+    m = (wells["n_cells"] + wells["n_nuclei"]) / 2
+    d = wells["n_cells"] - wells["n_nuclei"]
+    fig = Figure(figsize=(4.6, 3.4))
+    ax = fig.subplots()
+    ax.scatter(m, d, s=20, color=LF, edgecolor="k", linewidth=0.3)
+    for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
+        if stats.get(key) is not None:
+            ax.axhline(stats[key], color="k", ls=style, lw=0.8)
+            ax.annotate(f"{key.replace('_', ' ')} {stats[key]:.1f}", (1.0, stats[key]),
+                        xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom")
+    ax.axhline(0, color="0.7", lw=0.6)
+    ax.set_xlabel("mean of the two counts")
+    ax.set_ylabel("label-free − nuclei")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def heat_map(wells: pd.DataFrame, column: str, title: str) -> str:
+    rc = np.array([split_well(w) for w in wells["well"]])
+    nrow, ncol = rc[:, 0].max(), rc[:, 1].max()
+    for r, c in ((8, 12), (16, 24), (32, 48)):  # draw the whole standard plate
+        if nrow <= r and ncol <= c:
+            nrow, ncol = r, c
+            break
+    grid = np.full((nrow, ncol), np.nan)
+    grid[rc[:, 0] - 1, rc[:, 1] - 1] = wells[column].to_numpy(float)
+    fig = Figure(figsize=(0.32 * ncol + 1.5, 0.32 * nrow + 0.8))
+    ax = fig.subplots()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.93")  # empty wells light gray
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, interpolation="nearest")
+    from .layout import row_name
+
+    ax.set_xticks(range(ncol), [str(i + 1) for i in range(ncol)], fontsize=6)
+    ax.set_yticks(range(nrow), [row_name(i + 1) for i in range(nrow)], fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def overlay_thumb(image_path: str, masks_path: Path, nuclei_path: Path | None, size: int = 360) -> str:
+    import tifffile
+    from skimage.segmentation import find_boundaries
+
+    from ..io import read_image
+
+    img = read_image(image_path).astype(np.float32)
+    lab = tifffile.imread(masks_path)
+    step = max(1, int(np.ceil(max(img.shape) / size)))
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    gray = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb[find_boundaries(lab, mode="inner")] = (0.2, 1.0, 0.3)
+    if nuclei_path is not None and nuclei_path.is_file():
+        nuc = tifffile.imread(nuclei_path)
+        rgb[find_boundaries(nuc, mode="inner")] = (1.0, 0.3, 1.0)
+    fig = Figure(figsize=(3.2, 3.2 * img.shape[0] / img.shape[1]))
+    ax = fig.subplots()
+    ax.imshow(rgb[::step, ::step] if step > 1 else rgb)
+    ax.set_axis_off()
+    return _png(fig)
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0,
+                      classes="t")
+
+
+def _stats_rows(s: dict) -> str:
+    names = [("n", "wells"), ("pearson_r", "Pearson r"), ("r2", "R²"), ("ccc", "Lin's CCC"),
+             ("paired_t", "paired t"), ("paired_p", "paired t-test p"), ("bias", "bias (cells)"),
+             ("loa_low", "95 % limits of agreement, low"), ("loa_high", "… high"),
+             ("bias_percent", "bias (% of nuclei count)"),
+             ("mean_abs_bias_percent", "mean |bias| (%)")]
+    rows = "".join(f"<tr><td>{label}</td><td>{s[k]:.4g}</td></tr>"
+                   for k, label in names if s.get(k) is not None)
+    return f"<table class='t'>{rows}</table>"
+
+
+def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites: pd.DataFrame,
+                 validation: dict | None, run: dict) -> Path:
+    """Write ``out/report.html`` and return its path."""
+    out = Path(out)
+    keys = [c for c in (conds.columns if conds is not None else [])
+            if not c.startswith(("n_cells", "n_nuclei", "cells_per", "n_wells", "wells"))]
+    used = wells[wells["n_sites"] > 0]
+    parts = [f"<h1>tlseg plate report</h1><p>Plate <code>{html.escape(run.get('plate', ''))}</code>"
+             f" ({html.escape(str(run.get('layout')))} layout), {len(used)} wells, "
+             f"{int((sites['status'] == 'ok').sum())} of {len(sites)} sites segmented. "
+             f"Settings: <code>{html.escape(json.dumps(run.get('config', {})))}</code></p>"]
+    problems = list(run.get("skipped_sites", [])) + [f"unparsed file name: {f}"
+                                                      for f in run.get("unparsed_files", [])]
+    problems += run.get("warnings", [])
+    bad = sites[sites["status"] != "ok"]
+    problems += [f"{r.well} site {r.site}: {r.error}" for r in bad.itertuples()]
+    if problems:
+        items = "".join(f"<li>{html.escape(str(p))}</li>" for p in problems)
+        parts.append(f"<h2>Problems ({len(problems)})</h2><ul class='warn'>{items}</ul>")
+    figs = []
+    if conds is not None and len(conds):
+        figs.append(("Counts per condition (mean ± SD over replicate wells)", bar_chart(conds, keys)))
+    if validation is not None:
+        density = None
+        if validation.get("density"):
+            density = validation["density"][0]["column"]
+        figs.append(("Label-free vs nuclei count, one point per well", scatter(used, density)))
+        figs.append(("Bland–Altman", bland_altman(used, validation["per_well"])))
+    figs.append(("Label-free count per well", heat_map(used, "n_cells", "label-free cells per well")))
+    if "n_nuclei" in used:
+        figs.append(("Nuclei count per well", heat_map(used, "n_nuclei", "nuclei per well")))
+    parts.append("<div class='figs'>" + "".join(
+        f"<figure><img src='{src}'><figcaption>{html.escape(cap)}</figcaption></figure>"
+        for cap, src in figs) + "</div>")
+    if validation is not None:
+        parts.append("<h2>Agreement, per well</h2>" + _stats_rows(validation["per_well"]))
+        if validation.get("per_condition"):
+            parts.append("<h2>Agreement, per condition mean</h2>"
+                         + _stats_rows(validation["per_condition"]))
+        for d in validation.get("density") or []:
+            lr = d["linear_range"]
+            group = ", ".join(f"{k} = {v}" for k, v in d["group"].items())
+            text = (f"{d['column']} {lr['low']:g} to {lr['high']:g} (R² {lr['r2']:.3f}, "
+                    f"{lr['n_levels']} levels)" if lr else "no range of two or more levels meets both criteria")
+            parts.append(f"<h2>Linear range{(' — ' + html.escape(group)) if group else ''}</h2>"
+                         f"<p>Label-free count linear in {html.escape(str(d['column']))} "
+                         f"(R² ≥ {d['criteria']['r2_min']}) and within "
+                         f"{100 * d['criteria']['max_rel_diff']:.0f} % of the nuclei count: "
+                         f"<b>{html.escape(text)}</b>.</p>")
+    if conds is not None and len(conds):
+        parts.append("<h2>Conditions</h2>" + _table(conds))
+    thumbs = _examples(out, used, sites, keys, run)
+    if thumbs:
+        parts.append("<h2>Example sites (green: cells, magenta: nuclei)</h2><div class='figs'>"
+                     + "".join(f"<figure><img src='{src}'><figcaption>{html.escape(cap)}"
+                               "</figcaption></figure>" for cap, src in thumbs) + "</div>")
+    parts.append("<h2>Wells</h2>" + _table(wells))
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th"
+             "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}"
+             "figcaption{font-size:12px;color:#555}.warn{color:#a00}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tlseg plate report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    path = out / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
+def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[str, str]]:
+    """One overlay thumbnail per condition (or per the first wells without a plate map)."""
+    ok = sites[sites["status"] == "ok"]
+    tl = (run.get("config") or {}).get("tl_channel")
+    picks = []
+    if keys:
+        for values, group in used.groupby(keys, sort=True):
+            picks.append((values if isinstance(values, tuple) else (values,), group["well"].iloc[0]))
+    else:
+        picks = [((w,), w) for w in used["well"].iloc[:4]]
+    thumbs = []
+    for values, well in picks[:limit]:
+        site = ok[ok["well"] == well].iloc[0]
+        key = site["key"]
+        try:
+            src = overlay_thumb(site["paths"][tl], out / "masks" / f"{key}_cells.tif",
+                                out / "masks" / f"{key}_nuclei.tif")
+        except Exception:  # an example picture must never break the report
+            continue
+        label = " · ".join(str(v) for v in values)
+        thumbs.append((f"{label} — {key}: {int(site['n_cells'])} cells", src))
+    return thumbs

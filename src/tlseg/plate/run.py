@@ -1,0 +1,280 @@
+"""Batch-segment a plate, site by site, on a Dask cluster; resumable.
+
+Each site is one task: read its channels, segment cells in the transmitted-light channel
+(and nuclei in the nuclear channel), measure every cell, and write
+
+- ``OUTDIR/masks/<well>_s<site>_cells.tif`` (and ``_nuclei.tif``): instance labels;
+- ``OUTDIR/cells/<well>_s<site>.parquet``: one row per cell (the plate's Parquet dataset);
+- ``OUTDIR/sites/<well>_s<site>.json``: counts and status, written LAST.
+
+Every file is written atomically (temp file + rename), and a site counts as done only
+when its JSON exists, so a run killed at any moment loses only the sites in flight and a
+re-run skips the finished ones. A site whose image is corrupt is recorded as failed (and
+retried on the next run) without stopping the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TlsegError
+from ..io import atomic_path
+from .layout import Plate, Site
+
+RUN_FORMAT = 1
+
+
+@dataclass
+class RunConfig:
+    """Settings that change the results (stored in ``run.json``; a resume must match)."""
+
+    tl_channel: str
+    nuclei_channel: str | None = None
+    model: str = "tl-cells"
+    nuclei_model: str = "nuclei"
+    diameter: float | None = None
+    nuclei_diameter: float | None = None
+    pixel_size: float | None = None
+
+    def result_keys(self) -> dict:
+        return asdict(self)
+
+
+def _write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+
+
+# -- worker side ---------------------------------------------------------------------
+
+_MODELS: dict = {}
+
+
+def _model(name: str, threads: int):
+    import torch
+
+    from ..model import Model
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if name not in _MODELS:
+        _MODELS[name] = Model.load(name)
+    return _MODELS[name]
+
+
+def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
+    """Segment and measure one site; write its outputs. Runs on a Dask worker.
+
+    Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
+    bad image: the record then has ``status: 'error'`` and the message.
+    """
+    import numpy as np
+
+    from ..io import read_image, write_labels
+    from .measure import measure_site
+
+    out = Path(out)
+    key = f"{site['well']}_s{site['site']}"
+    rec = {"well": site["well"], "site": site["site"], "key": key,
+           "paths": {c: str(p) for c, p in site["paths"].items()}}
+    t0 = time.perf_counter()
+    try:
+        tl_name, nuc_name = cfg["tl_channel"], cfg.get("nuclei_channel")
+        tl = read_image(site["paths"][tl_name])
+        channels = {tl_name: tl}
+        nuc = None
+        if nuc_name:
+            nuc = read_image(site["paths"][nuc_name])
+            if nuc.shape != tl.shape:
+                raise TlsegError(f"{site['paths'][nuc_name]}: {nuc.shape[0]}x{nuc.shape[1]} "
+                                 f"pixels but the {tl_name} image is {tl.shape[0]}x{tl.shape[1]}")
+            channels[nuc_name] = nuc
+        cells, det = _model(cfg["model"], threads).predict_instances(tl, diameter=cfg["diameter"])
+        rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"])
+        nuclei = None
+        if nuc is not None:
+            nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
+                nuc, diameter=cfg.get("nuclei_diameter"))
+            rec.update(nuclei_diameter=ndet["diameter"], n_nuclei=ndet["n_cells"])
+        table = measure_site(cells, channels, nuclei=nuclei, pixel_size=cfg.get("pixel_size"))
+        table.insert(0, "site", site["site"])
+        table.insert(0, "well", site["well"])
+        write_labels(out / "masks" / f"{key}_cells.tif", cells)
+        if nuclei is not None:
+            write_labels(out / "masks" / f"{key}_nuclei.tif", nuclei)
+        with atomic_path(out / "cells" / f"{key}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+        rec["status"] = "ok"
+    except TlsegError as exc:
+        rec.update(status="error", error=str(exc))
+    except (OSError, ValueError, MemoryError) as exc:  # keep the batch going, report it
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    _write_json(out / "sites" / f"{key}.json", rec)
+    return rec
+
+
+# -- client side ---------------------------------------------------------------------
+
+def open_client(workers: int, scheduler: str | None, *, timeout: float = 10.0):
+    """A Dask client: on ``scheduler`` if given, else on a new local cluster of processes."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{timeout}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise TlsegError(
+                f"cannot reach the Dask scheduler at {scheduler} within {timeout:.0f} s "
+                f"({type(exc).__name__}); check the address, or leave out --scheduler "
+                "to run on this machine"
+            ) from None
+    if workers < 1:
+        raise TlsegError(f"--workers must be at least 1, got {workers}")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster)
+
+
+def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> float | None:
+    """Median automatic diameter over up to ``n`` sites spread over the plate."""
+    import numpy as np
+
+    from ..io import read_image
+    from ..model import Model
+
+    model = Model.load(model_name)
+    picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]
+    found = []
+    for s in picks:
+        try:
+            d = model.estimate_diameter(read_image(s.paths[channel]).astype(np.float32))
+        except TlsegError:
+            continue
+        if d:
+            found.append(d)
+    return float(np.median(found)) if found else None
+
+
+def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
+                log: Callable[[str], None] = print) -> tuple[list[Site], dict]:
+    """Check the settings against an earlier run in ``out``, fix the diameters, write run.json.
+
+    Returns the sites to process and the run record.
+    """
+    out = Path(out)
+    chans = [cfg.tl_channel] + ([cfg.nuclei_channel] if cfg.nuclei_channel else [])
+    cfg.tl_channel = plate.resolve_channel(cfg.tl_channel)
+    if cfg.nuclei_channel:
+        cfg.nuclei_channel = plate.resolve_channel(cfg.nuclei_channel)
+    sites, problems = plate.sites(chans)
+    if not sites:
+        raise TlsegError(f"{plate.folder}: no site has all of the channels {', '.join(chans)}")
+    run_file = out / "run.json"
+    earlier = None
+    if run_file.is_file():
+        try:
+            earlier = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            raise TlsegError(f"{run_file} is corrupt; move it away or use another -o") from None
+        if earlier.get("format", 0) > RUN_FORMAT:
+            raise TlsegError(f"{out} was written by a newer tlseg (run format "
+                             f"{earlier['format']}); upgrade tlseg or use another -o")
+        same = {k: v for k, v in earlier["config"].items()
+                if k not in ("diameter", "nuclei_diameter")}
+        mine = {k: v for k, v in cfg.result_keys().items()
+                if k not in ("diameter", "nuclei_diameter")}
+        given = {k: v for k, v in cfg.result_keys().items()
+                 if k in ("diameter", "nuclei_diameter") and v is not None}
+        diff = [k for k in mine if mine[k] != same.get(k)]
+        diff += [k for k, v in given.items() if earlier["config"].get(k) != v]
+        if diff:
+            raise TlsegError(
+                f"{out} holds results made with other settings ({', '.join(sorted(diff))}); "
+                "use another -o, or repeat the earlier settings to resume that run"
+            )
+        cfg.diameter = earlier["config"]["diameter"]
+        cfg.nuclei_diameter = earlier["config"]["nuclei_diameter"]
+    else:
+        if cfg.diameter is None:
+            cfg.diameter = _estimate(cfg.model, sites, cfg.tl_channel)
+            log(f"cell diameter estimated on the plate: "
+                + (f"{cfg.diameter:.1f} px" if cfg.diameter else "failed, model default used"))
+        if cfg.nuclei_channel and cfg.nuclei_diameter is None:
+            cfg.nuclei_diameter = _estimate(cfg.nuclei_model, sites, cfg.nuclei_channel)
+            log(f"nucleus diameter estimated on the plate: "
+                + (f"{cfg.nuclei_diameter:.1f} px" if cfg.nuclei_diameter else
+                   "failed, model default used"))
+    record = {
+        "format": RUN_FORMAT,
+        "plate": str(plate.folder),
+        "layout": plate.layout,
+        "pattern": plate.pattern,
+        "config": cfg.result_keys(),
+        "n_sites": len(sites),
+        "skipped_sites": problems,
+        "unparsed_files": [str(p) for p in plate.unparsed],
+        "started": earlier["started"] if earlier else time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if plate_map is not None:
+        with atomic_path(out / "plate_map.csv") as tmp:
+            plate_map.reset_index().to_csv(tmp, index=False)
+    _write_json(run_file, record)
+    return sites, record
+
+
+def done_sites(out) -> dict[str, dict]:
+    """Records of finished sites (status 'ok') in ``out``."""
+    done = {}
+    for f in sorted((Path(out) / "sites").glob("*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue  # cannot happen with atomic writes, but never trust a disk
+        if rec.get("status") == "ok":
+            done[rec["key"]] = rec
+    return done
+
+
+def run_sites(sites: list[Site], out, cfg: RunConfig, *, workers: int = 2,
+              scheduler: str | None = None, threads: int | None = None,
+              progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
+    """Process every site not yet done in ``out``; returns the records of this run's sites."""
+    out = Path(out)
+    for sub in ("masks", "cells", "sites"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (out / sub).glob(".*"):  # temp files of a killed run
+            stale.unlink(missing_ok=True)
+    done = done_sites(out)
+    todo = [s for s in sites if s.key not in done]
+    if not todo:
+        return []
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    client = open_client(workers, scheduler)
+    records = []
+    try:
+        from dask.distributed import as_completed
+
+        payload = [{"well": s.well, "site": s.site, "paths": {k: str(v) for k, v in s.paths.items()}}
+                   for s in todo]
+        futures = client.map(process_site, payload, cfg=cfg.result_keys(), out=str(out),
+                             threads=threads, pure=False)
+        for i, fut in enumerate(as_completed(futures), start=1):
+            rec = fut.result()
+            records.append(rec)
+            if progress:
+                progress(rec, i, len(todo))
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and not scheduler:
+            cluster.close()
+    return records

@@ -1,0 +1,117 @@
+"""Per-site records → per-well and per-condition tables (pandas)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TlsegError
+from ..io import atomic_path
+from .layout import split_well
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def load_sites(out) -> pd.DataFrame:
+    """All site records in ``out/sites`` (ok and failed) as a table."""
+    rows = []
+    for f in sorted((Path(out) / "sites").glob("*.json")):
+        try:
+            rows.append(json.loads(f.read_text()))
+        except (json.JSONDecodeError, OSError):
+            continue
+    if not rows:
+        raise TlsegError(f"{out}: no site results (run `tlseg plate run` first)")
+    df = pd.DataFrame(rows)
+    df["row"], df["col"] = zip(*[split_well(w) for w in df["well"]])
+    return df.sort_values(["row", "col", "site"]).reset_index(drop=True)
+
+
+def load_cells(out) -> pd.DataFrame:
+    """The plate's per-cell Parquet dataset (``out/cells/*.parquet``)."""
+    folder = Path(out) / "cells"
+    files = sorted(folder.glob("[!.]*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=["well", "site", "label", "area"])
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def plate_map(out) -> pd.DataFrame | None:
+    f = Path(out) / "plate_map.csv"
+    if not f.is_file():
+        return None
+    pm = pd.read_csv(f, keep_default_na=False)
+    return pm.set_index("well")
+
+
+def summarize(out) -> dict[str, pd.DataFrame]:
+    """Write ``sites.csv``, ``wells.csv`` and (with a plate map) ``conditions.csv``.
+
+    wells.csv: well, n_sites, n_cells (label-free count, summed over the well's sites),
+    n_nuclei (when a nuclei channel was segmented), cells_per_site, mean_area_px,
+    mean_area_um2 and cells_per_mm2 (when the pixel size is known), n_failed_sites, and
+    the plate-map columns. conditions.csv: per combination of plate-map columns, the
+    number of replicate wells and the mean and SD of each count over them.
+    """
+    out = Path(out)
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    px = (run.get("config") or {}).get("pixel_size")
+    sites = load_sites(out)
+    ok = sites[sites["status"] == "ok"].copy()
+    has_nuclei = "n_nuclei" in ok.columns and ok["n_nuclei"].notna().any()
+    agg = {"n_sites": ("site", "size"), "n_cells": ("n_cells", "sum")}
+    if has_nuclei:
+        agg["n_nuclei"] = ("n_nuclei", "sum")
+    wells = ok.groupby("well", sort=False).agg(**agg).reset_index()
+    wells["n_cells"] = wells["n_cells"].astype(int)
+    if has_nuclei:
+        wells["n_nuclei"] = wells["n_nuclei"].astype(int)
+    wells["cells_per_site"] = wells["n_cells"] / wells["n_sites"]
+    cells = load_cells(out)
+    if len(cells):
+        wells = wells.merge(cells.groupby("well")["area"].mean().rename("mean_area_px"),
+                            left_on="well", right_index=True, how="left")
+    if px:
+        wells["mean_area_um2"] = wells.get("mean_area_px", np.nan) * px**2
+        pix = ok.assign(px=[s[0] * s[1] for s in ok["shape"]]).groupby("well")["px"].sum()
+        wells["cells_per_mm2"] = wells["n_cells"].to_numpy() / (
+            pix.loc[wells["well"]].to_numpy() * (px * 1e-3) ** 2)
+    failed = sites[sites["status"] != "ok"].groupby("well").size()
+    # wells whose every site failed still get a row, so nothing silently disappears
+    missing = sorted(set(failed.index) - set(wells["well"]), key=split_well)
+    if missing:
+        wells = pd.concat([wells, pd.DataFrame({"well": missing, "n_sites": 0, "n_cells": 0})],
+                          ignore_index=True)
+    wells["n_failed_sites"] = wells["well"].map(failed).fillna(0).astype(int)
+    pm = plate_map(out)
+    if pm is not None:
+        wells = wells.merge(pm, left_on="well", right_index=True, how="left")
+    wells = wells.sort_values("well", key=lambda s: s.map(split_well)).reset_index(drop=True)
+    _write_csv(out / "wells.csv", wells)
+    site_cols = [c for c in ("well", "site", "status", "n_cells", "n_nuclei", "diameter",
+                             "nuclei_diameter", "shape", "seconds", "error") if c in sites]
+    _write_csv(out / "sites.csv", sites[site_cols])
+    result = {"sites": sites, "wells": wells, "cells": cells}
+    if pm is not None and len(pm.columns):
+        result["conditions"] = conditions(wells, list(pm.columns))
+        _write_csv(out / "conditions.csv", result["conditions"])
+    return result
+
+
+def conditions(wells: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean and SD (ddof=1) of the counts over the replicate wells of each condition."""
+    counts = [c for c in ("n_cells", "n_nuclei", "cells_per_mm2") if c in wells]
+    used = wells[wells["n_sites"] > 0].dropna(subset=columns, how="all")
+    g = used.groupby(columns, dropna=False, sort=True)
+    df = g.size().rename("n_wells").to_frame()
+    for c in counts:
+        df[f"{c}_mean"] = g[c].mean()
+        df[f"{c}_sd"] = g[c].std(ddof=1)
+    df["wells"] = g["well"].agg(lambda w: " ".join(w))
+    return df.reset_index()
