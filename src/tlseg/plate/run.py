@@ -138,7 +138,7 @@ def open_client(workers: int, scheduler: str | None, *, timeout: float = 10.0):
     if workers < 1:
         raise TlsegError(f"--workers must be at least 1, got {workers}")
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster)
 
 

@@ -1,0 +1,164 @@
+"""Batch runs on small synthetic plates: Dask, resume after a kill, remote scheduler, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from tlseg.cli import main
+from tlseg.errors import TlsegError
+from tlseg.plate.demo import make_demo_plate
+from tlseg.plate.run import open_client
+
+TLSEG = [sys.executable, "-m", "tlseg.cli"]
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    """2 densities x 2 replicate wells x 2 sites of 192x192, TL (w1) + nuclei (w2)."""
+    root = tmp_path_factory.mktemp("plate")
+    made = make_demo_plate(root, replicates=2, sites=2, size=192, seed=1)
+    # keep only two density levels to stay fast: rows A and B
+    for f in made["plate"].glob("*_[CD]0*"):
+        f.unlink()
+    pm = pd.read_csv(made["plate_map"])
+    pm[pm["well"].str[0].isin(["A", "B"])].to_csv(made["plate_map"], index=False)
+    return made
+
+
+def _run_args(plate, out, *extra):
+    return ["plate", "run", str(plate["plate"]), "-o", str(out), "--tl-channel", "w1",
+            "--nuclei-channel", "w2", "--plate-map", str(plate["plate_map"]), "--workers", "1",
+            "--threads", "1", "--diameter", "28", "--nuclei-diameter", "14", *extra]
+
+
+def test_plate_run_writes_every_table_and_resumes(plate, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_run_args(plate, out, "--pixel-size", "0.65")) == 0
+    wells = pd.read_csv(out / "wells.csv")
+    assert {"well", "n_sites", "n_cells", "n_nuclei", "cell_line", "seeding_density",
+            "cells_per_mm2", "mean_area_um2"} <= set(wells.columns)
+    assert wells["n_sites"].tolist() == [2, 2, 2, 2]
+    truth = plate["truth"].groupby("well")["true_nuclei"].sum()
+    assert np.allclose(wells.set_index("well")["n_nuclei"], truth.loc[wells["well"]], rtol=0.25)
+    cells = pd.read_parquet(out / "cells")  # the per-cell Parquet dataset
+    assert {"well", "site", "label", "area", "perimeter", "eccentricity", "solidity",
+            "mean_w1", "mean_w2", "n_nuclei", "centroid_x"} <= set(cells.columns)
+    assert len(cells) == wells["n_cells"].sum()
+    cond = pd.read_csv(out / "conditions.csv")
+    assert cond["n_wells"].tolist() == [2, 2] and "n_cells_sd" in cond
+    val = json.loads((out / "validation.json").read_text())
+    assert {"r2", "ccc", "paired_p", "bias", "loa_low", "loa_high"} <= set(val["per_well"])
+    assert val["density"][0]["column"] == "seeding_density"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "Bland" in page
+    # a second run skips every finished site and leaves the results unchanged
+    before = (out / "wells.csv").read_bytes()
+    assert main(_run_args(plate, out, "--pixel-size", "0.65")) == 0
+    assert "0 site(s) segmented this run" in capsys.readouterr().out
+    assert (out / "wells.csv").read_bytes() == before
+    # other settings into the same folder are refused rather than mixed
+    assert main(_run_args(plate, out, "--model", "nuclei")) == 2
+    assert "other settings (model" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_the_same_result(plate, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(TLSEG + _run_args(plate, full), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(TLSEG + _run_args(plate, killed), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((killed / "sites").glob("*.json")):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, its scheduler and its workers
+        proc.wait()
+    n_done = len(list((killed / "sites").glob("*.json")))
+    assert 1 <= n_done < 8, "the kill should land mid-run"
+    assert not (killed / "wells.csv").exists()
+    subprocess.run(TLSEG + _run_args(plate, killed), check=True, env=env, capture_output=True)
+    for f in sorted((full / "masks").glob("*.tif")):
+        assert np.array_equal(tifffile.imread(f), tifffile.imread(killed / "masks" / f.name)), f.name
+    a, b = pd.read_csv(full / "wells.csv"), pd.read_csv(killed / "wells.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert not list((killed / "masks").glob(".*")), "no temp files left behind"
+
+
+def test_run_on_an_existing_scheduler(plate, tmp_path):
+    sched_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    sched = subprocess.Popen(dask + ["--scheduler-file", str(sched_file), "--port", "0",
+                                     "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker",
+                                   "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        out = tmp_path / "remote"
+        assert main(_run_args(plate, out, "--scheduler", address)) == 0
+        assert pd.read_csv(out / "wells.csv")["n_sites"].sum() == 8
+    finally:
+        for p in (worker, sched):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    t0 = time.time()
+    with pytest.raises(TlsegError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        open_client(1, "tcp://127.0.0.1:9", timeout=2)
+    assert time.time() - t0 < 30
+
+
+def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, capsys):
+    from tlseg.synthetic import synthetic_field
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    for well, size in (("A01", 160), ("A02", 224), ("A03", 160)):
+        f = synthetic_field((size, size), n_cells=6, diameter=28, modality="brightfield", seed=3)
+        tifffile.imwrite(folder / f"p_{well}_s1_w1.tif", f["tl"])
+        tifffile.imwrite(folder / f"p_{well}_s1_w2.tif", f["nuclei"])
+    (folder / "p_A03_s1_w1.tif").write_bytes(b"II*\x00garbage")  # corrupt
+    tifffile.imwrite(folder / "p_A04_s1_w1.tif", f["tl"])  # no w2 for A04
+    (folder / "README.txt").write_text("not an image")
+    (folder / "overview.tif").write_bytes(b"x")  # does not match the layout
+    pm = tmp_path / "map.csv"
+    pm.write_text("well,treatment\nA01,none\nA02,none\nB07,drug\n")
+    out = tmp_path / "out"
+    rc = main(["plate", "run", str(folder), "-o", str(out), "--tl-channel", "w1",
+               "--nuclei-channel", "w2", "--plate-map", str(pm), "--workers", "1",
+               "--threads", "1", "--diameter", "28", "--nuclei-diameter", "14"])
+    captured = capsys.readouterr()
+    assert rc == 2  # a failed site is an error exit, but the others are done
+    assert "p_A03_s1_w1.tif" in captured.err and "A04 site 1: channel w2 missing" in captured.err
+    assert "overview.tif" in captured.err and "B07" in captured.err
+    wells = pd.read_csv(out / "wells.csv").set_index("well")
+    assert wells.loc["A01", "n_sites"] == 1 and wells.loc["A02", "n_sites"] == 1
+    assert wells.loc["A03", "n_failed_sites"] == 1
+    page = (out / "report.html").read_text()
+    assert "p_A03_s1_w1.tif" in page and "A04 site 1" in page
+    assert tifffile.imread(out / "masks" / "A02_s1_cells.tif").shape == (224, 224)
+
+
+def test_validate_needs_a_run_folder(tmp_path, capsys):
+    assert main(["plate", "validate", str(tmp_path)]) == 2
+    assert "not a plate run folder" in capsys.readouterr().err
