@@ -65,7 +65,7 @@ class TlsegWidget(Container):
         self.diameter = FloatSpinBox(label="diameter (px)", value=0, min=0, max=1000,
                                      tooltip="typical cell diameter; 0 = estimate")
         self.segment_btn = PushButton(text="Segment")
-        self.labels = ComboBox(label="labels", choices=lambda w: self._layers("Labels"))
+        self.labels_layer = ComboBox(label="labels", choices=lambda w: self._layers("Labels"))
         self.merge_btn = PushButton(text="Merge picked")
         self.delete_btn = PushButton(text="Delete picked")
         self.split_seeds_btn = PushButton(text="Split at picked seeds")
@@ -82,10 +82,17 @@ class TlsegWidget(Container):
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.status = Label(value="")
-        self.extend([self.image, self.model, self.model_dir, self.diameter, self.segment_btn,
-                     self.labels, self.merge_btn, self.delete_btn, self.split_seeds_btn,
-                     self.split_line_btn, self.undo_btn, self.project_dir, self.roi_btn,
-                     self.add_roi_btn, self.n_suggest, self.suggest_btn, self.mode,
+        def head(text):
+            return Label(value=f"<b>{text}</b>")
+
+        self.extend([head("1 · Segment"), self.image, self.model, self.model_dir, self.diameter,
+                     self.segment_btn,
+                     head("2 · Correct (napari brush/eraser/fill amend outlines)"),
+                     self.labels_layer, self.merge_btn, self.delete_btn, self.split_seeds_btn,
+                     self.split_line_btn, self.undo_btn,
+                     head("3 · Training set"), self.project_dir, self.roi_btn,
+                     self.add_roi_btn, self.n_suggest, self.suggest_btn,
+                     head("4 · Teach, then Segment again to apply"), self.mode,
                      self.out_dir, self.train_btn, self.cancel_btn, self.progress, self.status])
         self.model_dir.changed.connect(self._add_model_folder)
         self.segment_btn.changed.connect(self.segment)
@@ -108,7 +115,7 @@ class TlsegWidget(Container):
                 if type(layer).__name__ == kind]
 
     def _refresh_layers(self, event=None):
-        for combo in (self.image, self.labels):
+        for combo in (self.image, self.labels_layer):
             keep = combo.value
             combo.reset_choices()
             if keep is not None and keep in self.viewer.layers:
@@ -192,14 +199,14 @@ class TlsegWidget(Container):
             self.viewer.layers[name].data = labels
         else:
             self.viewer.add_labels(labels, name=name)
-        self.labels.value = self.viewer.layers[name]
+        self.labels_layer.value = self.viewer.layers[name]
         self._undo.clear()
         self._say(f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
                   f"{details['diameter_source']})")
 
     # -- correct ----------------------------------------------------------------------
     def _edit(self, op: str):
-        layer = self.labels.value
+        layer = self.labels_layer.value
         if layer is None:
             return self._say("error: segment or open a labels layer first")
         lab = np.asarray(layer.data)
@@ -239,9 +246,9 @@ class TlsegWidget(Container):
         self._say(f"{op.replace('_', ' ')} done ({len(self._undo)} edit(s) to undo)")
 
     def undo(self):
-        if not self._undo or self.labels.value is None:
+        if not self._undo or self.labels_layer.value is None:
             return self._say("nothing to undo")
-        self.labels.value.data = self._undo.pop()
+        self.labels_layer.value.data = self._undo.pop()
         self._say(f"undone ({len(self._undo)} left)")
 
     # -- training set -----------------------------------------------------------------
@@ -265,7 +272,7 @@ class TlsegWidget(Container):
         """Add the last ROI rectangle, with the labels inside it, to the project."""
         try:
             project = self._project()
-            layer, labels = self.image.value, self.labels.value
+            layer, labels = self.image.value, self.labels_layer.value
             if layer is None or labels is None:
                 raise TlsegError("segment the image (or open labels) before adding a ROI")
             if "ROI" not in self.viewer.layers or not len(self.viewer.layers["ROI"].data):
