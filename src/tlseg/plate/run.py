@@ -41,6 +41,9 @@ class RunConfig:
     diameter: float | None = None
     nuclei_diameter: float | None = None
     pixel_size: float | None = None
+    #: 'plate': one automatic diameter for the whole plate (one objective); 'site': each
+    #: site estimates its own (fields from different magnifications)
+    diameter_mode: str = "plate"
 
     def result_keys(self) -> dict:
         return asdict(self)
@@ -169,6 +172,8 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
     Returns the sites to process and the run record.
     """
     out = Path(out)
+    if cfg.diameter_mode not in ("plate", "site"):
+        raise TlsegError(f"diameter mode must be 'plate' or 'site', got {cfg.diameter_mode!r}")
     chans = [cfg.tl_channel] + ([cfg.nuclei_channel] if cfg.nuclei_channel else [])
     cfg.tl_channel = plate.resolve_channel(cfg.tl_channel)
     if cfg.nuclei_channel:
@@ -201,7 +206,7 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
             )
         cfg.diameter = earlier["config"]["diameter"]
         cfg.nuclei_diameter = earlier["config"]["nuclei_diameter"]
-    else:
+    elif cfg.diameter_mode == "plate":
         if cfg.diameter is None:
             cfg.diameter = _estimate(cfg.model, sites, cfg.tl_channel)
             log(f"cell diameter estimated on the plate: "

@@ -1,0 +1,108 @@
+"""Label-free vs nuclei vs true counts on the REAL paired fields of ../shared/data/paired.
+
+The paired fields are laid out as an ImageXpress plate (one field = one well, site 1;
+w1 = transmitted light, w2 = nuclear stain) and run through `tlseg plate run` exactly as
+a user would, with the shipped tl-cells and nuclei models:
+
+- ``aisegcell``: 7 brightfield + nuclear-marker fields of primary (blood) cells, with
+  true nucleus counts (3 to 71 per field; one nucleus per cell, so the true cell count).
+- ``isl-phase-dapi``: one 1024² phase-contrast + DAPI field of a neuronal culture, cut
+  into 4 quadrants of 512² (so its count varies); no ground truth, nuclei counts only.
+
+Fields come from different experiments and magnifications, so diameters are estimated
+per site (``--per-site-diameter``), not once for the plate.
+
+Reports R², Lin's CCC and the mean absolute relative bias of label-free vs nuclei counts,
+and of each against the true count (aisegcell only). Writes
+benchmarks/results/count_validation.json.
+
+    python benchmarks/count_validation.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WORK, write_results  # noqa: E402
+
+from tlseg.cli import main as tlseg  # noqa: E402
+from tlseg.plate.validate import agreement  # noqa: E402
+
+
+def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
+    """Write the paired fields as an ImageXpress plate; return the plate map."""
+    if plate.exists():
+        shutil.rmtree(plate)
+    plate.mkdir(parents=True)
+    rows = []
+    fields = pd.read_csv(data / "paired" / "aisegcell" / "fields.csv")
+    for i, f in enumerate(fields.itertuples()):
+        well = f"A{i + 1:02d}"
+        for ch, sub in (("w1", "tl"), ("w2", "nuc")):
+            shutil.copy(data / "paired" / "aisegcell" / sub / f"{f.field}.tif",
+                        plate / f"paired_{well}_s1_{ch}.tif")
+        rows.append({"well": well, "source": "aisegcell", "field": f.field,
+                     "true_count": int(f.n_nuclei)})
+    isl = data / "paired" / "isl-phase-dapi"
+    tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
+    h, w = tl.shape
+    for q, (y, x) in enumerate([(0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)]):
+        well = f"B{q + 1:02d}"
+        for ch, img in (("w1", tl), ("w2", nuc)):
+            tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif",
+                             img[y:y + h // 2, x:x + w // 2], compression="zlib")
+        rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
+                     "true_count": np.nan})
+    return pd.DataFrame(rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--work", type=Path, default=WORK / "count_validation")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+
+    plate, out = args.work / "plate", args.work / "results"
+    pmap = layout_plate(args.data, plate)
+    pmap.to_csv(args.work / "plate_map.csv", index=False)
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    rc = tlseg(["plate", "run", str(plate), "-o", str(out), "--tl-channel", "w1",
+                "--nuclei-channel", "w2", "--plate-map", str(args.work / "plate_map.csv"),
+                "--workers", str(args.workers), "--per-site-diameter"])
+    wall = time.perf_counter() - t0
+    wells = pd.read_csv(out / "wells.csv")
+    cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells"]
+    print(wells[cols].to_string(index=False))
+    res = {"command": "python benchmarks/count_validation.py --data ../shared/data",
+           "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}
+    for name, sub in (("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
+                      ("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])):
+        entry = {"label_free_vs_nuclei": agreement(sub["n_cells"], sub["n_nuclei"])}
+        truth = sub.dropna(subset=["true_count"])
+        if len(truth) >= 2:
+            entry["label_free_vs_true"] = agreement(truth["n_cells"], truth["true_count"])
+            entry["nuclei_vs_true"] = agreement(truth["n_nuclei"], truth["true_count"])
+        res[name] = entry
+        for k, s in entry.items():
+            if s.get("r2") is not None:
+                print(f"{name:>15} {k:<22} n={s['n']:2d}  R² {s['r2']:.3f}  CCC {s['ccc']:.3f}  "
+                      f"bias {s['bias']:+.1f} cells  mean |bias| "
+                      f"{s.get('mean_abs_bias_percent', float('nan')):.1f} %")
+    path = write_results("count_validation", res)
+    print(f"written {path}; report: {out / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()
