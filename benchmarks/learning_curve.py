@@ -13,7 +13,10 @@ Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
    most uncertain boxes by ``tlseg roi suggest``'s ranking, pooled over the train images)
    — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
    each box into a project (what a user's correction produces), fine-tune, and score
-   AP@0.5 on the val images (diameter estimated automatically, as a user would run it);
+   AP@0.5 on the val images, twice: with the diameter estimated automatically (what a
+   user gets without ``--diameter``) and with the cell diameter known (the median of
+   the source's training masks, what a user who passes ``--diameter`` gets) — the first
+   includes what fine-tuning teaches the size head, the second only the outlines;
 3. retrain vs fine-tune at 10 random ROIs (seed 0): AP@0.5 and wall time.
 
 Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``.
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, WORK, write_results  # noqa: E402
+from common import RESULTS, WORK, train_median_diameter, write_results  # noqa: E402
 
 from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
@@ -59,13 +62,24 @@ def base_model(data: Path, epochs: int) -> Model:
     return Model.from_folder(out)
 
 
-def score(model: Model, val) -> float:
-    counts = []
-    for img, mask in val:
-        image = read_image(img)
-        labels, _ = model.predict_instances(image)
-        counts.append(match_counts(read_labels(mask, shape=image.shape), labels))
-    return summarize(counts)["ap50"]
+def score(model: Model, val, diameter: float) -> dict:
+    """AP@0.5 with the diameter estimated ('auto') and given ('known')."""
+    out = {}
+    for key, d in (("auto", None), ("known", diameter)):
+        counts = []
+        for img, mask in val:
+            image = read_image(img)
+            labels, _ = model.predict_instances(image, diameter=d)
+            counts.append(match_counts(read_labels(mask, shape=image.shape), labels))
+        out[key] = summarize(counts)["ap50"]
+    return out
+
+
+def _reset(root: Path) -> None:
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
 
 
 def random_boxes(train, k, rng):
@@ -111,8 +125,9 @@ def main(argv=None) -> int:
                        for f in sorted((data / "tl" / SOURCE / s / "images").glob("*.tif"))]
     train, val = split("train"), split("val")
     base = base_model(data, args.epochs)
-    ap0 = score(base, val)
-    print(f"0 ROIs: AP50 {ap0:.3f}", flush=True)
+    diameter = train_median_diameter(data, SOURCE)
+    ap0 = score(base, val, diameter)
+    print(f"0 ROIs: AP50 {ap0['auto']:.3f} (known diameter {ap0['known']:.3f})", flush=True)
     runs = {"random": {k: [] for k in args.ks}, "suggested": {k: [] for k in args.ks}}
     times = []
     sugg = suggested_boxes(base, train, max(args.ks))
@@ -123,41 +138,51 @@ def main(argv=None) -> int:
         for strategy, picks in (("random", rand), ("suggested", sugg)):
             for k in args.ks:
                 root = work / f"{strategy}-k{k}-s{seed}"
-                if root.exists():
-                    import shutil
-
-                    shutil.rmtree(root)
+                _reset(root)
                 project = build_project(root / "project", picks[:k])
                 t = time.time()
                 model = teach(project, base, root / "model", mode="finetune", seed=seed)
                 times.append(time.time() - t)
-                ap = score(model, val)
+                ap = score(model, val, diameter)
                 runs[strategy][k].append(ap)
-                print(f"{strategy} k={k} seed={seed}: AP50 {ap:.3f} ({times[-1]:.0f} s)", flush=True)
+                print(f"{strategy} k={k} seed={seed}: AP50 {ap['auto']:.3f} (known diameter "
+                      f"{ap['known']:.3f}; {times[-1]:.0f} s)", flush=True)
     # retrain vs fine-tune at 10 random ROIs, seed 0
     root = work / "retrain-k10-s0"
+    _reset(root)
     project = build_project(root / "project", random_boxes(train, max(args.ks), np.random.default_rng(0)))
     t = time.time()
     retrained = teach(project, base, root / "model", mode="retrain", seed=0)
-    retrain = {"ap50": score(retrained, val), "wall_s": round(time.time() - t, 1),
+    wall = round(time.time() - t, 1)
+    retrain = {"ap50": score(retrained, val, diameter), "wall_s": wall,
                "finetune_ap50": runs["random"][max(args.ks)][0],
                "finetune_wall_s": round(times[len(args.ks) - 1], 1)}
-    table = {"0": {"mean": ap0, "sd": 0.0}}
-    for strategy, per_k in runs.items():
-        for k, aps in per_k.items():
-            table[f"{strategy} {k}"] = {"mean": float(np.mean(aps)), "sd": float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0, "runs": aps}
-    print(f"\n{'ROIs':<14} {'AP@0.5 mean ± SD':>18}")
-    for key, v in table.items():
-        print(f"{key:<14} {v['mean']:>10.3f} ± {v['sd']:.3f}")
-    print(f"retrain (10 random ROIs): AP50 {retrain['ap50']:.3f} in {retrain['wall_s']} s; "
-          f"fine-tune: {retrain['finetune_ap50']:.3f} in {retrain['finetune_wall_s']} s")
+    table = {}
+    for key in ("auto", "known"):
+        rows = {"0": {"mean": ap0[key], "sd": 0.0}}
+        for strategy, per_k in runs.items():
+            for k, aps in per_k.items():
+                v = [a[key] for a in aps]
+                rows[f"{strategy} {k}"] = {"mean": float(np.mean(v)),
+                                           "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                                           "runs": v}
+        table[key] = rows
+    print(f"\n{'ROIs':<14} {'auto diameter':>18} {'known diameter':>18}")
+    for row in table["auto"]:
+        a, b = table["auto"][row], table["known"][row]
+        print(f"{row:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
+    print(f"retrain (10 random ROIs): AP50 {retrain['ap50']['auto']:.3f} "
+          f"(known diameter {retrain['ap50']['known']:.3f}) in {retrain['wall_s']} s; fine-tune: "
+          f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "
+          f"in {retrain['finetune_wall_s']} s")
     _plot(table, args.ks, RESULTS / "learning_curve.png")
     out = write_results("learning_curve", {
         "command": "python benchmarks/learning_curve.py " + " ".join(argv or sys.argv[1:]),
-        "source": SOURCE, "roi_size": ROI, "seeds": args.seeds,
+        "source": SOURCE, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
         "base_model": "tl-cells recipe without bbbc030-cho, "
                       f"{args.epochs * 100} steps (tl-cells: 4000)",
         "finetune_wall_s_median": float(np.median(times)),
+        "finetune_wall_s_max": float(np.max(times)),
         "results": table, "retrain_vs_finetune": retrain})
     print(f"written {out}")
     return 0
@@ -169,17 +194,22 @@ def _plot(table, ks, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    for strategy, colour in (("random", "tab:blue"), ("suggested", "tab:orange")):
-        xs = [0] + list(ks)
-        m = [table["0"]["mean"]] + [table[f"{strategy} {k}"]["mean"] for k in ks]
-        sd = [0] + [table[f"{strategy} {k}"]["sd"] for k in ks]
-        ax.errorbar(xs, m, yerr=sd, marker="o", capsize=4, label=f"{strategy} ROIs", color=colour)
-    ax.set_xlabel("corrected 256x256 ROIs")
-    ax.set_ylabel("AP@0.5 on bbbc030-cho val")
-    ax.set_xticks([0] + list(ks))
-    ax.legend()
-    ax.set_title("Fine-tuning a base model that never saw CHO")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), dpi=120, sharey=True)
+    for ax, key, title in zip(axes, ("auto", "known"),
+                              ("diameter estimated", "diameter known (--diameter)")):
+        rows = table[key]
+        for strategy, colour in (("random", "tab:blue"), ("suggested", "tab:orange")):
+            xs = [0] + list(ks)
+            m = [rows["0"]["mean"]] + [rows[f"{strategy} {k}"]["mean"] for k in ks]
+            sd = [0] + [rows[f"{strategy} {k}"]["sd"] for k in ks]
+            ax.errorbar(xs, m, yerr=sd, marker="o", capsize=4, label=f"{strategy} ROIs",
+                        color=colour)
+        ax.set_xlabel("corrected 256x256 ROIs")
+        ax.set_xticks([0] + list(ks))
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("AP@0.5 on bbbc030-cho val (mean ± SD, 3 seeds)")
+    axes[0].legend()
+    fig.suptitle("Fine-tuning a base model that never saw CHO", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
 

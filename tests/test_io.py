@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -95,6 +97,10 @@ def test_write_labels_is_atomic_and_round_trips(tmp_path, monkeypatch):
     write_labels(out, lab)
     np.testing.assert_array_equal(tifffile.imread(out), lab)
     assert tifffile.imread(out).dtype == np.uint16
+    # permissions as a plain open() would give, not mkstemp's owner-only 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

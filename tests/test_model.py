@@ -77,3 +77,35 @@ def test_nuclei_model_counts_synthetic_nuclei():
     labels, details = nuclei.predict_instances(f["nuclei"])
     assert average_precision(f["nuclei_labels"], labels)["ap50"] > 0.8
     assert 10 < details["diameter"] < 22  # nuclei are ~0.45 of a 30 px cell
+
+
+def _peaks(centres, shape=(40, 90), radius=20.0):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.max([1 - np.hypot(yy - cy, xx - cx) / radius for cy, cx in centres], axis=0).clip(0)
+
+
+def test_merge_joins_two_seeds_on_a_ridge_but_not_across_a_valley():
+    from tlseg.postprocess import InstanceConfig, maps_to_instances
+
+    # an elongated cell: two distance peaks joined by a ridge that stays high
+    yy, xx = np.mgrid[:40, :90]
+    ridge = np.where((xx > 25) & (xx < 65), 1.6 * (1 - np.abs(yy - 20) / 20), 0).clip(0, 0.85)
+    elongated = np.maximum(_peaks([(20, 25), (20, 65)]), ridge)
+    # two round cells touching: the distance falls to 0 between them
+    touching = _peaks([(20, 25), (20, 65)])
+    for dist, expected in ((elongated, 1), (touching, 2)):
+        lab = maps_to_instances((dist > 0).astype(float), dist, canonical_diameter=20,
+                                config=InstanceConfig(seed_threshold=0.9, merge_threshold=0.4))
+        assert lab.max() == expected
+    # without merging the elongated cell is split in two
+    lab = maps_to_instances((elongated > 0).astype(float), elongated, canonical_diameter=20,
+                            config=InstanceConfig(seed_threshold=0.9, merge_threshold=0.0))
+    assert lab.max() == 2
+
+
+def test_teaching_steps_scale_with_the_number_of_rois():
+    from tlseg.teach import default_steps
+
+    assert default_steps("finetune", 10) == 2 * default_steps("finetune", 5)
+    assert default_steps("finetune", 1) == 100 and default_steps("finetune", 1000) == 600
+    assert default_steps("retrain", 10) >= default_steps("finetune", 10)

@@ -87,10 +87,17 @@ def test_killed_run_resumes_to_the_same_result(plate, tmp_path):
     assert 1 <= n_done < 8, "the kill should land mid-run"
     assert not (killed / "wells.csv").exists()
     subprocess.run(TLSEG + _run_args(plate, killed), check=True, env=env, capture_output=True)
+    # Convolutions' float sums are not bit-reproducible across processes (oneDNN), so two
+    # uninterrupted runs can already differ by a pixel on a cell border; the resumed run
+    # must match up to that: the same cells, and all but a few border pixels.
     for f in sorted((full / "masks").glob("*.tif")):
-        assert np.array_equal(tifffile.imread(f), tifffile.imread(killed / "masks" / f.name)), f.name
+        x, y = tifffile.imread(f), tifffile.imread(killed / "masks" / f.name)
+        assert x.max() == y.max(), f.name
+        assert (x != y).mean() < 1e-3, f.name
     a, b = pd.read_csv(full / "wells.csv"), pd.read_csv(killed / "wells.csv")
-    pd.testing.assert_frame_equal(a, b)
+    counts = [c for c in a.columns if c.startswith("n_")]
+    pd.testing.assert_frame_equal(a[["well"] + counts], b[["well"] + counts])
+    pd.testing.assert_frame_equal(a, b, rtol=1e-3)
     assert not list((killed / "masks").glob(".*")), "no temp files left behind"
 
 

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import common as C  # noqa: E402
 
 WHEEL_SPEC = "cellpose==0.0.1.6"
 WHEEL_NAME = "cellpose-0.0.1.6-py3-none-any.whl"

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import common as C  # noqa: E402
 
 DEFAULT_WEIGHTS = C.WORK / "cellpose_cyto_v1" / "cyto_0.pth"
 

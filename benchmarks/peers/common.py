@@ -1,9 +1,12 @@
 """Helpers shared by the peer-method benchmark scripts in this folder.
 
-Only numpy, scipy, scikit-image and tifffile are needed, so every peer venv can import
-this file (the scripts put their own folder on ``sys.path``). Nothing here imports tlseg
-except :func:`score`, which loads ``tlseg.metrics`` (numpy + scipy only) from ``src/``
-so that sanity checks use exactly the scorer of ``tlseg evaluate``.
+Run each peer script with its own venv (``benchmarks/.venv-cellpose``, ``-stardist``,
+``-deepsea``), not with tlseg's. Only numpy, tifffile (and scikit-image for
+:func:`resize_labels`) are needed at import, so every peer venv can import this file
+(the scripts put their own folder on ``sys.path``). Nothing here imports tlseg except
+:func:`score`, which loads ``tlseg.metrics`` from ``src/`` so that sanity checks use the
+scorer of ``tlseg evaluate``. Nothing reads or writes outside ``--data`` (read only) and
+``benchmarks/work/`` (gitignored).
 
 Layout of the data (see ``shared/data/README.md``)::
 
@@ -15,64 +18,108 @@ which ``tlseg evaluate PRED_DIR <data>/tl/<source>/val/masks`` scores.
 
 from __future__ import annotations
 
+import json
+import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = (REPO / ".." / "shared" / "data").resolve()
+DEFAULT_DATA = REPO.parent / "shared" / "data"
 WORK = REPO / "benchmarks" / "work"
 
-# Sources that have a val split (aisegcell-bf is train-only and partially labelled).
+# Sources with a val split (scored) and all label-free training sources.
 VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
-ALL_SOURCES = VAL_SOURCES + ("aisegcell-bf",)
+TRAIN_SOURCES = VAL_SOURCES + ("aisegcell-bf",)
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def set_threads(n: int = 2) -> None:
+    """Cap torch's (and BLAS's) CPU threads; call before heavy work."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def tl_dir(data: Path, source: str) -> Path:
+    return Path(data) / "tl" / source
 
 
 def pairs(data: Path, source: str, split: str) -> list[tuple[Path, Path]]:
-    """(image, mask) paths of one source/split, sorted by stem."""
-    root = Path(data) / "tl" / source / split
-    images = sorted((root / "images").glob("*.tif"))
-    if not images:
-        raise FileNotFoundError(f"no images under {root / 'images'}")
-    return [(p, root / "masks" / p.name) for p in images]
+    """(image, mask) paths of ``tl/<source>/<split>``, sorted by stem."""
+    folder = tl_dir(data, source) / split
+    imgs = sorted(p for p in (folder / "images").iterdir() if p.suffix in IMAGE_SUFFIXES)
+    if not imgs:
+        raise SystemExit(f"{folder}/images: no images")
+    out = []
+    for img in imgs:
+        mask = next((folder / "masks" / (img.stem + s) for s in IMAGE_SUFFIXES
+                     if (folder / "masks" / (img.stem + s)).is_file()), None)
+        if mask is None:
+            raise SystemExit(f"{img}: no mask in {folder / 'masks'}")
+        out.append((img, mask))
+    return out
 
 
-def read(path: Path) -> np.ndarray:
-    """A single-plane image or label TIFF as a 2-D array."""
+def read_image(path: Path) -> np.ndarray:
+    import tifffile
+
     a = tifffile.imread(path)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):  # RGB(A) with identical channels
+        a = a[..., 0]
     if a.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D image, got shape {a.shape}")
+        raise SystemExit(f"{path}: expected a 2-D image, got shape {a.shape}")
     return a
 
 
-def equivalent_diameters(labels: np.ndarray, *, min_area: int = 16) -> np.ndarray:
-    """Equivalent-circle diameters of the labelled cells (same rule as tlseg.targets)."""
-    areas = np.bincount(np.where(labels > 0, labels, 0).ravel())[1:]
-    areas = areas[areas >= min_area]
-    return 2.0 * np.sqrt(areas / np.pi)
+def read_mask(path: Path) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(path).astype(np.int32)
 
 
-def median_diameter(labels: np.ndarray) -> float | None:
-    """Median equivalent-circle diameter of one label image (None if it has no cells)."""
-    d = equivalent_diameters(labels)
+def cell_diameters(mask: np.ndarray, *, min_area: int = 1) -> np.ndarray:
+    """Per-cell equivalent-circle diameters 2*sqrt(area/pi) of cells of >= min_area px."""
+    counts = np.bincount(np.where(mask > 0, mask, 0).ravel())[1:]
+    counts = counts[counts >= max(min_area, 1)]
+    return 2.0 * np.sqrt(counts / np.pi)
+
+
+def median_diameter(mask: np.ndarray, *, min_area: int = 16) -> float | None:
+    """Median diameter of one label image (None if it has no cells)."""
+    d = cell_diameters(mask, min_area=min_area)
     return float(np.median(d)) if d.size else None
 
 
-def source_train_diameter(data: Path, source: str) -> float:
-    """Median cell diameter over all cells of a source's TRAIN masks (never val)."""
-    d = np.concatenate([equivalent_diameters(read(m)) for _, m in pairs(data, source, "train")])
+def train_median_diameter(data: Path, source: str, *, min_area: int = 1) -> float:
+    """Median cell diameter pooled over all cells of the source's TRAIN masks.
+
+    This is a per-source constant known from training data only (val is never looked
+    at), which is what we hand the peers at prediction time instead of the true
+    per-image diameter: tlseg estimates diameter itself, so giving a peer the val
+    image's true diameter would be unfair in its favour. (The StarDist and DeepSea
+    scripts drop cells under 16 px, ``min_area=16``, as tlseg's targets do.)
+    """
+    d = np.concatenate([cell_diameters(read_mask(m), min_area=min_area)
+                        for _, m in pairs(data, source, "train")])
     return float(np.median(d))
 
 
-def write_masks(out_dir: Path, stem: str, labels: np.ndarray) -> Path:
-    """Write ``<stem>_masks.tif`` (uint16, zlib) and return its path."""
+def write_masks(out_dir: Path, stem: str, masks: np.ndarray) -> Path:
+    import tifffile
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    if labels.max() > np.iinfo(np.uint16).max:
-        raise ValueError("more labels than uint16 can hold")
+    if masks.max() > 65535:
+        raise SystemExit(f"{stem}: more than 65535 masks")
     path = out_dir / f"{stem}_masks.tif"
-    tifffile.imwrite(path, labels.astype(np.uint16), compression="zlib")
+    tmp = out_dir / f".{stem}_masks.tif.tmp"
+    tifffile.imwrite(tmp, masks.astype(np.uint16), compression="zlib")
+    os.replace(tmp, path)
     return path
 
 
@@ -91,3 +138,50 @@ def score(pairs_true_pred) -> dict:
     from tlseg.metrics import match_counts, summarize
 
     return summarize([match_counts(t, p) for t, p in pairs_true_pred])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux: ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def predict_sources(model, data: Path, out_root: Path, sources, limit: int | None,
+                    augment: bool = False, log=print) -> dict:
+    """Segment every val image of ``sources`` with a cellpose 3 CellposeModel.
+
+    Diameter policy: the median diameter of the source's TRAIN masks (see
+    ``train_median_diameter``). Grayscale input, channels [0, 0]; Cellpose defaults for
+    everything else (flow_threshold 0.4, cellprob_threshold 0, min_size 15).
+    Writes ``out_root/<source>/<stem>_masks.tif``; returns a summary dict.
+    """
+    summary = {}
+    for source in sources:
+        diam = train_median_diameter(data, source)
+        items = pairs(data, source, "val")
+        if limit:
+            items = items[:limit]
+        out_dir = out_root / source
+        times = []
+        for img_path, _ in items:
+            img = read_image(img_path)
+            t = time.perf_counter()
+            masks = model.eval(img, channels=[0, 0], diameter=diam, augment=augment)[0]
+            times.append(time.perf_counter() - t)
+            write_masks(out_dir, img_path.stem, masks)
+            log(f"{source}/{img_path.stem}: {int(masks.max())} cells, {times[-1]:.1f} s")
+        summary[source] = {"diameter_px": round(diam, 2), "n_images": len(items),
+                           "seconds_per_image": round(float(np.mean(times)), 3),
+                           "pred_dir": str(out_dir),
+                           "gt_dir": str(tl_dir(data, source) / "val" / "masks")}
+    return summary
+
+
+def dump_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def eprint(*a):
+    print(*a, file=sys.stderr, flush=True)

@@ -140,16 +140,16 @@ def predict_source(net, data, source, split, *, scale_mode, target, out_dir=None
     """Segment one source/split; returns [(true, pred)] and the scale factor used."""
     factor = None
     if scale_mode == "diameter":
-        factor = target / common.source_train_diameter(data, source)
+        factor = target / common.train_median_diameter(data, source, min_area=16)
     results = []
     for img_path, mask_path in common.pairs(data, source, split)[:limit]:
-        img = common.read(img_path)
+        img = common.read_image(img_path)
         lab = segment(net, img, size_hw=model_size(img.shape, scale_mode=scale_mode,
                                                    factor=factor))
         lab = common.resize_labels(lab, img.shape)
         if out_dir is not None:
             common.write_masks(out_dir, img_path.stem, lab)
-        results.append((common.read(mask_path), lab))
+        results.append((common.read_mask(mask_path), lab))
     return results, factor
 
 

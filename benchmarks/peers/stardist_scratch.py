@@ -143,13 +143,13 @@ def load_train(data, sources, *, diameter, holdout, patch):
         n_val = max(1, round(holdout * len(ps)))
         facs = []
         for i, (ip, mp) in enumerate(ps):
-            lab = common.read(mp)
+            lab = common.read_mask(mp)
             d = common.median_diameter(lab)
             if d is None:
                 continue
             f = diameter / d
             facs.append(f)
-            x = prepare(common.read(ip), factor=f)
+            x = prepare(common.read_image(ip), factor=f)
             y = fill_label_holes(common.resize_labels(lab, x.shape).astype("int32"))
             x, y = pad_to(x, y, patch)
             (Xv if i >= len(ps) - n_val else X).append(x)
@@ -259,17 +259,17 @@ def predict(args) -> None:
            "sources": {}}
     for source in args.sources:
         t0 = time.time()
-        d_train = common.source_train_diameter(args.data, source)
+        d_train = common.train_median_diameter(args.data, source, min_area=16)
         factor = args.diameter / d_train
         res = []
         for ip, mp in common.pairs(args.data, source, args.split):
-            img = common.read(ip)
+            img = common.read_image(ip)
             x = prepare(img, factor=factor)
             n_tiles = tuple(max(1, math.ceil(s / 1024)) for s in x.shape)
             lab, _ = model.predict_instances(x, n_tiles=n_tiles, show_tile_progress=False)
             lab = common.resize_labels(lab, img.shape)
             common.write_masks(args.out / source, ip.stem, lab)
-            res.append((common.read(mp), lab))
+            res.append((common.read_mask(mp), lab))
         s = common.score(res)
         out["sources"][source] = {"train_median_diameter": round(d_train, 2),
                                   "scale_factor": round(factor, 4), "n_images": len(res),

@@ -55,6 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "only near labelled cells)")
     t.add_argument("--flatfield", choices=["divide", "subtract", "none"], default="divide",
                    help="shading correction: divide (transmitted light), subtract (fluorescence)")
+    t.add_argument("--canonical-diameter", type=float, default=30.0,
+                   help="cell diameter in pixels the network works at (smaller is faster; "
+                        "compact objects such as nuclei need fewer pixels)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
                    help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
@@ -242,7 +245,8 @@ def _train(args) -> int:
     try:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-        mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield)
+        mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
+                         canonical_diameter=args.canonical_diameter)
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     bar = tqdm(total=0, desc="loading", unit="image", file=sys.stderr)

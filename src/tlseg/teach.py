@@ -1,12 +1,13 @@
 """Teaching a model from a project's corrected ROIs: fine-tune or retrain.
 
 - **fine-tune**: start from the current model, a short run at a low learning rate on
-  crops centred on the ROIs, BatchNorm statistics frozen — a minor correction in minutes.
+  crops centred on the ROIs, BatchNorm statistics frozen — a minor correction in minutes
+  (30 steps per ROI, 100-600 steps).
 - **retrain**: start again from the base model with a longer schedule over all ROIs, and
   keep what the base model knew without its training data (which users do not have):
   outside the ROIs the base model's own predictions on the project's images are the
   targets (distillation), so the model changes where the user corrected it and stays
-  put elsewhere.
+  put elsewhere (60 steps per ROI, 600-3,000 steps).
 
 Both write a model folder whose card records the parent model, the exact ROI set (hash),
 the mode, steps, wall time and the run's training-set scores.
@@ -26,12 +27,25 @@ from .project import Project
 from .targets import median_diameter
 
 MODES = {
-    # steps, batch, crop, lr, distill, freeze_norm
-    "finetune": dict(epochs=1, steps_per_epoch=150, batch_size=8, crop=128, lr=5e-4,
-                     distill=0.0, freeze_norm=True),
-    "retrain": dict(epochs=1, steps_per_epoch=600, batch_size=8, crop=192, lr=1e-3,
-                    distill=0.5, freeze_norm=False),
+    # batch, crop, lr, distill, freeze_norm
+    "finetune": dict(epochs=1, batch_size=8, crop=128, lr=5e-4, distill=0.0, freeze_norm=True),
+    "retrain": dict(epochs=1, batch_size=8, crop=192, lr=1e-3, distill=0.5, freeze_norm=False),
 }
+# steps per ROI and (min, max): each ROI is seen about as often whatever their number, so
+# ten ROIs are not learnt half as well as five
+STEPS = {"finetune": (30, 100, 600), "retrain": (60, 600, 3000)}
+
+
+def default_steps(mode: str, n_rois: int) -> int:
+    """Training steps for a project of ``n_rois`` ROIs.
+
+    Examples
+    --------
+    >>> default_steps("finetune", 5), default_steps("finetune", 10), default_steps("retrain", 10)
+    (150, 300, 600)
+    """
+    per_roi, lo, hi = STEPS[mode]
+    return int(min(max(per_roi * n_rois, lo), hi))
 
 
 def project_samples(project: Project, base: Model, *, mode: str,
@@ -71,9 +85,9 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
         raise TlsegError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
     project = project if isinstance(project, Project) else Project.open(project)
     samples = project_samples(project, base, mode=mode, diameter=diameter)
-    params = dict(MODES[mode], seed=seed, holdout_fraction=0.0, checkpoint_every=50)
-    if steps is not None:
-        params["steps_per_epoch"] = steps
+    n_rois = len(project.rois())
+    params = dict(MODES[mode], seed=seed, holdout_fraction=0.0, checkpoint_every=50,
+                  steps_per_epoch=steps or default_steps(mode, n_rois))
     tc = TrainConfig(**params)
     card = {
         "parent": base.card.get("name") or base.config.name,
@@ -81,7 +95,7 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
         "mode": mode,
         "project": str(Path(project.root).resolve()),
         "roi_set": project.roi_set_hash(),
-        "n_rois": len(project.rois()),
+        "n_rois": n_rois,
     }
     cfg = replace(base.config, name=Path(out_dir).name)
     return train(samples, out_dir, model_config=cfg, train_config=tc, init=base,

@@ -238,9 +238,10 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         true = np.where(s.labels > 0, s.labels, 0)
         cache.append((maps, true))
     best = None
-    for fg_t, seed_t, area in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6, 0.7),
-                                                (0.08, 0.15)):
-        cfg = InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t, min_area_fraction=area)
+    for fg_t, seed_t, area, merge in itertools.product(
+            (0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6, 0.7), (0.08, 0.15), (0.0, 0.3, 0.4, 0.5, 0.6)):
+        cfg = InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t, min_area_fraction=area,
+                             merge_threshold=merge)
         counts = [match_counts(true, maps_to_instances(m[0], m[1], canonical_diameter=canon,
                                                        config=cfg))
                   for m, true in cache]
