@@ -53,8 +53,9 @@ def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
     fig = Figure(figsize=(4, 4))
     ax = fig.subplots()
     c = wells[color_by] if color_by and pd.api.types.is_numeric_dtype(wells[color_by]) else None
-    sc = ax.scatter(wells["n_nuclei"], wells["n_cells"], c=c, cmap="viridis", s=22,
-                    edgecolor="k", linewidth=0.3, color=None if c is not None else LF)
+    colour = {"c": c, "cmap": "viridis"} if c is not None else {"color": LF}
+    sc = ax.scatter(wells["n_nuclei"], wells["n_cells"], s=22, edgecolor="k", linewidth=0.3,
+                    **colour)
     hi = max(wells["n_nuclei"].max(), wells["n_cells"].max()) * 1.05 + 1
     ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="identity")
     ax.set_xlim(0, hi)
