@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import VAL_SOURCES, val_pairs, write_results  # noqa: E402
 
 from tlseg.io import read_image, read_labels  # noqa: E402
+from tlseg.metrics import overlap_counts  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 
 CLASSES = ("tp", "fp_background", "fp_fragment", "fp_other", "fn_merged", "fn_missed",
@@ -42,8 +42,7 @@ CLASSES = ("tp", "fp_background", "fp_fragment", "fp_other", "fn_merged", "fn_mi
 
 def classify(true: np.ndarray, pred: np.ndarray) -> dict:
     """Counts of each class in CLASSES for one image."""
-    t, p = true.ravel().astype(np.int64), pred.ravel().astype(np.int64)
-    inter = coo_matrix((np.ones_like(t), (t, p))).toarray().astype(float)
+    inter = overlap_counts(true, pred).astype(float)
     t_area, p_area = inter.sum(1), inter.sum(0)
     t_ids = np.flatnonzero(t_area[1:]) + 1
     p_ids = np.flatnonzero(p_area[1:]) + 1

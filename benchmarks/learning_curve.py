@@ -25,6 +25,7 @@ Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -64,21 +65,18 @@ def base_model(data: Path, epochs: int) -> Model:
 
 def score(model: Model, val, diameter: float) -> dict:
     """AP@0.5 with the diameter estimated ('auto') and given ('known')."""
-    out = {}
-    for key, d in (("auto", None), ("known", diameter)):
-        counts = []
-        for img, mask in val:
-            image = read_image(img)
+    counts = {"auto": [], "known": []}
+    for img, mask in val:
+        image = read_image(img)
+        true = read_labels(mask, shape=image.shape)
+        for key, d in (("auto", None), ("known", diameter)):
             labels, _ = model.predict_instances(image, diameter=d)
-            counts.append(match_counts(read_labels(mask, shape=image.shape), labels))
-        out[key] = summarize(counts)["ap50"]
-    return out
+            counts[key].append(match_counts(true, labels))
+    return {key: summarize(c)["ap50"] for key, c in counts.items()}
 
 
 def _reset(root: Path) -> None:
     if root.exists():
-        import shutil
-
         shutil.rmtree(root)
 
 

@@ -15,14 +15,20 @@ from scipy.sparse import coo_matrix
 IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
 
 
-def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """IoU of every true cell (rows, ids 1..) with every predicted cell (columns, ids 1..)."""
+def overlap_counts(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pixels shared by true id i and predicted id j, for all ids (row and column 0 are
+    the background)."""
     if true.shape != pred.shape:
         raise ValueError(f"shapes differ: true {true.shape} vs pred {pred.shape}")
     t = true.ravel().astype(np.int64)
     p = pred.ravel().astype(np.int64)
     nt, np_ = int(t.max(initial=0)) + 1, int(p.max(initial=0)) + 1
-    inter = coo_matrix((np.ones_like(t), (t, p)), shape=(nt, np_)).toarray()
+    return coo_matrix((np.ones_like(t), (t, p)), shape=(nt, np_)).toarray()
+
+
+def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU of every true cell (rows, ids 1..) with every predicted cell (columns, ids 1..)."""
+    inter = overlap_counts(true, pred)
     area_t = inter.sum(1, keepdims=True)
     area_p = inter.sum(0, keepdims=True)
     union = area_t + area_p - inter

@@ -87,7 +87,7 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
     samples = project_samples(project, base, mode=mode, diameter=diameter)
     n_rois = len(project.rois())
     params = dict(MODES[mode], seed=seed, holdout_fraction=0.0, checkpoint_every=50,
-                  steps_per_epoch=steps or default_steps(mode, n_rois))
+                  steps_per_epoch=steps if steps is not None else default_steps(mode, n_rois))
     tc = TrainConfig(**params)
     card = {
         "parent": base.card.get("name") or base.config.name,
