@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from tlseg.postprocess import maps_to_instances
+from tlseg.postprocess import InstanceConfig, maps_to_instances
 from tlseg.preprocess import normalize, rescale
 from tlseg.synthetic import synthetic_field
 from tlseg.targets import UNKNOWN, make_targets, median_diameter
@@ -37,10 +37,15 @@ def test_targets_split_touching_cells_and_mark_unknown():
     lab[5:25, 20:35] = 2
     lab[0:2, :] = UNKNOWN
     t = make_targets(lab, canonical_diameter=20)
-    fg, dist, logsize, valid = t
+    fg, dist, logsize, valid, flow_y, flow_x = t
     assert valid[0].sum() == 0 and valid[10].all()
     assert dist[15, 19] < 0.2 and dist[15, 12] > 0.8  # valley between, peak inside
     # a seeded watershed on the targets recovers both cells
     inst = maps_to_instances(fg, dist, canonical_diameter=20)
     assert inst.max() == 2
+    # so does following the flows, which point into each cell, towards its centre
+    assert flow_x[15, 19] < -0.9 and flow_x[15, 20] > 0.9 and flow_y[6, 12] > 0.9
+    inst = maps_to_instances(fg, dist, canonical_diameter=20, flow=t[4:6],
+                             config=InstanceConfig(use_flows=True))
+    assert inst.max() == 2 and len(np.unique(inst[5:25, 5:20])) == 1
     assert median_diameter(lab) == np.float64(2 * np.sqrt(300 / np.pi))

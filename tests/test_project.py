@@ -94,15 +94,16 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     project = Project.open(p)
     iid = project.add_image(img)
     project.add_roi(iid, (20, 20, 120, 120), f["labels"][20:120, 20:120])
-    base = Model(ModelConfig(name="tiny", channels=(8, 16)))
+    base = Model(ModelConfig(name="tiny", channels=(8, 16), flows=True))
     samples = project_samples(project, base, mode=mode)
-    assert samples[0].targets.shape[0] == (6 if mode == "retrain" else 4)
+    # 6 targets; retraining adds the base model's fg, distance and 2 flow maps
+    assert samples[0].targets.shape[0] == (10 if mode == "retrain" else 6)
     assert 0 < float(samples[0].targets[3].mean()) < 0.5  # only the ROI is known
     model = teach(project, base, tmp_path / "m", mode=mode, steps=2)
     card = Model.from_folder(tmp_path / "m").card
     assert card["mode"] == mode and card["roi_set"] == project.roi_set_hash()
     assert card["parent"] == "tiny" and card["n_rois"] == 1
-    assert model.config.channels == (8, 16)
+    assert model.config.channels == (8, 16) and model.config.flows
 
 
 def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):

@@ -77,3 +77,47 @@ def test_training_data_errors(tmp_path):
     tifffile.imwrite(tmp_path / "masks" / "a.tif", np.zeros((30, 32), np.uint16))
     with pytest.raises(TlsegError, match="differs from the image"):
         load_folders([tmp_path], canonical_diameter=30)
+
+
+def test_exclude_and_device_arguments(data_dir, tmp_path):
+    names = {s.name for s in load_folders([data_dir], canonical_diameter=24, exclude=["s1.*"])}
+    assert names == {"s0", "s2", "s3"}
+    samples = load_folders([data_dir], canonical_diameter=24)
+    with pytest.raises(TlsegError, match="not a device name"):
+        train(samples, tmp_path / "m", model_config=TINY, train_config=TC, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(TlsegError, match="no CUDA GPU"):
+            train(samples, tmp_path / "m", model_config=TINY, train_config=TC, device="cuda")
+
+
+def test_crops_turn_flows_with_the_image():
+    """A rotated, flipped, zoomed crop's flows equal the flows of the cropped labels."""
+    from skimage.segmentation import clear_border
+
+    from tlseg.data import CropSampler, make_sample
+    from tlseg.targets import make_targets
+
+    f = synthetic_field((256, 256), diameter=24, seed=5)
+    s = make_sample(f["tl"], f["labels"], diameter=24.0, canonical_diameter=24.0,
+                    name="s", source="syn")
+    sampler = CropSampler([s], crop=128, max_log2_scale=0.5, rng=np.random.default_rng(3))
+    cos = []
+    for _ in range(6):
+        _, tgt = sampler._crop(s)
+        # flows computed afresh on the crop's whole cells must point the same way
+        whole = clear_border(_crop_labels(tgt))
+        again = make_targets(whole, canonical_diameter=24.0)
+        inner = (whole > 0) & (again[1] > 0.3)
+        cos.append((tgt[4].numpy() * again[4] + tgt[5].numpy() * again[5])[inner])
+    cos = np.concatenate(cos)
+    assert cos.size > 300 and np.median(cos) > 0.9 and np.mean(cos > 0.5) > 0.9
+
+
+def _crop_labels(tgt):
+    # instance labels of a crop, rebuilt from its foreground and distance targets
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    fg, dist = tgt[0].numpy() > 0, tgt[1].numpy()
+    seeds, _ = ndi.label(dist > 0.6)
+    return watershed(-dist, seeds, mask=fg)

@@ -58,6 +58,15 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--canonical-diameter", type=float, default=30.0,
                    help="cell diameter in pixels the network works at (smaller is faster; "
                         "compact objects such as nuclei need fewer pixels)")
+    t.add_argument("--no-flows", action="store_true",
+                   help="train without the flow outputs (distance seeds only; the older design)")
+    t.add_argument("--flow-weight", type=float, default=2.0,
+                   help="weight of the flow loss against the foreground and distance losses")
+    t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
+                   help="leave out images whose file name matches (e.g. the same field as a "
+                        "test image)")
+    t.add_argument("--device", default="cpu",
+                   help="train on this PyTorch device: cpu (default) or cuda (an NVIDIA GPU)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
                    help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
@@ -244,9 +253,10 @@ def _train(args) -> int:
         return _train_project(args)
     try:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         flow_weight=args.flow_weight)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
-                         canonical_diameter=args.canonical_diameter)
+                         canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     bar = tqdm(total=0, desc="loading", unit="image", file=sys.stderr)
@@ -256,7 +266,7 @@ def _train(args) -> int:
         bar.update(1)
 
     samples = load_folders(args.data, canonical_diameter=mc.canonical_diameter,
-                           partial_dirs=args.partial, progress=on_load)
+                           partial_dirs=args.partial, exclude=args.exclude, progress=on_load)
     bar.close()
     if not samples:
         raise TlsegError("the training data holds no labelled cells")
@@ -267,14 +277,16 @@ def _train(args) -> int:
 
     def on_step(step, total, parts):
         bar.n = step
-        bar.set_postfix(fg=f"{parts['fg']:.3f}", dist=f"{parts['dist']:.3f}", refresh=False)
+        bar.set_postfix(fg=f"{parts['fg']:.3f}", dist=f"{parts['dist']:.3f}",
+                        flow=f"{parts['flow']:.3f}", refresh=False)
         bar.refresh()
 
     card = {"command": "tlseg train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if sys.argv[1:2] == ["train"] else None,
-            "data": [str(d) for d in args.data], "partial": list(args.partial)}
+            "data": [str(d) for d in args.data], "partial": list(args.partial),
+            "exclude": list(args.exclude)}
     model = train(samples, out, model_config=mc, train_config=tc, resume=args.resume,
-                  progress=on_step, card=card)
+                  progress=on_step, card=card, device=args.device)
     bar.close()
     print(f"model written to {out}")
     for src, sc in model.card.get("holdout_scores", {}).items():

@@ -28,6 +28,8 @@ class ModelConfig:
         Cell diameter (input pixels) assumed when the automatic estimate finds no cells.
     instances : InstanceConfig
         Thresholds from maps to instances.
+    flows : bool
+        The network also predicts flows to each cell's centre (two more outputs).
     """
 
     name: str = "tl-cells"
@@ -37,6 +39,11 @@ class ModelConfig:
     background_sigma: float = 3.0
     default_diameter: float = 40.0
     instances: InstanceConfig = field(default_factory=InstanceConfig)
+    flows: bool = False
+
+    @property
+    def n_outputs(self) -> int:
+        return 5 if self.flows else 3
 
     def __post_init__(self):
         if self.flatfield not in FLATFIELD_MODES:
@@ -45,6 +52,8 @@ class ModelConfig:
             raise ValueError("canonical_diameter must be > 4 pixels")
         if not self.channels or any(c < 1 for c in self.channels):
             raise ValueError("channels must be positive integers")
+        if self.instances.use_flows and not self.flows:
+            raise ValueError("instances.use_flows needs a model with flows")
         if self.default_diameter <= 0 or self.background_sigma <= 0:
             raise ValueError("default_diameter and background_sigma must be > 0")
 
@@ -95,6 +104,9 @@ class TrainConfig:
         Weight of the pull towards a teacher's maps on unknown pixels (retraining).
     freeze_norm : bool
         Keep BatchNorm statistics fixed (fine-tuning on a few ROIs).
+    flow_weight : float
+        Weight of the flow loss (models with flows) against the foreground and distance
+        losses.
     """
 
     epochs: int = 40
@@ -108,6 +120,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     distill: float = 0.0
     freeze_norm: bool = False
+    flow_weight: float = 2.0
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -117,8 +130,8 @@ class TrainConfig:
             raise ValueError("crop must be a multiple of 32, >= 32")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout_fraction must be in [0, 1)")
-        if self.distill < 0:
-            raise ValueError("distill must be >= 0")
+        if self.distill < 0 or self.flow_weight < 0:
+            raise ValueError("distill and flow_weight must be >= 0")
         if self.lr <= 0 or self.max_log2_scale < 0:
             raise ValueError("lr must be > 0 and max_log2_scale >= 0")
 

@@ -31,7 +31,7 @@ class Sample:
     name: str
     source: str
     image: torch.Tensor  # (1, H, W) raw intensities, float32
-    targets: torch.Tensor  # (4, H, W): fg, dist, logsize, valid
+    targets: torch.Tensor  # (6, H, W): fg, dist, logsize, valid, flow_y, flow_x (+ teacher)
     labels: np.ndarray  # (H, W) instance labels, UNKNOWN where not annotated
     diameter: float  # median cell diameter in the original image (pixels)
     reference: float  # a high percentile of the image, to put augmentations on one scale
@@ -101,15 +101,18 @@ def make_sample(
     """Bring an image and its labels (UNKNOWN allowed) to the canonical scale.
 
     ``focus`` boxes (y0, x0, y1, x1) in image pixels mark where the labels are known.
-    ``teacher``, a callable mapping the canonical-scale image to (2, H, W) foreground and
-    distance maps, adds them as two more target channels (for distillation).
+    ``teacher``, a callable mapping the canonical-scale image to a model's maps (3 or 5,
+    H, W), adds its foreground, distance and flow maps as more target channels (for
+    distillation; see :func:`tlseg.train.masked_loss`).
     """
     scale = canonical_diameter / diameter
     small = rescale(image, scale)
     lab_small = _resize_nearest(labels, small.shape)
     targets = make_targets(lab_small, canonical_diameter=canonical_diameter)
     if teacher is not None:
-        targets = np.concatenate([targets, teacher(small)[:2].astype(np.float32)])
+        maps = teacher(small)
+        keep = [0, 1] + list(range(3, maps.shape[0]))  # all but the size map
+        targets = np.concatenate([targets, maps[keep].astype(np.float32)])
     return Sample(
         name=name,
         source=source,
@@ -158,7 +161,7 @@ class CropSampler:
         return self.samples[idx[self.rng.integers(len(idx))]]
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw crops (n,1,P,P), targets (n,4,P,P) and per-crop reference intensity (n,)."""
+        """Raw crops (n,1,P,P), targets (n,C,P,P) and per-crop reference intensity (n,)."""
         images, targets, refs = [], [], []
         for _ in range(n):
             s = self._pick()
@@ -195,6 +198,14 @@ class CropSampler:
         tgt = F.grid_sample(s.targets[None], grid, mode="nearest", padding_mode="zeros",
                             align_corners=False)[0]
         tgt[2] += u  # apparent size changes with the zoom
+        # flows are vectors: turn them with the crop. A sample point moves by
+        # M @ (dy, dx) for an output step, M = rotation(theta) @ diag(1, flip) / zoom,
+        # so a flow f in the sample reads M^-1 f (up to length) in the crop.
+        c, s_ = math.cos(theta), math.sin(theta)
+        for k in ((4, 5), (8, 9)) if tgt.shape[0] >= 10 else ((4, 5),):
+            fy, fx = tgt[k[0]].clone(), tgt[k[1]].clone()
+            tgt[k[0]] = c * fy + s_ * fx
+            tgt[k[1]] = flip * (-s_ * fy + c * fx)
         return img[0], tgt
 
 

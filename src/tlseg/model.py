@@ -20,8 +20,9 @@ import yaml
 from .config import ModelConfig
 from .errors import TlsegError
 from .network import UNet
-from .postprocess import maps_to_instances
+from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
+from .targets import median_diameter
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
 # (the size head is trained on +-1 octave around canonical)
@@ -51,7 +52,7 @@ class Model:
 
     def __init__(self, config: ModelConfig, net: UNet | None = None, card: dict | None = None):
         self.config = config
-        self.net = net if net is not None else UNet(config.channels)
+        self.net = net if net is not None else UNet(config.channels, config.n_outputs)
         self.net.eval()
         self.card = dict(card or {})
 
@@ -81,7 +82,7 @@ class Model:
         try:
             config = ModelConfig.from_dict(yaml.safe_load(cfg_file.read_text()))
             state = torch.load(w_file, map_location="cpu", weights_only=True)
-            net = UNet(config.channels)
+            net = UNet(config.channels, config.n_outputs)
             net.load_state_dict(state)
         except Exception as exc:
             raise TlsegError(f"{path}: cannot load model ({str(exc).splitlines()[0]})") from None
@@ -128,9 +129,10 @@ class Model:
         augment: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """Network maps (3, H, W) for an image already at the canonical scale.
+        """Network maps (3 or 5, H, W) for an image already at the canonical scale.
 
-        Returns foreground probability, normalised distance (both sigmoid) and log2 size.
+        Returns foreground probability, normalised distance (both sigmoid), log2 size and,
+        for models with flows, the flow y and x.
         With ``augment`` each tile is also run flipped (both axes) and the maps averaged
         (test-time augmentation, twice the time).
         Images larger than ``tile`` are processed in overlapping tiles: each tile is run
@@ -143,7 +145,7 @@ class Model:
         x = normalize(x, flatfield=cfg.flatfield, sigma=cfg.background_sigma * cfg.canonical_diameter)
         h, w = image.shape
         s = self.net.stride
-        out = np.empty((3, h, w), np.float32)
+        out = np.empty((self.config.n_outputs, h, w), np.float32)
         tile = max(s, (tile // s) * s)
         starts_y = list(range(0, h, tile)) if h > tile else [0]
         starts_x = list(range(0, w, tile)) if w > tile else [0]
@@ -165,6 +167,7 @@ class Model:
                 if augment:
                     f = self.net(win.flip((-2, -1)))[0].flip((-2, -1))
                     f[:2] = torch.sigmoid(f[:2])
+                    f[3:] = -f[3:]  # flows of the flipped image point the other way
                     y = (y + f) / 2
                 out[:, y0:y1, x0:x1] = y[:, y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0].numpy()
                 done += 1
@@ -172,8 +175,53 @@ class Model:
                     progress(done, n_tiles)
         return out
 
-    def estimate_diameter(self, image: np.ndarray, *, window: int = 384) -> float | None:
+    def estimate_diameter(self, image: np.ndarray, *, window: int = 384,
+                          refine: bool = True) -> float | None:
         """Estimate the median cell diameter (input pixels) of an image.
+
+        A coarse estimate from the network's size head (:meth:`size_head_diameter`) is
+        refined, with ``refine``, by segmenting (:meth:`refine_diameter`).
+        Returns None when no cells are found at any scale.
+        """
+        coarse = self.size_head_diameter(image, window=window)
+        if coarse is None or not refine:
+            return coarse
+        return self.refine_diameter(image, coarse)
+
+    def refine_diameter(self, image: np.ndarray, diameter: float, *, window: int = 768,
+                        rounds: int = 2, min_cells: int = 3) -> float:
+        """Refine a diameter estimate by segmenting at it and measuring the cells found.
+
+        As Cellpose's size model does: a central window (``window`` canonical pixels a
+        side) is segmented at the current estimate and the median equivalent diameter of
+        its instances becomes the next estimate (each round moves at most 2x). Cells still
+        segment well when the estimate is off by a factor 1.5, so this corrects the size
+        head where it reads a modality poorly (sparse brightfield fields, for one). With
+        fewer than ``min_cells`` cells found the estimate is kept.
+        """
+        canon = self.config.canonical_diameter
+        h, w = image.shape
+        for _ in range(rounds):
+            scale = canon / diameter
+            side = int(math.ceil(window / scale))
+            y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            crop = rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
+            if min(crop.shape) < 32:
+                break
+            labels = instances_from_maps(self.predict_maps(crop), canonical_diameter=canon,
+                                         config=self.config.instances)
+            if labels.max() < min_cells:
+                break
+            measured = median_diameter(labels)
+            new = float(np.clip(diameter * measured / canon, diameter / 2, diameter * 2))
+            done = abs(math.log2(new / diameter)) < 0.05
+            diameter = new
+            if done:
+                break
+        return diameter
+
+    def size_head_diameter(self, image: np.ndarray, *, window: int = 384) -> float | None:
+        """Coarse estimate of the median cell diameter (input pixels) from the size head.
 
         The network's size head reads the apparent cell size (log2 of apparent over
         canonical diameter), but only within about an octave of canonical; far outside
@@ -193,7 +241,8 @@ class Model:
             crop = rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
             if min(crop.shape) < 32:
                 break
-            prob, _, logsize = self.predict_maps(crop)
+            maps = self.predict_maps(crop)
+            prob, logsize = maps[0], maps[2]
             fg = prob > self.config.instances.fg_threshold
             if fg.sum() >= 0.25 * canon**2:
                 estimates[k] = math.log2(rung) + float(np.median(logsize[fg]))
@@ -264,11 +313,8 @@ class Model:
                 f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
             )
         maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
-        labels = maps_to_instances(
-            maps[0], maps[1],
-            canonical_diameter=self.config.canonical_diameter,
-            config=self.config.instances,
-        )
+        labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
+                                     config=self.config.instances)
         del maps
         labels = _resize_labels(labels, (h, w))
         details = {

@@ -8,7 +8,9 @@ It maps one normalised gray image at the canonical cell scale to three maps:
   centre, 0 at the border and in the background). Seeds that split touching cells come
   from thresholding it (see :mod:`tlseg.postprocess`);
 - channel 2: log2 of the apparent cell diameter over the canonical diameter, used to
-  estimate the cell size of an image automatically (see :mod:`tlseg.model`).
+  estimate the cell size of an image automatically (see :mod:`tlseg.model`);
+- channels 3-4 (models with flows): the flow towards each cell's centre, y and x (see
+  :mod:`tlseg.targets`); following it groups the pixels of each cell into one sink.
 
 A stride-2 stem runs the U-Net at half resolution (as StarDist's ``grid=(2, 2)``) and
 the outputs are upsampled bilinearly: at the canonical scale a cell is still ~15 pixels
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_OUTPUTS = 3
+N_OUTPUTS = 3  # fg, dist, logsize; + flow_y, flow_x with flows
 
 
 class _ConvBlock(nn.Sequential):
@@ -43,6 +45,8 @@ class UNet(nn.Module):
     ----------
     channels : tuple of int
         Feature channels per level, from half resolution down.
+    n_outputs : int
+        Output maps: 3, or 5 with flows.
 
     Examples
     --------
@@ -51,7 +55,8 @@ class UNet(nn.Module):
     torch.Size([1, 3, 32, 32])
     """
 
-    def __init__(self, channels: tuple[int, ...] = (32, 48, 64, 96, 128)):
+    def __init__(self, channels: tuple[int, ...] = (32, 48, 64, 96, 128),
+                 n_outputs: int = N_OUTPUTS):
         super().__init__()
         chans = list(channels)
         self.stem = nn.Sequential(
@@ -67,7 +72,7 @@ class UNet(nn.Module):
             nn.Conv2d(b, a, 1) for a, b in zip(reversed(chans[:-1]), reversed(chans[1:]))
         )
         self.fuse = nn.ModuleList(_ConvBlock(2 * a, a) for a in reversed(chans[:-1]))
-        self.head = nn.Conv2d(chans[0], N_OUTPUTS, 1)
+        self.head = nn.Conv2d(chans[0], n_outputs, 1)
         self.stride = 2 ** len(chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

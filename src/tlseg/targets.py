@@ -9,7 +9,12 @@ Targets at the canonical scale, per pixel:
 - ``logsize``: log2(equivalent diameter of the pixel's cell / canonical diameter);
 - ``valid``: 1 where the label is known. Pixels marked ``UNKNOWN`` (-1) in the labels —
   outside annotated ROIs, or far from any labelled cell in partially labelled data —
-  are ignored by the loss.
+  are ignored by the loss;
+- ``flow_y``, ``flow_x``: a unit vector pointing along the path to the cell's centre
+  (0 in the background), as in Cellpose: heat is diffused from the centre pixel inside
+  the cell and the flow is the normalised gradient of log(1 + heat). Following it moves
+  every pixel of a cell to the same sink, however irregular the cell, and pixels of two
+  touching cells to two different sinks (see :func:`tlseg.postprocess.flows_to_instances`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 UNKNOWN = -1
+N_TARGETS = 6  # fg, dist, logsize, valid, flow_y, flow_x
 
 
 def median_diameter(labels: np.ndarray, *, min_area: int = 16) -> float | None:
@@ -31,7 +37,7 @@ def median_diameter(labels: np.ndarray, *, min_area: int = 16) -> float | None:
 
 
 def make_targets(labels: np.ndarray, *, canonical_diameter: float) -> np.ndarray:
-    """Targets (4, H, W) float32: fg, dist, logsize, valid (see module docstring).
+    """Targets (6, H, W) float32: fg, dist, logsize, valid, flow_y, flow_x (module docstring).
 
     Examples
     --------
@@ -39,9 +45,11 @@ def make_targets(labels: np.ndarray, *, canonical_diameter: float) -> np.ndarray
     >>> t = make_targets(lab, canonical_diameter=8)
     >>> float(t[1, 5, 5]), float(t[1, 5, 8]) < 0.5   # centre of cell 1, its shared border
     (1.0, True)
+    >>> float(t[5, 5, 3]) > 0.9, float(t[5, 5, 8]) < -0.9  # flows point to each centre
+    (True, True)
     """
     labels = np.asarray(labels)
-    out = np.zeros((4,) + labels.shape, dtype=np.float32)
+    out = np.zeros((N_TARGETS,) + labels.shape, dtype=np.float32)
     out[3] = labels != UNKNOWN
     lab = np.where(labels > 0, labels, 0).astype(np.int32)
     out[0] = lab > 0
@@ -55,7 +63,35 @@ def make_targets(labels: np.ndarray, *, canonical_diameter: float) -> np.ndarray
         out[1][sl][cell] = d[cell] / d.max()
         diameter = 2.0 * np.sqrt(cell.sum() / np.pi)
         out[2][sl][cell] = np.log2(max(diameter, 1.0) / canonical_diameter)
+        fy, fx = cell_flow(cell)
+        out[4][sl][cell] = fy[cell]
+        out[5][sl][cell] = fx[cell]
     return out
+
+
+def cell_flow(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit flow (fy, fx) towards the centre of one cell given as a boolean mask.
+
+    The centre is the cell pixel nearest the median of its coordinates; heat is released
+    there at every step and spread by a 3x3 mean that is zero outside the cell, for
+    2 x (height + width) steps. The flow is the gradient of log(1 + heat), normalised.
+    """
+    m = np.pad(cell, 1).astype(np.float64)
+    ys, xs = np.nonzero(m)
+    k = np.argmin((ys - np.median(ys)) ** 2 + (xs - np.median(xs)) ** 2)
+    cy, cx = ys[k], xs[k]
+    heat = np.zeros_like(m)
+    for _ in range(2 * (m.shape[0] + m.shape[1])):
+        heat[cy, cx] += 1.0
+        heat = ndi.uniform_filter(heat, 3, mode="constant") * m
+    t = np.log1p(heat)
+    gy = np.zeros_like(t)
+    gx = np.zeros_like(t)
+    gy[1:-1] = t[2:] - t[:-2]
+    gx[:, 1:-1] = t[:, 2:] - t[:, :-2]
+    norm = np.hypot(gy, gx)
+    norm[norm == 0] = 1.0
+    return (gy / norm * m)[1:-1, 1:-1], (gx / norm * m)[1:-1, 1:-1]
 
 
 def known_near_cells(labels: np.ndarray, *, margin: float) -> np.ndarray:

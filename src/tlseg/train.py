@@ -5,7 +5,10 @@ partially labelled images and sparse ROIs train only where they say something.
 
 - foreground: binary cross-entropy;
 - normalised distance: binary cross-entropy against the continuous target;
-- size: L1 on log2 diameter, on cell pixels.
+- size: L1 on log2 diameter, on cell pixels;
+- flows (models with flows): squared error of the flow vector, weighted by
+  ``TrainConfig.flow_weight`` (Cellpose weighs its flows strongly too: they carry the
+  separation of touching cells).
 
 Every ``checkpoint_every`` steps the network, optimiser, schedule, random states and the
 step are written atomically to ``<out>/checkpoint.pt``; ``resume=True`` continues from it
@@ -16,6 +19,7 @@ held-out training images and the model folder is written.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import itertools
 import time
 from dataclasses import asdict
@@ -34,16 +38,19 @@ from .io import atomic_path
 from .metrics import match_counts, summarize
 from .model import Model
 from .network import UNet
-from .postprocess import InstanceConfig, maps_to_instances
+from .postprocess import InstanceConfig, flows_to_instances, maps_to_instances
 from .preprocess import normalize
 
 CHECKPOINT = "checkpoint.pt"
 
 
 def load_folders(
-    data_dirs, *, canonical_diameter: float, partial_dirs=(), progress=None
+    data_dirs, *, canonical_diameter: float, partial_dirs=(), exclude=(), progress=None
 ) -> list[Sample]:
-    """Load every annotated image of the given data folders at the canonical scale."""
+    """Load every annotated image of the given data folders at the canonical scale.
+
+    Images whose file name matches one of the ``exclude`` glob patterns are left out.
+    """
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
     samples = []
     jobs = []
@@ -51,6 +58,8 @@ def load_folders(
         folder = resolve_data_dir(d)
         source = folder.parent.name if folder.name in ("train", "val") else folder.name
         for img, mask in list_pairs(folder):
+            if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
+                continue
             jobs.append((img, mask, source, folder.resolve() in partial))
     for i, (img, mask, source, is_partial) in enumerate(jobs):
         s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
@@ -62,28 +71,43 @@ def load_folders(
     return samples
 
 
-def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0
-                ) -> tuple[torch.Tensor, dict]:
-    """Total loss and its parts for predictions (B,3,H,W) and targets (B,4,H,W).
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0,
+                flow_weight: float = 2.0) -> tuple[torch.Tensor, dict]:
+    """Total loss and its parts for predictions (B,3|5,H,W) and targets (B,6+,H,W).
 
-    Targets with 6 channels also carry a teacher's foreground and distance maps; with
-    ``distill`` > 0 the prediction is pulled towards them where labels are unknown, so a
-    retrained model keeps what the base model knew outside the annotated ROIs.
+    Targets beyond the first 6 channels are a teacher's foreground and distance maps (and
+    flows); with ``distill`` > 0 the prediction is pulled towards them where labels are
+    unknown, so a retrained model keeps what the base model knew outside the annotated
+    ROIs.
     """
     fg, dist, logsize, valid = target[:, :4].unbind(1)
     n_valid = valid.sum().clamp_min(1.0)
-    l_fg = (F.binary_cross_entropy_with_logits(pred[:, 0], fg, reduction="none") * valid).sum() / n_valid
-    l_dist = (F.binary_cross_entropy_with_logits(pred[:, 1], dist, reduction="none") * valid).sum() / n_valid
+
+    def bce(k, t, w):
+        return (F.binary_cross_entropy_with_logits(pred[:, k], t, reduction="none") * w).sum()
+
+    def sq(p, t, w):
+        return (((p - t) ** 2).sum(1) * w).sum()
+
+    l_fg = bce(0, fg, valid) / n_valid
+    l_dist = bce(1, dist, valid) / n_valid
     cells = fg * valid
     l_size = ((pred[:, 2] - logsize).abs() * cells).sum() / cells.sum().clamp_min(1.0)
     total = l_fg + l_dist + 0.2 * l_size
-    parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item()}
-    if distill > 0 and target.shape[1] == 6:
+    parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item(), "flow": 0.0}
+    flows = pred.shape[1] >= 5
+    if flows:
+        l_flow = sq(pred[:, 3:5], target[:, 4:6], valid) / n_valid
+        total = total + flow_weight * l_flow
+        parts["flow"] = l_flow.item()
+    if distill > 0 and target.shape[1] > 6:
+        teacher = target[:, 6:]
         unknown = 1.0 - valid
         n_unknown = unknown.sum().clamp_min(1.0)
-        l_kd = sum((F.binary_cross_entropy_with_logits(pred[:, k], target[:, 4 + k],
-                                                       reduction="none") * unknown).sum()
-                   for k in (0, 1)) / n_unknown
+        l_kd = bce(0, teacher[:, 0], unknown) + bce(1, teacher[:, 1], unknown)
+        if flows and teacher.shape[1] >= 4:
+            l_kd = l_kd + flow_weight * sq(pred[:, 3:5], teacher[:, 2:4], unknown)
+        l_kd = l_kd / n_unknown
         total = total + distill * l_kd
         parts["distill"] = l_kd.item()
     return total, parts
@@ -113,6 +137,7 @@ def train(
     resume: bool = False,
     progress: Callable[[int, int, dict], None] | None = None,
     card: dict | None = None,
+    device: str = "cpu",
 ) -> Model:
     """Train a model on annotated samples and save it to ``out_dir``.
 
@@ -127,6 +152,10 @@ def train(
         error, so an interrupted run is never silently restarted or overwritten.
     progress : callable(step, total, losses), optional
         Called after every step.
+    device : str
+        Where the network trains ('cpu', or 'cuda' on a machine with an NVIDIA GPU);
+        crops are cut and augmented on the CPU either way, and the saved model runs on
+        the CPU.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,21 +171,23 @@ def train(
     torch_rng = torch.Generator().manual_seed(tc.seed)
     train_set, held = split_holdout(samples, tc.holdout_fraction)
     sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng)
-    net = UNet(model_config.channels)
+    dev = _device(device)
+    net = UNet(model_config.channels, model_config.n_outputs)
     if init is not None:
         net.load_state_dict(init.net.state_dict())
+    net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=tc.lr, total_steps=tc.total_steps, pct_start=0.1 if init is None else 0.05
     )
     step, elapsed_before = 0, 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         np_rng.bit_generator.state = state["np_rng"]
-        torch_rng.set_state(state["torch_rng"])
+        torch_rng.set_state(state["torch_rng"].cpu())
         step = state["step"]
         elapsed_before = state["meta"].get("elapsed_s", 0.0)
     log_path = out / "train_log.csv"
@@ -164,7 +195,7 @@ def train(
     log = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "loss", "fg", "dist", "size", "lr", "elapsed_s"])
+        writer.writerow(["step", "loss", "fg", "dist", "size", "flow", "lr", "elapsed_s"])
     sigma = model_config.background_sigma * model_config.canonical_diameter
     t0 = time.time()
     net.train()
@@ -178,7 +209,8 @@ def train(
             x = augment_raw(raw, ref, torch_rng)
             x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
             x = augment_normalized(x, torch_rng)
-            loss, parts = masked_loss(net(x), target, distill=tc.distill)
+            loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
+                                      flow_weight=tc.flow_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -188,6 +220,7 @@ def train(
             if step % 10 == 0 or step == tc.total_steps:
                 writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
                                  f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
+                                 f"{parts['flow']:.4f}",
                                  f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
                 log.flush()
             if step % tc.checkpoint_every == 0 and step < tc.total_steps:
@@ -197,7 +230,7 @@ def train(
                 progress(step, tc.total_steps, parts)
     finally:
         log.close()
-    net.eval()
+    net.cpu().eval()
     model = Model(model_config, net)
     tuned, holdout_scores = (tune_thresholds(model, held) if held
                              else (model_config.instances, {}))
@@ -205,6 +238,7 @@ def train(
     meta = {
         "train_config": asdict(tc),
         "wall_time_s": round(elapsed_before + time.time() - t0, 1),
+        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
         "n_train_images": len(train_set),
         "n_holdout_images": len(held),
         "sources": sorted({s.source for s in samples}),
@@ -214,6 +248,16 @@ def train(
     model.save(out, card=meta)
     ckpt_path.unlink(missing_ok=True)
     return model
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise TlsegError(f"--device {name!r} is not a device name; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TlsegError("--device cuda: no CUDA GPU is available to PyTorch here; use cpu")
+    return dev
 
 
 def _replace_instances(cfg: ModelConfig, inst: InstanceConfig) -> ModelConfig:
@@ -226,10 +270,32 @@ def _image_at_canonical(s: Sample) -> np.ndarray:
     return s.image[0].numpy()
 
 
-def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, dict]:
-    """Grid-search the instance thresholds for the best pooled AP@0.5 on held-out images.
+def _grid(flows: bool):
+    """Candidate instance settings, grouped by foreground threshold.
 
-    Images are scored at the canonical scale (their known diameter).
+    Distance seeds (seed threshold x ridge merge); for a model with flows also split by
+    flows, and pure flow following.
+    """
+    splits = (0.0, 0.25, 0.35, 0.5) if flows else (0.0,)
+    for fg_t in (0.4, 0.5, 0.6):
+        for area in (0.08, 0.15):
+            for seed_t, merge, split in itertools.product(
+                    (0.3, 0.4, 0.5, 0.6, 0.7), (0.0, 0.3, 0.4, 0.5, 0.6), splits):
+                yield InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t,
+                                     min_area_fraction=area, merge_threshold=merge,
+                                     flow_split=split)
+            if flows:
+                for merge in (0.0, 0.5):
+                    yield InstanceConfig(fg_threshold=fg_t, min_area_fraction=area,
+                                         merge_threshold=merge, use_flows=True)
+
+
+def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, dict]:
+    """Grid-search the instance settings for the best pooled AP@0.5 on held-out images.
+
+    Images are scored at the canonical scale (their known diameter). For a model with
+    flows, splitting by flows and pure flow following compete with distance seeds alone;
+    whichever scores best is kept.
     """
     canon = model.config.canonical_diameter
     cache = []
@@ -237,21 +303,29 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         maps = model.predict_maps(_image_at_canonical(s))
         true = np.where(s.labels > 0, s.labels, 0)
         cache.append((maps, true))
+    flow_cache: dict[tuple[int, float], np.ndarray] = {}
+
+    def instances(k, maps, cfg):
+        flow_labels = None
+        if cfg.needs_flows:
+            key = (k, cfg.fg_threshold)
+            if key not in flow_cache:
+                flow_cache[key] = flows_to_instances(maps[0] > cfg.fg_threshold, maps[3:5],
+                                                     canonical_diameter=canon)
+            flow_labels = flow_cache[key]
+        return maps_to_instances(maps[0], maps[1], canonical_diameter=canon, config=cfg,
+                                 flow=maps[3:5] if maps.shape[0] >= 5 else None,
+                                 flow_labels=flow_labels)
+
     best = None
-    for fg_t, seed_t, area, merge in itertools.product(
-            (0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6, 0.7), (0.08, 0.15), (0.0, 0.3, 0.4, 0.5, 0.6)):
-        cfg = InstanceConfig(fg_threshold=fg_t, seed_threshold=seed_t, min_area_fraction=area,
-                             merge_threshold=merge)
-        counts = [match_counts(true, maps_to_instances(m[0], m[1], canonical_diameter=canon,
-                                                       config=cfg))
-                  for m, true in cache]
+    for cfg in _grid(model.config.flows):
+        counts = [match_counts(true, instances(k, m, cfg)) for k, (m, true) in enumerate(cache)]
         score = summarize(counts)
         if best is None or score["ap50"] > best[1]["ap50"]:
             best = (cfg, score)
     per_source: dict[str, list] = {}
-    for s, (maps, true) in zip(held, cache):
-        pred = maps_to_instances(maps[0], maps[1], canonical_diameter=canon, config=best[0])
-        per_source.setdefault(s.source, []).append(match_counts(true, pred))
+    for k, (s, (maps, true)) in enumerate(zip(held, cache)):
+        per_source.setdefault(s.source, []).append(match_counts(true, instances(k, maps, best[0])))
     scores = {src: {k: round(v, 4) for k, v in summarize(c).items()}
               for src, c in per_source.items()}
     return best[0], scores
