@@ -22,7 +22,6 @@ from .errors import TlsegError
 from .network import UNet
 from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
-from .targets import median_diameter
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
 # (the size head is trained on +-1 octave around canonical)
@@ -193,14 +192,17 @@ class Model:
         """Refine a diameter estimate by segmenting at it and measuring the cells found.
 
         As Cellpose's size model does: a central window (``window`` canonical pixels a
-        side) is segmented at the current estimate and the median equivalent diameter of
-        its instances becomes the next estimate (each round moves at most 2x). Cells still
+        side) is segmented at the current estimate and the area-weighted median equivalent
+        diameter of its instances becomes the next estimate (each round moves at most
+        1.5x, all rounds together at most 2x; weighting by area keeps the few cells of a
+        sparse field from being outvoted by specks of debris). Cells still
         segment well when the estimate is off by a factor 1.5, so this corrects the size
         head where it reads a modality poorly (sparse brightfield fields, for one). With
         fewer than ``min_cells`` cells found the estimate is kept.
         """
         canon = self.config.canonical_diameter
         h, w = image.shape
+        start = diameter
         for _ in range(rounds):
             scale = canon / diameter
             side = int(math.ceil(window / scale))
@@ -212,8 +214,13 @@ class Model:
                                          config=self.config.instances)
             if labels.max() < min_cells:
                 break
-            measured = median_diameter(labels)
-            new = float(np.clip(diameter * measured / canon, diameter / 2, diameter * 2))
+            areas = np.sort(np.bincount(labels.ravel())[1:])
+            areas = areas[areas > 0]
+            # area-weighted median: the size of the cell at which half the area is reached
+            k = min(int(np.searchsorted(np.cumsum(areas), areas.sum() / 2)), len(areas) - 1)
+            new = diameter * 2.0 * math.sqrt(areas[k] / math.pi) / canon
+            new = float(np.clip(new, max(diameter / 1.5, start / 2),
+                                min(diameter * 1.5, start * 2)))
             done = abs(math.log2(new / diameter)) < 0.05
             diameter = new
             if done:
