@@ -201,13 +201,9 @@ class Model:
         fewer than ``min_cells`` cells found the estimate is kept.
         """
         canon = self.config.canonical_diameter
-        h, w = image.shape
         start = diameter
         for _ in range(rounds):
-            scale = canon / diameter
-            side = int(math.ceil(window / scale))
-            y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-            crop = rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
+            crop = _central_crop(image, canon / diameter, window)
             if min(crop.shape) < 32:
                 break
             labels = instances_from_maps(self.predict_maps(crop), canonical_diameter=canon,
@@ -239,13 +235,9 @@ class Model:
         averaged (in log space). Returns None when no cells are found at any rung.
         """
         canon = self.config.canonical_diameter
-        h, w = image.shape
         estimates: dict[int, float] = {}
         for k, rung in enumerate(_DIAMETER_LADDER):
-            scale = canon / rung
-            side = int(math.ceil(window / scale))
-            y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-            crop = rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
+            crop = _central_crop(image, canon / rung, window)
             if min(crop.shape) < 32:
                 break
             maps = self.predict_maps(crop)
@@ -331,6 +323,15 @@ class Model:
             "n_cells": int(len(np.unique(labels)) - 1),
         }
         return labels, details
+
+
+def _central_crop(image: np.ndarray, scale: float, window: int) -> np.ndarray:
+    """The central part of ``image`` that is ``window`` pixels a side after rescaling by
+    ``scale``, rescaled (smaller where the image is smaller)."""
+    h, w = image.shape
+    side = int(math.ceil(window / scale))
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
 
 
 def _resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
