@@ -4,9 +4,9 @@
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
-source's training images, by name), runs :func:`tlseg.train.tune_thresholds` and writes
-the winning settings into ``config.yaml`` and the held-out scores into ``card.yaml``
-(the card records that the model was re-tuned, and with what). Validation images are
+source's training images, by name), runs :func:`tlseg.train.tune_thresholds` and
+:func:`tlseg.train.calibrate_diameter`, and writes the winning settings into
+``config.yaml`` and the held-out scores into ``card.yaml`` (the card records that the model was re-tuned, and with what). Validation images are
 never read.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from tlseg.config import TrainConfig
 from tlseg.data import split_holdout
 from tlseg.model import Model
-from tlseg.train import _replace_instances, load_folders, tune_thresholds
+from tlseg.train import _replace_instances, calibrate_diameter, load_folders, tune_thresholds
 
 
 def main(argv=None) -> int:
@@ -39,10 +39,20 @@ def main(argv=None) -> int:
     for src, sc in scores.items():
         print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
     card = dict(model.card)
+    before = {**asdict(model.config.instances),
+              "diameter_calibration": model.config.diameter_calibration}
+    model = Model(_replace_instances(model.config, tuned), model.net)
+    factor, auto = calibrate_diameter(model, held)
+    print(f"diameter calibration: {factor} (pooled AP50 by factor: "
+          f"{auto.get('pooled_ap50_by_factor')})")
+    for src, sc in auto.items():
+        if isinstance(sc, dict):
+            print(f"  held-out {src}, estimated diameter: AP50 {sc['ap50']:.3f}")
     card["holdout_scores"] = scores
-    card["retuned"] = {"by": "scripts/retune.py " + " ".join(sys.argv[1:]),
-                       "before": asdict(model.config.instances)}
-    Model(_replace_instances(model.config, tuned), model.net).save(args.model, card=card)
+    card["holdout_scores_estimated_diameter"] = auto
+    card["retuned"] = {"by": "scripts/retune.py " + " ".join(sys.argv[1:]), "before": before}
+    Model(replace(model.config, diameter_calibration=factor), model.net).save(args.model,
+                                                                            card=card)
     return 0
 
 

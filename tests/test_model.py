@@ -59,6 +59,17 @@ def test_diameter_is_estimated_within_a_factor(tl_cells):
         assert est is not None and d / 1.5 < est < d * 1.5, (d, est)
 
 
+def test_diameter_calibration_scales_the_estimate(tl_cells):
+    from dataclasses import replace
+
+    f = synthetic_field((256, 256), diameter=30, seed=4)
+    raw = tl_cells.estimate_diameter(f["tl"].astype(np.float32), calibrate=False)
+    half = Model(replace(tl_cells.config, diameter_calibration=0.5), tl_cells.net)
+    assert half.estimate_diameter(f["tl"].astype(np.float32)) == pytest.approx(raw * 0.5)
+    with pytest.raises(ValueError, match="diameter_calibration"):
+        replace(tl_cells.config, diameter_calibration=0.0)
+
+
 def test_tiled_equals_untiled_up_to_border_cells(tl_cells):
     f = synthetic_field((640, 704), diameter=30, seed=5)
     whole, _ = tl_cells.predict_instances(f["tl"], diameter=30, tile=2048)

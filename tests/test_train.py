@@ -121,3 +121,44 @@ def _crop_labels(tgt):
     fg, dist = tgt[0].numpy() > 0, tgt[1].numpy()
     seeds, _ = ndi.label(dist > 0.6)
     return watershed(-dist, seeds, mask=fg)
+
+
+def test_cells_cut_by_a_roi_edge_count_as_foreground_only():
+    """A ROI cuts cells at its edge: they are cells, but their shape is not known."""
+    from tlseg.targets import FG_ONLY, UNKNOWN, make_targets, median_diameter
+    from tlseg.train import masked_loss
+
+    f = synthetic_field((192, 192), diameter=30, seed=7)
+    full = f["labels"].astype(np.int32)
+    roi = np.full_like(full, UNKNOWN)
+    roi[40:140, 50:150] = full[40:140, 50:150]
+    t = make_targets(roi, canonical_diameter=30.0)
+    inside = roi > 0
+    edge = np.unique(np.concatenate([roi[40, 50:150], roi[139, 50:150],
+                                     roi[40:140, 50], roi[40:140, 149]]))
+    edge = edge[edge > 0]
+    whole = np.setdiff1d(np.unique(roi[inside]), edge)
+    assert edge.size and whole.size
+    cut = np.isin(roi, edge)
+    assert (t[3][cut] == FG_ONLY).all() and (t[0][cut] == 1).all()  # foreground only
+    assert not t[1][cut].any() and not t[4:, cut].any()              # no shape targets
+    assert (t[3][np.isin(roi, whole)] == 1).all() and (t[3][roi == 0] == 1).all()
+    assert not t[3][roi == UNKNOWN].any()
+    # whole cells keep the targets they have in the full image
+    ref = make_targets(full, canonical_diameter=30.0)
+    m = np.isin(full, whole)
+    assert np.allclose(t[:3, m], ref[:3, m]) and np.allclose(t[4:, m], ref[4:, m], atol=1e-5)
+    # the ROI's cell size is that of its whole cells
+    assert median_diameter(roi) == median_diameter(np.where(m, full, 0))
+    # the loss: a wrong shape on a cut cell costs nothing, a wrong foreground does
+    tgt = torch.from_numpy(t)[None]
+    pred = torch.zeros(1, 5, *roi.shape)
+    pred[:, 0] = torch.from_numpy(np.where(t[0] > 0, 6.0, -6.0))
+    pred[:, 1] = torch.from_numpy(np.where(t[1] > 0.5, 6.0, -6.0))
+    base, _ = masked_loss(pred, tgt)
+    bad_shape = pred.clone()
+    bad_shape[:, 1:, torch.from_numpy(cut)] = 5.0
+    assert masked_loss(bad_shape, tgt)[1]["dist"] == masked_loss(pred, tgt)[1]["dist"]
+    bad_fg = pred.clone()
+    bad_fg[:, 0, torch.from_numpy(cut)] = -6.0
+    assert masked_loss(bad_fg, tgt)[0] > base + 0.1

@@ -30,6 +30,10 @@ class ModelConfig:
         Thresholds from maps to instances.
     flows : bool
         The network also predicts flows to each cell's centre (two more outputs).
+    diameter_calibration : float
+        Factor applied to the automatic diameter estimate: the estimate of the median
+        diameter is not exactly the diameter at which the model segments best. Chosen on
+        held-out training images (:func:`tlseg.train.calibrate_diameter`); 1 = none.
     """
 
     name: str = "tl-cells"
@@ -40,6 +44,7 @@ class ModelConfig:
     default_diameter: float = 40.0
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     flows: bool = False
+    diameter_calibration: float = 1.0
 
     @property
     def n_outputs(self) -> int:
@@ -56,6 +61,8 @@ class ModelConfig:
             raise ValueError("instances.use_flows needs a model with flows")
         if self.default_diameter <= 0 or self.background_sigma <= 0:
             raise ValueError("default_diameter and background_sigma must be > 0")
+        if not 0.25 <= self.diameter_calibration <= 4:
+            raise ValueError("diameter_calibration must be within [0.25, 4]")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -175,17 +175,21 @@ class Model:
         return out
 
     def estimate_diameter(self, image: np.ndarray, *, window: int = 384,
-                          refine: bool = True) -> float | None:
-        """Estimate the median cell diameter (input pixels) of an image.
+                          refine: bool = True, calibrate: bool = True) -> float | None:
+        """Estimate the cell diameter (input pixels) to segment an image at.
 
         A coarse estimate from the network's size head (:meth:`size_head_diameter`) is
-        refined, with ``refine``, by segmenting (:meth:`refine_diameter`).
+        refined, with ``refine``, by segmenting (:meth:`refine_diameter`) and, with
+        ``calibrate``, multiplied by the model's ``diameter_calibration`` (the factor that
+        made segmenting at the estimate score best on held-out training images).
         Returns None when no cells are found at any scale.
         """
-        coarse = self.size_head_diameter(image, window=window)
-        if coarse is None or not refine:
-            return coarse
-        return self.refine_diameter(image, coarse)
+        d = self.size_head_diameter(image, window=window)
+        if d is not None and refine:
+            d = self.refine_diameter(image, d)
+        if d is not None and calibrate:
+            d *= self.config.diameter_calibration
+        return d
 
     def refine_diameter(self, image: np.ndarray, diameter: float, *, window: int = 768,
                         rounds: int = 2, min_cells: int = 3) -> float:

@@ -7,9 +7,12 @@ Targets at the canonical scale, per pixel:
   (0 on borders and background, 1 at the centre). Touching cells get a valley of 0
   between them, which is what lets seeds split them;
 - ``logsize``: log2(equivalent diameter of the pixel's cell / canonical diameter);
-- ``valid``: 1 where the label is known. Pixels marked ``UNKNOWN`` (-1) in the labels —
-  outside annotated ROIs, or far from any labelled cell in partially labelled data —
-  are ignored by the loss;
+- ``valid``: 1 where the label is known, 0 where it is not: pixels marked ``UNKNOWN``
+  (-1) in the labels — outside annotated ROIs, or far from any labelled cell in
+  partially labelled data — are ignored by the loss. ``FG_ONLY`` (0.5) marks a cell cut
+  by the edge of a ROI (it touches unknown pixels): it is a cell, but its shape beyond
+  the edge is not known, so only its foreground counts; distance, size and flow targets
+  computed from the part inside would be wrong;
 - ``flow_y``, ``flow_x``: a unit vector pointing along the path to the cell's centre
   (0 in the background), as in Cellpose: heat is diffused from the centre pixel inside
   the cell and the flow is the normalised gradient of log(1 + heat). Following it moves
@@ -23,13 +26,36 @@ import numpy as np
 from scipy import ndimage as ndi
 
 UNKNOWN = -1
+FG_ONLY = 0.5  # ``valid`` of a cell cut by a ROI edge: only its foreground is known
 N_TARGETS = 6  # fg, dist, logsize, valid, flow_y, flow_x
 
 
+def cut_cells(labels: np.ndarray) -> np.ndarray:
+    """Ids of the cells that touch an ``UNKNOWN`` pixel (cut by the edge of a ROI).
+
+    Examples
+    --------
+    >>> lab = np.full((6, 8), UNKNOWN); lab[1:5, 1:7] = 0
+    >>> lab[1:3, 0:3] = 1; lab[2:4, 4:6] = 2   # cell 1 crosses the ROI's left edge
+    >>> cut_cells(lab).tolist()
+    [1]
+    """
+    labels = np.asarray(labels)
+    unknown = labels == UNKNOWN
+    if not unknown.any():
+        return np.zeros(0, dtype=labels.dtype)
+    near = ndi.binary_dilation(unknown, structure=np.ones((3, 3), bool))
+    return np.unique(labels[near & (labels > 0)])
+
+
 def median_diameter(labels: np.ndarray, *, min_area: int = 16) -> float | None:
-    """Median equivalent-circle diameter of the cells in a label image (None if empty)."""
+    """Median equivalent-circle diameter of the whole cells in a label image (None if none).
+
+    Cells cut by the edge of a ROI (:func:`cut_cells`) would bias it low and are left out.
+    """
     lab = np.where(labels > 0, labels, 0)
     areas = np.bincount(lab.ravel())[1:]
+    areas[cut_cells(labels) - 1] = 0
     areas = areas[areas >= min_area]
     if areas.size == 0:
         return None
@@ -53,6 +79,9 @@ def make_targets(labels: np.ndarray, *, canonical_diameter: float) -> np.ndarray
     out[3] = labels != UNKNOWN
     lab = np.where(labels > 0, labels, 0).astype(np.int32)
     out[0] = lab > 0
+    cut = np.isin(lab, cut_cells(labels))
+    out[3][cut] = FG_ONLY
+    lab[cut] = 0  # no shape targets for cut cells
     for i, sl in enumerate(ndi.find_objects(lab), start=1):
         if sl is None:
             continue

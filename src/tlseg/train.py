@@ -22,7 +22,7 @@ import csv
 import fnmatch
 import itertools
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -81,7 +81,9 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.
     ROIs.
     """
     fg, dist, logsize, valid = target[:, :4].unbind(1)
-    n_valid = valid.sum().clamp_min(1.0)
+    known = (valid > 0).float()  # the foreground is known
+    whole = (valid >= 1).float()  # the shape targets are known too (not a cut cell)
+    n_valid = known.sum().clamp_min(1.0)
 
     def bce(k, t, w):
         return (F.binary_cross_entropy_with_logits(pred[:, k], t, reduction="none") * w).sum()
@@ -89,25 +91,26 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.
     def sq(p, t, w):
         return (((p - t) ** 2).sum(1) * w).sum()
 
-    l_fg = bce(0, fg, valid) / n_valid
-    l_dist = bce(1, dist, valid) / n_valid
-    cells = fg * valid
+    l_fg = bce(0, fg, known) / n_valid
+    l_dist = bce(1, dist, whole) / n_valid
+    cells = fg * whole
     l_size = ((pred[:, 2] - logsize).abs() * cells).sum() / cells.sum().clamp_min(1.0)
     total = l_fg + l_dist + 0.2 * l_size
     parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item(), "flow": 0.0}
     flows = pred.shape[1] >= 5
     if flows:
-        l_flow = sq(pred[:, 3:5], target[:, 4:6], valid) / n_valid
+        l_flow = sq(pred[:, 3:5], target[:, 4:6], whole) / n_valid
         total = total + flow_weight * l_flow
         parts["flow"] = l_flow.item()
     if distill > 0 and target.shape[1] > 6:
+        # the teacher fills in what the labels leave unknown: everything outside the
+        # ROIs, and the shape of cells cut by a ROI's edge
         teacher = target[:, 6:]
-        unknown = 1.0 - valid
-        n_unknown = unknown.sum().clamp_min(1.0)
-        l_kd = bce(0, teacher[:, 0], unknown) + bce(1, teacher[:, 1], unknown)
+        unknown, shape_unknown = 1.0 - known, 1.0 - whole
+        l_kd = bce(0, teacher[:, 0], unknown) + bce(1, teacher[:, 1], shape_unknown)
         if flows and teacher.shape[1] >= 4:
-            l_kd = l_kd + flow_weight * sq(pred[:, 3:5], teacher[:, 2:4], unknown)
-        l_kd = l_kd / n_unknown
+            l_kd = l_kd + flow_weight * sq(pred[:, 3:5], teacher[:, 2:4], shape_unknown)
+        l_kd = l_kd / shape_unknown.sum().clamp_min(1.0)
         total = total + distill * l_kd
         parts["distill"] = l_kd.item()
     return total, parts
@@ -235,6 +238,10 @@ def train(
     tuned, holdout_scores = (tune_thresholds(model, held) if held
                              else (model_config.instances, {}))
     model = Model(_replace_instances(model_config, tuned), net)
+    calibration = {}
+    if held:
+        factor, calibration = calibrate_diameter(model, held)
+        model = Model(replace(model.config, diameter_calibration=factor), net)
     meta = {
         "train_config": asdict(tc),
         "wall_time_s": round(elapsed_before + time.time() - t0, 1),
@@ -244,6 +251,8 @@ def train(
         "sources": sorted({s.source for s in samples}),
         "holdout_scores": holdout_scores,
     }
+    if calibration:
+        meta["holdout_scores_estimated_diameter"] = calibration
     meta.update(card or {})
     model.save(out, card=meta)
     ckpt_path.unlink(missing_ok=True)
@@ -329,3 +338,41 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
     scores = {src: {k: round(v, 4) for k, v in summarize(c).items()}
               for src, c in per_source.items()}
     return best[0], scores
+
+
+CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
+
+
+def calibrate_diameter(model: Model, held: list[Sample], *,
+                       factors=CALIBRATION_FACTORS) -> tuple[float, dict]:
+    """The factor on the automatic diameter estimate that segments held-out images best.
+
+    Users mostly let the model estimate the diameter, so the whole path is scored: each
+    held-out image (at the canonical scale) gets the model's uncalibrated estimate, is
+    segmented at estimate x factor, and the factor with the best pooled AP@0.5 wins (ties
+    go to the factor nearest 1). Returns the factor and a record: the pooled AP@0.5 at
+    each factor and the per-source scores at the chosen one.
+    """
+    runs = []
+    for s in held:
+        image = _image_at_canonical(s)
+        d = model.estimate_diameter(image, calibrate=False)
+        if d is not None:
+            runs.append((s, image, d, np.where(s.labels > 0, s.labels, 0)))
+    if not runs:
+        return 1.0, {}
+    best, curve = None, {}
+    for f in sorted(factors, key=lambda f: abs(np.log(f))):
+        counts = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
+                  for _, image, d, true in runs]
+        curve[float(f)] = round(summarize(counts)["ap50"], 4)
+        if best is None or curve[float(f)] > best[2]:
+            best = (float(f), counts, curve[float(f)])
+    factor, counts, _ = best
+    per_source: dict[str, list] = {}
+    for (s, *_), c in zip(runs, counts):
+        per_source.setdefault(s.source, []).append(c)
+    scores = {src: {k: round(v, 4) for k, v in summarize(c).items()}
+              for src, c in per_source.items()}
+    return factor, {"diameter_calibration": factor,
+                    "pooled_ap50_by_factor": dict(sorted(curve.items())), **scores}
