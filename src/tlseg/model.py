@@ -316,6 +316,7 @@ class Model:
                 f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
             )
         maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
+        del small
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
                                      config=self.config.instances)
         del maps

@@ -22,6 +22,7 @@ fragment cells and keep debris; together they keep the precision and most of the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,10 +135,36 @@ def maps_to_instances(
     small = sizes < max(2.0, 0.1 * min_area)
     small[0] = False
     seeds[small[seeds]] = 0
-    labels = watershed(-dist, seeds, mask=fg)
+    labels = banded_watershed(-dist, seeds, fg, halo=3 * canonical_diameter)
     split = config.flow_split * np.pi * (canonical_diameter / 2) ** 2
     return _finish(labels, dist, min_area, config.merge_threshold,
                    flow_labels=flow_labels if split > 0 else None, split=split)
+
+
+def banded_watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, *,
+                     halo: float, band: int = 1024, max_pixels: int = 2048 * 2048
+                     ) -> np.ndarray:
+    """scikit-image ``watershed(image, markers, mask=mask)`` in bands of rows.
+
+    The watershed needs about 30 bytes per pixel at once; on a 4096 x 4096 canonical
+    image that alone would push the peak memory past 1.5 GB. Larger images than
+    ``max_pixels`` are flooded in bands of ``band`` rows, each with ``halo`` rows of
+    context above and below whose result is discarded. A pixel's label then equals the
+    whole-image result unless the path from its seed leaves the band and its halo, i.e.
+    for cells more than ``halo`` px from their seed (3 canonical diameters: none at the
+    canonical scale).
+    """
+    h, w = markers.shape
+    if h * w <= max_pixels or h <= band:
+        return watershed(image, markers, mask=mask)
+    halo = int(math.ceil(halo))
+    out = np.zeros((h, w), np.int32)
+    for y0 in range(0, h, band):
+        y1 = min(y0 + band, h)
+        a, b = max(y0 - halo, 0), min(y1 + halo, h)
+        part = watershed(image[a:b], markers[a:b], mask=mask[a:b])
+        out[y0:y1] = part[y0 - a:y1 - a]
+    return out
 
 
 def _finish(labels: np.ndarray, dist: np.ndarray, min_area: float, merge: float, *,
@@ -151,7 +178,7 @@ def _finish(labels: np.ndarray, dist: np.ndarray, min_area: float, merge: float,
     too_small = sizes < min_area
     too_small[0] = False
     labels[too_small[labels]] = 0
-    return relabel_sequential(labels)[0].astype(np.int32)
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 def split_by_flows(labels: np.ndarray, flow_labels: np.ndarray, *, min_part: float
@@ -241,9 +268,11 @@ def flows_to_instances(fg: np.ndarray, flow: np.ndarray, *, canonical_diameter: 
     end = follow_flows(start, flow * fg, n_steps=int(n_steps * canonical_diameter))
     iy = np.rint(end[:, 0]).astype(np.int64)
     ix = np.rint(end[:, 1]).astype(np.int64)
-    hist = np.bincount(iy * w + ix, minlength=h * w).reshape(h, w)
+    reached = np.zeros(h * w, np.uint8)  # 1 byte a pixel: large images stay small
+    reached[iy * w + ix] = 1
     radius = max(1, int(round(sink_radius * canonical_diameter)))
-    near = ndi.maximum_filter(hist, size=2 * radius + 1) > 0
+    near = ndi.maximum_filter(reached.reshape(h, w), size=2 * radius + 1) > 0
+    del reached
     sinks, n = ndi.label(near)
     gathered = np.bincount(sinks[iy, ix], minlength=n + 1)
     keep = gathered >= max(3.0, 0.05 * np.pi * (canonical_diameter / 2) ** 2 / stride**2)
@@ -259,7 +288,8 @@ def flows_to_instances(fg: np.ndarray, flow: np.ndarray, *, canonical_diameter: 
         ok = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
         labels[ys[ok], xs[ok]] = labels[ty[ok], tx[ok]] * fg[ty[ok], tx[ok]]
     if (labels[fg] == 0).any():
-        labels = watershed(np.zeros((h, w), np.float32), labels, mask=fg)
+        labels = banded_watershed(np.zeros((h, w), np.float32), labels, fg,
+                                  halo=3 * canonical_diameter)
     return labels
 
 
@@ -309,5 +339,5 @@ def merge_across_ridges(labels: np.ndarray, dist: np.ndarray, threshold: float) 
         ri, rj = root(uniq[k, 0]), root(uniq[k, 1])
         if ri != rj:
             parent[rj] = ri
-    roots = np.array([root(i) for i in range(n)])
+    roots = np.array([root(i) for i in range(n)], dtype=np.int32)
     return roots[labels]
