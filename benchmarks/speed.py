@@ -68,13 +68,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-cellpose", action="store_true")
     args = p.parse_args(argv)
-    from tlseg.synthetic import synthetic_field
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             img = Path(tmp) / f"field_{size}.tif"
-            tifffile.imwrite(img, synthetic_field((size, size), diameter=30, seed=size)["tl"])
+            # made in a separate process: a child's peak RSS starts at its parent's RSS
+            # when forked, so the parent must never hold a large image
+            subprocess.run([sys.executable, __file__, "--make", str(img), str(size)], check=True)
             mp = size * size / 1e6
             reps = args.repeats if size <= 2048 else 1
             row = {"size": size, "megapixels": round(mp, 2)}
@@ -105,6 +105,12 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--make":
+        from tlseg.synthetic import synthetic_field
+
+        n = int(sys.argv[3])
+        tifffile.imwrite(sys.argv[2], synthetic_field((n, n), diameter=30, seed=n)["tl"])
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[2:]))
     sys.exit(main())
