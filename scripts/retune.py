@@ -4,22 +4,22 @@
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
-source's training images, by name), runs :func:`tlseg.train.tune_thresholds` and
-:func:`tlseg.train.calibrate_diameter`, and writes the winning settings into
-``config.yaml`` and the held-out scores into ``card.yaml`` (the card records that the model was re-tuned, and with what). Validation images are
-never read.
+source's training images, by name), runs :func:`tlseg.train.tune_model` (instance
+thresholds, then the diameter calibration), and writes the winning settings into
+``config.yaml`` and the held-out scores into ``card.yaml`` (the card records that the
+model was re-tuned, and with what). Validation images are never read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 from tlseg.config import TrainConfig
 from tlseg.data import split_holdout
 from tlseg.model import Model
-from tlseg.train import _replace_instances, calibrate_diameter, load_folders, tune_thresholds
+from tlseg.train import load_folders, tune_model
 
 
 def main(argv=None) -> int:
@@ -34,25 +34,22 @@ def main(argv=None) -> int:
                            partial_dirs=args.partial, exclude=args.exclude)
     _, held = split_holdout(samples, TrainConfig().holdout_fraction)
     print(f"{len(held)} held-out images; before: {model.config.instances}")
-    tuned, scores = tune_thresholds(model, held)
-    print(f"after: {tuned}")
-    for src, sc in scores.items():
-        print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
     card = dict(model.card)
     before = {**asdict(model.config.instances),
               "diameter_calibration": model.config.diameter_calibration}
-    model = Model(_replace_instances(model.config, tuned), model.net)
-    factor, auto = calibrate_diameter(model, held)
-    print(f"diameter calibration: {factor} (pooled AP50 by factor: "
-          f"{auto.get('pooled_ap50_by_factor')})")
+    tuned, scores, auto = tune_model(model, held)
+    print(f"after: {tuned.config.instances}")
+    for src, sc in scores.items():
+        print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
+    print(f"diameter calibration: {tuned.config.diameter_calibration} (pooled AP50 by "
+          f"factor: {auto.get('pooled_ap50_by_factor')})")
     for src, sc in auto.items():
-        if isinstance(sc, dict):
+        if isinstance(sc, dict) and "ap50" in sc:
             print(f"  held-out {src}, estimated diameter: AP50 {sc['ap50']:.3f}")
     card["holdout_scores"] = scores
     card["holdout_scores_estimated_diameter"] = auto
     card["retuned"] = {"by": "scripts/retune.py " + " ".join(sys.argv[1:]), "before": before}
-    Model(replace(model.config, diameter_calibration=factor), model.net).save(args.model,
-                                                                            card=card)
+    tuned.save(args.model, card=card)
     return 0
 
 

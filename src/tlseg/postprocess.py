@@ -81,11 +81,16 @@ class InstanceConfig:
 
 
 def instances_from_maps(maps: np.ndarray, *, canonical_diameter: float,
-                        config: InstanceConfig) -> np.ndarray:
-    """Instance labels from a model's stacked maps (3 or 5, H, W) (see :mod:`tlseg.network`)."""
+                        config: InstanceConfig, flow_labels: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Instance labels from a model's stacked maps (3 or 5, H, W) (see :mod:`tlseg.network`).
+
+    ``flow_labels``: :func:`flows_to_instances` of the same foreground, when already
+    computed (the threshold tuner reuses them across settings).
+    """
     flow = maps[3:5] if maps.shape[0] >= 5 else None
     return maps_to_instances(maps[0], maps[1], canonical_diameter=canonical_diameter,
-                             config=config, flow=flow)
+                             config=config, flow=flow, flow_labels=flow_labels)
 
 
 def maps_to_instances(
@@ -120,7 +125,8 @@ def maps_to_instances(
     2
     """
     fg = prob > config.fg_threshold
-    min_area = config.min_area_fraction * np.pi * (canonical_diameter / 2) ** 2
+    cell_area = np.pi * (canonical_diameter / 2) ** 2
+    min_area = config.min_area_fraction * cell_area
     if config.needs_flows and flow_labels is None:
         if flow is None:
             raise ValueError("these instance settings need flow maps (a model with flows)")
@@ -136,7 +142,7 @@ def maps_to_instances(
     small[0] = False
     seeds[small[seeds]] = 0
     labels = banded_watershed(-dist, seeds, fg, halo=3 * canonical_diameter)
-    split = config.flow_split * np.pi * (canonical_diameter / 2) ** 2
+    split = config.flow_split * cell_area
     return _finish(labels, dist, min_area, config.merge_threshold,
                    flow_labels=flow_labels if split > 0 else None, split=split)
 

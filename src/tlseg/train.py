@@ -38,7 +38,7 @@ from .io import atomic_path
 from .metrics import match_counts, summarize
 from .model import Model
 from .network import UNet
-from .postprocess import InstanceConfig, flows_to_instances, maps_to_instances
+from .postprocess import InstanceConfig, flows_to_instances, instances_from_maps
 from .preprocess import normalize
 
 CHECKPOINT = "checkpoint.pt"
@@ -235,13 +235,9 @@ def train(
         log.close()
     net.cpu().eval()
     model = Model(model_config, net)
-    tuned, holdout_scores = (tune_thresholds(model, held) if held
-                             else (model_config.instances, {}))
-    model = Model(_replace_instances(model_config, tuned), net)
-    calibration = {}
+    holdout_scores, calibration = {}, {}
     if held:
-        factor, calibration = calibrate_diameter(model, held)
-        model = Model(replace(model.config, diameter_calibration=factor), net)
+        model, holdout_scores, calibration = tune_model(model, held)
     meta = {
         "train_config": asdict(tc),
         "wall_time_s": round(elapsed_before + time.time() - t0, 1),
@@ -269,10 +265,25 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-def _replace_instances(cfg: ModelConfig, inst: InstanceConfig) -> ModelConfig:
-    d = cfg.to_dict()
-    d["instances"] = asdict(inst)
-    return ModelConfig.from_dict(d)
+def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
+    """The model with its instance settings and diameter calibration chosen on ``held``.
+
+    Returns the tuned model, the held-out scores at the known diameter
+    (:func:`tune_thresholds`) and the calibration record (:func:`calibrate_diameter`).
+    """
+    tuned, scores = tune_thresholds(model, held)
+    model = Model(replace(model.config, instances=tuned), model.net)
+    factor, calibration = calibrate_diameter(model, held)
+    return Model(replace(model.config, diameter_calibration=factor), model.net), scores, calibration
+
+
+def _scores_by_source(held: list[Sample], counts: list) -> dict:
+    """Summary scores per source of held-out images and their match counts."""
+    per_source: dict[str, list] = {}
+    for s, c in zip(held, counts):
+        per_source.setdefault(s.source, []).append(c)
+    return {src: {k: round(v, 4) for k, v in summarize(c).items()}
+            for src, c in per_source.items()}
 
 
 def _image_at_canonical(s: Sample) -> np.ndarray:
@@ -322,9 +333,8 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
                 flow_cache[key] = flows_to_instances(maps[0] > cfg.fg_threshold, maps[3:5],
                                                      canonical_diameter=canon)
             flow_labels = flow_cache[key]
-        return maps_to_instances(maps[0], maps[1], canonical_diameter=canon, config=cfg,
-                                 flow=maps[3:5] if maps.shape[0] >= 5 else None,
-                                 flow_labels=flow_labels)
+        return instances_from_maps(maps, canonical_diameter=canon, config=cfg,
+                                   flow_labels=flow_labels)
 
     best = None
     for cfg in _grid(model.config.flows):
@@ -332,12 +342,9 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         score = summarize(counts)
         if best is None or score["ap50"] > best[1]["ap50"]:
             best = (cfg, score)
-    per_source: dict[str, list] = {}
-    for k, (s, (maps, true)) in enumerate(zip(held, cache)):
-        per_source.setdefault(s.source, []).append(match_counts(true, instances(k, maps, best[0])))
-    scores = {src: {k: round(v, 4) for k, v in summarize(c).items()}
-              for src, c in per_source.items()}
-    return best[0], scores
+    counts = [match_counts(true, instances(k, maps, best[0]))
+              for k, (maps, true) in enumerate(cache)]
+    return best[0], _scores_by_source(held, counts)
 
 
 CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
@@ -369,10 +376,6 @@ def calibrate_diameter(model: Model, held: list[Sample], *,
         if best is None or curve[float(f)] > best[2]:
             best = (float(f), counts, curve[float(f)])
     factor, counts, _ = best
-    per_source: dict[str, list] = {}
-    for (s, *_), c in zip(runs, counts):
-        per_source.setdefault(s.source, []).append(c)
-    scores = {src: {k: round(v, 4) for k, v in summarize(c).items()}
-              for src, c in per_source.items()}
     return factor, {"diameter_calibration": factor,
-                    "pooled_ap50_by_factor": dict(sorted(curve.items())), **scores}
+                    "pooled_ap50_by_factor": dict(sorted(curve.items())),
+                    **_scores_by_source([s for s, *_ in runs], counts)}
