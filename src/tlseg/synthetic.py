@@ -10,7 +10,7 @@ channel and both label images come along, so every count is known.
 Examples
 --------
 >>> image, labels = synthetic_cells((128, 128), diameter=24, seed=1)
->>> image.dtype, labels.max() > 3
+>>> image.dtype, bool(labels.max() > 3)
 (dtype('uint16'), True)
 """
 
