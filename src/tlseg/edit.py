@@ -10,7 +10,7 @@ Examples
 >>> halves = split_along_line(lab, (0, 4), (7, 4))
 >>> sorted(np.unique(halves).tolist())
 [0, 1, 2]
->>> merge(halves, [1, 2]).max()
+>>> int(merge(halves, [1, 2]).max())
 1
 """
 
