@@ -62,10 +62,14 @@ def test_diameter_is_estimated_within_a_factor(tl_cells):
 def test_diameter_calibration_scales_the_estimate(tl_cells):
     from dataclasses import replace
 
-    f = synthetic_field((256, 256), diameter=30, seed=4)
-    raw = tl_cells.estimate_diameter(f["tl"].astype(np.float32), calibrate=False)
+    # stub the two estimation stages so that only the calibration is under test (the
+    # network's float sums vary slightly between runs with other threads busy)
     half = Model(replace(tl_cells.config, diameter_calibration=0.5), tl_cells.net)
-    assert half.estimate_diameter(f["tl"].astype(np.float32)) == pytest.approx(raw * 0.5)
+    half.size_head_diameter = lambda image, window: 30.0
+    half.refine_diameter = lambda image, d: d * 4 / 3
+    image = np.ones((64, 64), np.float32)
+    assert half.estimate_diameter(image, calibrate=False) == 40.0
+    assert half.estimate_diameter(image) == 20.0
     with pytest.raises(ValueError, match="diameter_calibration"):
         replace(tl_cells.config, diameter_calibration=0.0)
 
