@@ -49,3 +49,17 @@ def test_targets_split_touching_cells_and_mark_unknown():
                              config=InstanceConfig(use_flows=True))
     assert inst.max() == 2 and len(np.unique(inst[5:25, 5:20])) == 1
     assert median_diameter(lab) == np.float64(2 * np.sqrt(300 / np.pi))
+
+
+def test_enlarging_keeps_fine_texture():
+    """Small cells are enlarged to the canonical size; a blurring resize hides their texture."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(64, 64)).astype(np.float32)
+    up = rescale(image, 1.5)
+    blurry = F.interpolate(torch.from_numpy(image)[None, None], size=up.shape, mode="bilinear",
+                           align_corners=False)[0, 0].numpy()
+    detail = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
+    assert detail(up) > 1.1 * detail(blurry)
+    assert rescale(image, 0.5).shape == (32, 32)  # shrinking stays antialiased bilinear

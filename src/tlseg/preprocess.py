@@ -24,13 +24,23 @@ FLATFIELD_MODES = ("divide", "subtract", "none")
 
 
 def rescale(image: np.ndarray, factor: float) -> np.ndarray:
-    """Resize a 2-D float image by ``factor`` (bilinear, antialiased when shrinking)."""
+    """Resize a 2-D float image by ``factor``.
+
+    Shrinking is bilinear with antialiasing. Enlarging (cells smaller than canonical) is
+    bicubic: bilinear enlarging blurs, and the network reads cells from their sharp
+    texture. On synthetic fields at 26-28 px (a 1.07-1.15x enlargement) bicubic raised
+    AP@0.5 from 0.877-0.954 to 0.928-0.977; on a sparse brightfield field it kept debris
+    from setting the diameter (tlseg README, *Count validation*).
+    """
     if abs(factor - 1.0) < 1e-3:
         return np.ascontiguousarray(image, dtype=np.float32)
     h, w = image.shape
     size = (max(1, round(h * factor)), max(1, round(w * factor)))
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+    if factor > 1:
+        out = F.interpolate(t, size=size, mode="bicubic", align_corners=False)
+    else:
+        out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
     return out[0, 0].numpy()
 
 
