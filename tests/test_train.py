@@ -162,29 +162,3 @@ def test_cells_cut_by_a_roi_edge_count_as_foreground_only():
     bad_fg = pred.clone()
     bad_fg[:, 0, torch.from_numpy(cut)] = -6.0
     assert masked_loss(bad_fg, tgt)[0] > base + 0.1
-
-
-def test_calibration_does_not_move_further_from_1_than_the_evidence():
-    """Factors whose held-out AP differs by less than the tolerance are a tie: nearest 1."""
-    from types import SimpleNamespace
-
-    from tlseg.train import calibrate_diameter
-
-    grid = np.zeros((100, 100), np.int32)  # 400 cells of 4x4 px
-    for i in range(400):
-        y, x = divmod(i, 20)
-        grid[5 * y:5 * y + 4, 5 * x:5 * x + 4] = i + 1
-    missed = {0.9: 0, 0.95: 1, 1.0: 10}  # cells each factor misses (others miss 40)
-
-    def predict_instances(image, diameter):
-        pred = grid.copy()
-        pred[pred > 400 - missed.get(round(diameter / 30, 2), 40)] = 0
-        return pred, {}
-
-    model = SimpleNamespace(estimate_diameter=lambda image, calibrate: 30.0,
-                            predict_instances=predict_instances)
-    held = [SimpleNamespace(image=torch.zeros(1, 100, 100), labels=grid, source="s")]
-    factors = (0.85, 0.9, 0.95, 1.0, 1.05)
-    assert calibrate_diameter(model, held, factors=factors)[0] == 0.95
-    factor, record = calibrate_diameter(model, held, factors=factors, tolerance=0.0)
-    assert factor == 0.9 and record["pooled_ap50_by_factor"][0.9] == 1.0

@@ -348,23 +348,17 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
 
 
 CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
-#: pooled AP@0.5 differences below this (about 1 cell in 200) do not move the calibration
-CALIBRATION_TOLERANCE = 0.005
 
 
 def calibrate_diameter(model: Model, held: list[Sample], *,
-                       factors=CALIBRATION_FACTORS, tolerance: float = CALIBRATION_TOLERANCE
-                       ) -> tuple[float, dict]:
+                       factors=CALIBRATION_FACTORS) -> tuple[float, dict]:
     """The factor on the automatic diameter estimate that segments held-out images best.
 
     Users mostly let the model estimate the diameter, so the whole path is scored: each
     held-out image (at the canonical scale) gets the model's uncalibrated estimate, is
-    segmented at estimate x factor, and the factor nearest 1 whose pooled AP@0.5 is
-    within ``tolerance`` of the best wins: a few held-out images cannot tell apart
-    factors closer than that, and a factor moved further from 1 than they can justify
-    hurts images unlike them (modalities missing from the held-out set). Returns the
-    factor and a record: the pooled AP@0.5 at each factor and the per-source scores at
-    the chosen one.
+    segmented at estimate x factor, and the factor with the best pooled AP@0.5 wins (ties
+    go to the factor nearest 1). Returns the factor and a record: the pooled AP@0.5 at
+    each factor and the per-source scores at the chosen one.
     """
     runs = []
     for s in held:
@@ -374,14 +368,14 @@ def calibrate_diameter(model: Model, held: list[Sample], *,
             runs.append((s, image, d, np.where(s.labels > 0, s.labels, 0)))
     if not runs:
         return 1.0, {}
-    curve, counts_by = {}, {}
-    for f in sorted(map(float, factors), key=lambda f: abs(np.log(f))):  # nearest 1 first
-        counts_by[f] = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
-                        for _, image, d, true in runs]
-        curve[f] = round(summarize(counts_by[f])["ap50"], 4)
-    top = max(curve.values())
-    factor = next(f for f in counts_by if curve[f] >= top - tolerance)
-    counts = counts_by[factor]
+    best, curve = None, {}
+    for f in sorted(factors, key=lambda f: abs(np.log(f))):
+        counts = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
+                  for _, image, d, true in runs]
+        curve[float(f)] = round(summarize(counts)["ap50"], 4)
+        if best is None or curve[float(f)] > best[2]:
+            best = (float(f), counts, curve[float(f)])
+    factor, counts, _ = best
     return factor, {"diameter_calibration": factor,
                     "pooled_ap50_by_factor": dict(sorted(curve.items())),
                     **_scores_by_source([s for s, *_ in runs], counts)}
