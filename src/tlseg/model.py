@@ -20,7 +20,7 @@ import yaml
 from .config import ModelConfig
 from .errors import TlsegError
 from .network import UNet
-from .postprocess import instances_from_maps
+from .postprocess import instances_from_maps, resize_labels, upsample_labels
 from .preprocess import is_constant, normalize, rescale
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
@@ -319,8 +319,13 @@ class Model:
         del small
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
                                      config=self.config.instances)
+        prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps
-        labels = _resize_labels(labels, (h, w))
+        if prob is None:
+            labels = resize_labels(labels, (h, w))
+        else:
+            labels = upsample_labels(labels, prob, (h, w),
+                                     fg_threshold=self.config.instances.fg_threshold)
         details = {
             "diameter": float(diameter),
             "diameter_source": source,
@@ -337,13 +342,3 @@ def _central_crop(image: np.ndarray, scale: float, window: int) -> np.ndarray:
     side = int(math.ceil(window / scale))
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     return rescale(image[y0 : y0 + side, x0 : x0 + side], scale)
-
-
-def _resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape`` (pixel centres aligned)."""
-    if labels.shape == tuple(shape):
-        return labels
-    h, w = labels.shape
-    ys = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.int64), w - 1)
-    return labels[ys[:, None], xs[None, :]]
