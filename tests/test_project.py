@@ -96,8 +96,8 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     project.add_roi(iid, (20, 20, 120, 120), f["labels"][20:120, 20:120])
     base = Model(ModelConfig(name="tiny", channels=(8, 16), flows=True))
     samples = project_samples(project, base, mode=mode)
-    # 6 targets; retraining adds the base model's fg, distance and 2 flow maps
-    assert samples[0].targets.shape[0] == (10 if mode == "retrain" else 6)
+    # 6 targets plus the base model's fg, distance and 2 flow maps (both modes distil)
+    assert samples[0].targets.shape[0] == 10
     assert 0 < float(samples[0].targets[3].mean()) < 0.5  # only the ROI is known
     model = teach(project, base, tmp_path / "m", mode=mode, steps=2)
     card = Model.from_folder(tmp_path / "m").card
@@ -140,3 +140,24 @@ def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
     out = tifffile.imread(tmp_path / "exp" / "field_labels.tif")
     assert out.shape == f["labels"].shape and out[:96, :96].max() > 3 and out[96:, 96:].max() == 0
     assert (tmp_path / "exp" / "field_RoiSet.zip").stat().st_size > 100
+
+
+def test_finetune_on_a_background_only_roi_keeps_finding_cells(tmp_path):
+    """A ROI of empty background must not teach the model that nothing is a cell.
+
+    Fine-tuning distils the base model's predictions outside the ROIs; without that the
+    same 100 steps left tl-cells finding 0 of this field's 12 cells (measured).
+    """
+    f = synthetic_field((256, 256), diameter=30, seed=5, n_cells=12)
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, f["tl"])
+    free = [(y, x) for y in range(0, 161, 8) for x in range(0, 161, 8)
+            if f["labels"][y:y + 96, x:x + 96].max() == 0]
+    y, x = free[0]
+    project = Project.init(tmp_path / "p")
+    project.add_roi(project.add_image(img), (y, x, y + 96, x + 96), np.zeros((96, 96), np.int32))
+    base = Model.from_pretrained("tl-cells")
+    before = base.predict_instances(f["tl"], diameter=30)[1]["n_cells"]
+    tuned = teach(project, base, tmp_path / "m", mode="finetune", steps=100, diameter=30)
+    after = tuned.predict_instances(f["tl"], diameter=30)[1]["n_cells"]
+    assert before >= 10 and after >= 0.8 * before

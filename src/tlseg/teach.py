@@ -3,11 +3,14 @@
 - **fine-tune**: start from the current model, a short run at a low learning rate on
   crops centred on the ROIs, BatchNorm statistics frozen — a minor correction in minutes
   (30 steps per ROI, 100-600 steps).
-- **retrain**: start again from the base model with a longer schedule over all ROIs, and
-  keep what the base model knew without its training data (which users do not have):
-  outside the ROIs the base model's own predictions on the project's images are the
-  targets (distillation), so the model changes where the user corrected it and stays
-  put elsewhere (60 steps per ROI, 600-3,000 steps).
+- **retrain**: start again from the base model with a longer schedule over all ROIs
+  (60 steps per ROI, 600-3,000 steps), BatchNorm statistics learnt again.
+
+Both keep what the base model knew without its training data (which users do not
+have): outside the ROIs the base model's own predictions on the project's images are
+the targets (distillation), so the model changes where the user corrected it and stays
+put elsewhere. Without it, fine-tuning on ROIs of empty background alone taught a model
+that nothing is a cell.
 
 Both write a model folder whose card records the parent model, the exact ROI set (hash),
 the mode, steps, wall time and the run's training-set scores.
@@ -28,7 +31,7 @@ from .targets import median_diameter
 
 MODES = {
     # batch, crop, lr, distill, freeze_norm
-    "finetune": dict(epochs=1, batch_size=8, crop=128, lr=5e-4, distill=0.0, freeze_norm=True),
+    "finetune": dict(epochs=1, batch_size=8, crop=128, lr=5e-4, distill=0.5, freeze_norm=True),
     "retrain": dict(epochs=1, batch_size=8, crop=192, lr=1e-3, distill=0.5, freeze_norm=False),
 }
 # steps per ROI and (min, max): each ROI is seen about as often whatever their number, so
@@ -64,9 +67,7 @@ def project_samples(project: Project, base: Model, *, mode: str,
         if d is None:
             d = base.estimate_diameter(image) or base.config.default_diameter
         boxes = [r.box for r in rois if r.image_id == image_id]
-        teacher = None
-        if mode == "retrain":
-            teacher = lambda small: base.predict_maps(small)  # noqa: E731
+        teacher = lambda small: base.predict_maps(small)  # noqa: E731
         samples.append(make_sample(image, labels, diameter=float(d), canonical_diameter=canon,
                                    name=image_id, source=project.meta.get("name", "project"),
                                    focus=boxes, teacher=teacher))
