@@ -341,10 +341,8 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         counts = [match_counts(true, instances(k, m, cfg)) for k, (m, true) in enumerate(cache)]
         score = summarize(counts)
         if best is None or score["ap50"] > best[1]["ap50"]:
-            best = (cfg, score)
-    counts = [match_counts(true, instances(k, maps, best[0]))
-              for k, (maps, true) in enumerate(cache)]
-    return best[0], _scores_by_source(held, counts)
+            best = (cfg, score, counts)
+    return best[0], _scores_by_source(held, best[2])
 
 
 CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
