@@ -11,7 +11,8 @@ Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
    i.e. 2,000 steps instead of 4,000), trained once and reused (resumable;
    ``--device cuda`` trains it on a GPU where there is one);
 2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes and ``suggested`` (the
-   most uncertain boxes by ``tlseg roi suggest``'s ranking, pooled over the train images)
+   most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
+   spread across them: each image's best box first)
    — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
    each box into a project (what a user's correction produces), fine-tune, and score
    AP@0.5 on the val images, twice: with the diameter estimated automatically (what a
@@ -42,7 +43,7 @@ from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 from tlseg.project import Project  # noqa: E402
-from tlseg.suggest import suggest_rois  # noqa: E402
+from tlseg.suggest import suggest_across  # noqa: E402
 from tlseg.teach import teach  # noqa: E402
 
 SOURCE = "bbbc030-cho"
@@ -92,13 +93,11 @@ def random_boxes(train, k, rng):
 
 
 def suggested_boxes(model, train, k):
-    """The k most uncertain boxes over all train images (at most 3 per image)."""
-    cands = []
-    for img, mask in train:
-        for s in suggest_rois(model, read_image(img), n=3, size=ROI):
-            cands.append((s["score"], img, mask, s["box"]))
-    cands.sort(key=lambda c: -c[0])
-    return [(img, mask, box) for _, img, mask, box in cands[:k]]
+    """The k most uncertain boxes over the train images, spread across them (``tlseg roi
+    suggest PROJECT IMAGE...``: each image's best box first, most uncertain first)."""
+    picks = suggest_across(model, [(i, img) for i, (img, _) in enumerate(train)], n=k,
+                           size=ROI)
+    return [(train[p["key"]][0], train[p["key"]][1], p["box"]) for p in picks]
 
 
 def build_project(root: Path, picks) -> Project:

@@ -129,6 +129,33 @@ def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):
     assert capsys.readouterr().out.count("\n") == 3
 
 
+def test_suggest_across_images_takes_each_images_best_box_first(proj, tmp_path, capsys):
+    from tlseg.suggest import suggest_across, suggest_rois
+
+    p, img, lab, f = proj
+    model = Model(ModelConfig(channels=(8, 16)))
+    other = synthetic_field((192, 192), diameter=24, seed=12)["tl"].astype(np.float32)
+    images = [("a", f["tl"].astype(np.float32)), ("b", other)]
+    alone = {k: suggest_rois(model, im, n=2, size=64, diameter=24) for k, im in images}
+    picks = suggest_across(model, images, n=3, size=64, diameter=24)
+    # round 1 holds the best box of each image, most uncertain first; round 2 follows
+    first = sorted([dict(alone[k][0], key=k) for k in alone], key=lambda q: -q["score"])
+    assert [(q["key"], q["box"]) for q in picks[:2]] == [(q["key"], q["box"]) for q in first]
+    assert picks[2]["round"] == 2
+    assert (picks[2]["key"], picks[2]["box"]) in [(k, alone[k][1]["box"]) for k in alone]
+    # annotated boxes are not suggested again
+    done = {"a": [alone["a"][0]["box"]]}
+    again = suggest_across(model, images, n=2, size=64, diameter=24, exclude=done)
+    assert all(q["box"] != alone["a"][0]["box"] for q in again if q["key"] == "a")
+    img2 = tmp_path / "other.tif"
+    tifffile.imwrite(img2, other)
+    model.save(tmp_path / "tiny2")
+    assert main(["roi", "suggest", str(p), str(img), str(img2), "-n", "2", "--size", "64",
+                 "--model", str(tmp_path / "tiny2"), "--diameter", "24"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 2 and len({r.split()[1] for r in rows}) == 2  # one box per image
+
+
 def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
     from tlseg.roi_io import labels_to_imagej
 

@@ -30,7 +30,8 @@ def add_parsers(sub) -> None:
     rx.add_argument("out")
     rsu = rs.add_parser("suggest", help="rank regions by the model's uncertainty")
     rsu.add_argument("project")
-    rsu.add_argument("image")
+    rsu.add_argument("image", nargs="+",
+                     help="image(s); over several, suggestions are spread across them")
     rsu.add_argument("-n", type=int, default=5, help="number of ROIs to suggest")
     rsu.add_argument("--size", type=int, default=256, help="ROI side in pixels")
     rsu.add_argument("--model", default="tl-cells")
@@ -102,19 +103,21 @@ def roi(args) -> int:
             print(f"{image_id}: {n} cells -> {out}")
         return 0
     if args.roi_command == "suggest":
-        from .io import read_image
         from .model import Model
-        from .suggest import suggest_rois
+        from .suggest import suggest_across
 
         set_threads()
-        image = read_image(args.image)
-        image_id = project.add_image(args.image)
-        done = [r.box for r in project.rois() if r.image_id == image_id]
-        picks = suggest_rois(Model.load(args.model), image, n=args.n, size=args.size,
-                             diameter=args.diameter, exclude=done)
-        print(f"{'rank':>4} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} {'uncertainty':>12}")
+        ids = {path: project.add_image(path) for path in args.image}
+        done: dict[str, list] = {}
+        for r in project.rois():
+            done.setdefault(r.image_id, []).append(r.box)
+        picks = suggest_across(Model.load(args.model), [(ids[p], p) for p in args.image],
+                               n=args.n, size=args.size, diameter=args.diameter, exclude=done)
+        print(f"{'rank':>4} {'image':<24} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} "
+              f"{'uncertainty':>12}")
         for i, p in enumerate(picks, start=1):
-            print(f"{i:>4} " + " ".join(f"{v:>6}" for v in p["box"]) + f" {p['score']:>12.3f}")
+            print(f"{i:>4} {p['key'][:24]:<24} " + " ".join(f"{v:>6}" for v in p["box"])
+                  + f" {p['score']:>12.3f}")
         return 0
     errors: list[str] = []
     rois = project.rois(errors=errors)

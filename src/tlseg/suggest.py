@@ -4,7 +4,9 @@ The model is run on the image and on its flipped copies (test-time augmentation)
 pixel is uncertain where the runs disagree, or where the foreground probability sits
 within 0.25 of 0.5 (the model cannot decide cell vs. background) — the sum of both is the
 uncertainty map. Boxes of the requested size are ranked by their mean uncertainty and picked
-greedily without overlap.
+greedily without overlap. Over several images (:func:`suggest_across`) the boxes are taken
+round-robin, at most one per image a round, so that one odd image (say a noisy field the
+model reads as haze) cannot claim every suggestion.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .io import read_image
 from .model import Model
 from .preprocess import rescale
 
@@ -78,6 +81,45 @@ def suggest_rois(model: Model, image: np.ndarray, *, n: int = 5, size: int = 256
                     "score": float(s[y0, x0])})
         taken[y0:y0 + size_y, x0:x0 + size_x] = True
     return out
+
+
+def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
+                   diameter: float | None = None, exclude=None) -> list[dict]:
+    """The ``n`` most uncertain boxes over several images, spread across them.
+
+    Every image is ranked on its own (:func:`suggest_rois`, up to ``ceil(n / len)`` boxes);
+    then the best box of each image is taken, most uncertain first, then each image's
+    second box, and so on: a batch of ROIs is most useful when it covers what differs
+    between images rather than one image's worst corner again and again.
+
+    Parameters
+    ----------
+    images : sequence of (key, image)
+        ``key`` names the image in the output (a path or an id); ``image`` is an array
+        or a path, read when its turn comes (so a folder of fields is not held in memory).
+    exclude : dict key -> sequence of boxes, optional
+        Boxes already annotated, per image.
+
+    Returns
+    -------
+    list of dict with ``key``, ``box``, ``score`` and ``round`` (1 = the image's best box).
+    """
+    images = list(images)
+    if not images:
+        return []
+    per_image = -(-n // len(images))
+    rounds: dict[int, list[dict]] = {}
+    for key, image in images:
+        if not isinstance(image, np.ndarray):
+            image = read_image(image)
+        done = (exclude or {}).get(key, ())
+        for r, pick in enumerate(suggest_rois(model, image, n=per_image, size=size,
+                                              diameter=diameter, exclude=done), start=1):
+            rounds.setdefault(r, []).append(dict(pick, key=key, round=r))
+    out = []
+    for r in sorted(rounds):
+        out.extend(sorted(rounds[r], key=lambda p: -p["score"]))
+    return out[:n]
 
 
 def _overlaps(taken: np.ndarray, sy: int, sx: int) -> np.ndarray:
