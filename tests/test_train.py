@@ -39,6 +39,25 @@ def test_train_cli_smoke(data_dir, tmp_path, capsys):
     assert not (tmp_path / "m" / "checkpoint.pt").exists()
 
 
+def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
+    base = Model(ModelConfig(name="tinybase", channels=(8, 16), canonical_diameter=20))
+    base.save(tmp_path / "base")
+    rc = main(["train", str(data_dir), "-o", str(tmp_path / "m"), "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "2", "--base", str(tmp_path / "base"),
+               "--incomplete", str(data_dir)])
+    assert rc == 0
+    model = Model.from_folder(tmp_path / "m")
+    # the base model's architecture and scale; its name recorded as the parent
+    assert model.config.channels == (8, 16) and model.config.canonical_diameter == 20
+    assert model.card["parent"] == "tinybase" and model.card["incomplete"] == [str(data_dir)]
+    # incomplete masks: all background trusted, but never held out to tune on
+    assert model.card["n_holdout_images"] == 0
+    samples = load_folders([data_dir], canonical_diameter=20, incomplete_dirs=[data_dir])
+    assert all(not s.complete and bool((s.targets[3] > 0).all()) for s in samples)
+    partial = load_folders([data_dir], canonical_diameter=20, partial_dirs=[data_dir])
+    assert all(not s.complete for s in partial)
+
+
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
     # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)
     threads = torch.get_num_threads()

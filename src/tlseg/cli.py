@@ -53,6 +53,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--partial", nargs="*", default=[], metavar="DATA",
                    help="data folders whose masks miss some cells (background trusted "
                         "only near labelled cells)")
+    t.add_argument("--incomplete", nargs="*", default=[], metavar="DATA",
+                   help="data folders whose masks miss only objects that are not cells of "
+                        "interest, such as debris (background trusted everywhere); like "
+                        "--partial, never held out to tune on")
     t.add_argument("--flatfield", choices=["divide", "subtract", "none"], default="divide",
                    help="shading correction: divide (transmitted light), subtract (fluorescence)")
     t.add_argument("--canonical-diameter", type=float, default=30.0,
@@ -70,7 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
                    help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
-    t.add_argument("--base", default="tl-cells", help="for a PROJECT: model to start from")
+    t.add_argument("--base", help="model to start from: for a PROJECT the model to fine-tune "
+                   "or retrain (default tl-cells); for data folders its weights replace the "
+                   "random initialisation (use a lower --lr and fewer --epochs)")
     t.add_argument("--steps", type=int, help="for a PROJECT: override the mode's step count")
     t.add_argument("--diameter", type=float, help="for a PROJECT: cell diameter in pixels")
 
@@ -246,6 +252,13 @@ def _train(args) -> int:
                          canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
+    base = None
+    if args.base:
+        from .model import Model
+
+        # the architecture, scale and shading correction are the base model's
+        base = Model.load(args.base)
+        mc = ModelConfig.from_dict({**base.config.to_dict(), "name": mc.name})
     bar = tqdm(total=0, desc="loading", unit="image", file=sys.stderr)
 
     def on_load(i, n):
@@ -253,7 +266,8 @@ def _train(args) -> int:
         bar.update(1)
 
     samples = load_folders(args.data, canonical_diameter=mc.canonical_diameter,
-                           partial_dirs=args.partial, exclude=args.exclude, progress=on_load)
+                           partial_dirs=args.partial, incomplete_dirs=args.incomplete,
+                           exclude=args.exclude, progress=on_load)
     bar.close()
     if not samples:
         raise TlsegError("the training data holds no labelled cells")
@@ -271,8 +285,13 @@ def _train(args) -> int:
     card = {"command": "tlseg train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if sys.argv[1:2] == ["train"] else None,
             "data": [str(d) for d in args.data], "partial": list(args.partial),
-            "exclude": list(args.exclude)}
+            "incomplete": list(args.incomplete), "exclude": list(args.exclude)}
+    if base is not None:
+        card["parent"] = base.card.get("name") or base.config.name
+        card["parent_card"] = {k: base.card.get(k) for k in ("command", "wall_time_s", "device")
+                               if k in base.card}
     model = train(samples, out, model_config=mc, train_config=tc, resume=args.resume,
+                  init=base,
                   progress=on_step, card=card, device=args.device)
     bar.close()
     print(f"model written to {out}")

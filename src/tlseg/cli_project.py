@@ -44,7 +44,7 @@ def train_project(args) -> int:
     from .model import Model
     from .teach import teach
 
-    base = Model.load(args.base)
+    base = Model.load(args.base or "tl-cells")
     bar = tqdm(total=0, desc=args.mode, unit="step", file=sys.stderr)
 
     def on_step(step, total, parts):

@@ -36,6 +36,7 @@ class Sample:
     diameter: float  # median cell diameter in the original image (pixels)
     reference: float  # a high percentile of the image, to put augmentations on one scale
     focus: list = field(default_factory=list)  # boxes (y0, x0, y1, x1) where labels are known
+    complete: bool = True  # every cell labelled: may be held out to tune and score on
 
 
 def resolve_data_dir(path) -> Path:
@@ -73,8 +74,15 @@ def load_sample(
     canonical_diameter: float,
     source: str,
     partial: bool = False,
+    incomplete: bool = False,
 ) -> Sample | None:
-    """Read one annotated image and bring it to the canonical scale (None if no cells)."""
+    """Read one annotated image and bring it to the canonical scale (None if no cells).
+
+    ``partial``: some cells are unlabelled, so background is trusted only near labelled
+    cells. ``incomplete``: a few unlabelled objects are not cells of interest (debris,
+    cells without a nuclear signal), so all background is trusted. Either way the image is
+    never held out to tune or score on (its unlabelled objects would count as errors).
+    """
     image = read_image(image_path)
     labels = read_labels(mask_path, shape=image.shape)
     diameter = median_diameter(labels)
@@ -83,8 +91,10 @@ def load_sample(
     if partial:
         # unlabelled cells exist: trust background only near labelled cells
         labels = known_near_cells(labels, margin=1.0 * diameter)
-    return make_sample(image, labels, diameter=diameter, canonical_diameter=canonical_diameter,
-                       name=image_path.stem, source=source)
+    sample = make_sample(image, labels, diameter=diameter, canonical_diameter=canonical_diameter,
+                         name=image_path.stem, source=source)
+    sample.complete = not (partial or incomplete)
+    return sample
 
 
 def make_sample(
@@ -229,7 +239,7 @@ def split_holdout(samples: list[Sample], fraction: float) -> tuple[list[Sample],
         by_source.setdefault(s.source, []).append(s)
     for group in by_source.values():
         group = sorted(group, key=lambda s: s.name)
-        partial = any(bool((g.targets[3] == 0).any()) for g in group)
+        partial = any(not g.complete or bool((g.targets[3] == 0).any()) for g in group)
         k = 0 if partial or fraction == 0 else max(1, round(fraction * len(group)))
         if len(group) - k < 1:
             k = 0

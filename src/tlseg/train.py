@@ -45,13 +45,16 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def load_folders(
-    data_dirs, *, canonical_diameter: float, partial_dirs=(), exclude=(), progress=None
+    data_dirs, *, canonical_diameter: float, partial_dirs=(), incomplete_dirs=(), exclude=(),
+    progress=None
 ) -> list[Sample]:
     """Load every annotated image of the given data folders at the canonical scale.
 
     Images whose file name matches one of the ``exclude`` glob patterns are left out.
+    ``partial_dirs`` and ``incomplete_dirs``: see :func:`tlseg.data.load_sample`.
     """
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
+    incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
     samples = []
     jobs = []
     for d in data_dirs:
@@ -60,10 +63,11 @@ def load_folders(
         for img, mask in list_pairs(folder):
             if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
                 continue
-            jobs.append((img, mask, source, folder.resolve() in partial))
-    for i, (img, mask, source, is_partial) in enumerate(jobs):
+            jobs.append((img, mask, source, folder.resolve() in partial,
+                         folder.resolve() in incomplete))
+    for i, (img, mask, source, is_partial, is_incomplete) in enumerate(jobs):
         s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
-                        partial=is_partial)
+                        partial=is_partial, incomplete=is_incomplete)
         if s is not None:
             samples.append(s)
         if progress:
