@@ -70,6 +70,8 @@ def main():
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--work", type=Path, default=WORK / "count_validation")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default="tl-cells", help="label-free model (name or folder)")
+    p.add_argument("--name", default="count_validation", help="results file name")
     args = p.parse_args()
 
     plate, out = args.work / "plate", args.work / "results"
@@ -80,12 +82,13 @@ def main():
     t0 = time.perf_counter()
     rc = tlseg(["plate", "run", str(plate), "-o", str(out), "--tl-channel", "w1",
                 "--nuclei-channel", "w2", "--plate-map", str(args.work / "plate_map.csv"),
-                "--workers", str(args.workers), "--per-site-diameter"])
+                "--workers", str(args.workers), "--per-site-diameter", "--model", args.model])
     wall = time.perf_counter() - t0
     wells = pd.read_csv(out / "wells.csv")
     cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells"]
     print(wells[cols].to_string(index=False))
-    res = {"command": "python benchmarks/count_validation.py --data ../shared/data",
+    res = {"command": "python benchmarks/count_validation.py " + " ".join(sys.argv[1:]),
+           "model": args.model,
            "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}
     for name, sub in (("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
                       ("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])):
@@ -100,7 +103,7 @@ def main():
                 print(f"{name:>15} {k:<22} n={s['n']:2d}  R² {s['r2']:.3f}  CCC {s['ccc']:.3f}  "
                       f"bias {s['bias']:+.1f} cells  mean |bias| "
                       f"{s.get('mean_abs_bias_percent', float('nan')):.1f} %")
-    path = write_results("count_validation", res)
+    path = write_results(args.name, res)
     print(f"written {path}; report: {out / 'report.html'}")
 
 
