@@ -139,7 +139,7 @@ def _demo_plate(args) -> int:
     return demo_plate(args)
 
 
-def _set_threads():
+def set_threads():
     """Use the machine's cores (at most 8), or OMP_NUM_THREADS when it is set."""
     import os
 
@@ -155,7 +155,7 @@ def _segment(args) -> int:
     from .io import list_images, read_image, write_labels, write_overlay
     from .model import Model
 
-    _set_threads()
+    set_threads()
     files = list_images(args.inputs)
     model = Model.load(args.model)
     out = Path(args.out)
@@ -238,7 +238,7 @@ def _train(args) -> int:
     from .config import ModelConfig, TrainConfig
     from .train import load_folders, train
 
-    _set_threads()
+    set_threads()
     out = Path(args.out)
     if len(args.data) == 1 and (Path(args.data[0]) / "project.yaml").is_file():
         from .cli_project import train_project

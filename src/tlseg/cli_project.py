@@ -69,7 +69,7 @@ def project(args) -> int:
 
 
 def roi(args) -> int:
-    from .cli import _set_threads as set_threads
+    from .cli import set_threads
     from .io import read_labels
     from .project import Project
 

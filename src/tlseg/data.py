@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .errors import TlsegError
 from .io import IMAGE_SUFFIXES, read_image, read_labels
+from .postprocess import resize_labels
 from .preprocess import rescale
 from .targets import UNKNOWN, known_near_cells, make_targets, median_diameter
 
@@ -117,7 +118,8 @@ def make_sample(
     """
     scale = canonical_diameter / diameter
     small = rescale(image, scale)
-    lab_small = _resize_nearest(labels, small.shape)
+    # nearest neighbour with pixel centres aligned, as rescale() aligns the image
+    lab_small = resize_labels(labels, small.shape).astype(np.int32)
     targets = make_targets(lab_small, canonical_diameter=canonical_diameter)
     if teacher is not None:
         maps = teacher(small)
@@ -133,11 +135,6 @@ def make_sample(
         reference=float(np.percentile(small, 99.5)) or 1.0,
         focus=[tuple(v * scale for v in box) for box in focus],
     )
-
-
-def _resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
-    t = torch.from_numpy(labels.astype(np.float32))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy().astype(np.int32)
 
 
 class CropSampler:
