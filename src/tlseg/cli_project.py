@@ -35,7 +35,8 @@ def add_parsers(sub) -> None:
     rsu.add_argument("-n", type=int, default=5, help="number of ROIs to suggest")
     rsu.add_argument("--size", type=int, default=256, help="ROI side in pixels")
     rsu.add_argument("--model", default="tl-cells")
-    rsu.add_argument("--diameter", type=float)
+    rsu.add_argument("--diameter", type=float,
+                     help="cell diameter in pixels (default: the project's, else estimated)")
 
 
 def train_project(args) -> int:
@@ -112,7 +113,9 @@ def roi(args) -> int:
         for r in project.rois():
             done.setdefault(r.image_id, []).append(r.box)
         picks = suggest_across(Model.load(args.model), [(ids[p], p) for p in args.image],
-                               n=args.n, size=args.size, diameter=args.diameter, exclude=done)
+                               n=args.n, size=args.size,
+                               diameter=args.diameter or project.meta.get("diameter"),
+                               exclude=done)
         print(f"{'rank':>4} {'image':<24} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} "
               f"{'uncertainty':>12}")
         for i, p in enumerate(picks, start=1):
