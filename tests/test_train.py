@@ -56,6 +56,12 @@ def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
     assert all(not s.complete and bool((s.targets[3] > 0).all()) for s in samples)
     partial = load_folders([data_dir], canonical_diameter=20, partial_dirs=[data_dir])
     assert all(not s.complete for s in partial)
+    with pytest.raises(TlsegError, match="both --partial and --incomplete"):
+        load_folders([data_dir], canonical_diameter=20, partial_dirs=[data_dir],
+                     incomplete_dirs=[data_dir])
+    (tmp_path / "other" / "images").mkdir(parents=True)
+    with pytest.raises(TlsegError, match="not among the training data"):
+        load_folders([data_dir], canonical_diameter=20, partial_dirs=[tmp_path / "other"])
 
 
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):

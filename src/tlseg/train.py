@@ -55,6 +55,13 @@ def load_folders(
     """
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
     incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
+    given = {resolve_data_dir(d).resolve() for d in data_dirs}
+    if partial & incomplete:
+        raise TlsegError(f"{sorted(map(str, partial & incomplete))[0]}: given as both "
+                         "--partial and --incomplete; choose one")
+    for folder in sorted((partial | incomplete) - given):
+        raise TlsegError(f"{folder}: named by --partial/--incomplete but not among the "
+                         "training data folders; add it to DATA or drop it")
     samples = []
     jobs = []
     for d in data_dirs:
