@@ -15,6 +15,7 @@ import tifffile
 
 from tlseg.cli import main
 from tlseg.errors import TlsegError
+from tlseg.metrics import match_counts
 from tlseg.plate.demo import make_demo_plate
 from tlseg.plate.run import open_client
 
@@ -89,11 +90,14 @@ def test_killed_run_resumes_to_the_same_result(plate, tmp_path):
     subprocess.run(TLSEG + _run_args(plate, killed), check=True, env=env, capture_output=True)
     # Convolutions' float sums are not bit-reproducible across processes (oneDNN), so two
     # uninterrupted runs can already differ by a pixel on a cell border; the resumed run
-    # must match up to that: the same cells, and all but a few border pixels.
+    # must match up to that: the same cells (each matched at IoU >= 0.9, whatever their
+    # ids), and all but a few border pixels.
     for f in sorted((full / "masks").glob("*.tif")):
         x, y = tifffile.imread(f), tifffile.imread(killed / "masks" / f.name)
         assert x.max() == y.max(), f.name
-        assert (x != y).mean() < 1e-3, f.name
+        m = match_counts(x, y, thresholds=(0.9,))
+        assert m["tp"][0] == x.max(), f.name
+        assert ((x > 0) != (y > 0)).mean() < 1e-3, f.name
     a, b = pd.read_csv(full / "wells.csv"), pd.read_csv(killed / "wells.csv")
     counts = [c for c in a.columns if c.startswith("n_")]
     pd.testing.assert_frame_equal(a[["well"] + counts], b[["well"] + counts])

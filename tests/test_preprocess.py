@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from tlseg.postprocess import InstanceConfig, maps_to_instances
+from tlseg.postprocess import InstanceConfig, maps_to_instances, raster_order
 from tlseg.preprocess import normalize, rescale
 from tlseg.synthetic import synthetic_field
 from tlseg.targets import UNKNOWN, make_targets, median_diameter
@@ -63,3 +63,16 @@ def test_enlarging_keeps_fine_texture():
     detail = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
     assert detail(up) > 1.1 * detail(blurry)
     assert rescale(image, 0.5).shape == (32, 32)  # shrinking stays antialiased bilinear
+
+
+def test_raster_order_numbers_cells_by_position_whatever_their_ids():
+    from tlseg.synthetic import synthetic_field
+
+    labels = synthetic_field((96, 96), diameter=20, seed=3)["labels"].astype(np.int32)
+    perm = np.random.default_rng(0).permutation(labels.max()) + 1
+    shuffled = np.where(labels > 0, np.concatenate([[0], perm])[labels], 0)
+    a, b = raster_order(labels), raster_order(shuffled)
+    np.testing.assert_array_equal(a, b)
+    assert sorted(np.unique(a).tolist()) == list(range(labels.max() + 1))
+    tops = [np.nonzero(a == i)[0].min() for i in range(1, a.max() + 1)]
+    assert tops == sorted(tops)

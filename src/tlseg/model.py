@@ -20,7 +20,7 @@ import yaml
 from .config import ModelConfig
 from .errors import TlsegError
 from .network import UNet
-from .postprocess import instances_from_maps, resize_labels, upsample_labels
+from .postprocess import instances_from_maps, raster_order, resize_labels, upsample_labels
 from .preprocess import is_constant, normalize, rescale
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
@@ -326,6 +326,7 @@ class Model:
         else:
             labels = upsample_labels(labels, prob, (h, w),
                                      fg_threshold=self.config.instances.fg_threshold)
+        labels = raster_order(labels)
         details = {
             "diameter": float(diameter),
             "diameter_source": source,
