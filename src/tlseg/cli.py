@@ -76,7 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
     t.add_argument("--base", help="model to start from: for a PROJECT the model to fine-tune "
                    "or retrain (default tl-cells); for data folders its weights replace the "
-                   "random initialisation (use a lower --lr and fewer --epochs)")
+                   "random initialisation and its architecture, scale and shading "
+                   "correction are kept (use a lower --lr and fewer --epochs)")
     t.add_argument("--steps", type=int, help="for a PROJECT: override the mode's step count")
     t.add_argument("--diameter", type=float, help="for a PROJECT: cell diameter in pixels")
 
