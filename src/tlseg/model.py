@@ -331,7 +331,7 @@ class Model:
             "diameter": float(diameter),
             "diameter_source": source,
             "scale": float(scale),
-            "n_cells": int(len(np.unique(labels)) - 1),
+            "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
         }
         return labels, details
 
