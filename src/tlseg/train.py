@@ -55,23 +55,23 @@ def load_folders(
     """
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
     incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
-    given = {resolve_data_dir(d).resolve() for d in data_dirs}
-    if partial & incomplete:
-        raise TlsegError(f"{sorted(map(str, partial & incomplete))[0]}: given as both "
-                         "--partial and --incomplete; choose one")
-    for folder in sorted((partial | incomplete) - given):
-        raise TlsegError(f"{folder}: named by --partial/--incomplete but not among the "
+    folders = [resolve_data_dir(d) for d in data_dirs]
+    both = sorted(map(str, partial & incomplete))
+    if both:
+        raise TlsegError(f"{both[0]}: given as both --partial and --incomplete; choose one")
+    stray = sorted(map(str, (partial | incomplete) - {f.resolve() for f in folders}))
+    if stray:
+        raise TlsegError(f"{stray[0]}: named by --partial/--incomplete but not among the "
                          "training data folders; add it to DATA or drop it")
     samples = []
     jobs = []
-    for d in data_dirs:
-        folder = resolve_data_dir(d)
+    for folder in folders:
         source = folder.parent.name if folder.name in ("train", "val") else folder.name
+        flags = (folder.resolve() in partial, folder.resolve() in incomplete)
         for img, mask in list_pairs(folder):
             if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
                 continue
-            jobs.append((img, mask, source, folder.resolve() in partial,
-                         folder.resolve() in incomplete))
+            jobs.append((img, mask, source, *flags))
     for i, (img, mask, source, is_partial, is_incomplete) in enumerate(jobs):
         s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
                         partial=is_partial, incomplete=is_incomplete)
