@@ -30,9 +30,11 @@ TC = TrainConfig(epochs=1, steps_per_epoch=6, batch_size=2, crop=64, checkpoint_
 
 def test_train_cli_smoke(data_dir, tmp_path, capsys):
     rc = main(["train", str(data_dir), "-o", str(tmp_path / "m"), "--epochs", "1",
-               "--steps-per-epoch", "3", "--batch-size", "2", "--canonical-diameter", "20"])
+               "--steps-per-epoch", "3", "--batch-size", "2", "--canonical-diameter", "20",
+               "--channels", "8", "16"])
     assert rc == 0
     model = Model.from_folder(tmp_path / "m")
+    assert model.config.channels == (8, 16)
     assert model.card["n_train_images"] == 3 and model.card["n_holdout_images"] == 1
     assert model.config.canonical_diameter == 20
     assert (tmp_path / "m" / "train_log.csv").read_text().count("\n") >= 2

@@ -62,6 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--canonical-diameter", type=float, default=30.0,
                    help="cell diameter in pixels the network works at (smaller is faster; "
                         "compact objects such as nuclei need fewer pixels)")
+    t.add_argument("--channels", type=int, nargs="+", default=[32, 48, 64, 96, 128],
+                   metavar="C", help="U-Net feature channels per level (wider is slower to "
+                   "run; ignored with --base, whose architecture is kept)")
     t.add_argument("--no-flows", action="store_true",
                    help="train without the flow outputs (distance seeds only; the older design)")
     t.add_argument("--flow-weight", type=float, default=2.0,
@@ -250,7 +253,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          flow_weight=args.flow_weight)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
-                         canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
+                         channels=tuple(args.channels), canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     base = None
