@@ -360,16 +360,14 @@ CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
 
 
 def calibrate_diameter(model: Model, held: list[Sample], *,
-                       factors=CALIBRATION_FACTORS, tolerance: float = 0.01) -> tuple[float, dict]:
+                       factors=CALIBRATION_FACTORS) -> tuple[float, dict]:
     """The factor on the automatic diameter estimate that segments held-out images best.
 
     Users mostly let the model estimate the diameter, so the whole path is scored: each
     held-out image (at the canonical scale) gets the model's uncalibrated estimate, is
-    segmented at estimate x factor, and scored by pooled AP@0.5. A handful of held-out
-    images cannot tell apart factors whose scores differ by less than ``tolerance``, so
-    of the factors within ``tolerance`` of the best score the one nearest 1 wins (no
-    correction unless it clearly helps). Returns the factor and a record: the pooled
-    AP@0.5 at each factor and the per-source scores at the chosen one.
+    segmented at estimate x factor, and the factor with the best pooled AP@0.5 wins (ties
+    go to the factor nearest 1). Returns the factor and a record: the pooled AP@0.5 at
+    each factor and the per-source scores at the chosen one.
     """
     runs = []
     for s in held:
@@ -379,15 +377,14 @@ def calibrate_diameter(model: Model, held: list[Sample], *,
             runs.append((s, image, d, np.where(s.labels > 0, s.labels, 0)))
     if not runs:
         return 1.0, {}
-    curve, counts_at = {}, {}
-    for f in factors:
-        counts_at[float(f)] = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
-                               for _, image, d, true in runs]
-        curve[float(f)] = round(summarize(counts_at[float(f)])["ap50"], 4)
-    top = max(curve.values())
-    factor = min((f for f, ap in curve.items() if ap >= top - tolerance),
-                 key=lambda f: abs(np.log(f)))
-    counts = counts_at[factor]
+    best, curve = None, {}
+    for f in sorted(factors, key=lambda f: abs(np.log(f))):
+        counts = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
+                  for _, image, d, true in runs]
+        curve[float(f)] = round(summarize(counts)["ap50"], 4)
+        if best is None or curve[float(f)] > best[2]:
+            best = (float(f), counts, curve[float(f)])
+    factor, counts, _ = best
     return factor, {"diameter_calibration": factor,
                     "pooled_ap50_by_factor": dict(sorted(curve.items())),
                     **_scores_by_source([s for s, *_ in runs], counts)}
