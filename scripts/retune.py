@@ -1,6 +1,7 @@
 """Re-tune a trained model's instance settings on its held-out training images.
 
-    python scripts/retune.py MODEL_DIR DATA... [--partial DATA...] [--exclude GLOB...]
+    python scripts/retune.py MODEL_DIR DATA... [--partial DATA...] [--incomplete DATA...]
+                              [--exclude GLOB...]
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
@@ -27,11 +28,13 @@ def main(argv=None) -> int:
     p.add_argument("model", help="model folder (rewritten in place)")
     p.add_argument("data", nargs="+", help="the data folders the model was trained on")
     p.add_argument("--partial", nargs="*", default=[])
+    p.add_argument("--incomplete", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
     args = p.parse_args(argv)
     model = Model.from_folder(args.model)
     samples = load_folders(args.data, canonical_diameter=model.config.canonical_diameter,
-                           partial_dirs=args.partial, exclude=args.exclude)
+                           partial_dirs=args.partial, incomplete_dirs=args.incomplete,
+                           exclude=args.exclude)
     _, held = split_holdout(samples, TrainConfig().holdout_fraction)
     print(f"{len(held)} held-out images; before: {model.config.instances}")
     card = dict(model.card)

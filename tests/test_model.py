@@ -118,6 +118,25 @@ def test_merge_joins_two_seeds_on_a_ridge_but_not_across_a_valley():
     assert lab.max() == 2
 
 
+def test_faint_cells_are_dropped_and_the_rest_renumbered():
+    from tlseg.postprocess import InstanceConfig, maps_to_instances
+
+    # three cells; the middle one's foreground probability is 0.55 throughout
+    dist = _peaks([(20, 15), (20, 45), (20, 75)])
+    prob = (dist > 0).astype(float)
+    prob[:, 31:59] *= 0.55
+    cfg = InstanceConfig(fg_threshold=0.4, seed_threshold=0.5)
+    kept = maps_to_instances(prob, dist, canonical_diameter=20, config=cfg)
+    assert kept.max() == 3
+    lab = maps_to_instances(prob, dist, canonical_diameter=20,
+                            config=InstanceConfig(fg_threshold=0.4, seed_threshold=0.5,
+                                                  min_mean_prob=0.7))
+    assert lab.max() == 2 and set(np.unique(lab)) == {0, 1, 2}
+    assert lab[20, 45] == 0 and lab[20, 15] > 0 and lab[20, 75] > 0
+    with pytest.raises(ValueError, match="min_mean_prob"):
+        InstanceConfig(min_mean_prob=1.0)
+
+
 def test_teaching_steps_scale_with_the_number_of_rois():
     from tlseg.teach import default_steps
 

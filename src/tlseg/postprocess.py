@@ -54,6 +54,10 @@ class InstanceConfig:
         With distance seeds, split a cell whose pixels flow to two or more sinks that
         each gather at least this fraction of a canonical cell's area (models with
         flows); 0 turns splitting off.
+    min_mean_prob : float
+        Drop cells whose mean foreground probability is below this (background enclosed
+        by cells, faint debris: the network is unsure over the whole object, whereas a
+        real cell is unsure only at its rim); 0 keeps every cell.
     """
 
     fg_threshold: float = 0.5
@@ -62,6 +66,7 @@ class InstanceConfig:
     merge_threshold: float = 0.0
     use_flows: bool = False
     flow_split: float = 0.0
+    min_mean_prob: float = 0.0
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):
@@ -74,6 +79,8 @@ class InstanceConfig:
             raise ValueError(f"merge_threshold must be in [0, 1], got {self.merge_threshold}")
         if not 0.0 <= self.flow_split < 1.0:
             raise ValueError(f"flow_split must be in [0, 1), got {self.flow_split}")
+        if not 0.0 <= self.min_mean_prob < 1.0:
+            raise ValueError(f"min_mean_prob must be in [0, 1), got {self.min_mean_prob}")
 
     @property
     def needs_flows(self) -> bool:
@@ -124,6 +131,24 @@ def maps_to_instances(
     >>> int(lab.max())
     2
     """
+    labels = _grow_instances(prob, dist, canonical_diameter=canonical_diameter, config=config,
+                             flow=flow, flow_labels=flow_labels)
+    return drop_faint(labels, prob, config.min_mean_prob)
+
+
+def drop_faint(labels: np.ndarray, prob: np.ndarray, min_mean_prob: float) -> np.ndarray:
+    """``labels`` without the cells whose mean of ``prob`` is below ``min_mean_prob``,
+    renumbered 1..n."""
+    if min_mean_prob <= 0 or labels.max() == 0:
+        return labels
+    mean = ndi.mean(prob, labels, np.arange(1, labels.max() + 1))
+    keep = np.concatenate([[False], mean >= min_mean_prob])
+    new_ids = np.cumsum(keep).astype(labels.dtype) * keep
+    return new_ids[labels]
+
+
+def _grow_instances(prob, dist, *, canonical_diameter, config, flow, flow_labels):
+    """Instances before the faint-cell filter (see :func:`maps_to_instances`)."""
     fg = prob > config.fg_threshold
     cell_area = np.pi * (canonical_diameter / 2) ** 2
     min_area = config.min_area_fraction * cell_area
