@@ -51,11 +51,11 @@ ROI = 256
 
 
 def base_model(data: Path, epochs: int, device: str = "cpu") -> Model:
-    out = WORK / "base-no-cho"
+    out = WORK / "base-no-cho-s8"  # the session-8 tl-cells recipe (aiSEGcell --incomplete)
     if not (out / "weights.pt").is_file():
         tl = data / "tl"
         cmd = [sys.executable, "-m", "tlseg.cli", "train", str(tl / "usiigaci"),
-               str(tl / "ctc-dic-hela"), str(tl / "aisegcell-bf"), "--partial",
+               str(tl / "ctc-dic-hela"), str(tl / "aisegcell-bf"), "--incomplete",
                str(tl / "aisegcell-bf"), "--exclude", "181024TK20_p0002_*", "-o", str(out),
                "--name", "base-no-cho", "--epochs", str(epochs), "--device", device]
         if (out / "checkpoint.pt").exists():
