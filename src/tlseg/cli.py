@@ -253,7 +253,8 @@ def _train(args) -> int:
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          flow_weight=args.flow_weight)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
-                         channels=tuple(args.channels), canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
+                         channels=tuple(args.channels),
+                         canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     base = None

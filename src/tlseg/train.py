@@ -38,7 +38,7 @@ from .io import atomic_path
 from .metrics import match_counts, summarize
 from .model import Model
 from .network import UNet
-from .postprocess import InstanceConfig, flows_to_instances, instances_from_maps
+from .postprocess import InstanceConfig, drop_faint, flows_to_instances, instances_from_maps
 from .preprocess import normalize
 
 CHECKPOINT = "checkpoint.pt"
@@ -355,13 +355,15 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
             best = (cfg, score, counts)
     # then, on the winning settings, the strictest faint-cell filter that scores no worse
     # (it removes background enclosed by cells and faint debris, which held-out images of
-    # sparse or fully labelled fields seldom show)
+    # sparse or fully labelled fields seldom show); the filter only removes cells, so the
+    # instances are grown once and filtered at each level
+    grown = [instances(k, m, best[0]) for k, (m, _) in enumerate(cache)]
     for min_prob in MIN_MEAN_PROBS:
-        cfg = replace(best[0], min_mean_prob=min_prob)
-        counts = [match_counts(true, instances(k, m, cfg)) for k, (m, true) in enumerate(cache)]
+        counts = [match_counts(true, drop_faint(g, m[0], min_prob))
+                  for g, (m, true) in zip(grown, cache)]
         score = summarize(counts)
         if score["ap50"] >= best[1]["ap50"]:
-            best = (cfg, score, counts)
+            best = (replace(best[0], min_mean_prob=min_prob), score, counts)
     return best[0], _scores_by_source(held, best[2])
 
 
