@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import TlsegError
 from .io import IMAGE_SUFFIXES, read_image, read_labels
