@@ -120,3 +120,18 @@ def test_list_images_skips_outputs(tmp_path):
     assert [p.name for p in list_images([tmp_path])] == ["a.tif"]
     with pytest.raises(TlsegError, match="no such file"):
         list_images([tmp_path / "nope.tif"])
+
+
+def test_overlay_outlines_are_saturated_on_bright_and_dark_cells(tmp_path):
+    """Outlines must read on a white nucleus as well as on a dark background."""
+    from tlseg.io import write_overlay
+
+    image = np.zeros((40, 80), np.float32)
+    image[10:30, 10:30] = 1000.0  # a bright, saturated nucleus
+    labels = np.zeros((40, 80), np.int32)
+    labels[10:30, 10:30] = 1
+    labels[10:30, 50:70] = 2  # a cell on the dark background
+    write_overlay(tmp_path / "o.png", image, labels)
+    rgb = iio.imread(tmp_path / "o.png").astype(int)
+    for y, x in ((10, 20), (10, 60)):  # a top-edge pixel of each cell
+        assert rgb[y, x].max() - rgb[y, x].min() > 200  # a colour, not white or grey

@@ -268,9 +268,13 @@ def write_overlay(path, image: np.ndarray, labels: np.ndarray) -> None:
     rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)
     edges = find_boundaries(labels, mode="inner")
     if labels.max() > 0:
-        rng = np.random.default_rng(0)
-        palette = rng.integers(80, 256, size=(labels.max() + 1, 3)).astype(np.uint8)
-        palette[:, 1] = 255  # keep outlines bright so they read on any background
+        from skimage.color import hsv2rgb
+
+        # fully saturated hues: they read on dark (fluorescence) and bright (transmitted
+        # light) backgrounds alike, where pale colours vanish on a bright nucleus
+        hue = np.random.default_rng(0).random(int(labels.max()) + 1)
+        hsv = np.stack([hue, np.ones_like(hue), np.ones_like(hue)], axis=1)
+        palette = (hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
         rgb[edges] = palette[labels[edges]]
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, rgb, extension=".png")
