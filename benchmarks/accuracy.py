@@ -32,7 +32,7 @@ from common import VAL_SOURCES, WORK, train_median_diameter, val_pairs, write_re
 from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
-from tlseg.postprocess import resize_labels  # noqa: E402
+from tlseg.labels import resize_labels  # noqa: E402
 from tlseg.preprocess import rescale  # noqa: E402
 
 PEERS = {

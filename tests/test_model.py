@@ -169,7 +169,7 @@ def test_outlines_enlarged_from_the_canonical_scale_are_smooth():
     """Labels made on a 4x smaller image follow the cell more closely than pixel blocks."""
     import torch
 
-    from tlseg.postprocess import resize_labels, upsample_labels
+    from tlseg.labels import resize_labels, upsample_labels
 
     yy, xx = np.mgrid[:200, :200]
     cell = np.hypot(yy - 97.3, xx - 101.6) < 61  # the true cell at full size

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from tlseg.postprocess import InstanceConfig, maps_to_instances, raster_order
+from tlseg.labels import raster_order
+from tlseg.postprocess import InstanceConfig, maps_to_instances
 from tlseg.preprocess import normalize, rescale
 from tlseg.synthetic import synthetic_field
 from tlseg.targets import UNKNOWN, make_targets, median_diameter

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .errors import TlsegError
 from .io import IMAGE_SUFFIXES, read_image, read_labels
-from .postprocess import resize_labels
+from .labels import resize_labels
 from .preprocess import rescale
 from .targets import UNKNOWN, known_near_cells, make_targets, median_diameter
 

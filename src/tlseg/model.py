@@ -20,7 +20,8 @@ import yaml
 from .config import ModelConfig
 from .errors import TlsegError
 from .network import UNet
-from .postprocess import instances_from_maps, raster_order, resize_labels, upsample_labels
+from .labels import raster_order, resize_labels, upsample_labels
+from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
