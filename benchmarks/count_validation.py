@@ -9,8 +9,11 @@ a user would, with the shipped tl-cells and nuclei models:
 - ``isl-phase-dapi``: one 1024² phase-contrast + DAPI field of a neuronal culture, cut
   into 4 quadrants of 512² (so its count varies); no ground truth, nuclei counts only.
 
-Fields come from different experiments and magnifications, so diameters are estimated
-per site (``--per-site-diameter``), not once for the plate.
+Fields come from different experiments and magnifications, so the plate map has an
+``acquisition`` column (the aiSEGcell experiment id, e.g. ``210930MA20``; the neuronal
+field's four quadrants are one acquisition) and diameters are estimated once per
+acquisition (``tlseg plate run --diameter-by acquisition``), as a user imaging with
+one objective per acquisition would; ``--per-site-diameter`` estimates on every field.
 
 Reports R², Lin's CCC and the mean absolute relative bias of label-free vs nuclei counts,
 and of each against the true count (aisegcell only). Writes
@@ -51,6 +54,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
             shutil.copy(data / "paired" / "aisegcell" / sub / f"{f.field}.tif",
                         plate / f"paired_{well}_s1_{ch}.tif")
         rows.append({"well": well, "source": "aisegcell", "field": f.field,
+                     "acquisition": f.field.split("_")[1],  # experiment id, e.g. 210930MA20
                      "true_count": int(f.n_nuclei)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
@@ -61,7 +65,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
             tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif",
                              img[y:y + h // 2, x:x + w // 2], compression="zlib")
         rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
-                     "true_count": np.nan})
+                     "acquisition": "isl-A4", "true_count": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -72,6 +76,8 @@ def main():
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default="tl-cells", help="label-free model (name or folder)")
     p.add_argument("--name", default="count_validation", help="results file name")
+    p.add_argument("--per-site-diameter", action="store_true",
+                   help="estimate on every field (default: once per acquisition)")
     args = p.parse_args()
 
     plate, out = args.work / "plate", args.work / "results"
@@ -82,13 +88,21 @@ def main():
     t0 = time.perf_counter()
     rc = tlseg(["plate", "run", str(plate), "-o", str(out), "--tl-channel", "w1",
                 "--nuclei-channel", "w2", "--plate-map", str(args.work / "plate_map.csv"),
-                "--workers", str(args.workers), "--per-site-diameter", "--model", args.model])
+                "--workers", str(args.workers), "--model", args.model,
+                *(["--per-site-diameter"] if args.per_site_diameter
+                  else ["--diameter-by", "acquisition"])])
     wall = time.perf_counter() - t0
     wells = pd.read_csv(out / "wells.csv")
-    cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells"]
+    sites = pd.read_csv(out / "sites.csv").set_index("well")
+    wells["diameter"] = wells["well"].map(sites["diameter"]).round(1)
+    wells["nuclei_diameter"] = wells["well"].map(sites["nuclei_diameter"]).round(1)
+    cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells", "diameter",
+            "nuclei_diameter"]
     print(wells[cols].to_string(index=False))
     res = {"command": "python benchmarks/count_validation.py " + " ".join(sys.argv[1:]),
            "model": args.model,
+           "diameters": "per field" if args.per_site_diameter else "once per acquisition "
+                        "(tlseg plate run --diameter-by acquisition)",
            "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}
     for name, sub in (("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
                       ("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])):

@@ -173,3 +173,33 @@ def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, ca
 def test_validate_needs_a_run_folder(tmp_path, capsys):
     assert main(["plate", "validate", str(tmp_path)]) == 2
     assert "not a plate run folder" in capsys.readouterr().err
+
+
+def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path, capsys):
+    """Wells imaged with two objectives: each group gets its own automatic diameter."""
+    from tlseg.synthetic import synthetic_field
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    for i, (well, diameter) in enumerate((("A01", 18), ("A02", 18), ("B01", 36), ("B02", 36))):
+        f = synthetic_field((256, 256), n_cells=8, diameter=diameter, modality="brightfield",
+                            seed=10 + i)
+        tifffile.imwrite(folder / f"p_{well}_s1_w1.tif", f["tl"])
+    pm = tmp_path / "map.csv"
+    pm.write_text("well,objective\nA01,10x\nA02,10x\nB01,20x\nB02,20x\n")
+    base = ["plate", "run", str(folder), "--tl-channel", "w1", "--plate-map", str(pm),
+            "--workers", "1", "--threads", "1"]
+    assert main(base + ["-o", str(tmp_path / "bad"), "--diameter-by", "lens"]) == 2
+    assert "--diameter-by lens: no such plate-map column (objective)" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(base + ["-o", str(out), "--diameter-by", "objective"]) == 0
+    assert "objective = 20x: 2 well(s), cell diameter" in capsys.readouterr().out
+    by_well = json.loads((out / "run.json").read_text())["config"]["well_diameters"]
+    assert by_well["A01"] == by_well["A02"] and by_well["B01"] == by_well["B02"]
+    assert 1.5 < by_well["B01"][0] / by_well["A01"][0] < 2.7
+    sites = pd.read_csv(out / "sites.csv").set_index("well")
+    assert sites.loc["B02", "diameter"] == pytest.approx(by_well["B02"][0])
+    # a resume keeps the estimates and refuses a different grouping
+    assert main(base + ["-o", str(out), "--diameter-by", "objective"]) == 0
+    assert main(base + ["-o", str(out)]) == 2
+    assert "other settings (diameter_by" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--per-site-diameter", action="store_true",
                    help="estimate the diameters on every site (sites from different "
                         "objectives) instead of once for the plate")
+    r.add_argument("--diameter-by", metavar="COLUMN",
+                   help="plate-map column (e.g. objective): wells sharing its value share "
+                        "one automatic diameter, estimated per group")
     r.add_argument("--pixel-size", type=float, help="µm per pixel (adds µm² areas and cells/mm²)")
     r.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
     r.add_argument("--pattern", help="regex for file names with named groups well (or row, col), "
@@ -69,7 +72,8 @@ def _run(plate_dir, out, args) -> int:
     cfg = RunConfig(tl_channel=args.tl_channel, nuclei_channel=args.nuclei_channel,
                     model=args.model, nuclei_model=args.nuclei_model, diameter=args.diameter,
                     nuclei_diameter=args.nuclei_diameter, pixel_size=args.pixel_size,
-                    diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate")
+                    diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate",
+                    diameter_by=getattr(args, "diameter_by", None))
     bar = None
 
     def progress(rec, i, n):

@@ -44,9 +44,19 @@ class RunConfig:
     #: 'plate': one automatic diameter for the whole plate (one objective); 'site': each
     #: site estimates its own (fields from different magnifications)
     diameter_mode: str = "plate"
+    #: plate-map column whose value groups the wells that share one automatic diameter
+    #: (e.g. the objective or the acquisition), in 'plate' mode
+    diameter_by: str | None = None
+    #: the diameters estimated per group, by well: {well: [cells, nuclei]} (filled in by
+    #: :func:`prepare_run`; a given diameter wins over these)
+    well_diameters: dict | None = None
 
     def result_keys(self) -> dict:
         return asdict(self)
+
+
+#: settings that :func:`prepare_run` fills in; an earlier run's values are kept on resume
+_ESTIMATED = ("diameter", "nuclei_diameter", "well_diameters")
 
 
 def _write_json(path: Path, obj) -> None:
@@ -98,12 +108,16 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
                 raise TlsegError(f"{site['paths'][nuc_name]}: {nuc.shape[0]}x{nuc.shape[1]} "
                                  f"pixels but the {tl_name} image is {tl.shape[0]}x{tl.shape[1]}")
             channels[nuc_name] = nuc
-        cells, det = _model(cfg["model"], threads).predict_instances(tl, diameter=cfg["diameter"])
+        d_cells, d_nuclei = cfg["diameter"], cfg.get("nuclei_diameter")
+        by_well = (cfg.get("well_diameters") or {}).get(site["well"])
+        if by_well:
+            d_cells, d_nuclei = d_cells or by_well[0], d_nuclei or by_well[1]
+        cells, det = _model(cfg["model"], threads).predict_instances(tl, diameter=d_cells)
         rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"])
         nuclei = None
         if nuc is not None:
             nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
-                nuc, diameter=cfg.get("nuclei_diameter"))
+                nuc, diameter=d_nuclei)
             rec.update(nuclei_diameter=ndet["diameter"], n_nuclei=ndet["n_cells"])
         table = measure_site(cells, channels, nuclei=nuclei, pixel_size=cfg.get("pixel_size"))
         table.insert(0, "site", site["site"])
@@ -165,6 +179,32 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     return float(np.median(found)) if found else None
 
 
+def _estimate_by_group(cfg: RunConfig, sites: list[Site], plate_map, log) -> dict:
+    """{well: [cell diameter, nucleus diameter]}: one estimate per value of the plate-map
+    column ``cfg.diameter_by`` (wells missing from the map form one more group)."""
+    col = cfg.diameter_by
+    if plate_map is None or col not in plate_map.columns:
+        have = ", ".join(plate_map.columns) if plate_map is not None else "no --plate-map"
+        raise TlsegError(f"--diameter-by {col}: no such plate-map column ({have}); "
+                         "name a column of the plate map, e.g. the objective")
+    groups: dict[str, list[Site]] = {}
+    for s in sites:
+        value = plate_map[col].get(s.well) if s.well in plate_map.index else None
+        groups.setdefault("(not in the plate map)" if value is None else str(value), []).append(s)
+    out = {}
+    for value, members in groups.items():
+        d = cfg.diameter or _estimate(cfg.model, members, cfg.tl_channel)
+        nd = None
+        if cfg.nuclei_channel:
+            nd = cfg.nuclei_diameter or _estimate(cfg.nuclei_model, members, cfg.nuclei_channel)
+        log(f"{col} = {value}: {len({s.well for s in members})} well(s), cell diameter "
+            + (f"{d:.1f} px" if d else "not found (model default)")
+            + (f", nucleus diameter {nd:.1f} px" if nd else ""))
+        for s in members:
+            out[s.well] = [d, nd]
+    return out
+
+
 def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
                 log: Callable[[str], None] = print) -> tuple[list[Site], dict]:
     """Check the settings against an earlier run in ``out``, fix the diameters, write run.json.
@@ -174,6 +214,9 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
     out = Path(out)
     if cfg.diameter_mode not in ("plate", "site"):
         raise TlsegError(f"diameter mode must be 'plate' or 'site', got {cfg.diameter_mode!r}")
+    if cfg.diameter_by and cfg.diameter_mode == "site":
+        raise TlsegError("--diameter-by and --per-site-diameter exclude each other: "
+                         "estimate per group of wells or per site, not both")
     chans = [cfg.tl_channel] + ([cfg.nuclei_channel] if cfg.nuclei_channel else [])
     cfg.tl_channel = plate.resolve_channel(cfg.tl_channel)
     if cfg.nuclei_channel:
@@ -191,10 +234,8 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
         if earlier.get("format", 0) > RUN_FORMAT:
             raise TlsegError(f"{out} was written by a newer tlseg (run format "
                              f"{earlier['format']}); upgrade tlseg or use another -o")
-        same = {k: v for k, v in earlier["config"].items()
-                if k not in ("diameter", "nuclei_diameter")}
-        mine = {k: v for k, v in cfg.result_keys().items()
-                if k not in ("diameter", "nuclei_diameter")}
+        same = {k: v for k, v in earlier["config"].items() if k not in _ESTIMATED}
+        mine = {k: v for k, v in cfg.result_keys().items() if k not in _ESTIMATED}
         given = {k: v for k, v in cfg.result_keys().items()
                  if k in ("diameter", "nuclei_diameter") and v is not None}
         diff = [k for k in mine if mine[k] != same.get(k)]
@@ -204,8 +245,10 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
                 f"{out} holds results made with other settings ({', '.join(sorted(diff))}); "
                 "use another -o, or repeat the earlier settings to resume that run"
             )
-        cfg.diameter = earlier["config"]["diameter"]
-        cfg.nuclei_diameter = earlier["config"]["nuclei_diameter"]
+        for k in _ESTIMATED:
+            setattr(cfg, k, earlier["config"].get(k))
+    elif cfg.diameter_mode == "plate" and cfg.diameter_by:
+        cfg.well_diameters = _estimate_by_group(cfg, sites, plate_map, log)
     elif cfg.diameter_mode == "plate":
         if cfg.diameter is None:
             cfg.diameter = _estimate(cfg.model, sites, cfg.tl_channel)
