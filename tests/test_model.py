@@ -137,6 +137,31 @@ def test_faint_cells_are_dropped_and_the_rest_renumbered():
         InstanceConfig(min_mean_prob=1.0)
 
 
+def test_cells_whose_flows_point_away_are_dropped():
+    from tlseg.postprocess import InstanceConfig, maps_to_instances
+
+    # three cells; the middle one's flows point away from its centre (a gap between
+    # cells, whose pixels flow to the cells around it), the others' to their centres
+    centres = [(20, 15), (20, 45), (20, 75)]
+    dist = _peaks(centres)
+    prob = (dist > 0).astype(float)
+    yy, xx = np.mgrid[: dist.shape[0], : dist.shape[1]]
+    near = np.argmin([np.hypot(yy - cy, xx - cx) for cy, cx in centres], axis=0)
+    cy = np.array([c[0] for c in centres])[near]
+    cx = np.array([c[1] for c in centres])[near]
+    flow = np.stack([cy - yy, cx - xx]).astype(float)
+    flow[:, near == 1] *= -1
+    cfg = InstanceConfig(fg_threshold=0.4, seed_threshold=0.5)
+    assert maps_to_instances(prob, dist, canonical_diameter=20, config=cfg, flow=flow).max() == 3
+    strict = InstanceConfig(fg_threshold=0.4, seed_threshold=0.5, min_flow_coherence=0.3)
+    lab = maps_to_instances(prob, dist, canonical_diameter=20, config=strict, flow=flow)
+    assert lab.max() == 2 and lab[20, 45] == 0 and lab[20, 15] > 0 and lab[20, 75] > 0
+    with pytest.raises(ValueError, match="needs flow maps"):
+        maps_to_instances(prob, dist, canonical_diameter=20, config=strict)
+    with pytest.raises(ValueError, match="min_flow_coherence"):
+        InstanceConfig(min_flow_coherence=1.0)
+
+
 def test_teaching_steps_scale_with_the_number_of_rois():
     from tlseg.teach import default_steps
 
@@ -150,7 +175,7 @@ def test_banded_watershed_equals_the_whole_image_one():
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from tlseg.postprocess import banded_watershed
+    from tlseg.labels import banded_watershed
     from tlseg.targets import make_targets
 
     f = synthetic_field((600, 400), diameter=30, seed=11)

@@ -113,7 +113,7 @@ class Model:
         with atomic_path(path / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         with atomic_path(path / "card.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.card, sort_keys=False))
+            tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
         if card_text is not None:
             with atomic_path(path / "README.md") as tmp:
                 tmp.write_text(card_text)

@@ -17,7 +17,7 @@ Targets at the canonical scale, per pixel:
   (0 in the background), as in Cellpose: heat is diffused from the centre pixel inside
   the cell and the flow is the normalised gradient of log(1 + heat). Following it moves
   every pixel of a cell to the same sink, however irregular the cell, and pixels of two
-  touching cells to two different sinks (see :func:`tlseg.postprocess.flows_to_instances`).
+  touching cells to two different sinks (see :func:`tlseg.flows.flows_to_instances`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ from .io import atomic_path
 from .metrics import match_counts, summarize
 from .model import Model
 from .network import UNet
-from .postprocess import InstanceConfig, drop_faint, flows_to_instances, instances_from_maps
+from .flows import flows_to_instances
+from .postprocess import InstanceConfig, drop_faint, drop_incoherent, instances_from_maps
 from .preprocess import normalize
 
 CHECKPOINT = "checkpoint.pt"
@@ -364,10 +365,21 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
         score = summarize(counts)
         if score["ap50"] >= best[1]["ap50"]:
             best = (replace(best[0], min_mean_prob=min_prob), score, counts)
+    # last, for a model with flows, the strictest flow-coherence filter that scores no
+    # worse (gaps between cells read as cells: their flows point out, to the cells around)
+    if model.config.flows:
+        faint = [drop_faint(g, m[0], best[0].min_mean_prob) for g, (m, _) in zip(grown, cache)]
+        for min_coh in MIN_FLOW_COHERENCES:
+            counts = [match_counts(true, drop_incoherent(g, m[3:5], min_coh))
+                      for g, (m, true) in zip(faint, cache)]
+            score = summarize(counts)
+            if score["ap50"] >= best[1]["ap50"]:
+                best = (replace(best[0], min_flow_coherence=min_coh), score, counts)
     return best[0], _scores_by_source(held, best[2])
 
 
 MIN_MEAN_PROBS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+MIN_FLOW_COHERENCES = (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 
 CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
