@@ -10,7 +10,8 @@ Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
    usiigaci, ctc-dic-hela and aisegcell-bf; shorter schedule: ``--epochs``, default 20,
    i.e. 2,000 steps instead of 4,000), trained once and reused (resumable;
    ``--device cuda`` trains it on a GPU where there is one);
-2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes and ``suggested`` (the
+2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes (uniform positions
+   among those holding at least one cell's centre) and ``suggested`` (the
    most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
    spread across them: each image's best box first)
    — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.measure import regionprops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, WORK, train_median_diameter, write_results  # noqa: E402
@@ -82,13 +84,23 @@ def _reset(root: Path) -> None:
         shutil.rmtree(root)
 
 
-def random_boxes(train, k, rng):
+def random_boxes(train, k, rng, tries: int = 1000):
+    """k boxes at uniformly random positions among those that hold the centre of at
+    least one cell: a user picks a region with cells in it to correct, never an empty
+    one (sessions up to 8 took any position, so a box could teach only background)."""
     out = []
-    for _ in range(k):
+    for _ in range(tries):
+        if len(out) == k:
+            break
         img, mask = train[rng.integers(len(train))]
-        h, w = read_image(img).shape
+        lab = read_labels(mask)
+        h, w = lab.shape
         y0, x0 = int(rng.integers(0, h - ROI + 1)), int(rng.integers(0, w - ROI + 1))
-        out.append((img, mask, (y0, x0, y0 + ROI, x0 + ROI)))
+        centres = [p.centroid for p in regionprops(lab)]
+        if any(y0 <= cy < y0 + ROI and x0 <= cx < x0 + ROI for cy, cx in centres):
+            out.append((img, mask, (y0, x0, y0 + ROI, x0 + ROI)))
+    if len(out) < k:
+        raise RuntimeError(f"found only {len(out)} of {k} boxes with a cell in {tries} tries")
     return out
 
 

@@ -106,6 +106,24 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     assert model.config.channels == (8, 16) and model.config.flows
 
 
+def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path, monkeypatch):
+    """After teaching, the automatic diameter matches the size of the user's cells."""
+    p, img, lab, f = proj
+    project = Project.open(p)
+    iid = project.add_image(img)
+    project.add_roi(iid, (20, 20, 120, 120), f["labels"][20:120, 20:120])
+    # the taught model's size head reads 30 px on the image; the project says 24 px
+    monkeypatch.setattr(Model, "estimate_diameter",
+                        lambda self, image, calibrate=True, **kw: 30.0 if not calibrate else None)
+    base = Model(ModelConfig(name="tiny", channels=(8, 16), diameter_calibration=0.85))
+    model = teach(project, base, tmp_path / "m", mode="finetune", steps=2)
+    saved = Model.from_folder(tmp_path / "m")
+    assert model.config.diameter_calibration == pytest.approx(0.8)
+    assert saved.config.diameter_calibration == pytest.approx(0.8)
+    assert saved.card["diameter_calibration_from_rois"]["images"] == 1
+    assert saved.card["roi_set"] == project.roi_set_hash()  # the rest of the card is kept
+
+
 def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):
     from tlseg.suggest import suggest_rois, uncertainty_map
 
