@@ -48,18 +48,22 @@ def cut_cells(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels[near & (labels > 0)])
 
 
-def median_diameter(labels: np.ndarray, *, min_area: int = 16) -> float | None:
-    """Median equivalent-circle diameter of the whole cells in a label image (None if none).
+def whole_cell_diameters(labels: np.ndarray, *, min_area: int = 16) -> np.ndarray:
+    """Equivalent-circle diameters of the whole cells in a label image.
 
-    Cells cut by the edge of a ROI (:func:`cut_cells`) would bias it low and are left out.
+    Cells cut by the edge of a ROI (:func:`cut_cells`) would bias them low and are left out.
     """
     lab = np.where(labels > 0, labels, 0)
     areas = np.bincount(lab.ravel())[1:]
     areas[cut_cells(labels) - 1] = 0
     areas = areas[areas >= min_area]
-    if areas.size == 0:
-        return None
-    return float(np.median(2.0 * np.sqrt(areas / np.pi)))
+    return 2.0 * np.sqrt(areas / np.pi)
+
+
+def median_diameter(labels: np.ndarray, *, min_area: int = 16) -> float | None:
+    """Median equivalent-circle diameter of the whole cells in a label image (None if none)."""
+    d = whole_cell_diameters(labels, min_area=min_area)
+    return float(np.median(d)) if d.size else None
 
 
 def make_targets(labels: np.ndarray, *, canonical_diameter: float) -> np.ndarray:

@@ -31,7 +31,7 @@ from .errors import TlsegError
 from .io import read_image
 from .model import Model
 from .project import Project
-from .targets import median_diameter
+from .targets import median_diameter, whole_cell_diameters
 
 MODES = {
     # batch, crop, lr, distill, freeze_norm
@@ -116,9 +116,10 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
 def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None = None
                       ) -> tuple[float | None, dict]:
     """The diameter calibration that makes the model's automatic estimate match the cells
-    the user annotated: the median over the project's images of (median diameter of the
+    the user annotated: over the project's images, the median of (median diameter of the
     whole cells in its ROIs, or the project's or given diameter) / (the model's estimate
-    on the image, uncalibrated).
+    on the image, uncalibrated), each image weighted by its number of whole annotated
+    cells (one odd cell in an image must not outvote four in another).
 
     The base model's calibration was chosen on the base's own held-out images; after
     teaching, the size head reads the user's cells, and the user's annotations say how
@@ -127,18 +128,34 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     at the known diameter.) Returns (None, record) when no image has whole cells.
     """
     rois = project.rois()
-    ratios = []
+    ratios, weights = [], []
     for image_id in sorted({r.image_id for r in rois}):
-        labels = project.label_image(image_id, rois=rois)
-        true = diameter or project.meta.get("diameter") or median_diameter(labels)
+        cells = whole_cell_diameters(project.label_image(image_id, rois=rois))
+        true = diameter or project.meta.get("diameter") or (
+            float(np.median(cells)) if cells.size else None)
         if true is None:
             continue
         est = model.estimate_diameter(read_image(project.image_path(image_id)), calibrate=False)
         if est:
             ratios.append(true / est)
+            weights.append(max(cells.size, 1))
     record = {"images": len(ratios)}
     if not ratios:
         return None, record
-    factor = float(np.clip(np.median(ratios), 0.25, 4.0))
-    record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios])
+    factor = float(np.clip(_weighted_median(ratios, weights), 0.25, 4.0))
+    record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
+                  whole_cells=weights)
     return factor, record
+
+
+def _weighted_median(values, weights) -> float:
+    """The value at which half the total weight is reached.
+
+    Examples
+    --------
+    >>> _weighted_median([1.49, 1.0], [1, 4]), _weighted_median([1.0, 2.0, 3.0], [1, 1, 1])
+    (1.0, 2.0)
+    """
+    order = np.argsort(values)
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    return float(v[np.searchsorted(np.cumsum(w), w.sum() / 2)])
