@@ -88,15 +88,16 @@ def random_boxes(train, k, rng, tries: int = 1000):
     """k boxes at uniformly random positions among those that hold the centre of at
     least one cell: a user picks a region with cells in it to correct, never an empty
     one (sessions up to 8 took any position, so a box could teach only background)."""
-    out = []
+    out, cells = [], {}  # mask path -> (shape, cell centres), read once per image
     for _ in range(tries):
         if len(out) == k:
             break
         img, mask = train[rng.integers(len(train))]
-        lab = read_labels(mask)
-        h, w = lab.shape
+        if mask not in cells:
+            lab = read_labels(mask)
+            cells[mask] = lab.shape, [p.centroid for p in regionprops(lab)]
+        (h, w), centres = cells[mask]
         y0, x0 = int(rng.integers(0, h - ROI + 1)), int(rng.integers(0, w - ROI + 1))
-        centres = [p.centroid for p in regionprops(lab)]
         if any(y0 <= cy < y0 + ROI and x0 <= cx < x0 + ROI for cy, cx in centres):
             out.append((img, mask, (y0, x0, y0 + ROI, x0 + ROI)))
     if len(out) < k:

@@ -166,7 +166,6 @@ def drop_faint(labels: np.ndarray, prob: np.ndarray, min_mean_prob: float) -> np
     return _keep(labels, np.asarray(mean) >= min_mean_prob)
 
 
-
 def drop_incoherent(labels: np.ndarray, flow: np.ndarray | None, min_coherence: float
                     ) -> np.ndarray:
     """``labels`` without the cells whose :func:`flow_coherence` is below

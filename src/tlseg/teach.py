@@ -31,7 +31,7 @@ from .errors import TlsegError
 from .io import read_image
 from .model import Model
 from .project import Project
-from .targets import median_diameter, whole_cell_diameters
+from .targets import whole_cell_diameters
 
 MODES = {
     # batch, crop, lr, distill, freeze_norm
@@ -67,7 +67,7 @@ def project_samples(project: Project, base: Model, *, mode: str,
     for image_id in sorted({r.image_id for r in rois}):
         labels = project.label_image(image_id, rois=rois)
         image = read_image(project.image_path(image_id))
-        d = diameter or project.meta.get("diameter") or median_diameter(labels)
+        d, _ = _annotated_diameter(project, labels, diameter)
         if d is None:
             d = base.estimate_diameter(image) or base.config.default_diameter
         boxes = [r.box for r in rois if r.image_id == image_id]
@@ -130,15 +130,14 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     rois = project.rois()
     ratios, weights = [], []
     for image_id in sorted({r.image_id for r in rois}):
-        cells = whole_cell_diameters(project.label_image(image_id, rois=rois))
-        true = diameter or project.meta.get("diameter") or (
-            float(np.median(cells)) if cells.size else None)
+        true, n_cells = _annotated_diameter(project, project.label_image(image_id, rois=rois),
+                                            diameter)
         if true is None:
             continue
         est = model.estimate_diameter(read_image(project.image_path(image_id)), calibrate=False)
         if est:
             ratios.append(true / est)
-            weights.append(max(cells.size, 1))
+            weights.append(max(n_cells, 1))
     record = {"images": len(ratios)}
     if not ratios:
         return None, record
@@ -146,6 +145,17 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
                   whole_cells=weights)
     return factor, record
+
+
+def _annotated_diameter(project: Project, labels, diameter: float | None
+                        ) -> tuple[float | None, int]:
+    """The cell diameter of one project image — ``diameter`` if given, else the project's,
+    else the median of the whole cells annotated in its ROIs (None without any) — and the
+    number of those whole cells."""
+    cells = whole_cell_diameters(labels)
+    true = diameter or project.meta.get("diameter") or (
+        float(np.median(cells)) if cells.size else None)
+    return true, int(cells.size)
 
 
 def _weighted_median(values, weights) -> float:
