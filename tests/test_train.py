@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tifffile
@@ -66,31 +68,50 @@ def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
         load_folders([data_dir], canonical_diameter=20, partial_dirs=[tmp_path / "other"])
 
 
-def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch, ema):
     # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     torch.use_deterministic_algorithms(True)
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
-    ref = train(samples, tmp_path / "ref", model_config=TINY, train_config=TC)
+    tc = replace(TC, ema=ema)
+    ref = train(samples, tmp_path / "ref", model_config=TINY, train_config=tc)
 
     def stop_at_3(step, total, parts):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(samples, tmp_path / "run", model_config=TINY, train_config=TC, progress=stop_at_3)
+        train(samples, tmp_path / "run", model_config=TINY, train_config=tc, progress=stop_at_3)
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     assert not (tmp_path / "run" / "weights.pt").exists()
     with pytest.raises(TlsegError, match="--resume"):
-        train(samples, tmp_path / "run", model_config=TINY, train_config=TC)
-    resumed = train(samples, tmp_path / "run", model_config=TINY, train_config=TC, resume=True)
+        train(samples, tmp_path / "run", model_config=TINY, train_config=tc)
+    resumed = train(samples, tmp_path / "run", model_config=TINY, train_config=tc, resume=True)
     monkeypatch.undo()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
     for a, b in zip(ref.net.state_dict().values(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_averaged_weights_and_training_without_tuning(data_dir, tmp_path):
+    samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
+    last = train(samples, tmp_path / "last", model_config=TINY, train_config=TC, tune=False)
+    ema = train(samples, tmp_path / "ema", model_config=TINY,
+                train_config=replace(TC, ema=0.9), tune=False)
+    # the saved weights are the running average, not the last step's
+    differ = [not torch.equal(a, b) for a, b in
+              zip(last.net.state_dict().values(), ema.net.state_dict().values())]
+    assert any(differ)
+    card = Model.from_folder(tmp_path / "ema").card
+    assert card["train_config"]["ema"] == 0.9
+    # held-out images are kept aside but not tuned on (scripts/retune.py does it later)
+    assert card["n_holdout_images"] == 1 and card["holdout_scores"] == {}
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(ema=1.0)
 
 
 def test_training_data_errors(tmp_path):

@@ -69,12 +69,20 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="train without the flow outputs (distance seeds only; the older design)")
     t.add_argument("--flow-weight", type=float, default=2.0,
                    help="weight of the flow loss against the foreground and distance losses")
+    t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="save an exponential moving average of the weights (e.g. 0.999; "
+                        "0 = the last step's weights)")
+    t.add_argument("--max-log2-scale", type=float, default=1.0, metavar="OCTAVES",
+                   help="scale augmentation: crops are zoomed by up to 2**OCTAVES either way")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
     t.add_argument("--device", default="cpu",
                    help="train on this PyTorch device: cpu (default) or cuda (an NVIDIA GPU)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("--no-tune", action="store_true",
+                   help="skip tuning the instance settings on the held-out images after "
+                        "training (tune later with scripts/retune.py)")
     t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
                    help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
     t.add_argument("--base", help="model to start from: for a PROJECT the model to fine-tune "
@@ -251,7 +259,8 @@ def _train(args) -> int:
     try:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         flow_weight=args.flow_weight)
+                         flow_weight=args.flow_weight, ema=args.ema,
+                         max_log2_scale=args.max_log2_scale)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
                          channels=tuple(args.channels),
                          canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
@@ -297,7 +306,8 @@ def _train(args) -> int:
                                if k in base.card}
     model = train(samples, out, model_config=mc, train_config=tc, resume=args.resume,
                   init=base,
-                  progress=on_step, card=card, device=args.device)
+                  progress=on_step, card=card, device=args.device,
+                  tune=not args.no_tune)
     bar.close()
     print(f"model written to {out}")
     for src, sc in model.card.get("holdout_scores", {}).items():

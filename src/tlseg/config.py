@@ -114,6 +114,9 @@ class TrainConfig:
     flow_weight : float
         Weight of the flow loss (models with flows) against the foreground and distance
         losses.
+    ema : float
+        Decay of an exponential moving average of the weights (0 = off). With it the
+        saved model holds the averaged weights, which are smoother than the last step's.
     """
 
     epochs: int = 40
@@ -128,6 +131,7 @@ class TrainConfig:
     distill: float = 0.0
     freeze_norm: bool = False
     flow_weight: float = 2.0
+    ema: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -139,6 +143,8 @@ class TrainConfig:
             raise ValueError("holdout_fraction must be in [0, 1)")
         if self.distill < 0 or self.flow_weight < 0:
             raise ValueError("distill and flow_weight must be >= 0")
+        if not 0 <= self.ema < 1:
+            raise ValueError("ema must be in [0, 1)")
         if self.lr <= 0 or self.max_log2_scale < 0:
             raise ValueError("lr must be > 0 and max_log2_scale >= 0")
 

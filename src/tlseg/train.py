@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .augment import augment_normalized, augment_raw
 from .config import ModelConfig, TrainConfig
@@ -128,10 +129,11 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.
     return total, parts
 
 
-def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta):
+def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta, ema=None):
     state = {
         "step": step,
         "net": net.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
         "opt": opt.state_dict(),
         "sched": sched.state_dict(),
         "np_rng": np_rng.bit_generator.state,
@@ -153,6 +155,7 @@ def train(
     progress: Callable[[int, int, dict], None] | None = None,
     card: dict | None = None,
     device: str = "cpu",
+    tune: bool = True,
 ) -> Model:
     """Train a model on annotated samples and save it to ``out_dir``.
 
@@ -171,6 +174,9 @@ def train(
         Where the network trains ('cpu', or 'cuda' on a machine with an NVIDIA GPU);
         crops are cut and augmented on the CPU either way, and the saved model runs on
         the CPU.
+    tune : bool
+        Tune the instance settings and the diameter calibration on the held-out images
+        after training (``scripts/retune.py`` does it later when this is off).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,9 @@ def train(
     if init is not None:
         net.load_state_dict(init.net.state_dict())
     net.to(dev)
+    # the running average of the weights (and BatchNorm statistics) that is saved
+    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+           if tc.ema > 0 else None)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=tc.lr, total_steps=tc.total_steps, pct_start=0.1 if init is None else 0.05
@@ -199,6 +208,8 @@ def train(
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         net.load_state_dict(state["net"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         np_rng.bit_generator.state = state["np_rng"]
@@ -230,6 +241,8 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
             step += 1
             elapsed = elapsed_before + time.time() - t0
             if step % 10 == 0 or step == tc.total_steps:
@@ -240,15 +253,17 @@ def train(
                 log.flush()
             if step % tc.checkpoint_every == 0 and step < tc.total_steps:
                 _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
-                                 {"elapsed_s": elapsed})
+                                 {"elapsed_s": elapsed}, ema)
             if progress:
                 progress(step, tc.total_steps, parts)
     finally:
         log.close()
+    if ema is not None:
+        net = ema.module
     net.cpu().eval()
     model = Model(model_config, net)
     holdout_scores, calibration = {}, {}
-    if held:
+    if held and tune:
         model, holdout_scores, calibration = tune_model(model, held)
     meta = {
         "train_config": asdict(tc),
