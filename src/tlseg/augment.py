@@ -2,9 +2,9 @@
 
 Applied to raw intensities *before* normalisation (so the model learns to rely on the
 normalisation to undo shading): gamma, illumination gradients and vignetting, stray-light
-offset, dark or bright debris, defocus blur or sharpening, camera noise. After
-normalisation, contrast inversion (phase contrast and brightfield flip polarity with
-defocus and DIC with shear direction) and a contrast jitter.
+offset, dark or bright debris, defocus blur, camera noise. After normalisation, contrast
+inversion (phase contrast and brightfield flip polarity with defocus and DIC with shear
+direction) and a contrast jitter.
 """
 
 from __future__ import annotations
@@ -57,9 +57,6 @@ def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator) 
             img = img + _u(rng, 0, 0.3) * mean
         if _p(rng, 0.25):
             img = gaussian_blur(img[None], _u(rng, 0.5, 2.0))[0]
-        elif _p(rng, 0.25):  # sharpening: cameras, objectives and resampling differ
-            soft = gaussian_blur(img[None], _u(rng, 0.7, 1.5))[0]
-            img = (img + _u(rng, 0.3, 1.5) * (img - soft)).clamp_min(0)
         if _p(rng, 0.5):
             img = img + torch.randn(img.shape, generator=rng) * _u(rng, 0.005, 0.06) * mean
         out.append(img)
