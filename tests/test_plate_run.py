@@ -198,7 +198,8 @@ def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path,
     assert by_well["A01"] == by_well["A02"] and by_well["B01"] == by_well["B02"]
     assert 1.5 < by_well["B01"][0] / by_well["A01"][0] < 2.7
     sites = pd.read_csv(out / "sites.csv").set_index("well")
-    assert sites.loc["B02", "diameter"] == pytest.approx(by_well["B02"][0])
+    # sites.csv keeps 2 decimals
+    assert sites.loc["B02", "diameter"] == pytest.approx(by_well["B02"][0], abs=0.006)
     # a resume keeps the estimates and refuses a different grouping
     assert main(base + ["-o", str(out), "--diameter-by", "objective"]) == 0
     assert main(base + ["-o", str(out)]) == 2
