@@ -19,6 +19,22 @@ WORK = REPO / "benchmarks" / "work"
 VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
 
 
+def data_and_model(doc: str, argv=None):
+    """Parse ``--data`` and ``--model`` for a benchmark whose docstring is ``doc``; return
+    the arguments and the model loaded, with tlseg's thread setting."""
+    import argparse
+
+    from tlseg.cli import set_threads
+    from tlseg.model import Model
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--model", default="tl-cells")
+    args = p.parse_args(argv)
+    set_threads()
+    return args, Model.load(args.model)
+
+
 def val_pairs(data: Path, source: str) -> list[tuple[Path, Path]]:
     """(image, mask) paths of a source's val split."""
     folder = Path(data) / "tl" / source / "val"

@@ -16,7 +16,6 @@ Results: ``benchmarks/results/diameter_sweep.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -26,23 +25,15 @@ import tifffile
 from skimage.measure import regionprops_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import data_and_model, write_results  # noqa: E402
 from count_validation import layout_plate  # noqa: E402
-
-from tlseg.cli import set_threads  # noqa: E402
-from tlseg.model import Model  # noqa: E402
 
 NUCLEUS_MULTIPLES = (1.0, 1.5, 2.0, 2.5)
 ISL_DIAMETERS = (20.0, 25.0, 30.0, 31.0, 36.0, 47.0)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--model", default="tl-cells")
-    args = p.parse_args(argv)
-    set_threads()
-    model = Model.load(args.model)
+    args, model = data_and_model(__doc__, argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         plate = Path(tmp) / "plate"

@@ -17,7 +17,6 @@ Results: ``benchmarks/results/tta_heldout.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,26 +24,29 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import data_and_model, write_results  # noqa: E402
 
-from tlseg.cli import set_threads  # noqa: E402
 from tlseg.config import TrainConfig  # noqa: E402
 from tlseg.data import split_holdout  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
-from tlseg.model import Model  # noqa: E402
 from tlseg.train import load_folders  # noqa: E402
 
 SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela", "aisegcell-bf")
 BLUR_SIGMAS = (0.0, 0.4, 0.6, 0.8)
 
 
+def _ap50(held, counts) -> dict:
+    """AP@0.5 per source and pooled (AP@0.5 and mean AP) of per-image match counts."""
+    per_source: dict[str, list] = {}
+    for s, c in zip(held, counts):
+        per_source.setdefault(s.source, []).append(c)
+    pooled = summarize(counts)
+    out = {src: round(summarize(cs)["ap50"], 4) for src, cs in per_source.items()}
+    return {**out, "pooled": round(pooled["ap50"], 4), "pooled_map": round(pooled["map"], 4)}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--model", default="tl-cells")
-    args = p.parse_args(argv)
-    set_threads()
-    model = Model.load(args.model)
+    args, model = data_and_model(__doc__, argv)
     tl = args.data / "tl"
     # the tl-cells training call (see its model card): aiSEGcell is never held out
     samples = load_folders([tl / s for s in SOURCES],
@@ -52,34 +54,26 @@ def main(argv=None) -> int:
                            incomplete_dirs=[tl / "aisegcell-bf"],
                            exclude=["181024TK20_p0002_*"])
     _, held = split_holdout(samples, TrainConfig().holdout_fraction)
-    counts: dict[str, dict[str, list]] = {"plain": {}, "tta": {}}
-    for s in held:
-        image = s.image[0].numpy()
-        true = np.where(s.labels > 0, s.labels, 0)
+    images = [s.image[0].numpy() for s in held]
+    truths = [np.where(s.labels > 0, s.labels, 0) for s in held]
+    counts: dict[str, list] = {"plain": [], "tta": []}
+    for image, true in zip(images, truths):
         d = model.estimate_diameter(image)
         for name, augment in (("plain", False), ("tta", True)):
             labels, _ = model.predict_instances(image, diameter=d, augment=augment)
-            counts[name].setdefault(s.source, []).append(match_counts(true, labels))
-    results = {}
-    for name, per_source in counts.items():
-        pooled = summarize([c for cs in per_source.values() for c in cs])
-        results[name] = {src: round(summarize(cs)["ap50"], 4) for src, cs in per_source.items()}
-        results[name]["pooled"] = round(pooled["ap50"], 4)
-        results[name]["pooled_map"] = round(pooled["map"], 4)
-        print(f"{name:6s}", results[name], flush=True)
+            counts[name].append(match_counts(true, labels))
+    results = {name: _ap50(held, c) for name, c in counts.items()}
+    for name, r in results.items():
+        print(f"{name:6s}", r, flush=True)
     blur = {}
     for sigma in BLUR_SIGMAS:
-        per_source = {}
-        for s in held:
-            image = s.image[0].numpy()
+        c = []
+        for image, true in zip(images, truths):
             if sigma:
                 image = ndi.gaussian_filter(image, sigma)
             labels, _ = model.predict_instances(image, diameter=model.config.canonical_diameter)
-            per_source.setdefault(s.source, []).append(
-                match_counts(np.where(s.labels > 0, s.labels, 0), labels))
-        pooled = summarize([c for cs in per_source.values() for c in cs])
-        blur[str(sigma)] = {src: round(summarize(cs)["ap50"], 4) for src, cs in per_source.items()}
-        blur[str(sigma)]["pooled"] = round(pooled["ap50"], 4)
+            c.append(match_counts(true, labels))
+        blur[str(sigma)] = _ap50(held, c)
         print(f"blur {sigma}, true diameter:", blur[str(sigma)], flush=True)
     out = write_results("tta_heldout", {
         "command": "python benchmarks/tta_heldout.py " + " ".join(argv or sys.argv[1:]),
