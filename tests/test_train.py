@@ -210,3 +210,20 @@ def test_cells_cut_by_a_roi_edge_count_as_foreground_only():
     bad_fg = pred.clone()
     bad_fg[:, 0, torch.from_numpy(cut)] = -6.0
     assert masked_loss(bad_fg, tgt)[0] > base + 0.1
+
+
+def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path, capsys):
+    # a project trains by --mode/--steps; folder-only options would be silently ignored
+    from tlseg.project import Project
+
+    project = Project.init(tmp_path / "proj")
+    rc = main(["train", str(project.root), "-o", str(tmp_path / "m"), "--ema", "0.999",
+               "--no-tune"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--ema --no-tune: not used for a PROJECT" in err and len(err.strip().splitlines()) == 1
+    # and data folders do not take the project's --mode/--steps
+    rc = main(["train", str(data_dir), "-o", str(tmp_path / "m"), "--mode", "retrain"])
+    assert rc == 2
+    assert "--mode: not used for training from data folders" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

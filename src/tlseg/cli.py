@@ -83,14 +83,16 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-tune", action="store_true",
                    help="skip tuning the instance settings on the held-out images after "
                         "training (tune later with scripts/retune.py)")
-    t.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
-                   help="for a PROJECT: fine-tune the base model (minutes) or retrain it")
+    t.add_argument("--mode", choices=["finetune", "retrain"],
+                   help="for a PROJECT: fine-tune the base model (minutes; the default) or "
+                        "retrain it")
     t.add_argument("--base", help="model to start from: for a PROJECT the model to fine-tune "
                    "or retrain (default tl-cells); for data folders its weights replace the "
                    "random initialisation and its architecture, scale and shading "
                    "correction are kept (use a lower --lr and fewer --epochs)")
     t.add_argument("--steps", type=int, help="for a PROJECT: override the mode's step count")
     t.add_argument("--diameter", type=float, help="for a PROJECT: cell diameter in pixels")
+    t.set_defaults(train_parser=t)
 
     sub.add_parser("models", help="list the shipped models and their model cards")
 
@@ -242,6 +244,24 @@ def _evaluate(args) -> int:
     return 0
 
 
+# `tlseg train` options that only one kind of training data uses
+FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
+                "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
+                "ema", "max_log2_scale", "exclude", "no_tune", "name", "device")
+PROJECT_ONLY = ("mode", "steps", "diameter")
+
+
+def _refuse_options(args, names, what: str) -> None:
+    """Refuse options given on the command line that ``what`` does not use (silently
+    ignoring them would train something else than the user asked for)."""
+    parser = args.train_parser
+    given = ["--" + n.replace("_", "-") for n in names
+             if getattr(args, n) != parser.get_default(n)]
+    if given:
+        raise TlsegError(f"{' '.join(given)}: not used for {what}; leave "
+                         f"{'it' if len(given) == 1 else 'them'} out (see `tlseg train --help`)")
+
+
 def _train(args) -> int:
     import shlex
 
@@ -252,7 +272,10 @@ def _train(args) -> int:
 
     set_threads()
     out = Path(args.out)
-    if len(args.data) == 1 and (Path(args.data[0]) / "project.yaml").is_file():
+    is_project = len(args.data) == 1 and (Path(args.data[0]) / "project.yaml").is_file()
+    _refuse_options(args, PROJECT_ONLY if not is_project else FOLDERS_ONLY,
+                    "training from data folders" if not is_project else "a PROJECT")
+    if is_project:
         from .cli_project import train_project
 
         return train_project(args)

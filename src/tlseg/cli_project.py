@@ -46,17 +46,18 @@ def train_project(args) -> int:
     from .teach import teach
 
     base = Model.load(args.base or "tl-cells")
-    bar = tqdm(total=0, desc=args.mode, unit="step", file=sys.stderr)
+    mode = args.mode or "finetune"
+    bar = tqdm(total=0, desc=mode, unit="step", file=sys.stderr)
 
     def on_step(step, total, parts):
         bar.total = total
         bar.n = step
         bar.refresh()
 
-    model = teach(args.data[0], base, args.out, mode=args.mode, steps=args.steps,
+    model = teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
                   seed=args.seed, resume=args.resume, diameter=args.diameter, progress=on_step)
     bar.close()
-    print(f"{args.mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
+    print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
           f"{model.card['wall_time_s']:.0f} s)")
     return 0
 
