@@ -227,3 +227,22 @@ def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path,
     assert rc == 2
     assert "--mode: not used for training from data folders" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_noise_augmentation_strength(data_dir, tmp_path):
+    from tlseg.augment import augment_raw
+
+    x = torch.full((64, 1, 32, 32), 10.0)
+    ref = torch.full((64,), 10.0)
+
+    def spread(max_noise):
+        out = augment_raw(x, ref, torch.Generator().manual_seed(0), max_noise=max_noise)
+        # pixel-to-pixel differences: noise, not the smooth shading the other steps add
+        return float(torch.stack([(o[..., 1:] - o[..., :-1]).std() for o in out]).max())
+
+    # the same crops and random draws: stronger noise only where --max-noise allows it
+    assert spread(0.3) > 3 * spread(0.06)
+    with pytest.raises(ValueError, match="max_noise"):
+        TrainConfig(max_noise=1.5)
+    rc = main(["train", str(data_dir), "-o", str(tmp_path / "m"), "--max-noise", "-1"])
+    assert rc == 2 and not (tmp_path / "m").exists()

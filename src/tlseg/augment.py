@@ -24,8 +24,10 @@ def _p(rng: torch.Generator, p: float) -> bool:
     return float(torch.rand((), generator=rng)) < p
 
 
-def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Augment raw crops (B, 1, H, W); ``reference`` (B,) is each image's bright level."""
+def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator, *,
+                max_noise: float = 0.06) -> torch.Tensor:
+    """Augment raw crops (B, 1, H, W); ``reference`` (B,) is each image's bright level;
+    camera noise up to ``max_noise`` of each crop's mean level."""
     out = []
     _, _, h, w = x.shape
     yy, xx = torch.meshgrid(
@@ -58,7 +60,7 @@ def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator) 
         if _p(rng, 0.25):
             img = gaussian_blur(img[None], _u(rng, 0.5, 2.0))[0]
         if _p(rng, 0.5):
-            img = img + torch.randn(img.shape, generator=rng) * _u(rng, 0.005, 0.06) * mean
+            img = img + torch.randn(img.shape, generator=rng) * _u(rng, 0.005, max_noise) * mean
         out.append(img)
     return torch.stack(out)
 

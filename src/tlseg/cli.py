@@ -74,6 +74,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         "0 = the last step's weights)")
     t.add_argument("--max-log2-scale", type=float, default=1.0, metavar="OCTAVES",
                    help="scale augmentation: crops are zoomed by up to 2**OCTAVES either way")
+    t.add_argument("--max-noise", type=float, default=0.06, metavar="FRACTION",
+                   help="noise augmentation: Gaussian noise up to this fraction of a crop's "
+                        "mean level (0.06 for transmitted light; about 0.3 for fluorescence, "
+                        "whose mean is the dark background)")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
@@ -247,7 +251,7 @@ def _evaluate(args) -> int:
 # `tlseg train` options that only one kind of training data uses
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
-                "ema", "max_log2_scale", "exclude", "no_tune", "name", "device")
+                "ema", "max_log2_scale", "max_noise", "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 
 
@@ -283,7 +287,7 @@ def _train(args) -> int:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          flow_weight=args.flow_weight, ema=args.ema,
-                         max_log2_scale=args.max_log2_scale)
+                         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
                          channels=tuple(args.channels),
                          canonical_diameter=args.canonical_diameter, flows=not args.no_flows)

@@ -1,0 +1,80 @@
+"""Which size statistic should the diameter estimate use? Compared on held-out images.
+
+Run::
+
+    python benchmarks/diameter_statistic.py --data ../shared/data
+
+``Model.refine_diameter`` segments a central window and takes the equivalent diameter of
+the instances' :func:`tlseg.model.typical_area`. Two statistics are compared on the
+held-out training images that ``tlseg train`` tuned tl-cells on (the same split; val is
+never read):
+
+- ``area-weighted``: the area-weighted median (shipped);
+- ``median above a quarter``: the plain median of the objects at least a quarter of the
+  area-weighted median (specks still dropped, merged pairs no longer dominate).
+
+For each: the uncalibrated estimate over the true median diameter per image, and the
+held-out pooled AP@0.5 at every calibration factor (:func:`tlseg.train.calibrate_diameter`,
+the rule that sets the shipped factor). Results:
+``benchmarks/results/diameter_statistic.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import data_and_model, write_results  # noqa: E402
+
+import tlseg.model as tm  # noqa: E402
+from tlseg.config import TrainConfig  # noqa: E402
+from tlseg.data import split_holdout  # noqa: E402
+from tlseg.targets import median_diameter  # noqa: E402
+from tlseg.train import _image_at_canonical, calibrate_diameter, load_folders  # noqa: E402
+
+SHIPPED = tm.typical_area
+
+
+def median_above_a_quarter(areas) -> float:
+    areas = np.asarray(areas, dtype=float)
+    areas = areas[areas > 0]
+    return float(np.median(areas[areas >= SHIPPED(areas) / 4]))
+
+
+def main(argv=None) -> int:
+    args, model = data_and_model(__doc__, argv)
+    tl = Path(args.data) / "tl"
+    samples = load_folders([tl / s for s in ("usiigaci", "bbbc030-cho", "ctc-dic-hela",
+                                             "aisegcell-bf")],
+                           canonical_diameter=model.config.canonical_diameter,
+                           incomplete_dirs=[tl / "aisegcell-bf"], exclude=["181024TK20_p0002_*"])
+    _, held = split_holdout(samples, TrainConfig().holdout_fraction)
+    out = {}
+    for name, fn in (("area-weighted", SHIPPED), ("median above a quarter", median_above_a_quarter)):
+        tm.typical_area = fn
+        ratios = []
+        for s in held:
+            d = model.estimate_diameter(_image_at_canonical(s), calibrate=False)
+            true = median_diameter(np.where(s.labels > 0, s.labels, 0))
+            ratios.append({"image": s.name, "source": s.source, "estimate_over_true":
+                           round(d / true, 3) if d else None})
+        factor, record = calibrate_diameter(model, held)
+        curve = record["pooled_ap50_by_factor"]
+        out[name] = {"estimate_over_true": ratios, "best_factor": factor,
+                     "best_pooled_ap50": curve[factor], "pooled_ap50_by_factor": curve}
+        r = [x["estimate_over_true"] for x in ratios if x["estimate_over_true"]]
+        print(f"{name}: estimate/true {min(r):.2f}-{max(r):.2f}; best factor {factor} "
+              f"-> held-out pooled AP@0.5 {curve[factor]:.3f}", flush=True)
+    tm.typical_area = SHIPPED
+    path = write_results("diameter_statistic", {
+        "command": "python benchmarks/diameter_statistic.py " + " ".join(argv or sys.argv[1:]),
+        "model": args.model, "n_held_out": len(held), "results": out})
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
