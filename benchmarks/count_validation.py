@@ -75,6 +75,7 @@ def main():
     p.add_argument("--work", type=Path, default=WORK / "count_validation")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default="tl-cells", help="label-free model (name or folder)")
+    p.add_argument("--nuclei-model", default="nuclei", help="nuclei model (name or folder)")
     p.add_argument("--name", default="count_validation", help="results file name")
     p.add_argument("--per-site-diameter", action="store_true",
                    help="estimate on every field (default: once per acquisition)")
@@ -89,6 +90,7 @@ def main():
     rc = tlseg(["plate", "run", str(plate), "-o", str(out), "--tl-channel", "w1",
                 "--nuclei-channel", "w2", "--plate-map", str(args.work / "plate_map.csv"),
                 "--workers", str(args.workers), "--model", args.model,
+                "--nuclei-model", args.nuclei_model,
                 *(["--per-site-diameter"] if args.per_site_diameter
                   else ["--diameter-by", "acquisition"])])
     wall = time.perf_counter() - t0
@@ -100,7 +102,7 @@ def main():
             "nuclei_diameter"]
     print(wells[cols].to_string(index=False))
     res = {"command": "python benchmarks/count_validation.py " + " ".join(sys.argv[1:]),
-           "model": args.model,
+           "model": args.model, "nuclei_model": args.nuclei_model,
            "diameters": "per field" if args.per_site_diameter else "once per acquisition "
                         "(tlseg plate run --diameter-by acquisition)",
            "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}

@@ -204,3 +204,26 @@ def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path,
     assert main(base + ["-o", str(out), "--diameter-by", "objective"]) == 0
     assert main(base + ["-o", str(out)]) == 2
     assert "other settings (diameter_by" in capsys.readouterr().err
+
+
+def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatch):
+    """Sites' estimates are weighted by the cells found at them: a field of noise whose
+    estimate runs away must not move the group's size (aiSEGcell A04/A05, session 11)."""
+    import tlseg.model
+    from tlseg.plate.layout import Site
+    from tlseg.plate.run import _estimate
+
+    class Stub:  # the empty site reads 120 px and finds 2 objects; the full one 12 px, 60
+        def estimate_diameter(self, image):
+            return 120.0 if image.mean() == 0 else 12.0
+
+        def predict_instances(self, image, diameter):
+            return None, {"n_cells": 2 if image.mean() == 0 else 60}
+
+    monkeypatch.setattr(tlseg.model.Model, "load", staticmethod(lambda name: Stub()))
+    sites = []
+    for i, value in enumerate((0, 100)):
+        path = tmp_path / f"s{i}.tif"
+        tifffile.imwrite(path, np.full((32, 32), value, np.uint16))
+        sites.append(Site("A01", i + 1, {"w1": path}))
+    assert _estimate("stub", sites, "w1") == 12.0  # a plain median of two would be 66

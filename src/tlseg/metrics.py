@@ -110,3 +110,16 @@ def average_precision(true: np.ndarray, pred: np.ndarray) -> dict:
     0.0
     """
     return summarize(match_counts(true, pred))
+
+
+def weighted_median(values, weights) -> float:
+    """The value at which half the total weight is reached.
+
+    Examples
+    --------
+    >>> weighted_median([1.49, 1.0], [1, 4]), weighted_median([1.0, 2.0, 3.0], [1, 1, 1])
+    (1.0, 2.0)
+    """
+    order = np.argsort(values)
+    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
+    return float(v[np.searchsorted(np.cumsum(w), w.sum() / 2)])

@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .data import Sample, make_sample
 from .errors import TlsegError
 from .io import read_image
+from .metrics import weighted_median
 from .model import Model
 from .project import Project
 from .targets import whole_cell_diameters
@@ -141,7 +142,7 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     record = {"images": len(ratios)}
     if not ratios:
         return None, record
-    factor = float(np.clip(_weighted_median(ratios, weights), 0.25, 4.0))
+    factor = float(np.clip(weighted_median(ratios, weights), 0.25, 4.0))
     record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
                   whole_cells=weights)
     return factor, record
@@ -156,16 +157,3 @@ def _annotated_diameter(project: Project, labels, diameter: float | None
     true = diameter or project.meta.get("diameter") or (
         float(np.median(cells)) if cells.size else None)
     return true, int(cells.size)
-
-
-def _weighted_median(values, weights) -> float:
-    """The value at which half the total weight is reached.
-
-    Examples
-    --------
-    >>> _weighted_median([1.49, 1.0], [1, 4]), _weighted_median([1.0, 2.0, 3.0], [1, 1, 1])
-    (1.0, 2.0)
-    """
-    order = np.argsort(values)
-    v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
-    return float(v[np.searchsorted(np.cumsum(w), w.sum() / 2)])
