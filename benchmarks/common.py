@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "work"
 VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
+#: the training sources of tl-cells
+TL_CELLS_SOURCES = (*VAL_SOURCES, "aisegcell-bf")
 
 
 def data_and_model(doc: str, argv=None):
@@ -33,6 +35,22 @@ def data_and_model(doc: str, argv=None):
     args = p.parse_args(argv)
     set_threads()
     return args, Model.load(args.model)
+
+
+def tl_cells_heldout(data: Path, canonical_diameter: float) -> list:
+    """The held-out training images (at the canonical scale) that ``tlseg train`` tuned
+    tl-cells on: the same data, options and split as its training call (see its model
+    card); aiSEGcell is never held out. Val is never read."""
+    from tlseg.config import TrainConfig
+    from tlseg.data import split_holdout
+    from tlseg.train import load_folders
+
+    tl = Path(data) / "tl"
+    samples = load_folders([tl / s for s in TL_CELLS_SOURCES],
+                           canonical_diameter=canonical_diameter,
+                           incomplete_dirs=[tl / "aisegcell-bf"],
+                           exclude=["181024TK20_p0002_*"])
+    return split_holdout(samples, TrainConfig().holdout_fraction)[1]
 
 
 def val_pairs(data: Path, source: str) -> list[tuple[Path, Path]]:

@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_and_model, write_results  # noqa: E402
+from common import data_and_model, tl_cells_heldout, write_results  # noqa: E402
 
 import tlseg.model as tm  # noqa: E402
-from tlseg.config import TrainConfig  # noqa: E402
-from tlseg.data import split_holdout  # noqa: E402
 from tlseg.targets import median_diameter  # noqa: E402
-from tlseg.train import _image_at_canonical, calibrate_diameter, load_folders  # noqa: E402
+from tlseg.train import _image_at_canonical, calibrate_diameter  # noqa: E402
 
 SHIPPED = tm.typical_area
 
@@ -46,12 +44,7 @@ def median_above_a_quarter(areas) -> float:
 
 def main(argv=None) -> int:
     args, model = data_and_model(__doc__, argv)
-    tl = Path(args.data) / "tl"
-    samples = load_folders([tl / s for s in ("usiigaci", "bbbc030-cho", "ctc-dic-hela",
-                                             "aisegcell-bf")],
-                           canonical_diameter=model.config.canonical_diameter,
-                           incomplete_dirs=[tl / "aisegcell-bf"], exclude=["181024TK20_p0002_*"])
-    _, held = split_holdout(samples, TrainConfig().holdout_fraction)
+    held = tl_cells_heldout(args.data, model.config.canonical_diameter)
     out = {}
     for name, fn in (("area-weighted", SHIPPED), ("median above a quarter", median_above_a_quarter)):
         tm.typical_area = fn

@@ -24,14 +24,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_and_model, write_results  # noqa: E402
+from common import data_and_model, tl_cells_heldout, write_results  # noqa: E402
 
-from tlseg.config import TrainConfig  # noqa: E402
-from tlseg.data import split_holdout  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
-from tlseg.train import load_folders  # noqa: E402
 
-SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela", "aisegcell-bf")
 BLUR_SIGMAS = (0.0, 0.4, 0.6, 0.8)
 
 
@@ -47,13 +43,7 @@ def _ap50(held, counts) -> dict:
 
 def main(argv=None) -> int:
     args, model = data_and_model(__doc__, argv)
-    tl = args.data / "tl"
-    # the tl-cells training call (see its model card): aiSEGcell is never held out
-    samples = load_folders([tl / s for s in SOURCES],
-                           canonical_diameter=model.config.canonical_diameter,
-                           incomplete_dirs=[tl / "aisegcell-bf"],
-                           exclude=["181024TK20_p0002_*"])
-    _, held = split_holdout(samples, TrainConfig().holdout_fraction)
+    held = tl_cells_heldout(args.data, model.config.canonical_diameter)
     images = [s.image[0].numpy() for s in held]
     truths = [np.where(s.labels > 0, s.labels, 0) for s in held]
     counts: dict[str, list] = {"plain": [], "tta": []}
