@@ -14,7 +14,7 @@ never read):
   area-weighted median (specks still dropped, merged pairs no longer dominate).
 
 For each: the uncalibrated estimate over the true median diameter per image, and the
-held-out pooled AP@0.5 at every calibration factor (:func:`tlseg.train.calibrate_diameter`,
+held-out pooled AP@0.5 at every calibration factor (:func:`tlseg.tune.calibrate_diameter`,
 the rule that sets the shipped factor). Results:
 ``benchmarks/results/diameter_statistic.json``.
 """
@@ -31,7 +31,7 @@ from common import data_and_model, tl_cells_heldout, write_results  # noqa: E402
 
 import tlseg.model as tm  # noqa: E402
 from tlseg.targets import median_diameter  # noqa: E402
-from tlseg.train import _image_at_canonical, calibrate_diameter  # noqa: E402
+from tlseg.tune import _image_at_canonical, calibrate_diameter  # noqa: E402
 
 SHIPPED = tm.typical_area
 

@@ -229,6 +229,17 @@ def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path,
     assert not (tmp_path / "m").exists()
 
 
+def test_every_train_option_says_which_kind_of_data_uses_it():
+    # a new option left out of these lists would be silently ignored for one kind of data
+    from tlseg.cli import FOLDERS_ONLY, PROJECT_ONLY, TRAIN_COMMON, _build_parser
+
+    args = _build_parser().parse_args(["train", "x", "-o", "y"])
+    dests = {a.dest for a in args.train_parser._actions if a.dest != "help"}
+    groups = [set(FOLDERS_ONLY), set(PROJECT_ONLY), set(TRAIN_COMMON)]
+    assert sum(len(g) for g in groups) == len(set().union(*groups))  # disjoint
+    assert set().union(*groups) == dests
+
+
 def test_noise_augmentation_strength(data_dir, tmp_path):
     from tlseg.augment import augment_raw
 

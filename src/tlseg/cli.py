@@ -253,6 +253,9 @@ FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "inc
                 "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
                 "ema", "max_log2_scale", "max_noise", "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
+#: options of `tlseg train` that both kinds of data use (a test checks that every option
+#: is in exactly one of the three)
+TRAIN_COMMON = ("data", "out", "seed", "resume", "base")
 
 
 def _refuse_options(args, names, what: str) -> None:

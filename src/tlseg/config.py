@@ -33,7 +33,7 @@ class ModelConfig:
     diameter_calibration : float
         Factor applied to the automatic diameter estimate: the estimate of the median
         diameter is not exactly the diameter at which the model segments best. Chosen on
-        held-out training images (:func:`tlseg.train.calibrate_diameter`); 1 = none.
+        held-out training images (:func:`tlseg.tune.calibrate_diameter`); 1 = none.
     """
 
     name: str = "tl-cells"
