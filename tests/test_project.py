@@ -106,21 +106,31 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     assert model.config.channels == (8, 16) and model.config.flows
 
 
-def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path, monkeypatch):
-    """After teaching, the automatic diameter matches the size of the user's cells."""
+@pytest.mark.parametrize("box, factor", [((0, 0, 192, 192), 0.8), ((40, 40, 120, 120), 1.0)])
+def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path, monkeypatch,
+                                                                box, factor):
+    """After teaching, the automatic diameter matches the size of the user's cells when
+    enough whole cells are annotated; with a few, the taught model's own reading stands."""
+    from tlseg.targets import whole_cell_diameters
+    from tlseg.teach import PRIOR_CELLS
+
     p, img, lab, f = proj
     project = Project.open(p)
     iid = project.add_image(img)
-    project.add_roi(iid, (20, 20, 120, 120), f["labels"][20:120, 20:120])
+    y0, x0, y1, x1 = box
+    project.add_roi(iid, box, f["labels"][y0:y1, x0:x1])
+    n_whole = len(whole_cell_diameters(project.label_image(iid)))
+    assert (n_whole > PRIOR_CELLS) == (factor != 1.0)
     # the taught model's size head reads 30 px on the image; the project says 24 px
     monkeypatch.setattr(Model, "estimate_diameter",
                         lambda self, image, calibrate=True, **kw: 30.0 if not calibrate else None)
     base = Model(ModelConfig(name="tiny", channels=(8, 16), diameter_calibration=0.85))
     model = teach(project, base, tmp_path / "m", mode="finetune", steps=2)
     saved = Model.from_folder(tmp_path / "m")
-    assert model.config.diameter_calibration == pytest.approx(0.8)
-    assert saved.config.diameter_calibration == pytest.approx(0.8)
-    assert saved.card["diameter_calibration_from_rois"]["images"] == 1
+    assert model.config.diameter_calibration == pytest.approx(factor)
+    assert saved.config.diameter_calibration == pytest.approx(factor)
+    record = saved.card["diameter_calibration_from_rois"]
+    assert record["images"] == 1 and record["whole_cells"] == [max(n_whole, 1)]
     assert saved.card["roi_set"] == project.roi_set_hash()  # the rest of the card is kept
 
 
