@@ -94,6 +94,19 @@ def test_nuclei_model_counts_synthetic_nuclei():
     assert 10 < details["diameter"] < 22  # nuclei are ~0.45 of a 30 px cell
 
 
+@pytest.mark.parametrize("channel, name", [("tl", "tl-cells"), ("nuclei", "nuclei")])
+def test_an_empty_well_counts_no_cells(tl_cells, channel, name):
+    # an empty control well (shading, debris, camera noise, no cells) must count 0, with
+    # the diameter given (a plate run) and estimated (a single image)
+    model = tl_cells if name == "tl-cells" else Model.from_pretrained(name)
+    f = synthetic_field((384, 384), n_cells=0, diameter=28, modality="brightfield", debris=8,
+                        seed=2)
+    image = f[channel].astype(np.float32)
+    assert f["n_cells"] == 0
+    assert model.predict_instances(image, diameter=28 if channel == "tl" else 13)[1]["n_cells"] == 0
+    assert model.predict_instances(image)[1]["n_cells"] == 0
+
+
 def _peaks(centres, shape=(40, 90), radius=20.0):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return np.max([1 - np.hypot(yy - cy, xx - cx) / radius for cy, cx in centres], axis=0).clip(0)
