@@ -122,4 +122,6 @@ def weighted_median(values, weights) -> float:
     """
     order = np.argsort(values)
     v, w = np.asarray(values, float)[order], np.asarray(weights, float)[order]
-    return float(v[np.searchsorted(np.cumsum(w), w.sum() / 2)])
+    # the last cumulative sum can round below the pairwise total: stay in range
+    k = min(int(np.searchsorted(np.cumsum(w), w.sum() / 2)), len(v) - 1)
+    return float(v[k])

@@ -21,6 +21,7 @@ from .config import ModelConfig
 from .errors import TlsegError
 from .network import UNet
 from .labels import raster_order, resize_labels, upsample_labels
+from .metrics import weighted_median
 from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
 
@@ -348,10 +349,9 @@ def typical_area(areas: np.ndarray) -> float:
     >>> typical_area(np.array([4, 5, 6, 100, 110, 120, 130, 400]))  # specks, cells, a merge
     130.0
     """
-    areas = np.sort(np.asarray(areas, dtype=float))
+    areas = np.asarray(areas, dtype=float)
     areas = areas[areas > 0]
-    k = min(int(np.searchsorted(np.cumsum(areas), areas.sum() / 2)), len(areas) - 1)
-    return float(areas[k])
+    return weighted_median(areas, areas)
 
 
 def _central_crop(image: np.ndarray, scale: float, window: int) -> np.ndarray:
