@@ -4,12 +4,14 @@ Run::
 
     python benchmarks/learning_curve.py --data ../shared/data
 
-Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
+Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC), which
+../shared/data/README.md names, or another with ``--source`` (e.g. ``usiigaci``, the only
+phase-contrast source: a base without it has never seen phase contrast):
 
-1. a base model trained like tl-cells but WITHOUT bbbc030-cho (``tlseg train`` on
-   usiigaci, ctc-dic-hela and aisegcell-bf; shorter schedule: ``--epochs``, default 20,
-   i.e. 2,000 steps instead of 4,000), trained once and reused (resumable;
-   ``--device cuda`` trains it on a GPU where there is one);
+1. a base model trained like tl-cells but WITHOUT the source (``tlseg train`` on the
+   other tl-cells sources, e.g. usiigaci, ctc-dic-hela and aisegcell-bf for CHO; shorter
+   schedule: ``--epochs``, default 20, i.e. 2,000 steps instead of 4,000), trained once
+   and reused (resumable; ``--device cuda`` trains it on a GPU where there is one);
 2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes (uniform positions
    among those holding at least one cell's centre) and ``suggested`` (the
    most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
@@ -22,7 +24,8 @@ Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC):
    includes what fine-tuning teaches the size head, the second only the outlines;
 3. retrain vs fine-tune at 10 random ROIs (seed 0): AP@0.5 and wall time.
 
-Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``.
+Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``
+(``learning_curve_<source>.*`` for another ``--source``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ import torch
 from skimage.measure import regionprops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, WORK, train_median_diameter, write_results  # noqa: E402
+from common import (RESULTS, TL_CELLS_SOURCES, WORK, train_median_diameter,  # noqa: E402
+                    write_results)
 
 from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
@@ -52,14 +56,21 @@ SOURCE = "bbbc030-cho"
 ROI = 256
 
 
-def base_model(data: Path, epochs: int, device: str = "cpu") -> Model:
-    out = WORK / "base-no-cho-s8"  # the session-8 tl-cells recipe (aiSEGcell --incomplete)
+def tag(source: str) -> str:
+    """Suffix of a non-default source's folders and result files ('' for CHO)."""
+    return "" if source == SOURCE else f"_{source}"
+
+
+def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURCE) -> Model:
+    """The tl-cells recipe (aiSEGcell --incomplete) on every tl-cells source but ``source``."""
+    name = "base-no-cho" if source == SOURCE else f"base-no-{source}"
+    out = WORK / ("base-no-cho-s8" if source == SOURCE else name)
     if not (out / "weights.pt").is_file():
         tl = data / "tl"
-        cmd = [sys.executable, "-m", "tlseg.cli", "train", str(tl / "usiigaci"),
-               str(tl / "ctc-dic-hela"), str(tl / "aisegcell-bf"), "--incomplete",
+        cmd = [sys.executable, "-m", "tlseg.cli", "train",
+               *(str(tl / s) for s in TL_CELLS_SOURCES if s != source), "--incomplete",
                str(tl / "aisegcell-bf"), "--exclude", "181024TK20_p0002_*", "-o", str(out),
-               "--name", "base-no-cho", "--epochs", str(epochs), "--device", device]
+               "--name", name, "--epochs", str(epochs), "--device", device]
         if (out / "checkpoint.pt").exists():
             cmd.append("--resume")
         print("training the base model:", " ".join(cmd), flush=True)
@@ -130,20 +141,23 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--device", default="cpu", help="where the base model trains (cpu, cuda)")
     p.add_argument("--ks", type=int, nargs="*", default=[5, 10])
+    p.add_argument("--source", default=SOURCE, choices=[s for s in TL_CELLS_SOURCES
+                                                         if s != "aisegcell-bf"],
+                   help="adaptation source (its val split is scored)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    data = Path(args.data)
-    split = lambda s: [(f, data / "tl" / SOURCE / s / "masks" / f.name)  # noqa: E731
-                       for f in sorted((data / "tl" / SOURCE / s / "images").glob("*.tif"))]
+    data, source = Path(args.data), args.source
+    split = lambda s: [(f, data / "tl" / source / s / "masks" / f.name)  # noqa: E731
+                       for f in sorted((data / "tl" / source / s / "images").glob("*.tif"))]
     train, val = split("train"), split("val")
-    base = base_model(data, args.epochs, args.device)
-    diameter = train_median_diameter(data, SOURCE)
+    base = base_model(data, args.epochs, args.device, source)
+    diameter = train_median_diameter(data, source)
     ap0 = score(base, val, diameter)
     print(f"0 ROIs: AP50 {ap0['auto']:.3f} (known diameter {ap0['known']:.3f})", flush=True)
     runs = {"random": {k: [] for k in args.ks}, "suggested": {k: [] for k in args.ks}}
     times = []
     sugg = suggested_boxes(base, train, max(args.ks))
-    work = WORK / "learning_curve"
+    work = WORK / f"learning_curve{tag(source)}"
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)
         rand = random_boxes(train, max(args.ks), rng)
@@ -187,11 +201,11 @@ def main(argv=None) -> int:
           f"(known diameter {retrain['ap50']['known']:.3f}) in {retrain['wall_s']} s; fine-tune: "
           f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "
           f"in {retrain['finetune_wall_s']} s")
-    _plot(table, args.ks, RESULTS / "learning_curve.png")
-    out = write_results("learning_curve", {
+    _plot(table, args.ks, RESULTS / f"learning_curve{tag(source)}.png", source)
+    out = write_results(f"learning_curve{tag(source)}", {
         "command": "python benchmarks/learning_curve.py " + " ".join(argv or sys.argv[1:]),
-        "source": SOURCE, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
-        "base_model": "tl-cells recipe without bbbc030-cho, "
+        "source": source, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
+        "base_model": f"tl-cells recipe without {source}, "
                       f"{args.epochs * 100} steps (tl-cells: 4000)",
         "base_model_card": {k: base.card.get(k) for k in
                             ("command", "device", "wall_time_s", "retuned") if k in base.card},
@@ -202,7 +216,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _plot(table, ks, path):
+def _plot(table, ks, path, source=SOURCE):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,9 +235,9 @@ def _plot(table, ks, path):
         ax.set_xlabel("corrected 256x256 ROIs")
         ax.set_xticks([0] + list(ks))
         ax.set_title(title, fontsize=10)
-    axes[0].set_ylabel("AP@0.5 on bbbc030-cho val (mean ± SD, 3 seeds)")
+    axes[0].set_ylabel(f"AP@0.5 on {source} val (mean ± SD, 3 seeds)")
     axes[0].legend()
-    fig.suptitle("Fine-tuning a base model that never saw CHO", fontsize=11)
+    fig.suptitle(f"Fine-tuning a base model that never saw {source}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
 
