@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 from scipy import ndimage as ndi
 
@@ -169,8 +168,7 @@ def main(argv=None) -> int:
         table[method] = row
     table.update(_score_peers(Path(args.data), args.sources))
     _print_table(table, args.sources)
-    out = write_results(args.name, {
-        "command": "python benchmarks/accuracy.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results(args.name, argv=argv, payload={
         "model": args.model,
         "diameter": "estimated automatically per image",
         "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},

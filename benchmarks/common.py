@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -65,13 +67,23 @@ def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:
     return float(np.median([median_diameter(tifffile.imread(p)) for p in sorted(folder.glob("*.tif"))]))
 
 
-def write_results(name: str, payload: dict) -> Path:
-    """Write benchmarks/results/<name>.json with the machine and date."""
+def command_line(argv=None) -> str:
+    """The command that ran this benchmark (``argv``: its arguments, default the
+    process's), as README quotes it."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
+
+
+def write_results(name: str, payload: dict, *, argv=None) -> Path:
+    """Write benchmarks/results/<name>.json with the date, the machine and the command
+    that produced it (``argv`` as for :func:`command_line`; a ``command`` in ``payload``
+    wins, e.g. when a results file is updated in place)."""
     payload = {
         "benchmark": name,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {platform.python_version()}, "
-                   f"{__import__('os').cpu_count()} CPUs",
+                   f"{os.cpu_count()} CPUs",
+        "command": command_line(argv),
         **payload,
     }
     out = RESULTS / f"{name}.json"

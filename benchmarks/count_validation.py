@@ -101,8 +101,7 @@ def main():
     cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells", "diameter",
             "nuclei_diameter"]
     print(wells[cols].to_string(index=False))
-    res = {"command": "python benchmarks/count_validation.py " + " ".join(sys.argv[1:]),
-           "model": args.model, "nuclei_model": args.nuclei_model,
+    res = {"model": args.model, "nuclei_model": args.nuclei_model,
            "diameters": "per field" if args.per_site_diameter else "once per acquisition "
                         "(tlseg plate run --diameter-by acquisition)",
            "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}

@@ -62,8 +62,7 @@ def main(argv=None) -> int:
         print(f"{name}: estimate/true {min(r):.2f}-{max(r):.2f}; best factor {factor} "
               f"-> held-out pooled AP@0.5 {curve[factor]:.3f}", flush=True)
     tm.typical_area = SHIPPED
-    path = write_results("diameter_statistic", {
-        "command": "python benchmarks/diameter_statistic.py " + " ".join(argv or sys.argv[1:]),
+    path = write_results("diameter_statistic", argv=argv, payload={
         "model": args.model, "n_held_out": len(held), "results": out})
     print(f"written {path}")
     return 0

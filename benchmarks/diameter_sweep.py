@@ -59,8 +59,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{f.well} {f.field[-28:]:>28s} true {f.true_count:>5} "
                   f"estimate {row['estimated_diameter']:5.1f} px  counts {counts}", flush=True)
-    out = write_results("diameter_sweep", {
-        "command": "python benchmarks/diameter_sweep.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("diameter_sweep", argv=argv, payload={
         "model": args.model, "fields": rows,
     })
     print(f"written {out}")

@@ -150,8 +150,7 @@ def main(argv=None) -> int:
             save_gallery(tiles, path)
             galleries[source] = str(path.relative_to(RESULTS.parents[1]))
             print(f"written {path}")
-    out = write_results("error_analysis", {
-        "command": "python benchmarks/error_analysis.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("error_analysis", argv=argv, payload={
         "model": args.model, "results": results, "galleries": galleries})
     print(f"written {out}")
     return 0

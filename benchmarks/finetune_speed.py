@@ -72,8 +72,7 @@ def main(argv=None) -> int:
                         "max_s": float(np.max(times)), "runs_s": times}
         print(f"{k} ROIs ({rows[str(k)]['steps']} steps): median {rows[str(k)]['median_s']:.1f} s, "
               f"max {rows[str(k)]['max_s']:.1f} s", flush=True)
-    out = write_results("finetune_speed", {
-        "command": "python benchmarks/finetune_speed.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("finetune_speed", argv=argv, payload={
         "torch_threads": 2, "roi_size": ROI, "results": rows})
     print(f"written {out}")
     return 0

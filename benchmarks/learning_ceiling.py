@@ -97,8 +97,7 @@ def main(argv=None) -> int:
     for name in runs:
         a, b = table["auto"][name], table["known"][name]
         print(f"{name:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
-    out = write_results("learning_ceiling", {
-        "command": "python benchmarks/learning_ceiling.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("learning_ceiling", argv=argv, payload={
         "source": SOURCE, "seeds": args.seeds, "known_diameter": diameter,
         "base_model": str(WORK / "base-no-cho-s8"), "results": table,
         "finetune_wall_s": walls, "all_retrain_seed0": retrain})

@@ -127,8 +127,7 @@ def main(argv=None) -> int:
         print(f"{m:28s}" + "".join(f"{row[n]['ap50']:10.3f} / {row[n]['map']:.3f}" for n in names)
               + f"  F1 {a['f1']:.3f}, count error {100 * a['mean_abs_count_error']:.1f} %")
     print("(AP@0.5 / mean AP 0.5:0.95; aisegcell: centroid detection F1, mean |count error|)")
-    out = write_results(args.name, {
-        "command": "python benchmarks/nuclei_accuracy.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results(args.name, argv=argv, payload={
         "diameter": "estimated automatically per image",
         "results": results,
         "images": images,

@@ -55,8 +55,7 @@ def main(argv=None) -> int:
     for name, r in rows.items():
         print(f"{name:24s} {r['median_s']:.2f} s  ({r['ratio_to_first']:.2f}x)  "
               f"{r['n_nuclei']} nuclei")
-    out = write_results("nuclei_speed", {
-        "command": "python benchmarks/nuclei_speed.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("nuclei_speed", argv=argv, payload={
         "site": "1024x1024 synthetic nuclear stain, 150 cells, nuclei ~14 px",
         "true_nuclei": int(len(np.unique(f["nuclei_labels"])) - 1),
         "repeats": args.repeats, "results": rows})

@@ -194,8 +194,7 @@ def main(argv=None) -> int:
     big = run(plate, work / f"out_{args.sites}_w2", 2, None)
     print(f"{args.sites} sites, 2 workers: {big['sites_per_s']:.3f} sites/s "
           f"({big['wall_s']} s), peak RSS {big['peak_rss_mb']} MB", flush=True)
-    path = write_results("plate_throughput", {
-        "command": "python benchmarks/plate_throughput.py " + " ".join(argv or sys.argv[1:]),
+    path = write_results("plate_throughput", argv=argv, payload={
         "plate": {"sites": args.sites, "ratio_sites": args.ratio_sites, "size": args.size,
                   "channels": ["tl (brightfield)", "nuclei"], "cells_per_site": "100-200",
                   "diameter_px": DIAMETER, "nuclei_diameter_px": DIAMETER * 0.5},

@@ -98,8 +98,7 @@ def main(argv=None) -> int:
         print(f"{r['size']:>6} {r['tlseg']['s_per_megapixel']:>11.3f} "
               f"{r['tlseg_auto_diameter']['s_per_megapixel']:>12.3f} {r['tlseg']['peak_rss_mb']:>7} "
               f"{cp.get('s_per_megapixel', float('nan')):>14.3f} {r.get('speedup_vs_cellpose', float('nan')):>9.2f}")
-    out = write_results("speed", {"command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
-                                  "threads": 2, "rows": rows})
+    out = write_results("speed", argv=argv, payload={"threads": 2, "rows": rows})
     print(f"written {out}")
     return 0
 

@@ -62,8 +62,7 @@ def main(argv=None) -> int:
         print(f"{name:22s} true/estimated {rows[name]['median']:.3f} "
               f"(IQR {rows[name]['quartiles'][0]:.3f}-{rows[name]['quartiles'][1]:.3f}); "
               f"calibration {model.config.diameter_calibration:.3f}", flush=True)
-    out = write_results("teach_calibration", {
-        "command": "python benchmarks/teach_calibration.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("teach_calibration", argv=argv, payload={
         "images": "bbbc030-cho train (20)", "models": rows})
     print(f"written {out}")
     return 0

@@ -65,8 +65,7 @@ def main(argv=None) -> int:
             c.append(match_counts(true, labels))
         blur[str(sigma)] = _ap50(held, c)
         print(f"blur {sigma}, true diameter:", blur[str(sigma)], flush=True)
-    out = write_results("tta_heldout", {
-        "command": "python benchmarks/tta_heldout.py " + " ".join(argv or sys.argv[1:]),
+    out = write_results("tta_heldout", argv=argv, payload={
         "model": args.model, "n_held_out_images": len(held),
         "diameter": "estimated (calibrated), as users run it",
         "ap50": results,
