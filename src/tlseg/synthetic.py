@@ -20,6 +20,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 MODALITIES = ("phase", "brightfield", "dic")
+#: amplitude of the cells' inner texture (fraction of the background level) per modality:
+#: cell texture / background noise has a median of about 5, the lowest real source's
+#: (benchmarks/synthetic_realism.py; 0.05 and 0.08 before made cells 4-6x smoother than
+#: any real source's, and pockets of background between them looked like cells)
+TEXTURE = {"phase": 0.55, "brightfield": 0.5}
 
 
 def _place_centres(shape, n, diameter, rng, cluster_fraction):
@@ -133,10 +138,10 @@ def synthetic_field(
     body = ndi.gaussian_filter(cell, 1.0)
     if modality == "phase":
         relief = -0.35 * body - 0.15 * ndi.gaussian_filter(nuc, 1.0) + 0.45 * halo
-        relief += -0.15 * border + 0.08 * texture * cell
+        relief += -0.15 * border + TEXTURE["phase"] * texture * cell
     elif modality == "brightfield":
         relief = -0.06 * body - 0.35 * ndi.gaussian_filter(border.astype(np.float32), 1.0)
-        relief += 0.05 * texture * cell - 0.05 * ndi.gaussian_filter(nuc, 1.0)
+        relief += TEXTURE["brightfield"] * texture * cell - 0.05 * ndi.gaussian_filter(nuc, 1.0)
     else:  # DIC: directional derivative of the optical path
         opl = ndi.gaussian_filter(cell + 0.4 * nuc + 0.2 * texture * cell, 2.0)
         relief = 0.8 * (ndi.shift(opl, (1, 1), order=1) - ndi.shift(opl, (-1, -1), order=1))
