@@ -202,7 +202,7 @@ def main(argv=None) -> int:
           f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "
           f"in {retrain['finetune_wall_s']} s")
     _plot(table, args.ks, RESULTS / f"learning_curve{tag(source)}.png", source)
-    out = write_results(f"learning_curveargv=argv, payload={tag(source)}", {
+    out = write_results(f"learning_curve{tag(source)}", argv=argv, payload={
         "source": source, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
         "base_model": f"tl-cells recipe without {source}, "
                       f"{args.epochs * 100} steps (tl-cells: 4000)",
