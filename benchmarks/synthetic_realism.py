@@ -89,13 +89,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--fields", type=int, default=4, help="synthetic fields per modality")
     p.add_argument("--texture", nargs="*", default=[], metavar="MODALITY=AMPLITUDE",
-                   help="override synthetic.TEXTURE, e.g. brightfield=0.05 phase=0.08 (the "
-                        "values before session 13)")
+                   help="texture amplitudes other than synthetic.TEXTURE, e.g. "
+                        "brightfield=0.05 phase=0.08 (the values before session 13)")
     p.add_argument("--name", default="synthetic_realism", help="results file name")
     args = p.parse_args(argv)
-    for item in args.texture:
-        modality, amplitude = item.split("=")
-        TEXTURE[modality] = float(amplitude)
+    amplitude = dict(TEXTURE, **{k: float(v) for k, v in (t.split("=") for t in args.texture)})
     rows = {}
     for source in TL_CELLS_SOURCES:
         folder = args.data / "tl" / source / "train"
@@ -112,7 +110,7 @@ def main(argv=None) -> int:
         texture, noise = [], []
         for seed in range(args.fields):
             f = synthetic_field((512, 512), n_cells=40, diameter=28.0, modality=modality,
-                                seed=seed)
+                                texture=amplitude.get(modality), seed=seed)
             noise.append(camera_noise(f["tl"], f["labels"]))
             texture.extend(cell_texture(f["tl"], f["labels"], 28.0))
         rows[f"synthetic {modality}"] = _summary(texture, noise)
@@ -122,7 +120,7 @@ def main(argv=None) -> int:
         print(f"{name:<24} {r['cells']:>6} {t[0]:>8.2f} {t[1]:>8.2f} {t[2]:>8.2f} "
               f"{r['camera_noise_percent_median']:>8.2f}")
     out = write_results(args.name, argv=argv, payload={
-        "synthetic_texture_amplitude": TEXTURE, "results": rows})
+        "synthetic_texture_amplitude": amplitude, "results": rows})
     print(f"written {out}")
     return 0
 

@@ -88,6 +88,7 @@ def synthetic_field(
     shading: float = 0.4,
     debris: int | None = None,
     noise: float = 0.02,
+    texture: float | None = None,
     seed: int | None = None,
 ) -> dict:
     """One synthetic field with a transmitted-light and a nuclei channel.
@@ -110,6 +111,9 @@ def synthetic_field(
         Number of unlabelled dark particles (default: one per ~4 cells).
     noise : float
         Camera noise, as a fraction of the background level.
+    texture : float, optional
+        Amplitude of the cells' inner texture in phase contrast and brightfield
+        (default :data:`TEXTURE` of the modality).
     seed : int, optional
         Random seed.
 
@@ -121,6 +125,7 @@ def synthetic_field(
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     rng = np.random.default_rng(seed)
+    grain = TEXTURE.get(modality, 0.0) if texture is None else texture
     h, w = shape
     if n_cells is None:
         n_cells = max(1, int(0.25 * h * w / (np.pi * (diameter / 2) ** 2)))
@@ -134,16 +139,16 @@ def synthetic_field(
     border &= labels > 0
     outside = ndi.distance_transform_edt(labels == 0)
     halo = np.exp(-outside / max(1.5, diameter / 15)) * (labels == 0)
-    texture = ndi.gaussian_filter(rng.normal(size=shape), 1.5).astype(np.float32)
+    pattern = ndi.gaussian_filter(rng.normal(size=shape), 1.5).astype(np.float32)
     body = ndi.gaussian_filter(cell, 1.0)
     if modality == "phase":
         relief = -0.35 * body - 0.15 * ndi.gaussian_filter(nuc, 1.0) + 0.45 * halo
-        relief += -0.15 * border + TEXTURE["phase"] * texture * cell
+        relief += -0.15 * border + grain * pattern * cell
     elif modality == "brightfield":
         relief = -0.06 * body - 0.35 * ndi.gaussian_filter(border.astype(np.float32), 1.0)
-        relief += TEXTURE["brightfield"] * texture * cell - 0.05 * ndi.gaussian_filter(nuc, 1.0)
+        relief += grain * pattern * cell - 0.05 * ndi.gaussian_filter(nuc, 1.0)
     else:  # DIC: directional derivative of the optical path
-        opl = ndi.gaussian_filter(cell + 0.4 * nuc + 0.2 * texture * cell, 2.0)
+        opl = ndi.gaussian_filter(cell + 0.4 * nuc + 0.2 * pattern * cell, 2.0)
         relief = 0.8 * (ndi.shift(opl, (1, 1), order=1) - ndi.shift(opl, (-1, -1), order=1))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy, xx = yy / max(h, w), xx / max(h, w)
