@@ -55,10 +55,15 @@ def tl_cells_heldout(data: Path, canonical_diameter: float) -> list:
     return split_holdout(samples, TrainConfig().holdout_fraction)[1]
 
 
+def split_pairs(data: Path, source: str, split: str) -> list[tuple[Path, Path]]:
+    """(image, mask) paths of a transmitted-light source's ``split`` (train or val)."""
+    folder = Path(data) / "tl" / source / split
+    return [(p, folder / "masks" / p.name) for p in sorted((folder / "images").glob("*.tif"))]
+
+
 def val_pairs(data: Path, source: str) -> list[tuple[Path, Path]]:
     """(image, mask) paths of a source's val split."""
-    folder = Path(data) / "tl" / source / "val"
-    return [(p, folder / "masks" / p.name) for p in sorted((folder / "images").glob("*.tif"))]
+    return split_pairs(data, source, "val")
 
 
 def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:

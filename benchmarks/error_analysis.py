@@ -64,7 +64,6 @@ def classify(true: np.ndarray, pred: np.ndarray, *, ids: dict | None = None) -> 
         r, c = linear_sum_assignment(-iou)
         ok = iou[r, c] >= 0.5
         matched_t, matched_p = set(t_ids[r[ok]]), set(p_ids[c[ok]])
-        del r, c
     else:
         matched_t, matched_p = set(), set()
     out["tp"] = len(matched_t)

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, train_median_diameter, write_results  # noqa: E402
+from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
 from learning_curve import (SOURCE, _reset, base_model, build_project,  # noqa: E402
-                            random_boxes, score, suggested_boxes)
+                            mean_sd_table, print_table, random_boxes, score, suggested_boxes)
 
 from tlseg.io import read_labels  # noqa: E402
 from tlseg.teach import teach  # noqa: E402
@@ -53,9 +53,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data = Path(args.data)
-    split = lambda s: [(f, data / "tl" / SOURCE / s / "masks" / f.name)  # noqa: E731
-                       for f in sorted((data / "tl" / SOURCE / s / "images").glob("*.tif"))]
-    train, val = split("train"), split("val")
+    train, val = split_pairs(data, SOURCE, "train"), split_pairs(data, SOURCE, "val")
     base = base_model(data, args.epochs)
     diameter = train_median_diameter(data, SOURCE)
     work = WORK / "learning_ceiling"
@@ -85,18 +83,8 @@ def main(argv=None) -> int:
                "steps": retrained.card["train_config"]["steps_per_epoch"]}
     print(f"all, retrain seed=0: AP50 {retrain['ap50']['auto']:.3f} (known diameter "
           f"{retrain['ap50']['known']:.3f}; {retrain['wall_s']:.0f} s)", flush=True)
-    table = {}
-    for key in ("auto", "known"):
-        table[key] = {}
-        for name, aps in runs.items():
-            v = [a[key] for a in aps]
-            table[key][name] = {"mean": float(np.mean(v)),
-                                "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                                "runs": v}
-    print(f"\n{'annotation':<14} {'auto diameter':>18} {'known diameter':>18}")
-    for name in runs:
-        a, b = table["auto"][name], table["known"][name]
-        print(f"{name:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
+    table = mean_sd_table(runs)
+    print_table(table, "annotation")
     out = write_results("learning_ceiling", argv=argv, payload={
         "source": SOURCE, "seeds": args.seeds, "known_diameter": diameter,
         "base_model": str(WORK / "base-no-cho-s8"), "results": table,

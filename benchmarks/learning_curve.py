@@ -42,8 +42,8 @@ import torch
 from skimage.measure import regionprops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, TL_CELLS_SOURCES, WORK, train_median_diameter,  # noqa: E402
-                    write_results)
+from common import (RESULTS, TL_CELLS_SOURCES, WORK, split_pairs,  # noqa: E402
+                    train_median_diameter, write_results)
 
 from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
@@ -88,6 +88,27 @@ def score(model: Model, val, diameter: float) -> dict:
             labels, _ = model.predict_instances(image, diameter=d)
             counts[key].append(match_counts(true, labels))
     return {key: summarize(c)["ap50"] for key, c in counts.items()}
+
+
+def mean_sd_table(runs: dict[str, list[dict]]) -> dict:
+    """{'auto' | 'known': {name: mean, SD and runs}} of each name's per-seed AP dicts
+    (:func:`score`)."""
+    table = {}
+    for key in ("auto", "known"):
+        table[key] = {}
+        for name, aps in runs.items():
+            v = [a[key] for a in aps]
+            table[key][name] = {"mean": float(np.mean(v)),
+                                "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                                "runs": v}
+    return table
+
+
+def print_table(table: dict, label: str) -> None:
+    print(f"\n{label:<14} {'auto diameter':>18} {'known diameter':>18}")
+    for row in table["auto"]:
+        a, b = table["auto"][row], table["known"][row]
+        print(f"{row:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
 
 
 def _reset(root: Path) -> None:
@@ -147,9 +168,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
-    split = lambda s: [(f, data / "tl" / source / s / "masks" / f.name)  # noqa: E731
-                       for f in sorted((data / "tl" / source / s / "images").glob("*.tif"))]
-    train, val = split("train"), split("val")
+    train, val = split_pairs(data, source, "train"), split_pairs(data, source, "val")
     base = base_model(data, args.epochs, args.device, source)
     diameter = train_median_diameter(data, source)
     ap0 = score(base, val, diameter)
@@ -183,20 +202,11 @@ def main(argv=None) -> int:
     retrain = {"ap50": score(retrained, val, diameter), "wall_s": wall,
                "finetune_ap50": runs["random"][max(args.ks)][0],
                "finetune_wall_s": round(times[len(args.ks) - 1], 1)}
-    table = {}
-    for key in ("auto", "known"):
-        rows = {"0": {"mean": ap0[key], "sd": 0.0}}
-        for strategy, per_k in runs.items():
-            for k, aps in per_k.items():
-                v = [a[key] for a in aps]
-                rows[f"{strategy} {k}"] = {"mean": float(np.mean(v)),
-                                           "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                                           "runs": v}
-        table[key] = rows
-    print(f"\n{'ROIs':<14} {'auto diameter':>18} {'known diameter':>18}")
-    for row in table["auto"]:
-        a, b = table["auto"][row], table["known"][row]
-        print(f"{row:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
+    table = mean_sd_table({f"{strategy} {k}": aps for strategy, per_k in runs.items()
+                           for k, aps in per_k.items()})
+    for key in table:
+        table[key] = {"0": {"mean": ap0[key], "sd": 0.0}, **table[key]}
+    print_table(table, "ROIs")
     print(f"retrain (10 random ROIs): AP50 {retrain['ap50']['auto']:.3f} "
           f"(known diameter {retrain['ap50']['known']:.3f}) in {retrain['wall_s']} s; fine-tune: "
           f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, train_median_diameter, write_results  # noqa: E402
+from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
 from learning_curve import _reset, base_model, build_project, random_boxes, score  # noqa: E402
 
 from tlseg import teach as teach_mod  # noqa: E402
@@ -53,8 +53,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
-    folder = data / "tl" / source / "train"
-    pairs = [(f, folder / "masks" / f.name) for f in sorted((folder / "images").glob("*.tif"))]
+    pairs = split_pairs(data, source, "train")
     held = pairs[::3]
     pool = [q for q in pairs if q not in held]
     base = base_model(data, args.epochs, source=source)
