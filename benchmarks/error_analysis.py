@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from skimage.io import imsave
 from skimage.segmentation import find_boundaries
 
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, VAL_SOURCES, val_pairs, write_results  # noqa: E402
 
 from tlseg.io import atomic_path, read_image, read_labels  # noqa: E402
-from tlseg.metrics import overlap_counts  # noqa: E402
+from tlseg.metrics import matched_pairs, overlap_counts  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 
 CLASSES = ("tp", "fp_background", "fp_split", "fp_fragment", "fp_other", "fn_merged",
@@ -58,14 +57,8 @@ def classify(true: np.ndarray, pred: np.ndarray, *, ids: dict | None = None) -> 
     t_ids = np.flatnonzero(t_area[1:]) + 1
     p_ids = np.flatnonzero(p_area[1:]) + 1
     out = dict.fromkeys(CLASSES, 0)
-    if len(t_ids) and len(p_ids):
-        sub = inter[np.ix_(t_ids, p_ids)]
-        iou = sub / (t_area[t_ids, None] + p_area[None, p_ids] - sub)
-        r, c = linear_sum_assignment(-iou)
-        ok = iou[r, c] >= 0.5
-        matched_t, matched_p = set(t_ids[r[ok]]), set(p_ids[c[ok]])
-    else:
-        matched_t, matched_p = set(), set()
+    pairs = matched_pairs(true, pred, 0.5)
+    matched_t, matched_p = {i for i, _ in pairs}, {j for _, j in pairs}
     out["tp"] = len(matched_t)
     for j in p_ids:
         if j in matched_p:

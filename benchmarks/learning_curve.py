@@ -49,7 +49,7 @@ from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 from tlseg.project import Project  # noqa: E402
-from tlseg.suggest import suggest_across  # noqa: E402
+from tlseg.suggest import suggest_across, suggest_representative  # noqa: E402
 from tlseg.teach import teach  # noqa: E402
 
 SOURCE = "bbbc030-cho"
@@ -137,11 +137,13 @@ def random_boxes(train, k, rng, tries: int = 1000):
     return out
 
 
-def suggested_boxes(model, train, k):
+def suggested_boxes(model, train, k, *, representative: bool = False):
     """The k most uncertain boxes over the train images, spread across them (``tlseg roi
-    suggest PROJECT IMAGE...``: each image's best box first, most uncertain first)."""
-    picks = suggest_across(model, [(i, img) for i, (img, _) in enumerate(train)], n=k,
-                           size=ROI)
+    suggest PROJECT IMAGE...``: each image's best box first, most uncertain first); with
+    ``representative``, the uncertain boxes that together resemble all the images' cells
+    (:func:`tlseg.suggest.suggest_representative`)."""
+    rank = suggest_representative if representative else suggest_across
+    picks = rank(model, [(i, img) for i, (img, _) in enumerate(train)], n=k, size=ROI)
     return [(train[p["key"]][0], train[p["key"]][1], p["box"]) for p in picks]
 
 

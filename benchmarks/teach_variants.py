@@ -13,8 +13,16 @@ image, held out and scored (AP@0.5, diameter known and estimated). Variants of
 
 - ``finetune``: the shipped fine-tuning (BatchNorm statistics frozen, distillation 0.5
   from the base outside the ROIs);
-- ``finetune, no distillation``; ``finetune, BatchNorm learnt``; ``retrain`` (the
-  shipped retrain mode).
+- ``finetune, no distillation``; ``finetune, BatchNorm learnt``; ``finetune, EMA``
+  (the saved weights are a running average, decay 0.98, of the last ~50 steps');
+  ``retrain`` (the shipped retrain mode).
+
+``--boxes random suggested`` runs the variants on both kinds of ROI: ``random`` draws
+new boxes for each seed (as the learning curve does); ``suggested`` is the one set that
+``tlseg roi suggest``'s ranking picks from the pool, so only the training seed varies;
+``representative`` the set that ranking picks with ``--representative``
+(:func:`tlseg.suggest.suggest_representative`).
+``--variants`` picks variants by name.
 
 Results: ``benchmarks/results/teach_variants_<source>.json``.
 """
@@ -31,14 +39,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
-from learning_curve import _reset, base_model, build_project, random_boxes, score  # noqa: E402
+from learning_curve import (_reset, base_model, build_project, random_boxes,  # noqa: E402
+                            score, suggested_boxes)
 
-from tlseg import teach as teach_mod  # noqa: E402
+from tlseg.teach import teach  # noqa: E402
 
 VARIANTS = {
     "finetune": ("finetune", {}),
     "finetune, no distillation": ("finetune", {"distill": 0.0}),
     "finetune, BatchNorm learnt": ("finetune", {"freeze_norm": False}),
+    "finetune, EMA": ("finetune", {"ema": 0.98}),
     "retrain": ("retrain", {}),
 }
 
@@ -50,6 +60,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="base-model epochs, as learning_curve.py")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--boxes", nargs="+", default=["random"],
+                   choices=["random", "suggested", "representative"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--name", default=None, help="results name (default teach_variants_SOURCE)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
@@ -61,25 +75,34 @@ def main(argv=None) -> int:
     results = {"base": score(base, held, diameter)}
     print(f"base: {results['base']}", flush=True)
     walls = {}
+    fixed = {b: suggested_boxes(base, pool, args.k, representative=b == "representative")
+             for b in args.boxes if b != "random"}
     for seed in range(args.seeds):
-        picks = random_boxes(pool, args.k, np.random.default_rng(seed))
-        for name, (mode, override) in VARIANTS.items():
-            slug = name.replace(", ", "-").replace(" ", "_")
-            root = WORK / f"teach_variants_{source}" / f"{slug}-s{seed}"
-            _reset(root)
-            project = build_project(root / "project", picks)
-            saved = teach_mod.MODES[mode]
-            teach_mod.MODES[mode] = {**saved, **override}
-            try:
+        for boxes in args.boxes:
+            picks = (random_boxes(pool, args.k, np.random.default_rng(seed))
+                     if boxes == "random" else fixed[boxes])
+            for name in args.variants:
+                mode, override = VARIANTS[name]
+                label = name if args.boxes == ["random"] else f"{boxes} ROIs, {name}"
+                slug = label.replace(", ", "-").replace(" ", "_")
+                root = WORK / f"teach_variants_{source}" / f"{slug}-s{seed}"
+                _reset(root)
+                project = build_project(root / "project", picks)
                 t = time.time()
-                model = teach_mod.teach(project, base, root / "model", mode=mode, seed=seed)
-                walls.setdefault(name, []).append(round(time.time() - t, 1))
-            finally:
-                teach_mod.MODES[mode] = saved
-            results.setdefault(name, []).append(score(model, held, diameter))
-            print(f"{name} seed={seed}: {results[name][-1]} ({walls[name][-1]} s)", flush=True)
-    out = write_results(f"teach_variants_{source}", argv=argv, payload={
+                model = teach(project, base, root / "model", mode=mode, seed=seed, **override)
+                walls.setdefault(label, []).append(round(time.time() - t, 1))
+                results.setdefault(label, []).append(score(model, held, diameter))
+                print(f"{label} seed={seed}: {results[label][-1]} ({walls[label][-1]} s)",
+                      flush=True)
+    for label, runs in results.items():
+        if label != "base":
+            print(f"{label:<40} " + "  ".join(
+                f"{key} {np.mean([r[key] for r in runs]):.3f} ± "
+                f"{np.std([r[key] for r in runs], ddof=1) if len(runs) > 1 else 0:.3f}"
+                for key in ("auto", "known")))
+    out = write_results(args.name or f"teach_variants_{source}", argv=argv, payload={
         "source": source, "k": args.k, "seeds": args.seeds, "known_diameter": diameter,
+        "boxes": args.boxes,
         "held_out_train_images": [q[0].name for q in held],
         "results_ap50": results, "wall_s": walls})
     print(f"written {out}")

@@ -104,6 +104,12 @@ def test_teach_records_lineage(proj, tmp_path, mode):
     assert card["mode"] == mode and card["roi_set"] == project.roi_set_hash()
     assert card["parent"] == "tiny" and card["n_rois"] == 1
     assert model.config.channels == (8, 16) and model.config.flows
+    assert "overrides" not in card
+    if mode == "finetune":  # an experiment's changed setting is recorded; a typo is refused
+        teach(project, base, tmp_path / "m2", mode=mode, steps=2, distill=0.0)
+        assert Model.from_folder(tmp_path / "m2").card["overrides"] == {"distill": 0.0}
+        with pytest.raises(TlsegError, match="unknown setting"):
+            teach(project, base, tmp_path / "m3", mode=mode, steps=2, distil=0.0)
 
 
 @pytest.mark.parametrize("box, factor", [((0, 0, 192, 192), 0.8), ((40, 40, 120, 120), 1.0)])
@@ -216,3 +222,24 @@ def test_finetune_on_a_background_only_roi_keeps_finding_cells(tmp_path):
     tuned = teach(project, base, tmp_path / "m", mode="finetune", steps=100, diameter=30)
     after = tuned.predict_instances(f["tl"], diameter=30)[1]["n_cells"]
     assert before >= 10 and after >= 0.8 * before
+
+
+def test_representative_suggestions_skip_what_is_already_annotated(proj):
+    from tlseg.suggest import suggest_across, suggest_representative
+
+    p, img, lab, f = proj
+    model = Model(ModelConfig(channels=(8, 16)))
+    image = f["tl"].astype(np.float32)
+    other = synthetic_field((192, 192), diameter=24, seed=5, modality="brightfield")
+    # "copy" is the same field as "a": its region matching an annotated box of "a" adds
+    # nothing the annotation does not already show
+    images = [("a", image), ("copy", image.copy()), ("b", other["tl"].astype(np.float32))]
+    best = suggest_across(model, images[:1], n=1, size=64, diameter=24)[0]["box"]
+    done = {"a": [best]}
+    plain = suggest_across(model, images, n=3, size=64, diameter=24, exclude=done)
+    assert ("copy", best) in [(q["key"], q["box"]) for q in plain]  # uncertainty alone
+    picks = suggest_representative(model, images, n=3, size=64, diameter=24, exclude=done)
+    assert len(picks) == 3 and [q["round"] for q in picks] == [1, 2, 3]
+    assert ("copy", best) not in [(q["key"], q["box"]) for q in picks]
+    assert all(q["box"] != best for q in picks if q["key"] == "a")
+    assert {q["key"] for q in picks} <= {"a", "copy", "b"}

@@ -40,6 +40,36 @@ def _present(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labels.ravel().astype(np.int64))[1:] > 0
 
 
+def _assign(iou: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the one-to-one pairs with IoU >= t, as many as possible
+    (ties broken by IoU)."""
+    if 0 in iou.shape:
+        return np.zeros(0, int), np.zeros(0, int)
+    score = (iou >= t) + 1e-3 * iou * (iou >= t)
+    r, c = linear_sum_assignment(score, maximize=True)
+    ok = iou[r, c] >= t
+    return r[ok], c[ok]
+
+
+def matched_pairs(true: np.ndarray, pred: np.ndarray, threshold: float = 0.5
+                  ) -> list[tuple[int, int]]:
+    """The (true id, predicted id) pairs that :func:`match_counts` counts as true
+    positives at IoU ``threshold``.
+
+    Examples
+    --------
+    >>> t = np.zeros((8, 8), int); t[:4] = 3; t[4:] = 5
+    >>> p = np.zeros((8, 8), int); p[:4] = 1; p[5:] = 2
+    >>> matched_pairs(t, p)
+    [(3, 1), (5, 2)]
+    """
+    iou = iou_matrix(true, pred)
+    t_ids = np.flatnonzero(_present(true)) + 1
+    p_ids = np.flatnonzero(_present(pred)) + 1
+    r, c = _assign(iou[t_ids - 1][:, p_ids - 1] if iou.size else iou, threshold)
+    return [(int(t_ids[i]), int(p_ids[j])) for i, j in zip(r, c)]
+
+
 def match_counts(true: np.ndarray, pred: np.ndarray, thresholds=IOU_THRESHOLDS) -> dict:
     """TP, FP, FN per IoU threshold plus the cell counts, for one image.
 
@@ -48,16 +78,7 @@ def match_counts(true: np.ndarray, pred: np.ndarray, thresholds=IOU_THRESHOLDS) 
     iou = iou_matrix(true, pred)
     iou = iou[_present(true)][:, _present(pred)] if iou.size else iou
     n_true, n_pred = iou.shape
-    tp = []
-    for t in thresholds:
-        if n_true == 0 or n_pred == 0:
-            tp.append(0)
-            continue
-        # maximise the number of pairs with IoU >= t (ties broken by IoU)
-        score = (iou >= t) + 1e-3 * iou * (iou >= t)
-        r, c = linear_sum_assignment(score, maximize=True)
-        tp.append(int((iou[r, c] >= t).sum()))
-    tp = np.array(tp)
+    tp = np.array([len(_assign(iou, t)[0]) for t in thresholds])
     return {
         "thresholds": [float(t) for t in thresholds],
         "tp": tp.tolist(),

@@ -176,6 +176,20 @@ class Model:
                     progress(done, n_tiles)
         return out
 
+    @torch.inference_mode()
+    def features(self, image: np.ndarray) -> np.ndarray:
+        """The encoder's deepest feature map (C, h, w) of an image already at the
+        canonical scale, one vector per ``net.stride`` pixels: what the network sees in
+        each region (used to tell regions of different appearance apart)."""
+        cfg = self.config
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        x = normalize(x, flatfield=cfg.flatfield, sigma=cfg.background_sigma * cfg.canonical_diameter)
+        s = self.net.stride
+        ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
+        if ph or pw:
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+        return self.net.encode(x)[-1][0].numpy()
+
     def estimate_diameter(self, image: np.ndarray, *, window: int = 384,
                           refine: bool = True, calibrate: bool = True) -> float | None:
         """Estimate the cell diameter (input pixels) to segment an image at.

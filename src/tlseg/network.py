@@ -75,7 +75,9 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], n_outputs, 1)
         self.stride = 2 ** len(chans)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, one per level, finest first (the last, at
+        1/``stride`` of the input, describes what the network sees in a region)."""
         x = self.stem(x)
         skips = []
         for i, block in enumerate(self.down):
@@ -83,6 +85,10 @@ class UNet(nn.Module):
                 x = F.max_pool2d(x, 2)
             x = block(x)
             skips.append(x)
+        return skips
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encode(x)
         x = skips.pop()
         for up, fuse in zip(self.up, self.fuse):
             x = up(F.interpolate(x, scale_factor=2.0, mode="nearest"))

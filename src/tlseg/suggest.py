@@ -22,6 +22,14 @@ from .preprocess import rescale
 def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None = None
                     ) -> tuple[np.ndarray, float]:
     """Per-pixel uncertainty (H, W) in [0, ~1.5] and the diameter used."""
+    u, diameter, _ = _analyse(model, image, diameter=diameter)
+    return u, diameter
+
+
+def _analyse(model: Model, image: np.ndarray, *, diameter: float | None = None,
+             features: bool = False) -> tuple[np.ndarray, float, tuple | None]:
+    """Uncertainty map, diameter and, with ``features``, (deepest encoder features,
+    input pixels per feature pixel)."""
     if diameter is None:
         diameter = model.estimate_diameter(image) or model.config.default_diameter
     scale = model.config.canonical_diameter / diameter
@@ -44,7 +52,8 @@ def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None =
     u = (disagreement + indecision) * near
     h, w = np.asarray(image).shape
     zoom = (h / u.shape[0], w / u.shape[1])
-    return ndi.zoom(u, zoom, order=1)[:h, :w], float(diameter)
+    feats = (model.features(small), model.net.stride / scale) if features else None
+    return ndi.zoom(u, zoom, order=1)[:h, :w], float(diameter), feats
 
 
 def suggest_rois(model: Model, image: np.ndarray, *, n: int = 5, size: int = 256,
@@ -61,6 +70,11 @@ def suggest_rois(model: Model, image: np.ndarray, *, n: int = 5, size: int = 256
     list of dict with ``box`` (y0, x0, y1, x1) and ``score`` (mean uncertainty), best first.
     """
     u, _ = uncertainty_map(model, image, diameter=diameter)
+    return _rank_boxes(u, n=n, size=size, exclude=exclude)
+
+
+def _rank_boxes(u: np.ndarray, *, n: int, size: int, exclude=()) -> list[dict]:
+    """The ``n`` non-overlapping boxes of highest mean ``u``, greedily, best first."""
     h, w = u.shape
     size_y, size_x = min(size, h), min(size, w)
     # mean uncertainty of the box whose top-left corner is at each pixel
@@ -120,6 +134,90 @@ def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
     for r in sorted(rounds):
         out.extend(sorted(rounds[r], key=lambda p: -p["score"]))
     return out[:n]
+
+
+def suggest_representative(model: Model, images, *, n: int = 5, size: int = 256,
+                           diameter: float | None = None, exclude=None,
+                           candidates: int = 2) -> list[dict]:
+    """``n`` uncertain boxes that together look like all the images' cells.
+
+    "Suggestive annotation" (Yang et al., MICCAI 2017): the most uncertain boxes
+    (``candidates`` x ``n`` of them, spread over the images as in :func:`suggest_across`)
+    are only candidates; from them boxes are picked greedily so that every region of
+    every image with cells in it (a grid of ``size`` boxes at half-box steps, each
+    weighted by the fraction of it near a cell) resembles some picked box, maximising
+    ``sum over regions of weight x max similarity to a pick`` (the cosine similarity of
+    the network's deepest features, mean over the box, centred). Boxes already annotated
+    (``exclude``) count as picked, so each new suggestion covers what they do not. A
+    few ROIs then show the model the range of what it must segment, not five views of
+    the same hard clump.
+
+    Parameters and returns as :func:`suggest_across`; ``round`` is the pick order.
+    """
+    images = list(images)
+    if not images:
+        return []
+    per_image = -(-candidates * n // len(images))
+    cands, regions, done = [], [], []  # (key, box, score, vector); (weight, vector); vector
+    for key, image in images:
+        if not isinstance(image, np.ndarray):
+            image = read_image(image)
+        u, _, (feats, step) = _analyse(model, image, diameter=diameter, features=True)
+        boxes_done = list((exclude or {}).get(key, ()))
+        done += [_box_vector(feats, step, b) for b in boxes_done]
+        for pick in _rank_boxes(u, n=per_image, size=size, exclude=boxes_done):
+            cands.append((key, pick["box"], pick["score"], _box_vector(feats, step, pick["box"])))
+        h, w = u.shape
+        near = (u > 0).astype(np.float32)
+        for y0 in _starts(h, size):
+            for x0 in _starts(w, size):
+                box = (y0, x0, min(y0 + size, h), min(x0 + size, w))
+                weight = float(near[box[0]:box[2], box[1]:box[3]].mean())
+                if weight > 0:
+                    regions.append((weight, _box_vector(feats, step, box)))
+    if not cands:
+        return []
+    vectors = np.stack([r[1] for r in regions] + [c[3] for c in cands] + done)
+    centre = vectors.mean(axis=0)
+
+    def unit(v):
+        v = v - centre
+        return v / max(float(np.linalg.norm(v)), 1e-8)
+
+    weights = np.array([r[0] for r in regions])
+    region_v = np.stack([unit(r[1]) for r in regions])
+    cand_v = np.stack([unit(c[3]) for c in cands])
+    sim = np.clip(region_v @ cand_v.T, 0, None)  # (regions, candidates)
+    covered = np.zeros(len(regions))
+    if done:
+        covered = np.clip(region_v @ np.stack([unit(v) for v in done]).T, 0, None).max(axis=1)
+    out, left = [], list(range(len(cands)))
+    while left and len(out) < n:
+        gains = [(weights * np.maximum(sim[:, j] - covered, 0)).sum() for j in left]
+        j = left.pop(int(np.argmax(gains)))
+        covered = np.maximum(covered, sim[:, j])
+        key, box, score, _ = cands[j]
+        out.append({"key": key, "box": box, "score": score, "round": len(out) + 1})
+    return out
+
+
+def _starts(length: int, size: int) -> list[int]:
+    """Box origins at half-box steps covering ``length`` (the last flush with the end)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, max(1, size // 2)))
+    return starts if starts[-1] == length - size else starts + [length - size]
+
+
+def _box_vector(feats: np.ndarray, step: float, box) -> np.ndarray:
+    """Mean feature vector over a box (input pixels) of a feature map ``step`` input
+    pixels a cell."""
+    c, fh, fw = feats.shape
+    y0, x0, y1, x1 = box
+    fy0, fx0 = min(int(y0 / step), fh - 1), min(int(x0 / step), fw - 1)
+    fy1 = max(fy0 + 1, min(fh, int(np.ceil(y1 / step))))
+    fx1 = max(fx0 + 1, min(fw, int(np.ceil(x1 / step))))
+    return feats[:, fy0:fy1, fx0:fx1].reshape(c, -1).mean(axis=1)
 
 
 def _overlaps(taken: np.ndarray, sy: int, sx: int) -> np.ndarray:

@@ -81,8 +81,13 @@ def project_samples(project: Project, base: Model, *, mode: str,
 
 def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int | None = None,
           seed: int = 0, resume: bool = False, diameter: float | None = None,
-          progress: Callable[[int, int, dict], None] | None = None) -> Model:
-    """Fine-tune or retrain ``base`` on a project's ROIs and save the model to ``out_dir``."""
+          progress: Callable[[int, int, dict], None] | None = None,
+          **overrides) -> Model:
+    """Fine-tune or retrain ``base`` on a project's ROIs and save the model to ``out_dir``.
+
+    ``overrides`` replace the mode's settings (:data:`MODES`, e.g. ``distill=0.0``) for
+    experiments; the model card records them.
+    """
     from dataclasses import replace
 
     from .train import train
@@ -92,7 +97,10 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
     project = project if isinstance(project, Project) else Project.open(project)
     samples = project_samples(project, base, mode=mode, diameter=diameter)
     n_rois = len(project.rois())
-    params = dict(MODES[mode], seed=seed, holdout_fraction=0.0, checkpoint_every=50,
+    unknown = set(overrides) - set(MODES[mode]) - {"ema", "max_noise", "max_log2_scale"}
+    if unknown:
+        raise TlsegError(f"teach: unknown setting(s) {sorted(unknown)}")
+    params = dict(MODES[mode], **overrides, seed=seed, holdout_fraction=0.0, checkpoint_every=50,
                   steps_per_epoch=steps if steps is not None else default_steps(mode, n_rois))
     tc = TrainConfig(**params)
     card = {
@@ -102,6 +110,7 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
         "project": str(Path(project.root).resolve()),
         "roi_set": project.roi_set_hash(),
         "n_rois": n_rois,
+        **({"overrides": overrides} if overrides else {}),
     }
     cfg = replace(base.config, name=Path(out_dir).name)
     model = train(samples, out_dir, model_config=cfg, train_config=tc, init=base,
