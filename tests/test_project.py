@@ -138,6 +138,23 @@ def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path,
     record = saved.card["diameter_calibration_from_rois"]
     assert record["images"] == 1 and record["whole_cells"] == [max(n_whole, 1)]
     assert saved.card["roi_set"] == project.roi_set_hash()  # the rest of the card is kept
+    # calibrated, the estimate (30 x 0.8) reads the annotated 24 px exactly and is kept;
+    # left at 1.0 by the prior, one fixed 24 px predicts the image better
+    assert saved.config.taught_diameter == (None if factor != 1.0 else 24)
+
+
+def test_a_taught_diameter_is_used_unless_one_is_given(tmp_path):
+    model = Model(ModelConfig(channels=(8, 16), taught_diameter=24.0))
+    model.save(tmp_path / "m")
+    saved = Model.from_folder(tmp_path / "m")
+    assert saved.config.taught_diameter == 24.0
+    image = synthetic_field((96, 96), diameter=24, seed=3)["tl"].astype(np.float32)
+    _, details = saved.predict_instances(image)
+    assert details["diameter"] == 24.0 and details["diameter_source"] == "taught"
+    _, details = saved.predict_instances(image, diameter=30)
+    assert details["diameter"] == 30 and details["diameter_source"] == "given"
+    with pytest.raises(ValueError, match="taught_diameter"):
+        ModelConfig(taught_diameter=0.0)
 
 
 def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):

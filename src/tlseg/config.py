@@ -34,6 +34,11 @@ class ModelConfig:
         Factor applied to the automatic diameter estimate: the estimate of the median
         diameter is not exactly the diameter at which the model segments best. Chosen on
         held-out training images (:func:`tlseg.tune.calibrate_diameter`); 1 = none.
+    taught_diameter : float or None
+        Set by teaching when the model's own estimate read the taught images' cell size
+        worse than one fixed diameter did (:func:`tlseg.teach.choose_diameter`): then
+        images are segmented at this diameter (the annotated cells' median) unless one
+        is given.
     """
 
     name: str = "tl-cells"
@@ -45,6 +50,7 @@ class ModelConfig:
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     flows: bool = False
     diameter_calibration: float = 1.0
+    taught_diameter: float | None = None
 
     @property
     def n_outputs(self) -> int:
@@ -63,6 +69,8 @@ class ModelConfig:
             raise ValueError("default_diameter and background_sigma must be > 0")
         if not 0.25 <= self.diameter_calibration <= 4:
             raise ValueError("diameter_calibration must be within [0.25, 4]")
+        if self.taught_diameter is not None and not self.taught_diameter > 0:
+            raise ValueError("taught_diameter must be > 0 pixels")
 
     def to_dict(self) -> dict:
         d = asdict(self)

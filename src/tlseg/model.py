@@ -198,8 +198,12 @@ class Model:
         refined, with ``refine``, by segmenting (:meth:`refine_diameter`) and, with
         ``calibrate``, multiplied by the model's ``diameter_calibration`` (the factor that
         made segmenting at the estimate score best on held-out training images).
-        Returns None when no cells are found at any scale.
+        Returns None when no cells are found at any scale. A taught model whose own
+        estimate proved unreliable on its taught images returns its ``taught_diameter``
+        instead (with ``calibrate``; without, the network's own reading).
         """
+        if calibrate and self.config.taught_diameter:
+            return float(self.config.taught_diameter)
         d = self.size_head_diameter(image, window=window)
         if d is not None and refine:
             d = self.refine_diameter(image, d)
@@ -303,7 +307,7 @@ class Model:
         -------
         labels : ndarray of int32 (H, W), 0 = background
         details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
-            'default'), ``scale`` and ``n_cells``.
+            'taught', 'default'), ``scale`` and ``n_cells``.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -315,7 +319,7 @@ class Model:
         source = "given"
         if diameter is None:
             diameter = self.estimate_diameter(image)
-            source = "estimated"
+            source = "taught" if self.config.taught_diameter else "estimated"
             if diameter is None:
                 diameter, source = self.config.default_diameter, "default"
         if not diameter > 0:

@@ -175,8 +175,10 @@ def suggest_representative(model: Model, images, *, n: int = 5, size: int = 256,
                 weight = float(near[box[0]:box[2], box[1]:box[3]].mean())
                 if weight > 0:
                     regions.append((weight, _box_vector(feats, step, box)))
-    if not cands:
-        return []
+    if not regions:  # nothing the model takes for a cell anywhere: uncertainty alone
+        cands.sort(key=lambda c: -c[2])
+        return [{"key": k, "box": b, "score": sc, "round": i + 1}
+                for i, (k, b, sc, _) in enumerate(cands[:n])]
     vectors = np.stack([r[1] for r in regions] + [c[3] for c in cands] + done)
     centre = vectors.mean(axis=0)
 

@@ -117,7 +117,9 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
                   resume=resume, progress=progress, card=card)
     factor, record = calibrate_to_rois(model, project, diameter=diameter)
     if factor is not None:
-        model = Model(replace(model.config, diameter_calibration=factor), model.net,
+        cfg = replace(model.config, diameter_calibration=factor,
+                      taught_diameter=record["taught_diameter"])
+        model = Model(cfg, model.net,
                       card={**model.card, "diameter_calibration_from_rois": record})
         model.save(out_dir)
     return model
@@ -141,7 +143,7 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     at the known diameter.) Returns (None, record) when no image has whole cells.
     """
     rois = project.rois()
-    ratios, weights = [], []
+    trues, ests, weights = [], [], []
     for image_id in sorted({r.image_id for r in rois}):
         true, n_cells = _annotated_diameter(project, project.label_image(image_id, rois=rois),
                                             diameter)
@@ -149,15 +151,46 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
             continue
         est = model.estimate_diameter(read_image(project.image_path(image_id)), calibrate=False)
         if est:
-            ratios.append(true / est)
+            trues.append(true)
+            ests.append(est)
             weights.append(max(n_cells, 1))
-    record = {"images": len(ratios)}
-    if not ratios:
+    record = {"images": len(trues)}
+    if not trues:
         return None, record
+    ratios = [t / e for t, e in zip(trues, ests)]
     factor = roi_calibration(ratios, weights)
+    fixed = choose_diameter(trues, ests, weights, factor)
     record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
-                  whole_cells=weights, prior_cells=PRIOR_CELLS)
+                  whole_cells=weights, prior_cells=PRIOR_CELLS,
+                  taught_diameter=None if fixed is None else round(fixed, 2))
     return factor, record
+
+
+def choose_diameter(trues, ests, weights, factor: float) -> float | None:
+    """The fixed diameter to segment at, or None to keep estimating it per image.
+
+    On the taught images, compare the model's calibrated estimate (``ests`` x
+    ``factor``) with one fixed diameter (the median of ``trues``, weighted like the
+    calibration) as predictors of each image's annotated cell size ``trues``: the median
+    absolute log error of each, weighted by the images' whole cells. The fixed diameter
+    is kept only where it predicts better. A base that has never seen the user's
+    modality reads cell size badly even after teaching (session 14, fine-tuned on 5 or
+    10 Usiigaci phase-contrast ROIs: per-image true / estimated 0.17-3.3), while a
+    user's images come from one microscope and objective; where the model's estimate
+    is good (CHO: 0.97-1.02) either works. ``tlseg segment --diameter`` always wins.
+
+    Examples
+    --------
+    >>> choose_diameter([40, 42, 41], [20, 80, 41], [3, 3, 3], 1.0)  # estimates scatter
+    41.0
+    >>> choose_diameter([30, 45, 60], [31, 44, 61], [3, 3, 3], 1.0) is None  # they track
+    True
+    """
+    t, e, w = (np.asarray(v, float) for v in (trues, ests, weights))
+    fixed = weighted_median(t, w)
+    err_estimate = weighted_median(np.abs(np.log(t / (e * factor))), w)
+    err_fixed = weighted_median(np.abs(np.log(t / fixed)), w)
+    return float(fixed) if err_fixed < err_estimate else None
 
 
 def roi_calibration(ratios, weights, *, prior_cells: float = PRIOR_CELLS) -> float:
