@@ -12,7 +12,7 @@ phase-contrast source: a base without it has never seen phase contrast):
    other tl-cells sources, e.g. usiigaci, ctc-dic-hela and aisegcell-bf for CHO; shorter
    schedule: ``--epochs``, default 20, i.e. 2,000 steps instead of 4,000), trained once
    and reused (resumable; ``--device cuda`` trains it on a GPU where there is one);
-2. for 3 seeds and two ways of choosing ROIs — ``random`` boxes (uniform positions
+2. for 3 seeds (``--seeds``) and two ways of choosing ROIs — ``random`` boxes (uniform positions
    among those holding at least one cell's centre) and ``suggested`` (the
    most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
    spread across them: each image's best box first)
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
           f"(known diameter {retrain['ap50']['known']:.3f}) in {retrain['wall_s']} s; fine-tune: "
           f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "
           f"in {retrain['finetune_wall_s']} s")
-    _plot(table, args.ks, RESULTS / f"learning_curve{tag(source)}.png", source)
+    _plot(table, args.ks, RESULTS / f"learning_curve{tag(source)}.png", source, args.seeds)
     out = write_results(f"learning_curve{tag(source)}", argv=argv, payload={
         "source": source, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
         "base_model": f"tl-cells recipe without {source}, "
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _plot(table, ks, path, source=SOURCE):
+def _plot(table, ks, path, source=SOURCE, seeds=3):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,7 +246,7 @@ def _plot(table, ks, path, source=SOURCE):
         ax.set_xlabel("corrected 256x256 ROIs")
         ax.set_xticks([0] + list(ks))
         ax.set_title(title, fontsize=10)
-    axes[0].set_ylabel(f"AP@0.5 on {source} val (mean ± SD, 3 seeds)")
+    axes[0].set_ylabel(f"AP@0.5 on {source} val (mean ± SD, {seeds} seeds)")
     axes[0].legend()
     fig.suptitle(f"Fine-tuning a base model that never saw {source}", fontsize=11)
     fig.tight_layout()
