@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -74,9 +75,15 @@ def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:
 
 def command_line(argv=None) -> str:
     """The command that ran this benchmark (``argv``: its arguments, default the
-    process's), as README quotes it."""
+    process's), as README quotes it, quoted for the shell.
+
+    Examples
+    --------
+    >>> command_line(["--variants", "finetune, EMA"]).split(" ", 2)[2]
+    "--variants 'finetune, EMA'"
+    """
     args = sys.argv[1:] if argv is None else list(argv)
-    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
+    return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
 
 
 def write_results(name: str, payload: dict, *, argv=None) -> Path:
