@@ -260,3 +260,24 @@ def test_representative_suggestions_skip_what_is_already_annotated(proj):
     assert ("copy", best) not in [(q["key"], q["box"]) for q in picks]
     assert all(q["box"] != best for q in picks if q["key"] == "a")
     assert {q["key"] for q in picks} <= {"a", "copy", "b"}
+
+
+def test_tlseg_train_project_writes_a_model_that_tlseg_segment_applies(proj, tmp_path, capsys,
+                                                                       monkeypatch):
+    p, img, lab, f = proj
+    # an untrained size head finds no cells (whether it does is up to its random weights)
+    monkeypatch.setattr(Model, "size_head_diameter", lambda self, image, **kw: None)
+    assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "192", "192",
+                 "--labels", str(lab)]) == 0
+    Model(ModelConfig(name="tiny", channels=(8, 16))).save(tmp_path / "tiny")
+    capsys.readouterr()
+    assert main(["train", str(p), "--mode", "finetune", "--base", str(tmp_path / "tiny"),
+                 "--steps", "2", "-o", str(tmp_path / "taught")]) == 0
+    out = capsys.readouterr().out
+    assert "finetuned model written to" in out
+    taught = Model.from_folder(tmp_path / "taught").config.taught_diameter
+    # the project says 24 px; the model's estimate finds nothing, so 24 px is kept
+    assert taught == 24 and "segments at 24 px" in out
+    assert main(["segment", str(img), "-o", str(tmp_path / "seg"),
+                 "--model", str(tmp_path / "taught")]) == 0
+    assert "taught" in capsys.readouterr().out

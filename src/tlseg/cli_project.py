@@ -59,6 +59,10 @@ def train_project(args) -> int:
     bar.close()
     print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
           f"{model.card['wall_time_s']:.0f} s)")
+    if model.config.taught_diameter:
+        print(f"it segments at {model.config.taught_diameter:g} px, the annotated cells' "
+              "diameter, unless --diameter is given: on the annotated images its own "
+              "estimate read the cell size less well")
     return 0
 
 

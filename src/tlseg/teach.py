@@ -116,9 +116,9 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
     model = train(samples, out_dir, model_config=cfg, train_config=tc, init=base,
                   resume=resume, progress=progress, card=card)
     factor, record = calibrate_to_rois(model, project, diameter=diameter)
-    if factor is not None:
-        cfg = replace(model.config, diameter_calibration=factor,
-                      taught_diameter=record["taught_diameter"])
+    if factor is not None or record.get("taught_diameter"):
+        cfg = replace(model.config, taught_diameter=record.get("taught_diameter"),
+                      diameter_calibration=factor or model.config.diameter_calibration)
         model = Model(cfg, model.net,
                       card={**model.card, "diameter_calibration_from_rois": record})
         model.save(out_dir)
@@ -136,11 +136,13 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     cells in its ROIs (or the project's or given diameter) to the model's estimate on the
     image (uncalibrated), combined by :func:`roi_calibration`.
 
-    The base model's calibration was chosen on the base's own held-out images; after
+    The record's ``taught_diameter`` is :func:`choose_diameter`'s answer (None: keep
+    estimating). The base model's calibration was chosen on the base's own held-out images; after
     teaching, the size head reads the user's cells, and the user's annotations say how
     large they are. (Session 9: fine-tuned on 5-10 CHO ROIs, the inherited factor 0.85
     segmented the CHO val images at 45 px for cells of 53 px, AP@0.5 0.879 against 0.900
-    at the known diameter.) Returns (None, record) when no image has whole cells.
+    at the known diameter.) The factor is None when no image has whole cells or the
+    model finds cells in none of them.
     """
     rois = project.rois()
     trues, ests, weights = [], [], []
@@ -150,19 +152,21 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
         if true is None:
             continue
         est = model.estimate_diameter(read_image(project.image_path(image_id)), calibrate=False)
-        if est:
-            trues.append(true)
-            ests.append(est)
-            weights.append(max(n_cells, 1))
-    record = {"images": len(trues)}
+        trues.append(true)
+        ests.append(est)  # None: the model finds no cells there
+        weights.append(max(n_cells, 1))
+    seen = [i for i, e in enumerate(ests) if e]
+    record = {"images": len(seen)}
     if not trues:
         return None, record
-    ratios = [t / e for t, e in zip(trues, ests)]
-    factor = roi_calibration(ratios, weights)
-    fixed = choose_diameter(trues, ests, weights, factor)
-    record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
-                  whole_cells=weights, prior_cells=PRIOR_CELLS,
-                  taught_diameter=None if fixed is None else round(fixed, 2))
+    factor = None
+    if seen:
+        ratios = [trues[i] / ests[i] for i in seen]
+        factor = roi_calibration(ratios, [weights[i] for i in seen])
+        record.update(factor=round(factor, 4), ratios=[round(float(r), 4) for r in ratios],
+                      whole_cells=[weights[i] for i in seen], prior_cells=PRIOR_CELLS)
+    fixed = choose_diameter(trues, ests, weights, factor or 1.0)
+    record["taught_diameter"] = None if fixed is None else round(fixed, 2)
     return factor, record
 
 
@@ -185,10 +189,15 @@ def choose_diameter(trues, ests, weights, factor: float) -> float | None:
     41.0
     >>> choose_diameter([30, 45, 60], [31, 44, 61], [3, 3, 3], 1.0) is None  # they track
     True
+    >>> choose_diameter([40, 44], [None, None], [2, 2], 1.0)  # it finds no cells
+    40.0
     """
-    t, e, w = (np.asarray(v, float) for v in (trues, ests, weights))
+    t, w = np.asarray(trues, float), np.asarray(weights, float)
+    # an image where the model finds no cells at all is an estimate infinitely wrong
+    e = np.array([x if x else np.nan for x in ests], float)
     fixed = weighted_median(t, w)
-    err_estimate = weighted_median(np.abs(np.log(t / (e * factor))), w)
+    err_estimate = weighted_median(np.nan_to_num(np.abs(np.log(t / (e * factor))),
+                                                 nan=np.inf), w)
     err_fixed = weighted_median(np.abs(np.log(t / fixed)), w)
     return float(fixed) if err_fixed < err_estimate else None
 
