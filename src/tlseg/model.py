@@ -183,7 +183,8 @@ class Model:
         each region (used to tell regions of different appearance apart)."""
         cfg = self.config
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-        x = normalize(x, flatfield=cfg.flatfield, sigma=cfg.background_sigma * cfg.canonical_diameter)
+        x = normalize(x, flatfield=cfg.flatfield,
+                      sigma=cfg.background_sigma * cfg.canonical_diameter)
         s = self.net.stride
         ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
         if ph or pw:

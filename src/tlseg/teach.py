@@ -137,8 +137,8 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     image (uncalibrated), combined by :func:`roi_calibration`.
 
     The record's ``taught_diameter`` is :func:`choose_diameter`'s answer (None: keep
-    estimating). The base model's calibration was chosen on the base's own held-out images; after
-    teaching, the size head reads the user's cells, and the user's annotations say how
+    estimating). The base model's calibration was chosen on the base's own held-out
+    images; after teaching, the size head reads the user's cells, and the user's annotations say how
     large they are. (Session 9: fine-tuned on 5-10 CHO ROIs, the inherited factor 0.85
     segmented the CHO val images at 45 px for cells of 53 px, AP@0.5 0.879 against 0.900
     at the known diameter.) The factor is None when no image has whole cells or the
