@@ -12,8 +12,8 @@ phase-contrast source: a base without it has never seen phase contrast):
    other tl-cells sources, e.g. usiigaci, ctc-dic-hela and aisegcell-bf for CHO; shorter
    schedule: ``--epochs``, default 20, i.e. 2,000 steps instead of 4,000), trained once
    and reused (resumable; ``--device cuda`` trains it on a GPU where there is one);
-2. for 3 seeds (``--seeds``) and two ways of choosing ROIs — ``random`` boxes (uniform positions
-   among those holding at least one cell's centre) and ``suggested`` (the
+2. for 3 seeds (``--seeds``) and two ways of choosing ROIs — ``random`` boxes (uniform
+   positions among those holding at least one cell's centre) and ``suggested`` (the
    most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
    spread across them: each image's best box first)
    — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
@@ -105,10 +105,11 @@ def mean_sd_table(runs: dict[str, list[dict]]) -> dict:
 
 
 def print_table(table: dict, label: str) -> None:
-    print(f"\n{label:<14} {'auto diameter':>18} {'known diameter':>18}")
+    w = max([14, *map(len, table["auto"])])
+    print(f"\n{label:<{w}} {'auto diameter':>18} {'known diameter':>18}")
     for row in table["auto"]:
         a, b = table["auto"][row], table["known"][row]
-        print(f"{row:<14} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
+        print(f"{row:<{w}} {a['mean']:>10.3f} ± {a['sd']:.3f} {b['mean']:>10.3f} ± {b['sd']:.3f}")
 
 
 def _reset(root: Path) -> None:

@@ -8,7 +8,7 @@ fine-tuned models and projects it reads from ``benchmarks/work/teach_variants_<s
 Each saved model was taught before :func:`tlseg.teach.choose_diameter` existed. Its
 diameter is decided again exactly as ``teach`` now does (:func:`tlseg.teach.
 calibrate_to_rois` on its own project) and it is scored on the held-out training
-images (every third, as ``teach_variants.py``) with the diameter estimated — the
+images (``teach_variants.heldout_split``) with the diameter estimated — the
 only score the rule can change — beside the score the model had without the rule.
 The val split is not used.
 
@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
 from learning_curve import score  # noqa: E402
+from teach_variants import heldout_split  # noqa: E402
 
 from tlseg.model import Model  # noqa: E402
 from tlseg.project import Project  # noqa: E402
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
-    held = split_pairs(data, source, "train")[::3]
+    _, held = heldout_split(split_pairs(data, source, "train"))
     diameter = train_median_diameter(data, source)
     runs = sorted((WORK / f"teach_variants_{source}").glob(args.runs))
     if not runs:

@@ -39,8 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
-from learning_curve import (_reset, base_model, build_project, random_boxes,  # noqa: E402
-                            score, suggested_boxes)
+from learning_curve import (_reset, base_model, build_project, mean_sd_table,  # noqa: E402
+                            print_table, random_boxes, score, suggested_boxes)
 
 from tlseg.teach import teach  # noqa: E402
 
@@ -51,6 +51,13 @@ VARIANTS = {
     "finetune, EMA": ("finetune", {"ema": 0.98}),
     "retrain": ("retrain", {}),
 }
+
+
+def heldout_split(pairs: list) -> tuple[list, list]:
+    """(pool, held): every third training image is held out and scored; ROIs come from
+    the rest."""
+    held = pairs[::3]
+    return [q for q in pairs if q not in held], held
 
 
 def main(argv=None) -> int:
@@ -67,9 +74,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
-    pairs = split_pairs(data, source, "train")
-    held = pairs[::3]
-    pool = [q for q in pairs if q not in held]
+    pool, held = heldout_split(split_pairs(data, source, "train"))
     base = base_model(data, args.epochs, source=source)
     diameter = train_median_diameter(data, source)
     results = {"base": score(base, held, diameter)}
@@ -94,12 +99,7 @@ def main(argv=None) -> int:
                 results.setdefault(label, []).append(score(model, held, diameter))
                 print(f"{label} seed={seed}: {results[label][-1]} ({walls[label][-1]} s)",
                       flush=True)
-    for label, runs in results.items():
-        if label != "base":
-            print(f"{label:<40} " + "  ".join(
-                f"{key} {np.mean([r[key] for r in runs]):.3f} ± "
-                f"{np.std([r[key] for r in runs], ddof=1) if len(runs) > 1 else 0:.3f}"
-                for key in ("auto", "known")))
+    print_table(mean_sd_table({k: v for k, v in results.items() if k != "base"}), "variant")
     out = write_results(args.name or f"teach_variants_{source}", argv=argv, payload={
         "source": source, "k": args.k, "seeds": args.seeds, "known_diameter": diameter,
         "boxes": args.boxes,

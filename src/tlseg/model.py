@@ -141,9 +141,7 @@ class Model:
         stitched maps have no seams; instances are made from the stitched maps, so no
         cell is cut or doubled at a tile border.
         """
-        cfg = self.config
-        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-        x = normalize(x, flatfield=cfg.flatfield, sigma=cfg.background_sigma * cfg.canonical_diameter)
+        x = self._network_input(image)
         h, w = image.shape
         s = self.net.stride
         out = np.empty((self.config.n_outputs, h, w), np.float32)
@@ -176,15 +174,20 @@ class Model:
                     progress(done, n_tiles)
         return out
 
+    def _network_input(self, image: np.ndarray) -> torch.Tensor:
+        """An image at the canonical scale as the network's (1, 1, H, W) input:
+        shading-corrected and normalised (:func:`tlseg.preprocess.normalize`)."""
+        cfg = self.config
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        return normalize(x, flatfield=cfg.flatfield,
+                         sigma=cfg.background_sigma * cfg.canonical_diameter)
+
     @torch.inference_mode()
     def features(self, image: np.ndarray) -> np.ndarray:
         """The encoder's deepest feature map (C, h, w) of an image already at the
         canonical scale, one vector per ``net.stride`` pixels: what the network sees in
         each region (used to tell regions of different appearance apart)."""
-        cfg = self.config
-        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-        x = normalize(x, flatfield=cfg.flatfield,
-                      sigma=cfg.background_sigma * cfg.canonical_diameter)
+        x = self._network_input(image)
         s = self.net.stride
         ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
         if ph or pw:
