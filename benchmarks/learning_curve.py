@@ -24,13 +24,22 @@ phase-contrast source: a base without it has never seen phase contrast):
    includes what fine-tuning teaches the size head, the second only the outlines;
 3. retrain vs fine-tune at 10 random ROIs (seed 0): AP@0.5 and wall time.
 
+Each taught model's scores are kept in its work folder (``score.json``) and the results
+file is rewritten after every seed, so a stopped run reports what it has and, started
+again, resumes (delete ``benchmarks/work/learning_curve*`` to start afresh).
+
+``--mode retrain`` runs step 2 with ``tlseg train --mode retrain`` instead (about 4 min a
+model instead of 1; step 3 is skipped), ``--strategies random`` only one way of choosing.
+
 Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``
-(``learning_curve_<source>.*`` for another ``--source``).
+(``learning_curve_<source>.*`` for another ``--source``, ``..._retrain.*`` for
+``--mode retrain``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -45,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (RESULTS, TL_CELLS_SOURCES, WORK, split_pairs,  # noqa: E402
                     train_median_diameter, write_results)
 
-from tlseg.io import read_image, read_labels  # noqa: E402
+from tlseg.io import atomic_path, read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 from tlseg.project import Project  # noqa: E402
@@ -168,6 +177,10 @@ def main(argv=None) -> int:
     p.add_argument("--source", default=SOURCE, choices=[s for s in TL_CELLS_SOURCES
                                                          if s != "aisegcell-bf"],
                    help="adaptation source (its val split is scored)")
+    p.add_argument("--mode", choices=["finetune", "retrain"], default="finetune",
+                   help="how each model is taught from the ROIs")
+    p.add_argument("--strategies", nargs="+", choices=["random", "suggested"],
+                   default=["random", "suggested"], help="ways of choosing the ROIs")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     data, source = Path(args.data), args.source
@@ -176,59 +189,90 @@ def main(argv=None) -> int:
     diameter = train_median_diameter(data, source)
     ap0 = score(base, val, diameter)
     print(f"0 ROIs: AP50 {ap0['auto']:.3f} (known diameter {ap0['known']:.3f})", flush=True)
-    runs = {"random": {k: [] for k in args.ks}, "suggested": {k: [] for k in args.ks}}
+    runs = {strategy: {k: [] for k in args.ks} for strategy in args.strategies}
     times = []
-    sugg = suggested_boxes(base, train, max(args.ks))
-    work = WORK / f"learning_curve{tag(source)}"
+    sugg = suggested_boxes(base, train, max(args.ks)) if "suggested" in runs else None
+    name = f"learning_curve{tag(source)}" + ("_retrain" if args.mode == "retrain" else "")
+    work = WORK / name
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)
         rand = random_boxes(train, max(args.ks), rng)
         for strategy, picks in (("random", rand), ("suggested", sugg)):
+            if strategy not in runs:
+                continue
             for k in args.ks:
-                root = work / f"{strategy}-k{k}-s{seed}"
-                _reset(root)
-                project = build_project(root / "project", picks[:k])
-                t = time.time()
-                model = teach(project, base, root / "model", mode="finetune", seed=seed)
-                times.append(time.time() - t)
-                ap = score(model, val, diameter)
+                ap, wall = teach_and_score(work / f"{strategy}-k{k}-s{seed}", picks[:k], base,
+                                           val, diameter, mode=args.mode, seed=seed)
                 runs[strategy][k].append(ap)
+                times.append(wall)
                 print(f"{strategy} k={k} seed={seed}: AP50 {ap['auto']:.3f} (known diameter "
-                      f"{ap['known']:.3f}; {times[-1]:.0f} s)", flush=True)
-    # retrain vs fine-tune at 10 random ROIs, seed 0
-    root = work / "retrain-k10-s0"
-    _reset(root)
-    project = build_project(root / "project", random_boxes(train, max(args.ks), np.random.default_rng(0)))
-    t = time.time()
-    retrained = teach(project, base, root / "model", mode="retrain", seed=0)
-    wall = round(time.time() - t, 1)
-    retrain = {"ap50": score(retrained, val, diameter), "wall_s": wall,
-               "finetune_ap50": runs["random"][max(args.ks)][0],
-               "finetune_wall_s": round(times[len(args.ks) - 1], 1)}
-    table = mean_sd_table({f"{strategy} {k}": aps for strategy, per_k in runs.items()
-                           for k, aps in per_k.items()})
-    for key in table:
-        table[key] = {"0": {"mean": ap0[key], "sd": 0.0}, **table[key]}
+                      f"{ap['known']:.3f}; {wall:.0f} s)", flush=True)
+        # the results so far, after every seed: a long run stopped early still reports
+        table = mean_sd_table({f"{strategy} {k}": aps for strategy, per_k in runs.items()
+                               for k, aps in per_k.items()})
+        for key in table:
+            table[key] = {"0": {"mean": ap0[key], "sd": 0.0}, **table[key]}
+        payload = {
+            "source": source, "mode": args.mode, "roi_size": ROI, "seeds": seed + 1,
+            "known_diameter": diameter,
+            "base_model": f"tl-cells recipe without {source}, "
+                          f"{args.epochs * 100} steps (tl-cells: 4000)",
+            "base_model_card": {k: base.card.get(k) for k in ("command", "device",
+                                "wall_time_s", "retuned") if k in base.card},
+            f"{args.mode}_wall_s_median": float(np.median(times)),
+            f"{args.mode}_wall_s_max": float(np.max(times)),
+            "results": table}
+        if seed + 1 < args.seeds:
+            write_results(name, argv=argv, payload={**payload, "partial": True})
     print_table(table, "ROIs")
-    print(f"retrain (10 random ROIs): AP50 {retrain['ap50']['auto']:.3f} "
-          f"(known diameter {retrain['ap50']['known']:.3f}) in {retrain['wall_s']} s; fine-tune: "
-          f"{retrain['finetune_ap50']['auto']:.3f} ({retrain['finetune_ap50']['known']:.3f}) "
-          f"in {retrain['finetune_wall_s']} s")
-    _plot(table, args.ks, RESULTS / f"learning_curve{tag(source)}.png", source, args.seeds)
-    out = write_results(f"learning_curve{tag(source)}", argv=argv, payload={
-        "source": source, "roi_size": ROI, "seeds": args.seeds, "known_diameter": diameter,
-        "base_model": f"tl-cells recipe without {source}, "
-                      f"{args.epochs * 100} steps (tl-cells: 4000)",
-        "base_model_card": {k: base.card.get(k) for k in
-                            ("command", "device", "wall_time_s", "retuned") if k in base.card},
-        "finetune_wall_s_median": float(np.median(times)),
-        "finetune_wall_s_max": float(np.max(times)),
-        "results": table, "retrain_vs_finetune": retrain})
+    if args.mode == "finetune" and "random" in runs:
+        payload["retrain_vs_finetune"] = retrain_vs_finetune(
+            work, base, train, val, diameter, max(args.ks), runs["random"][max(args.ks)][0],
+            times[len(args.ks) - 1])
+    _plot(table, args.ks, RESULTS / f"{name}.png", source, args.seeds, args.mode,
+          list(runs))
+    out = write_results(name, argv=argv, payload=payload)
     print(f"written {out}")
     return 0
 
 
-def _plot(table, ks, path, source=SOURCE, seeds=3):
+def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: int
+                    ) -> tuple[dict, float]:
+    """Teach a model from ``picks`` in ``root`` and score it; a run finished before (its
+    ``score.json`` written) is read back instead, so a stopped benchmark resumes."""
+    done = root / "score.json"
+    if done.is_file():
+        record = json.loads(done.read_text())
+        return record["ap50"], record["wall_s"]
+    _reset(root)
+    project = build_project(root / "project", picks)
+    t = time.time()
+    model = teach(project, base, root / "model", mode=mode, seed=seed)
+    wall = time.time() - t
+    ap = score(model, val, diameter)
+    with atomic_path(done) as tmp:
+        tmp.write_text(json.dumps({"ap50": ap, "wall_s": wall}))
+    return ap, wall
+
+
+def retrain_vs_finetune(work, base, train, val, diameter, k, finetune_ap, finetune_s) -> dict:
+    """Retrain at ``k`` random ROIs (seed 0) against the fine-tune run on the same ROIs."""
+    root = work / f"retrain-k{k}-s0"
+    _reset(root)
+    project = build_project(root / "project", random_boxes(train, k, np.random.default_rng(0)))
+    t = time.time()
+    retrained = teach(project, base, root / "model", mode="retrain", seed=0)
+    retrain = {"ap50": score(retrained, val, diameter), "wall_s": round(time.time() - t, 1),
+               "finetune_ap50": finetune_ap, "finetune_wall_s": round(finetune_s, 1)}
+    ap = retrain["ap50"]
+    print(f"retrain ({k} random ROIs): AP50 {ap['auto']:.3f} (known diameter "
+          f"{ap['known']:.3f}) in {retrain['wall_s']} s; fine-tune: {finetune_ap['auto']:.3f} "
+          f"({finetune_ap['known']:.3f}) in {retrain['finetune_wall_s']} s")
+    return retrain
+
+
+def _plot(table, ks, path, source=SOURCE, seeds=3, mode="finetune",
+          strategies=("random", "suggested")):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,6 +283,8 @@ def _plot(table, ks, path, source=SOURCE, seeds=3):
                               ("diameter estimated", "diameter known (--diameter)")):
         rows = table[key]
         for strategy, colour in (("random", "tab:blue"), ("suggested", "tab:orange")):
+            if strategy not in strategies:
+                continue
             xs = [0] + list(ks)
             m = [rows["0"]["mean"]] + [rows[f"{strategy} {k}"]["mean"] for k in ks]
             sd = [0] + [rows[f"{strategy} {k}"]["sd"] for k in ks]
@@ -249,7 +295,8 @@ def _plot(table, ks, path, source=SOURCE, seeds=3):
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel(f"AP@0.5 on {source} val (mean ± SD, {seeds} seeds)")
     axes[0].legend()
-    fig.suptitle(f"Fine-tuning a base model that never saw {source}", fontsize=11)
+    verb = "Fine-tuning" if mode == "finetune" else "Retraining"
+    fig.suptitle(f"{verb} a base model that never saw {source}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
 

@@ -40,3 +40,17 @@ def test_pooling_sums_counts():
     half[half == 5] = 0
     pooled = summarize([match_counts(gt, gt), match_counts(gt, half)])
     assert pooled["ap50"] == pytest.approx(3 / 4)
+
+
+def test_unknown_pixels_score_nothing():
+    # a speck marked unknown (an ignored annotation fragment): a prediction on it is
+    # neither a false positive nor a match, and the speck is not a missed cell
+    gt = _two_cells()
+    gt[15:17, 2:4] = -1
+    pred = gt.copy()
+    pred[15:17, 2:4] = 9
+    c = match_counts(gt, pred)
+    assert (c["n_true"], c["n_pred"], c["fp"][0], c["fn"][0]) == (2, 2, 0, 0)
+    # a cell that only touches unknown pixels still counts
+    pred[14:17, 2:6] = 9
+    assert match_counts(gt, pred)["fp"][0] == 1

@@ -68,6 +68,32 @@ def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
         load_folders([data_dir], canonical_diameter=20, partial_dirs=[tmp_path / "other"])
 
 
+def test_annotation_fragments_are_ignored_not_cells(data_dir, tmp_path):
+    # a copy of the data with 2-pixel specks labelled as cells of their own
+    d = tmp_path / "specks"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    for img in sorted((data_dir / "images").iterdir()):
+        lab = tifffile.imread(data_dir / "masks" / img.name)
+        free = np.argwhere(lab[5:-5, 5:-5] == 0)[0] + 5
+        lab[free[0], free[1]:free[1] + 2] = lab.max() + 1
+        tifffile.imwrite(d / "masks" / img.name, lab)
+        (d / "images" / img.name).write_bytes(img.read_bytes())
+    plain = load_folders([d], canonical_diameter=20)
+    clean = load_folders([d], canonical_diameter=20, fragments=0.15)
+    # the specks are unknown to the loss; the images stay complete (held out to tune on)
+    assert all(not (s.labels < 0).any() for s in plain)
+    assert all((s.labels < 0).any() and s.complete for s in clean)
+    assert [s.diameter for s in clean] == pytest.approx([s.diameter for s in plain], rel=0.05)
+    rc = main(["train", str(d), "-o", str(tmp_path / "m"), "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "2", "--canonical-diameter", "20",
+               "--channels", "8", "16", "--fragments", "0.15"])
+    model = Model.from_folder(tmp_path / "m")
+    assert rc == 0 and model.card["fragments"] == 0.15 and model.card["n_holdout_images"] == 1
+    with pytest.raises(TlsegError, match="--fragments must be a fraction"):
+        load_folders([d], canonical_diameter=20, fragments=1.5)
+
+
 @pytest.mark.parametrize("ema", [0.0, 0.5])
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch, ema):
     # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)

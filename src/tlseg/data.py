@@ -22,7 +22,8 @@ from .errors import TlsegError
 from .io import IMAGE_SUFFIXES, read_image, read_labels
 from .labels import resize_labels
 from .preprocess import rescale
-from .targets import UNKNOWN, known_near_cells, make_targets, median_diameter
+from .targets import (UNKNOWN, ignore_fragments, known_near_cells, make_targets,
+                      median_diameter)
 
 
 @dataclass
@@ -37,7 +38,9 @@ class Sample:
     diameter: float  # median cell diameter in the original image (pixels)
     reference: float  # a high percentile of the image, to put augmentations on one scale
     focus: list = field(default_factory=list)  # boxes (y0, x0, y1, x1) where labels are known
-    complete: bool = True  # every cell labelled: may be held out to tune and score on
+    # every cell labelled (no UNKNOWN pixels, or only ignored fragments): may be held out
+    # to tune and score on
+    complete: bool = True
 
 
 def resolve_data_dir(path) -> Path:
@@ -76,6 +79,7 @@ def load_sample(
     source: str,
     partial: bool = False,
     incomplete: bool = False,
+    fragments: float = 0.0,
 ) -> Sample | None:
     """Read one annotated image and bring it to the canonical scale (None if no cells).
 
@@ -83,9 +87,12 @@ def load_sample(
     cells. ``incomplete``: a few unlabelled objects are not cells of interest (debris,
     cells without a nuclear signal), so all background is trusted. Either way the image is
     never held out to tune or score on (its unlabelled objects would count as errors).
+    ``fragments`` > 0: objects smaller than that fraction of the median area are annotation
+    fragments, ignored by the loss and by tuning (:func:`tlseg.targets.ignore_fragments`).
     """
     image = read_image(image_path)
     labels = read_labels(mask_path, shape=image.shape)
+    labels = ignore_fragments(labels, fraction=fragments)
     diameter = median_diameter(labels)
     if diameter is None:
         return None
@@ -134,6 +141,7 @@ def make_sample(
         diameter=diameter,
         reference=float(np.percentile(small, 99.5)) or 1.0,
         focus=[tuple(v * scale for v in box) for box in focus],
+        complete=not bool((labels == UNKNOWN).any()),
     )
 
 
@@ -236,7 +244,7 @@ def split_holdout(samples: list[Sample], fraction: float) -> tuple[list[Sample],
         by_source.setdefault(s.source, []).append(s)
     for group in by_source.values():
         group = sorted(group, key=lambda s: s.name)
-        partial = any(not g.complete or bool((g.targets[3] == 0).any()) for g in group)
+        partial = any(not g.complete for g in group)
         k = 0 if partial or fraction == 0 else max(1, round(fraction * len(group)))
         if len(group) - k < 1:
             k = 0

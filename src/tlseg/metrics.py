@@ -70,11 +70,38 @@ def matched_pairs(true: np.ndarray, pred: np.ndarray, threshold: float = 0.5
     return [(int(t_ids[i]), int(p_ids[j])) for i, j in zip(r, c)]
 
 
+def ignore_unknown(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``true`` with its unknown pixels (negative, e.g. ignored annotation fragments) set
+    to background, and ``pred`` without the cells lying mostly on them, which count as
+    neither right nor wrong.
+
+    Examples
+    --------
+    >>> t = np.zeros((4, 6), int); t[:, :2] = 1; t[:2, 4:] = -1
+    >>> p = np.zeros((4, 6), int); p[:, :2] = 1; p[:2, 4:] = 2; p[3, 3:] = 3
+    >>> t2, p2 = ignore_unknown(t, p)
+    >>> int(t2.min()), np.unique(p2).tolist()
+    (0, [0, 1, 3])
+    """
+    unknown = true < 0
+    if not unknown.any():
+        return true, pred
+    pred = np.asarray(pred)
+    p = np.where(pred > 0, pred, 0).ravel().astype(np.int64)
+    on_unknown = np.bincount(p, weights=unknown.ravel(), minlength=p.max(initial=0) + 1)
+    area = np.bincount(p, minlength=on_unknown.size)
+    drop = np.flatnonzero(on_unknown > 0.5 * np.maximum(area, 1))
+    drop = drop[drop > 0]
+    return np.where(unknown, 0, true), np.where(np.isin(pred, drop), 0, pred)
+
+
 def match_counts(true: np.ndarray, pred: np.ndarray, thresholds=IOU_THRESHOLDS) -> dict:
     """TP, FP, FN per IoU threshold plus the cell counts, for one image.
 
-    Label ids need not be consecutive; absent ids are ignored.
+    Label ids need not be consecutive; absent ids are ignored. Negative ``true`` pixels
+    are unknown (:func:`ignore_unknown`).
     """
+    true, pred = ignore_unknown(np.asarray(true), pred)
     iou = iou_matrix(true, pred)
     iou = iou[_present(true)][:, _present(pred)] if iou.size else iou
     n_true, n_pred = iou.shape

@@ -45,13 +45,16 @@ CHECKPOINT = "checkpoint.pt"
 
 def load_folders(
     data_dirs, *, canonical_diameter: float, partial_dirs=(), incomplete_dirs=(), exclude=(),
-    progress=None
+    fragments: float = 0.0, progress=None
 ) -> list[Sample]:
     """Load every annotated image of the given data folders at the canonical scale.
 
     Images whose file name matches one of the ``exclude`` glob patterns are left out.
-    ``partial_dirs`` and ``incomplete_dirs``: see :func:`tlseg.data.load_sample`.
+    ``partial_dirs``, ``incomplete_dirs`` and ``fragments``: see
+    :func:`tlseg.data.load_sample`.
     """
+    if not 0.0 <= fragments < 1.0:
+        raise TlsegError(f"--fragments must be a fraction in [0, 1), got {fragments}")
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
     incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
     folders = [resolve_data_dir(d) for d in data_dirs]
@@ -73,7 +76,7 @@ def load_folders(
             jobs.append((img, mask, source, *flags))
     for i, (img, mask, source, is_partial, is_incomplete) in enumerate(jobs):
         s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
-                        partial=is_partial, incomplete=is_incomplete)
+                        partial=is_partial, incomplete=is_incomplete, fragments=fragments)
         if s is not None:
             samples.append(s)
         if progress:

@@ -79,8 +79,7 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
     cache = []
     for s in held:
         maps = model.predict_maps(_image_at_canonical(s))
-        true = np.where(s.labels > 0, s.labels, 0)
-        cache.append((maps, true))
+        cache.append((maps, s.labels))  # UNKNOWN pixels (ignored fragments) score nothing
     flow_cache: dict[tuple[int, float], np.ndarray] = {}
 
     def instances(k, maps, cfg):
@@ -146,7 +145,7 @@ def calibrate_diameter(model: Model, held: list[Sample], *,
         image = _image_at_canonical(s)
         d = model.estimate_diameter(image, calibrate=False)
         if d is not None:
-            runs.append((s, image, d, np.where(s.labels > 0, s.labels, 0)))
+            runs.append((s, image, d, s.labels))
     if not runs:
         return 1.0, {}
     best, curve = None, {}
