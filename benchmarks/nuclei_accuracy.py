@@ -16,7 +16,9 @@ the set's images) plus counted vs true nuclei:
   are drawn tight (median area about half of the stained nucleus) and miss some real
   nuclei (see ``paired/aisegcell/SOURCE.md``), so AP by IoU says little there: this set
   is scored by *detection* instead — a predicted nucleus that holds a true nucleus's
-  centroid finds it (one-to-one) — as precision, recall, F1 and counts.
+  centroid finds it (one-to-one) — as precision, recall, F1 and counts, and where the
+  extra objects come from: predictions that touch no true mask, and true nuclei touched
+  by several predictions (each beyond the first counted as a split).
 
 ``bbbc039, fragments ignored`` scores the same bbbc039 predictions once more with the
 val masks' annotation fragments (objects under 15 % of the median area, not cut by the
@@ -41,7 +43,7 @@ import numpy as np  # noqa: E402
 from skimage.measure import regionprops  # noqa: E402
 
 from tlseg.io import read_image, read_labels  # noqa: E402
-from tlseg.metrics import match_counts, summarize  # noqa: E402
+from tlseg.metrics import match_counts, overlap_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 from tlseg.targets import ignore_fragments  # noqa: E402
 
@@ -75,7 +77,14 @@ def detections(true, pred) -> dict:
         if pred[y, x] and pred[y, x] not in found:
             found.add(int(pred[y, x]))
     n_pred = len(np.unique(pred[pred > 0]))
-    return {"tp": len(found), "n_true": n_true, "n_pred": n_pred}
+    # where the extra objects come from: predictions touching no true mask, and true
+    # nuclei touched by more than one prediction (one counted, the rest extra)
+    hits = overlap_counts(true, pred)[1:, 1:] > 0
+    present = np.bincount(pred.ravel().astype(np.int64), minlength=hits.shape[1] + 1)[1:] > 0
+    per_true = hits.sum(1)
+    return {"tp": len(found), "n_true": n_true, "n_pred": n_pred,
+            "no_true_mask": int((~hits.any(0) & present).sum()),
+            "split_extra": int((per_true[per_true > 1] - 1).sum())}
 
 
 def detection_summary(counts: list[dict]) -> dict:
@@ -84,6 +93,8 @@ def detection_summary(counts: list[dict]) -> dict:
     n_pred = sum(c["n_pred"] for c in counts)
     precision, recall = tp / max(n_pred, 1), tp / max(n_true, 1)
     return {"precision": precision, "recall": recall,
+            "no_true_mask": sum(c["no_true_mask"] for c in counts),
+            "split_extra": sum(c["split_extra"] for c in counts),
             "f1": 2 * precision * recall / max(precision + recall, 1e-9),
             "n_pred": n_pred, "n_true": n_true,
             "mean_abs_count_error": float(np.mean(
@@ -137,8 +148,11 @@ def main(argv=None) -> int:
     for m, row in results.items():
         a = row["aisegcell"]
         print(f"{m:28s}" + "".join(f"{row[n]['ap50']:10.3f} / {row[n]['map']:.3f}" for n in names)
-              + f"  F1 {a['f1']:.3f}, count error {100 * a['mean_abs_count_error']:.1f} %")
-    print("(AP@0.5 / mean AP 0.5:0.95; aisegcell: centroid detection F1, mean |count error|)")
+              + f"  F1 {a['f1']:.3f}, count error {100 * a['mean_abs_count_error']:.1f} %, "
+              f"{a['n_pred']} counted / {a['n_true']} true: {a['no_true_mask']} on no true "
+              f"mask, {a['split_extra']} from splits")
+    print("(AP@0.5 / mean AP 0.5:0.95; aisegcell: centroid detection F1, mean |count error|,"
+          " where the extra objects are)")
     out = write_results(args.name, argv=argv, payload={
         "diameter": "estimated automatically per image",
         "results": results,
