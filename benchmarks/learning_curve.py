@@ -257,14 +257,11 @@ def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: 
 
 def retrain_vs_finetune(work, base, train, val, diameter, k, finetune_ap, finetune_s) -> dict:
     """Retrain at ``k`` random ROIs (seed 0) against the fine-tune run on the same ROIs."""
-    root = work / f"retrain-k{k}-s0"
-    _reset(root)
-    project = build_project(root / "project", random_boxes(train, k, np.random.default_rng(0)))
-    t = time.time()
-    retrained = teach(project, base, root / "model", mode="retrain", seed=0)
-    retrain = {"ap50": score(retrained, val, diameter), "wall_s": round(time.time() - t, 1),
+    ap, wall = teach_and_score(work / f"retrain-k{k}-s0",
+                               random_boxes(train, k, np.random.default_rng(0)), base, val,
+                               diameter, mode="retrain", seed=0)
+    retrain = {"ap50": ap, "wall_s": round(wall, 1),
                "finetune_ap50": finetune_ap, "finetune_wall_s": round(finetune_s, 1)}
-    ap = retrain["ap50"]
     print(f"retrain ({k} random ROIs): AP50 {ap['auto']:.3f} (known diameter "
           f"{ap['known']:.3f}) in {retrain['wall_s']} s; fine-tune: {finetune_ap['auto']:.3f} "
           f"({finetune_ap['known']:.3f}) in {retrain['finetune_wall_s']} s")

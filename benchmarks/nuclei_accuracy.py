@@ -76,13 +76,12 @@ def detections(true, pred) -> dict:
         y, x = (int(round(v)) for v in r.centroid)
         if pred[y, x] and pred[y, x] not in found:
             found.add(int(pred[y, x]))
-    n_pred = len(np.unique(pred[pred > 0]))
     # where the extra objects come from: predictions touching no true mask, and true
     # nuclei touched by more than one prediction (one counted, the rest extra)
     hits = overlap_counts(true, pred)[1:, 1:] > 0
     present = np.bincount(pred.ravel().astype(np.int64), minlength=hits.shape[1] + 1)[1:] > 0
     per_true = hits.sum(1)
-    return {"tp": len(found), "n_true": n_true, "n_pred": n_pred,
+    return {"tp": len(found), "n_true": n_true, "n_pred": int(present.sum()),
             "no_true_mask": int((~hits.any(0) & present).sum()),
             "split_extra": int((per_true[per_true > 1] - 1).sum())}
 
