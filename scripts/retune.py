@@ -1,7 +1,7 @@
 """Re-tune a trained model's instance settings on its held-out training images.
 
     python scripts/retune.py MODEL_DIR DATA... [--partial DATA...] [--incomplete DATA...]
-                              [--exclude GLOB...]
+                              [--exclude GLOB...] [--fragments FRACTION]
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
@@ -31,11 +31,14 @@ def main(argv=None) -> int:
     p.add_argument("--partial", nargs="*", default=[])
     p.add_argument("--incomplete", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
+    p.add_argument("--fragments", type=float, default=0.0, metavar="FRACTION",
+                   help="score annotated objects under this fraction of the median area as "
+                        "unknown, as `tlseg train --fragments` does")
     args = p.parse_args(argv)
     model = Model.from_folder(args.model)
     samples = load_folders(args.data, canonical_diameter=model.config.canonical_diameter,
                            partial_dirs=args.partial, incomplete_dirs=args.incomplete,
-                           exclude=args.exclude)
+                           exclude=args.exclude, fragments=args.fragments)
     _, held = split_holdout(samples, TrainConfig().holdout_fraction)
     print(f"{len(held)} held-out images; before: {model.config.instances}")
     card = dict(model.card)
