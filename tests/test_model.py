@@ -8,6 +8,7 @@ from tlseg.metrics import average_precision
 from tlseg.model import Model, shipped_models
 from tlseg.network import UNet
 from tlseg.synthetic import synthetic_field
+from tlseg.window import pick_window, structure_map
 
 
 def test_save_load_round_trip(tmp_path):
@@ -57,6 +58,40 @@ def test_diameter_is_estimated_within_a_factor(tl_cells):
         f = synthetic_field((384, 384), diameter=d, seed=4)
         est = tl_cells.estimate_diameter(f["tl"].astype(np.float32))
         assert est is not None and d / 1.5 < est < d * 1.5, (d, est)
+
+
+def test_diameter_is_estimated_in_a_sparse_field(tl_cells):
+    # the only cells sit in a corner of a large empty field (a low-density well): the
+    # estimate reads them, not the empty centre (it read ~300 px there until session 16)
+    empty = synthetic_field((1536, 1536), n_cells=0, diameter=16, seed=1)["tl"]
+    cells = synthetic_field((384, 384), diameter=16, seed=11)
+    image = empty.astype(np.float32)
+    patch = cells["tl"].astype(np.float32)
+    image[40:424, 1100:1484] = patch - np.median(patch) + np.median(image)
+    areas = np.bincount(cells["labels"].ravel())[1:]
+    true = float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
+    est = tl_cells.estimate_diameter(image, calibrate=False)
+    assert est is not None and true / 1.4 < est < true * 1.4, (true, est)
+
+
+def test_estimation_window_goes_where_the_cells_are():
+    structure = np.zeros((100, 100), bool)
+    structure[80:90, 5:15] = True  # the only cells, in a corner
+    assert pick_window(structure, 30) == (60, 0)
+    structure[45:55, 45:55] = True  # as many at the centre: the centre is kept
+    assert pick_window(structure, 30) == (35, 35)
+    assert pick_window(structure, 200) == (0, 0)  # a window larger than the image
+
+
+def test_structure_map_marks_cells_not_noise_or_shading():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:600, :600]
+    image = 100 + 0.05 * xx + 0.03 * yy + rng.standard_t(3, (600, 600))  # heavy-tailed
+    image[500:520, 40:60] += 25  # one cell
+    grid, f = structure_map(image.astype(np.float32), max_grid=200)
+    assert f == 3 and grid.shape == (200, 200)
+    assert grid[167:173, 14:20].all()
+    assert grid.sum() < 2 * 7 * 7  # the cell's blocks, not the noise or the gradient
 
 
 def test_diameter_calibration_scales_the_estimate(tl_cells):

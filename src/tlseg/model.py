@@ -24,10 +24,17 @@ from .labels import raster_order, resize_labels, upsample_labels
 from .metrics import weighted_median
 from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
+from .window import estimation_crop, structure_map
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
 # (the size head is trained on +-1 octave around canonical)
 _DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 384
+# a size-head reading from rungs that saw fewer cells than this (foreground area over a
+# canonical cell's) is weak evidence: a clump of small cells zoomed far out reads as one
+# big cell, consistently over several rungs, and then loses to a reading that saw more
+# cells and agrees within this many octaves (benchmarks/diameter_estimate.py)
+_WEAK_EVIDENCE_CELLS = 5.0
+_CONSISTENT_OCTAVES = 0.4
 
 
 def shipped_models() -> dict[str, Path]:
@@ -219,8 +226,9 @@ class Model:
                         rounds: int = 2, min_cells: int = 3) -> float:
         """Refine a diameter estimate by segmenting at it and measuring the cells found.
 
-        As Cellpose's size model does: a central window (``window`` canonical pixels a
-        side) is segmented at the current estimate and the equivalent diameter of its
+        As Cellpose's size model does: a window (``window`` canonical pixels a
+        side, central unless the cells are elsewhere: :mod:`tlseg.window`) is segmented at
+        the current estimate and the equivalent diameter of its
         instances' :func:`typical_area` becomes the next estimate (each round moves at
         most 1.5x, all rounds together at most 2x). Cells still
         segment well when the estimate is off by a factor 1.5, so this corrects the size
@@ -229,8 +237,9 @@ class Model:
         """
         canon = self.config.canonical_diameter
         start = diameter
+        structure = structure_map(image)
         for _ in range(rounds):
-            crop = _central_crop(image, canon / diameter, window)
+            crop = estimation_crop(image, canon / diameter, window, structure)
             if min(crop.shape) < 32:
                 break
             labels = instances_from_maps(self.predict_maps(crop), canonical_diameter=canon,
@@ -252,16 +261,21 @@ class Model:
 
         The network's size head reads the apparent cell size (log2 of apparent over
         canonical diameter), but only within about an octave of canonical; far outside
-        that its reading is meaningless. So a central window is zoomed as if cells had
+        that its reading is meaningless. So a window (central unless the cells are
+        elsewhere: :mod:`tlseg.window`) is zoomed as if cells had
         each diameter of a ladder half an octave apart, and every rung gives an estimate
         ``rung * 2**reading``. Rungs within the head's range agree with each other, rungs
         outside do not: the three neighbouring rungs whose estimates agree best are
-        averaged (in log space). Returns None when no cells are found at any rung.
+        averaged (in log space), unless they saw fewer than ``_WEAK_EVIDENCE_CELLS``
+        cells and another group that agrees within ``_CONSISTENT_OCTAVES`` saw more.
+        Returns None when no cells are found at any rung.
         """
         canon = self.config.canonical_diameter
         estimates: dict[int, float] = {}
+        cells: dict[int, float] = {}  # foreground area in canonical cells
+        structure = structure_map(image)
         for k, rung in enumerate(_DIAMETER_LADDER):
-            crop = _central_crop(image, canon / rung, window)
+            crop = estimation_crop(image, canon / rung, window, structure)
             if min(crop.shape) < 32:
                 break
             maps = self.predict_maps(crop)
@@ -269,18 +283,24 @@ class Model:
             fg = prob > self.config.instances.fg_threshold
             if fg.sum() >= 0.25 * canon**2:
                 estimates[k] = math.log2(rung) + float(np.median(logsize[fg]))
+                cells[k] = float(fg.sum()) / (math.pi / 4 * canon**2)
         if not estimates:
             return None
-        best = None
+        groups = []  # (spread, mean, fewest cells seen) of each three neighbouring rungs
         for k in estimates:
-            group = [estimates[j] for j in (k - 1, k, k + 1) if j in estimates]
-            if len(group) < min(3, len(estimates)):
+            ks = [j for j in (k - 1, k, k + 1) if j in estimates]
+            if len(ks) < min(3, len(estimates)):
                 continue
-            spread = float(np.ptp(group))
-            if best is None or spread < best[0]:
-                best = (spread, float(np.mean(group)))
-        if best is None:  # no complete neighbourhood: fall back to all rungs
-            best = (0.0, float(np.median(list(estimates.values()))))
+            group = [estimates[j] for j in ks]
+            groups.append((float(np.ptp(group)), float(np.mean(group)),
+                           min(cells[j] for j in ks)))
+        if not groups:  # no complete neighbourhood: fall back to all rungs
+            return float(2.0 ** float(np.median(list(estimates.values()))))
+        best = min(groups)
+        if best[2] < _WEAK_EVIDENCE_CELLS:
+            consistent = [g for g in groups if g[0] <= _CONSISTENT_OCTAVES and g[2] > best[2]]
+            if consistent:
+                best = max(consistent, key=lambda g: g[2])
         return float(2.0 ** best[1])
 
     def predict_instances(
@@ -375,11 +395,3 @@ def typical_area(areas: np.ndarray) -> float:
     areas = areas[areas > 0]
     return weighted_median(areas, areas)
 
-
-def _central_crop(image: np.ndarray, scale: float, window: int) -> np.ndarray:
-    """The central part of ``image`` that is ``window`` pixels a side after rescaling by
-    ``scale``, rescaled (smaller where the image is smaller)."""
-    h, w = image.shape
-    side = int(math.ceil(window / scale))
-    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return rescale(image[y0 : y0 + side, x0 : x0 + side], scale)

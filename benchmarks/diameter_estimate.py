@@ -1,0 +1,143 @@
+"""How close is the automatic diameter estimate to the true cell size? Dense and sparse fields.
+
+Run::
+
+    python benchmarks/diameter_estimate.py --data ../shared/data
+
+``Model.estimate_diameter`` (uncalibrated: the calibration factor is a deliberate
+offset) against the median equivalent diameter of the true masks, per image, for
+
+- the val splits of the label-free sources (``tl-cells``) and of the nuclei sources and
+  the aiSEGcell paired nuclear channel (``nuclei``): real, mostly dense fields;
+- sparse synthetic fields: a 384² synthetic field of cells (16, 30 or 45 px, two seeds)
+  pasted into a corner of an empty 1536² field, so the image centre holds no cell, as
+  in the low-density wells of a dilution series; and the 384² field alone (dense).
+
+Two estimators: ``central window`` (until session 16: the size head and the refinement
+read the image centre, and the three neighbouring ladder rungs that agree best win) and
+``shipped`` (:mod:`tlseg.window` puts the window where the image has structure, and a
+reading from rungs that saw fewer than ``_WEAK_EVIDENCE_CELLS`` cells loses to a
+consistent one that saw more). Error = |log2(estimate / true)|; 0.32 is a factor 1.25.
+Results: ``benchmarks/results/diameter_estimate.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+
+TL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
+NUCLEI_SOURCES = ("bbbc039", "dsb2018-examples")
+SPARSE = [(d, seed) for d in (16, 30, 45) for seed in (1, 2)]
+
+
+def true_diameter(labels: np.ndarray) -> float:
+    """Median equivalent diameter of the instances of ``labels``."""
+    areas = np.bincount(np.asarray(labels, dtype=np.int64).ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(2 * np.sqrt(areas / np.pi)))
+
+
+def fields(data: Path):
+    """(model name, set name, image, true diameter) for every image scored."""
+    from tlseg.io import read_image
+    from tlseg.synthetic import synthetic_field
+
+    for model, root, sources in (("tl-cells", data / "tl", TL_SOURCES),
+                                 ("nuclei", data / "nuclei", NUCLEI_SOURCES)):
+        for src in sources:
+            for p in sorted((root / src / "val" / "images").glob("*.tif")):
+                mask = tifffile.imread(root / src / "val" / "masks" / p.name)
+                yield model, src, read_image(p), true_diameter(mask)
+    paired = data / "paired" / "aisegcell"
+    for p in sorted((paired / "nuc").glob("*.tif")):
+        mask = tifffile.imread(paired / "nuc_labels" / p.name)
+        yield "nuclei", "aisegcell nuclear channel", read_image(p), true_diameter(mask)
+    for d, seed in SPARSE:
+        empty = synthetic_field((1536, 1536), n_cells=0, diameter=d, seed=seed)
+        cells = synthetic_field((384, 384), diameter=d, seed=seed + 10)
+        for channel, model, labels in (("tl", "tl-cells", "labels"),
+                                       ("nuclei", "nuclei", "nuclei_labels")):
+            patch = cells[channel].astype(np.float32)
+            sparse = empty[channel].astype(np.float32)
+            sparse[40:424, 1100:1484] = patch - np.median(patch) + np.median(sparse)
+            truth = true_diameter(cells[labels])
+            yield model, f"synthetic sparse ({channel})", sparse, truth
+            yield model, f"synthetic dense ({channel})", patch, truth
+
+
+@contextmanager
+def central_window():
+    """The estimator as it was before session 16: central window, least spread wins."""
+    import tlseg.model as tm
+    import tlseg.window as tw
+
+    saved = tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS
+    tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS = math.inf, 0.0
+    try:
+        yield
+    finally:
+        tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS = saved
+
+
+def summary(errors: list[float]) -> dict:
+    e = np.asarray(errors, dtype=float)
+    return {"n": int(e.size), "median_log2_error": round(float(np.median(e)), 3),
+            "max_log2_error": round(float(e.max()), 3),
+            "within_1.25x": int((e <= math.log2(1.25)).sum()),
+            "within_1.5x": int((e <= math.log2(1.5)).sum())}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from tlseg.cli import set_threads
+    from tlseg.model import Model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    args = p.parse_args(argv)
+    set_threads()
+    models = {name: Model.load(name) for name in ("tl-cells", "nuclei")}
+    rows = []
+    for model, name, image, truth in fields(args.data):
+        row = {"model": model, "set": name, "true": round(truth, 2)}
+        for estimator in ("central window", "shipped"):
+            if estimator == "central window":
+                with central_window():
+                    est = models[model].estimate_diameter(image, calibrate=False)
+            else:
+                est = models[model].estimate_diameter(image, calibrate=False)
+            row[estimator] = None if est is None else round(est, 2)
+        rows.append(row)
+        print(f"{name:28s} true {truth:6.1f}  central {row['central window']}  "
+              f"shipped {row['shipped']}", flush=True)
+
+    def err(row, estimator):  # no estimate counts as a factor 2**9 off
+        est = row[estimator]
+        return 9.0 if est is None else abs(math.log2(est / row["true"]))
+
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    table = {s: {e: summary([err(r, e) for r in rows if r["set"] == s])
+                 for e in ("central window", "shipped")} for s in sets}
+    print(f"\n{'set':28s} {'central window':>36s} {'shipped':>36s}")
+    for s, by in table.items():
+        cells = [f"{v['median_log2_error']:.2f} / {v['max_log2_error']:.2f}, "
+                 f"{v['within_1.25x']}/{v['n']} within 1.25x" for v in by.values()]
+        print(f"{s:28s} {cells[0]:>36s} {cells[1]:>36s}")
+    print("(median / max |log2(estimate / true)|, uncalibrated estimate)")
+    out = write_results("diameter_estimate", {"sets": table, "images": rows}, argv=argv)
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
