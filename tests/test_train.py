@@ -283,3 +283,24 @@ def test_noise_augmentation_strength(data_dir, tmp_path):
         TrainConfig(max_noise=1.5)
     rc = main(["train", str(data_dir), "-o", str(tmp_path / "m"), "--max-noise", "-1"])
     assert rc == 2 and not (tmp_path / "m").exists()
+
+
+def test_texture_augmentation_adds_grain_only_when_asked():
+    from tlseg.augment import augment_raw
+
+    x = torch.full((32, 1, 48, 48), 10.0)
+    ref = torch.full((32,), 10.0)
+
+    def run(texture):
+        return augment_raw(x, ref, torch.Generator().manual_seed(1), max_noise=0.0,
+                           texture=texture)
+
+    # off: exactly the crops of a recipe without the option (no extra random draws)
+    assert torch.equal(run(0.0), augment_raw(x, ref, torch.Generator().manual_seed(1),
+                                             max_noise=0.0))
+    plain, grainy = run(0.0), run(0.8)
+    detail = [float((g[..., 1:] - g[..., :-1]).std() - (p[..., 1:] - p[..., :-1]).std())
+              for g, p in zip(grainy, plain)]
+    assert max(detail) > 0.05  # some crops got grain; the others are left alone
+    with pytest.raises(ValueError, match="texture"):
+        TrainConfig(texture=2.0)

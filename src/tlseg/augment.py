@@ -25,9 +25,11 @@ def _p(rng: torch.Generator, p: float) -> bool:
 
 
 def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator, *,
-                max_noise: float = 0.06) -> torch.Tensor:
+                max_noise: float = 0.06, texture: float = 0.0) -> torch.Tensor:
     """Augment raw crops (B, 1, H, W); ``reference`` (B,) is each image's bright level;
-    camera noise up to ``max_noise`` of each crop's mean level."""
+    camera noise up to ``max_noise`` of each crop's mean level; multiplicative grain up
+    to ``texture`` (0 = off, and no random numbers drawn for it, so recipes without it
+    train exactly as before)."""
     out = []
     _, _, h, w = x.shape
     yy, xx = torch.meshgrid(
@@ -54,6 +56,10 @@ def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator, 
                 blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig**2))
                 field = field * (1 + _u(rng, -0.6, 0.4) * blob)
         img = img * field
+        if texture > 0 and _p(rng, 0.3):  # grain inside cells: chromatin, organelles
+            grain = gaussian_blur(torch.randn((1, *img.shape), generator=rng), _u(rng, 1, 2))[0]
+            grain = grain / grain.std().clamp_min(1e-6)
+            img = (img * (1 + _u(rng, 0, texture) * grain)).clamp_min(0)
         mean = float(img.mean())
         if _p(rng, 0.3):
             img = img + _u(rng, 0, 0.3) * mean

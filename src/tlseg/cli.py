@@ -82,6 +82,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="noise augmentation: Gaussian noise up to this fraction of a crop's "
                         "mean level (0.06 for transmitted light; about 0.3 for fluorescence, "
                         "whose mean is the dark background)")
+    t.add_argument("--texture", type=float, default=0.0, metavar="AMPLITUDE",
+                   help="texture augmentation: multiply 30%% of the crops by 1 + a x smoothed "
+                        "noise, a up to AMPLITUDE (0 = off), so that grain inside a cell or "
+                        "nucleus is not read as a border")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
@@ -256,7 +260,8 @@ def _evaluate(args) -> int:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments",
                 "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
-                "ema", "max_log2_scale", "max_noise", "exclude", "no_tune", "name", "device")
+                "ema", "max_log2_scale", "max_noise", "texture", "exclude", "no_tune", "name",
+                "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)
@@ -295,7 +300,8 @@ def _train(args) -> int:
         tc = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          flow_weight=args.flow_weight, ema=args.ema,
-                         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise)
+                         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise,
+                         texture=args.texture)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
                          channels=tuple(args.channels),
                          canonical_diameter=args.canonical_diameter, flows=not args.no_flows)
