@@ -304,3 +304,24 @@ def test_texture_augmentation_adds_grain_only_when_asked():
     assert max(detail) > 0.05  # some crops got grain; the others are left alone
     with pytest.raises(ValueError, match="texture"):
         TrainConfig(texture=2.0)
+
+
+def test_speck_augmentation_darkens_small_spots_only_when_asked():
+    from tlseg.augment import _speck_field, augment_raw
+
+    x = torch.full((16, 1, 64, 64), 10.0)
+    ref = torch.full((16,), 10.0)
+    # off: exactly the crops of a recipe without the option (no extra random draws)
+    assert torch.equal(
+        augment_raw(x, ref, torch.Generator().manual_seed(2), max_noise=0.0, specks=0.0),
+        augment_raw(x, ref, torch.Generator().manual_seed(2), max_noise=0.0))
+    assert not torch.equal(
+        augment_raw(x, ref, torch.Generator().manual_seed(2), max_noise=0.0, specks=1.0),
+        augment_raw(x, ref, torch.Generator().manual_seed(2), max_noise=0.0))
+    for seed in range(10):
+        field = _speck_field(128, 128, torch.Generator().manual_seed(seed))
+        assert field.shape == (1, 128, 128) and float(field.max()) <= 1.0
+        assert float(field.min()) < 0.75  # a dark speck ...
+        assert float((field < 0.9).float().mean()) < 0.15  # ... small against the crop
+    with pytest.raises(ValueError, match="specks"):
+        TrainConfig(specks=1.5)

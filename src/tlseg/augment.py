@@ -25,11 +25,13 @@ def _p(rng: torch.Generator, p: float) -> bool:
 
 
 def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator, *,
-                max_noise: float = 0.06, texture: float = 0.0) -> torch.Tensor:
+                max_noise: float = 0.06, texture: float = 0.0,
+                specks: float = 0.0) -> torch.Tensor:
     """Augment raw crops (B, 1, H, W); ``reference`` (B,) is each image's bright level;
     camera noise up to ``max_noise`` of each crop's mean level; multiplicative grain up
-    to ``texture`` (0 = off, and no random numbers drawn for it, so recipes without it
-    train exactly as before)."""
+    to ``texture`` and sharp dark specks of debris on a ``specks`` fraction of the crops
+    (0 = off, and no random numbers drawn for them, so recipes without them train
+    exactly as before)."""
     out = []
     _, _, h, w = x.shape
     yy, xx = torch.meshgrid(
@@ -60,6 +62,8 @@ def augment_raw(x: torch.Tensor, reference: torch.Tensor, rng: torch.Generator, 
             grain = gaussian_blur(torch.randn((1, *img.shape), generator=rng), _u(rng, 1, 2))[0]
             grain = grain / grain.std().clamp_min(1e-6)
             img = (img * (1 + _u(rng, 0, texture) * grain)).clamp_min(0)
+        if specks > 0 and _p(rng, specks):  # in-focus debris, smaller than a cell
+            img = img * _speck_field(h, w, rng)
         mean = float(img.mean())
         if _p(rng, 0.3):
             img = img + _u(rng, 0, 0.3) * mean
@@ -77,3 +81,22 @@ def augment_normalized(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     sign = torch.where(torch.rand(b, generator=rng) < 0.25, -1.0, 1.0)
     gain = torch.exp((torch.rand(b, generator=rng) - 0.5) * 0.5)
     return x * (sign * gain).view(b, 1, 1, 1)
+
+
+def _speck_field(h: int, w: int, rng: torch.Generator) -> torch.Tensor:
+    """A multiplicative field (1, H, W) with 1-8 sharp dark specks: rotated ellipses of
+    2-10 px radius (a cell is 30 px across at the canonical scale), 30-70 % darker, with
+    edges softened over under a pixel."""
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    field = torch.ones(h, w)
+    for _ in range(int(_u(rng, 1, 9))):
+        cy, cx, t = _u(rng, 0, h), _u(rng, 0, w), _u(rng, 0, math.pi)
+        ry, rx = _u(rng, 2, 10), _u(rng, 2, 10)
+        u = ((yy - cy) * math.cos(t) + (xx - cx) * math.sin(t)) / ry
+        v = (-(yy - cy) * math.sin(t) + (xx - cx) * math.cos(t)) / rx
+        inside = (u * u + v * v <= 1).float()
+        inside = gaussian_blur(inside[None, None], _u(rng, 0.3, 0.8))[0, 0]
+        field = field * (1 - _u(rng, 0.3, 0.7) * inside)
+    return field[None]
+

@@ -86,6 +86,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="texture augmentation: multiply 30%% of the crops by 1 + a x smoothed "
                         "noise, a up to AMPLITUDE (0 = off), so that grain inside a cell or "
                         "nucleus is not read as a border")
+    t.add_argument("--specks", type=float, default=0.0, metavar="FRACTION",
+                   help="debris augmentation: this fraction of the crops get sharp dark specks "
+                        "smaller than a cell, which stay labelled as what lies under them "
+                        "(0 = off)")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
@@ -260,7 +264,8 @@ def _evaluate(args) -> int:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments",
                 "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
-                "ema", "max_log2_scale", "max_noise", "texture", "exclude", "no_tune", "name",
+                "ema", "max_log2_scale", "max_noise", "texture", "specks", "exclude", "no_tune",
+                "name",
                 "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
@@ -301,7 +306,7 @@ def _train(args) -> int:
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          flow_weight=args.flow_weight, ema=args.ema,
                          max_log2_scale=args.max_log2_scale, max_noise=args.max_noise,
-                         texture=args.texture)
+                         texture=args.texture, specks=args.specks)
         mc = ModelConfig(name=args.name or out.name, flatfield=args.flatfield,
                          channels=tuple(args.channels),
                          canonical_diameter=args.canonical_diameter, flows=not args.no_flows)

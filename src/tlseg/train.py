@@ -232,7 +232,8 @@ def train(
     try:
         while step < tc.total_steps:
             raw, target, ref = sampler.batch(tc.batch_size)
-            x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture)
+            x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
+                            specks=tc.specks)
             x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
             x = augment_normalized(x, torch_rng)
             loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
