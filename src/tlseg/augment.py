@@ -99,4 +99,3 @@ def _speck_field(h: int, w: int, rng: torch.Generator) -> torch.Tensor:
         inside = gaussian_blur(inside[None, None], _u(rng, 0.3, 0.8))[0, 0]
         field = field * (1 - _u(rng, 0.3, 0.7) * inside)
     return field[None]
-
