@@ -36,10 +36,10 @@ def bar_chart(conds: pd.DataFrame, keys: list[str]) -> str:
     w = 0.38 if has_nuc else 0.6
     fig = Figure(figsize=(max(4.5, 0.7 * len(conds) + 2), 3.6))
     ax = fig.subplots()
-    ax.bar(x - (w / 2 if has_nuc else 0), conds["n_cells_mean"], w, yerr=conds["n_cells_sd"].fillna(0),
+    ax.bar(x - (w / 2 if has_nuc else 0), conds["n_cells_mean"], w, yerr=conds["n_cells_sd"],
            capsize=3, color=LF, label="label-free (tl-cells)", error_kw={"lw": 1})
     if has_nuc:
-        ax.bar(x + w / 2, conds["n_nuclei_mean"], w, yerr=conds["n_nuclei_sd"].fillna(0), capsize=3,
+        ax.bar(x + w / 2, conds["n_nuclei_mean"], w, yerr=conds["n_nuclei_sd"], capsize=3,
                color=NUC, label="nuclei", error_kw={"lw": 1})
     ax.set_xticks(x, [_cond_label(r, keys) for _, r in conds.iterrows()], rotation=30, ha="right")
     ax.set_xlabel(" · ".join(keys))
