@@ -5,7 +5,8 @@ Run::
     python benchmarks/diameter_estimate.py --data ../shared/data
 
 ``Model.estimate_diameter`` (uncalibrated: the calibration factor is a deliberate
-offset) against the median equivalent diameter of the true masks, per image, for
+offset) against the true cell size as training measures it (median equivalent diameter
+of the whole cells, :func:`tlseg.targets.median_diameter`), per image, for
 
 - the val splits of the label-free sources (``tl-cells``) and of the nuclei sources and
   the aiSEGcell paired nuclear channel (``nuclei``): real, mostly dense fields;
@@ -39,17 +40,11 @@ NUCLEI_SOURCES = ("bbbc039", "dsb2018-examples")
 SPARSE = [(d, seed) for d in (16, 30, 45) for seed in (1, 2)]
 
 
-def true_diameter(labels: np.ndarray) -> float:
-    """Median equivalent diameter of the instances of ``labels``."""
-    areas = np.bincount(np.asarray(labels, dtype=np.int64).ravel())[1:]
-    areas = areas[areas > 0]
-    return float(np.median(2 * np.sqrt(areas / np.pi)))
-
-
 def fields(data: Path):
     """(model name, set name, image, true diameter) for every image scored."""
     from tlseg.io import read_image
     from tlseg.synthetic import synthetic_field
+    from tlseg.targets import median_diameter as true_diameter
 
     for model, root, sources in (("tl-cells", data / "tl", TL_SOURCES),
                                  ("nuclei", data / "nuclei", NUCLEI_SOURCES)):

@@ -8,6 +8,7 @@ from tlseg.metrics import average_precision
 from tlseg.model import Model, shipped_models
 from tlseg.network import UNet
 from tlseg.synthetic import synthetic_field
+from tlseg.targets import median_diameter
 from tlseg.window import pick_window, structure_map
 
 
@@ -68,8 +69,7 @@ def test_diameter_is_estimated_in_a_sparse_field(tl_cells):
     image = empty.astype(np.float32)
     patch = cells["tl"].astype(np.float32)
     image[40:424, 1100:1484] = patch - np.median(patch) + np.median(image)
-    areas = np.bincount(cells["labels"].ravel())[1:]
-    true = float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
+    true = median_diameter(cells["labels"])
     est = tl_cells.estimate_diameter(image, calibrate=False)
     assert est is not None and true / 1.4 < est < true * 1.4, (true, est)
 
@@ -100,8 +100,8 @@ def test_diameter_calibration_scales_the_estimate(tl_cells):
     # stub the two estimation stages so that only the calibration is under test (the
     # network's float sums vary slightly between runs with other threads busy)
     half = Model(replace(tl_cells.config, diameter_calibration=0.5), tl_cells.net)
-    half.size_head_diameter = lambda image, window: 30.0
-    half.refine_diameter = lambda image, d: d * 4 / 3
+    half.size_head_diameter = lambda image, window, structure=None: 30.0
+    half.refine_diameter = lambda image, d, structure=None: d * 4 / 3
     image = np.ones((64, 64), np.float32)
     assert half.estimate_diameter(image, calibrate=False) == 40.0
     assert half.estimate_diameter(image) == 20.0

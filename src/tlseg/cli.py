@@ -262,11 +262,9 @@ def _evaluate(args) -> int:
 
 # `tlseg train` options that only one kind of training data uses
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
-                "fragments",
-                "flatfield", "canonical_diameter", "channels", "no_flows", "flow_weight",
-                "ema", "max_log2_scale", "max_noise", "texture", "specks", "exclude", "no_tune",
-                "name",
-                "device")
+                "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
+                "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
+                "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)

@@ -215,15 +215,17 @@ class Model:
         """
         if calibrate and self.config.taught_diameter:
             return float(self.config.taught_diameter)
-        d = self.size_head_diameter(image, window=window)
+        structure = structure_map(image)  # where the cells are: read by both stages
+        d = self.size_head_diameter(image, window=window, structure=structure)
         if d is not None and refine:
-            d = self.refine_diameter(image, d)
+            d = self.refine_diameter(image, d, structure=structure)
         if d is not None and calibrate:
             d *= self.config.diameter_calibration
         return d
 
     def refine_diameter(self, image: np.ndarray, diameter: float, *, window: int = 768,
-                        rounds: int = 2, min_cells: int = 3) -> float:
+                        rounds: int = 2, min_cells: int = 3,
+                        structure: tuple[np.ndarray, int] | None = None) -> float:
         """Refine a diameter estimate by segmenting at it and measuring the cells found.
 
         As Cellpose's size model does: a window (``window`` canonical pixels a
@@ -233,11 +235,13 @@ class Model:
         most 1.5x, all rounds together at most 2x). Cells still
         segment well when the estimate is off by a factor 1.5, so this corrects the size
         head where it reads a modality poorly (sparse brightfield fields, for one). With
-        fewer than ``min_cells`` cells found the estimate is kept.
+        fewer than ``min_cells`` cells found the estimate is kept. ``structure``:
+        :func:`tlseg.window.structure_map` of ``image``, computed when not given.
         """
         canon = self.config.canonical_diameter
         start = diameter
-        structure = structure_map(image)
+        if structure is None:
+            structure = structure_map(image)
         for _ in range(rounds):
             crop = estimation_crop(image, canon / diameter, window, structure)
             if min(crop.shape) < 32:
@@ -256,7 +260,8 @@ class Model:
                 break
         return diameter
 
-    def size_head_diameter(self, image: np.ndarray, *, window: int = 384) -> float | None:
+    def size_head_diameter(self, image: np.ndarray, *, window: int = 384,
+                           structure: tuple[np.ndarray, int] | None = None) -> float | None:
         """Coarse estimate of the median cell diameter (input pixels) from the size head.
 
         The network's size head reads the apparent cell size (log2 of apparent over
@@ -268,12 +273,14 @@ class Model:
         outside do not: the three neighbouring rungs whose estimates agree best are
         averaged (in log space), unless they saw fewer than ``_WEAK_EVIDENCE_CELLS``
         cells and another group that agrees within ``_CONSISTENT_OCTAVES`` saw more.
-        Returns None when no cells are found at any rung.
+        Returns None when no cells are found at any rung. ``structure``: as for
+        :meth:`refine_diameter`.
         """
         canon = self.config.canonical_diameter
         estimates: dict[int, float] = {}
         cells: dict[int, float] = {}  # foreground area in canonical cells
-        structure = structure_map(image)
+        if structure is None:
+            structure = structure_map(image)
         for k, rung in enumerate(_DIAMETER_LADDER):
             crop = estimation_crop(image, canon / rung, window, structure)
             if min(crop.shape) < 32:
