@@ -17,7 +17,7 @@ of the whole cells, :func:`tlseg.targets.median_diameter`), per image, for
 Two estimators: ``central window`` (until session 16: the size head and the refinement
 read the image centre, and the three neighbouring ladder rungs that agree best win) and
 ``shipped`` (:mod:`tlseg.window` puts the window where the image has structure, and a
-reading from rungs that saw fewer than ``_WEAK_EVIDENCE_CELLS`` cells loses to a
+reading from rungs that saw fewer than ``WEAK_EVIDENCE_CELLS`` cells loses to a
 consistent one that saw more). Error = |log2(estimate / true)|; 0.32 is a factor 1.25.
 Results: ``benchmarks/results/diameter_estimate.json``.
 """
@@ -72,15 +72,15 @@ def fields(data: Path):
 @contextmanager
 def central_window():
     """The estimator as it was before session 16: central window, least spread wins."""
-    import tlseg.model as tm
+    import tlseg.diameter as td
     import tlseg.window as tw
 
-    saved = tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS
-    tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS = math.inf, 0.0
+    saved = tw.PREFER_CENTRE, td.WEAK_EVIDENCE_CELLS
+    tw.PREFER_CENTRE, td.WEAK_EVIDENCE_CELLS = math.inf, 0.0
     try:
         yield
     finally:
-        tw.PREFER_CENTRE, tm._WEAK_EVIDENCE_CELLS = saved
+        tw.PREFER_CENTRE, td.WEAK_EVIDENCE_CELLS = saved
 
 
 def summary(errors: list[float]) -> dict:

@@ -4,8 +4,8 @@ Run::
 
     python benchmarks/diameter_statistic.py --data ../shared/data
 
-``Model.refine_diameter`` segments a central window and takes the equivalent diameter of
-the instances' :func:`tlseg.model.typical_area`. Two statistics are compared on the
+``tlseg.diameter.refine_diameter`` segments a central window and takes the equivalent diameter of
+the instances' :func:`tlseg.diameter.typical_area`. Two statistics are compared on the
 held-out training images that ``tlseg train`` tuned tl-cells on (the same split; val is
 never read):
 
@@ -29,11 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_and_model, tl_cells_heldout, write_results  # noqa: E402
 
-import tlseg.model as tm  # noqa: E402
+import tlseg.diameter as td  # noqa: E402
 from tlseg.targets import median_diameter  # noqa: E402
 from tlseg.tune import _image_at_canonical, calibrate_diameter  # noqa: E402
 
-SHIPPED = tm.typical_area
+SHIPPED = td.typical_area
 
 
 def median_above_a_quarter(areas) -> float:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     held = tl_cells_heldout(args.data, model.config.canonical_diameter)
     out = {}
     for name, fn in (("area-weighted", SHIPPED), ("median above a quarter", median_above_a_quarter)):
-        tm.typical_area = fn
+        td.typical_area = fn
         ratios = []
         for s in held:
             d = model.estimate_diameter(_image_at_canonical(s), calibrate=False)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         r = [x["estimate_over_true"] for x in ratios if x["estimate_over_true"]]
         print(f"{name}: estimate/true {min(r):.2f}-{max(r):.2f}; best factor {factor} "
               f"-> held-out pooled AP@0.5 {curve[factor]:.3f}", flush=True)
-    tm.typical_area = SHIPPED
+    td.typical_area = SHIPPED
     path = write_results("diameter_statistic", argv=argv, payload={
         "model": args.model, "n_held_out": len(held), "results": out})
     print(f"written {path}")

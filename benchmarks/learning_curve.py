@@ -236,22 +236,25 @@ def main(argv=None) -> int:
     return 0
 
 
-def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: int
-                    ) -> tuple[dict, float]:
-    """Teach a model from ``picks`` in ``root`` and score it; a run finished before (its
+def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: int,
+                    **options) -> tuple[dict, float]:
+    """Teach a model from ``picks`` in ``root`` (``options`` go to :func:`tlseg.teach.teach`)
+    and score it; a run finished before with the same mode and options (its
     ``score.json`` written) is read back instead, so a stopped benchmark resumes."""
     done = root / "score.json"
+    settings = {"mode": mode, "seed": seed, **options}
     if done.is_file():
         record = json.loads(done.read_text())
-        return record["ap50"], record["wall_s"]
+        if record.get("settings", settings) == settings:
+            return record["ap50"], record["wall_s"]
     _reset(root)
     project = build_project(root / "project", picks)
     t = time.time()
-    model = teach(project, base, root / "model", mode=mode, seed=seed)
+    model = teach(project, base, root / "model", mode=mode, seed=seed, **options)
     wall = time.time() - t
     ap = score(model, val, diameter)
     with atomic_path(done) as tmp:
-        tmp.write_text(json.dumps({"ap50": ap, "wall_s": wall}))
+        tmp.write_text(json.dumps({"ap50": ap, "wall_s": wall, "settings": settings}))
     return ap, wall
 
 

@@ -31,18 +31,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
-from learning_curve import (_reset, base_model, build_project, mean_sd_table,  # noqa: E402
-                            print_table, random_boxes, score, suggested_boxes)
-
-from tlseg.teach import teach  # noqa: E402
+from common import WORK, split_pairs, train_median_diameter, write_results
+from learning_curve import (
+    base_model,
+    mean_sd_table,
+    print_table,
+    random_boxes,
+    score,
+    suggested_boxes,
+    teach_and_score,
+)
 
 VARIANTS = {
     "finetune": ("finetune", {}),
@@ -91,12 +95,10 @@ def main(argv=None) -> int:
                 label = name if args.boxes == ["random"] else f"{boxes} ROIs, {name}"
                 slug = label.replace(", ", "-").replace(" ", "_")
                 root = WORK / f"teach_variants_{source}" / f"{slug}-s{seed}"
-                _reset(root)
-                project = build_project(root / "project", picks)
-                t = time.time()
-                model = teach(project, base, root / "model", mode=mode, seed=seed, **override)
-                walls.setdefault(label, []).append(round(time.time() - t, 1))
-                results.setdefault(label, []).append(score(model, held, diameter))
+                ap, wall = teach_and_score(root, picks, base, held, diameter, mode=mode,
+                                           seed=seed, **override)
+                walls.setdefault(label, []).append(round(wall, 1))
+                results.setdefault(label, []).append(ap)
                 print(f"{label} seed={seed}: {results[label][-1]} ({walls[label][-1]} s)",
                       flush=True)
     print_table(mean_sd_table({k: v for k, v in results.items() if k != "base"}), "variant")

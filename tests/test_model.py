@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from tlseg import diameter
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
 from tlseg.metrics import average_precision
@@ -94,14 +95,14 @@ def test_structure_map_marks_cells_not_noise_or_shading():
     assert grid.sum() < 2 * 7 * 7  # the cell's blocks, not the noise or the gradient
 
 
-def test_diameter_calibration_scales_the_estimate(tl_cells):
+def test_diameter_calibration_scales_the_estimate(tl_cells, monkeypatch):
     from dataclasses import replace
 
     # stub the two estimation stages so that only the calibration is under test (the
     # network's float sums vary slightly between runs with other threads busy)
     half = Model(replace(tl_cells.config, diameter_calibration=0.5), tl_cells.net)
-    half.size_head_diameter = lambda image, window, structure=None: 30.0
-    half.refine_diameter = lambda image, d, structure=None: d * 4 / 3
+    monkeypatch.setattr(diameter, "size_head_diameter", lambda model, image, **kw: 30.0)
+    monkeypatch.setattr(diameter, "refine_diameter", lambda model, image, d, **kw: d * 4 / 3)
     image = np.ones((64, 64), np.float32)
     assert half.estimate_diameter(image, calibrate=False) == 40.0
     assert half.estimate_diameter(image) == 20.0

@@ -4,6 +4,7 @@ import tifffile
 import yaml
 
 from tlseg.cli import main
+from tlseg import diameter
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
 from tlseg.model import Model
@@ -266,7 +267,7 @@ def test_tlseg_train_project_writes_a_model_that_tlseg_segment_applies(proj, tmp
                                                                        monkeypatch):
     p, img, lab, f = proj
     # an untrained size head finds no cells (whether it does is up to its random weights)
-    monkeypatch.setattr(Model, "size_head_diameter", lambda self, image, **kw: None)
+    monkeypatch.setattr(diameter, "size_head_diameter", lambda model, image, **kw: None)
     assert main(["roi", "add", str(p), str(img), "--box", "0", "0", "192", "192",
                  "--labels", str(lab)]) == 0
     Model(ModelConfig(name="tiny", channels=(8, 16))).save(tmp_path / "tiny")

@@ -8,33 +8,21 @@ model card) plus ``card.yaml`` (its machine-readable facts). Shipped models live
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import yaml
 
 from .config import ModelConfig
+from .diameter import estimate_diameter
 from .errors import TlsegError
-from .network import UNet
 from .labels import raster_order, resize_labels, upsample_labels
-from .metrics import weighted_median
+from .network import UNet
 from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
-from .window import estimation_crop, structure_map
-
-# candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
-# (the size head is trained on +-1 octave around canonical)
-_DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 384
-# a size-head reading from rungs that saw fewer cells than this (foreground area over a
-# canonical cell's) is weak evidence: a clump of small cells zoomed far out reads as one
-# big cell, consistently over several rungs, and then loses to a reading that saw more
-# cells and agrees within this many octaves (benchmarks/diameter_estimate.py)
-_WEAK_EVIDENCE_CELLS = 5.0
-_CONSISTENT_OCTAVES = 0.4
 
 
 def shipped_models() -> dict[str, Path]:
@@ -66,7 +54,7 @@ class Model:
 
     # --- loading and saving -------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name: str) -> "Model":
+    def from_pretrained(cls, name: str) -> Model:
         """Load a model shipped inside the package by name (see ``tlseg models``)."""
         models = shipped_models()
         if name not in models:
@@ -78,7 +66,7 @@ class Model:
         return cls.from_folder(models[name])
 
     @classmethod
-    def from_folder(cls, path) -> "Model":
+    def from_folder(cls, path) -> Model:
         """Load a model folder written by :meth:`save` or ``tlseg train``."""
         path = Path(path)
         cfg_file, w_file = path / "config.yaml", path / "weights.pt"
@@ -92,14 +80,14 @@ class Model:
             state = torch.load(w_file, map_location="cpu", weights_only=True)
             net = UNet(config.channels, config.n_outputs)
             net.load_state_dict(state)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
             raise TlsegError(f"{path}: cannot load model ({str(exc).splitlines()[0]})") from None
         card_file = path / "card.yaml"
         card = yaml.safe_load(card_file.read_text()) if card_file.is_file() else {}
         return cls(config, net, card)
 
     @classmethod
-    def load(cls, name_or_path) -> "Model":
+    def load(cls, name_or_path) -> Model:
         """A shipped model by name, or a model folder by path."""
         p = Path(str(name_or_path))
         if p.is_dir():
@@ -201,114 +189,10 @@ class Model:
             x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
         return self.net.encode(x)[-1][0].numpy()
 
-    def estimate_diameter(self, image: np.ndarray, *, window: int = 384,
-                          refine: bool = True, calibrate: bool = True) -> float | None:
-        """Estimate the cell diameter (input pixels) to segment an image at.
-
-        A coarse estimate from the network's size head (:meth:`size_head_diameter`) is
-        refined, with ``refine``, by segmenting (:meth:`refine_diameter`) and, with
-        ``calibrate``, multiplied by the model's ``diameter_calibration`` (the factor that
-        made segmenting at the estimate score best on held-out training images).
-        Returns None when no cells are found at any scale. A taught model whose own
-        estimate proved unreliable on its taught images returns its ``taught_diameter``
-        instead (with ``calibrate``; without, the network's own reading).
-        """
-        if calibrate and self.config.taught_diameter:
-            return float(self.config.taught_diameter)
-        structure = structure_map(image)  # where the cells are: read by both stages
-        d = self.size_head_diameter(image, window=window, structure=structure)
-        if d is not None and refine:
-            d = self.refine_diameter(image, d, structure=structure)
-        if d is not None and calibrate:
-            d *= self.config.diameter_calibration
-        return d
-
-    def refine_diameter(self, image: np.ndarray, diameter: float, *, window: int = 768,
-                        rounds: int = 2, min_cells: int = 3,
-                        structure: tuple[np.ndarray, int] | None = None) -> float:
-        """Refine a diameter estimate by segmenting at it and measuring the cells found.
-
-        As Cellpose's size model does: a window (``window`` canonical pixels a
-        side, central unless the cells are elsewhere: :mod:`tlseg.window`) is segmented at
-        the current estimate and the equivalent diameter of its
-        instances' :func:`typical_area` becomes the next estimate (each round moves at
-        most 1.5x, all rounds together at most 2x). Cells still
-        segment well when the estimate is off by a factor 1.5, so this corrects the size
-        head where it reads a modality poorly (sparse brightfield fields, for one). With
-        fewer than ``min_cells`` cells found the estimate is kept. ``structure``:
-        :func:`tlseg.window.structure_map` of ``image``, computed when not given.
-        """
-        canon = self.config.canonical_diameter
-        start = diameter
-        if structure is None:
-            structure = structure_map(image)
-        for _ in range(rounds):
-            crop = estimation_crop(image, canon / diameter, window, structure)
-            if min(crop.shape) < 32:
-                break
-            labels = instances_from_maps(self.predict_maps(crop), canonical_diameter=canon,
-                                         config=self.config.instances)
-            if labels.max() < min_cells:
-                break
-            area = typical_area(np.bincount(labels.ravel())[1:])
-            new = diameter * 2.0 * math.sqrt(area / math.pi) / canon
-            new = float(np.clip(new, max(diameter / 1.5, start / 2),
-                                min(diameter * 1.5, start * 2)))
-            done = abs(math.log2(new / diameter)) < 0.05
-            diameter = new
-            if done:
-                break
-        return diameter
-
-    def size_head_diameter(self, image: np.ndarray, *, window: int = 384,
-                           structure: tuple[np.ndarray, int] | None = None) -> float | None:
-        """Coarse estimate of the median cell diameter (input pixels) from the size head.
-
-        The network's size head reads the apparent cell size (log2 of apparent over
-        canonical diameter), but only within about an octave of canonical; far outside
-        that its reading is meaningless. So a window (central unless the cells are
-        elsewhere: :mod:`tlseg.window`) is zoomed as if cells had
-        each diameter of a ladder half an octave apart, and every rung gives an estimate
-        ``rung * 2**reading``. Rungs within the head's range agree with each other, rungs
-        outside do not: the three neighbouring rungs whose estimates agree best are
-        averaged (in log space), unless they saw fewer than ``_WEAK_EVIDENCE_CELLS``
-        cells and another group that agrees within ``_CONSISTENT_OCTAVES`` saw more.
-        Returns None when no cells are found at any rung. ``structure``: as for
-        :meth:`refine_diameter`.
-        """
-        canon = self.config.canonical_diameter
-        estimates: dict[int, float] = {}
-        cells: dict[int, float] = {}  # foreground area in canonical cells
-        if structure is None:
-            structure = structure_map(image)
-        for k, rung in enumerate(_DIAMETER_LADDER):
-            crop = estimation_crop(image, canon / rung, window, structure)
-            if min(crop.shape) < 32:
-                break
-            maps = self.predict_maps(crop)
-            prob, logsize = maps[0], maps[2]
-            fg = prob > self.config.instances.fg_threshold
-            if fg.sum() >= 0.25 * canon**2:
-                estimates[k] = math.log2(rung) + float(np.median(logsize[fg]))
-                cells[k] = float(fg.sum()) / (math.pi / 4 * canon**2)
-        if not estimates:
-            return None
-        groups = []  # (spread, mean, fewest cells seen) of each three neighbouring rungs
-        for k in estimates:
-            ks = [j for j in (k - 1, k, k + 1) if j in estimates]
-            if len(ks) < min(3, len(estimates)):
-                continue
-            group = [estimates[j] for j in ks]
-            groups.append((float(np.ptp(group)), float(np.mean(group)),
-                           min(cells[j] for j in ks)))
-        if not groups:  # no complete neighbourhood: fall back to all rungs
-            return float(2.0 ** float(np.median(list(estimates.values()))))
-        best = min(groups)
-        if best[2] < _WEAK_EVIDENCE_CELLS:
-            consistent = [g for g in groups if g[0] <= _CONSISTENT_OCTAVES and g[2] > best[2]]
-            if consistent:
-                best = max(consistent, key=lambda g: g[2])
-        return float(2.0 ** best[1])
+    def estimate_diameter(self, image: np.ndarray, **kwargs) -> float | None:
+        """The cell diameter (input pixels) to segment ``image`` at, or None when no cells
+        are found: :func:`tlseg.diameter.estimate_diameter` (keywords as there)."""
+        return estimate_diameter(self, image, **kwargs)
 
     def predict_instances(
         self,
@@ -381,24 +265,3 @@ class Model:
             "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
         }
         return labels, details
-
-
-def typical_area(areas: np.ndarray) -> float:
-    """The typical cell area among instance areas: their area-weighted median, the size
-    of the object at which half the segmented area is reached.
-
-    Weighting by area keeps the few cells of a sparse field from being outvoted by specks
-    of debris. In dense fields a few merged pairs inflate it (10-15 % on usiigaci), which
-    the model's ``diameter_calibration`` absorbs; the plain median of the objects above
-    a quarter of it tracks the true size more closely but segmented the held-out images
-    no better (``benchmarks/diameter_statistic.py``, sessions 7 and 11).
-
-    Examples
-    --------
-    >>> typical_area(np.array([4, 5, 6, 100, 110, 120, 130, 400]))  # specks, cells, a merge
-    130.0
-    """
-    areas = np.asarray(areas, dtype=float)
-    areas = areas[areas > 0]
-    return weighted_median(areas, areas)
-

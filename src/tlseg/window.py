@@ -1,6 +1,6 @@
 """Where in an image to read the cell size: the window the diameter estimate looks at.
 
-The automatic diameter estimate (:meth:`tlseg.model.Model.estimate_diameter`) runs the
+The automatic diameter estimate (:func:`tlseg.diameter.estimate_diameter`) runs the
 network on one window of the image, not all of it. The centre is the natural window,
 but in a sparse field (the low-density wells of a dilution series, a near-empty site)
 the centre can hold no cell at all, and the estimate then reads background texture or

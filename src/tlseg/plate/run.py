@@ -87,7 +87,6 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
     Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
     bad image: the record then has ``status: 'error'`` and the message.
     """
-    import numpy as np
 
     from ..io import read_image, write_labels
     from .measure import measure_site
@@ -266,11 +265,11 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
     elif cfg.diameter_mode == "plate":
         if cfg.diameter is None:
             cfg.diameter = _estimate(cfg.model, sites, cfg.tl_channel)
-            log(f"cell diameter estimated on the plate: "
+            log("cell diameter estimated on the plate: "
                 + (f"{cfg.diameter:.1f} px" if cfg.diameter else "failed, model default used"))
         if cfg.nuclei_channel and cfg.nuclei_diameter is None:
             cfg.nuclei_diameter = _estimate(cfg.nuclei_model, sites, cfg.nuclei_channel)
-            log(f"nucleus diameter estimated on the plate: "
+            log("nucleus diameter estimated on the plate: "
                 + (f"{cfg.nuclei_diameter:.1f} px" if cfg.nuclei_diameter else
                    "failed, model default used"))
     record = {
