@@ -17,6 +17,11 @@ def test_perfect_and_empty():
     assert s["ap50"] == s["map"] == 1.0 and s["n_pred"] == 2
     s = average_precision(gt, np.zeros_like(gt))
     assert s["ap50"] == 0.0 and s["recall"] == 0.0
+    # nothing found: the two cells are missed, not the five ids up to the highest
+    c = match_counts(gt, np.zeros_like(gt))
+    assert c["n_true"] == 2 and c["fn"][0] == 2 and c["n_pred"] == 0
+    c = match_counts(np.zeros_like(gt), gt)
+    assert c["n_true"] == 0 and c["fp"][0] == 2
 
 
 def test_partial_overlap_counts_per_threshold():

@@ -103,7 +103,7 @@ def match_counts(true: np.ndarray, pred: np.ndarray, thresholds=IOU_THRESHOLDS) 
     """
     true, pred = ignore_unknown(np.asarray(true), pred)
     iou = iou_matrix(true, pred)
-    iou = iou[_present(true)][:, _present(pred)] if iou.size else iou
+    iou = iou[_present(true)][:, _present(pred)]  # absent ids are no cells
     n_true, n_pred = iou.shape
     tp = np.array([len(_assign(iou, t)[0]) for t in thresholds])
     return {
