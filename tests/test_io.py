@@ -63,7 +63,7 @@ def test_bad_arrays_give_one_line_errors(data, match):
     assert "\n" not in str(err.value) and "bad.tif" in str(err.value)
 
 
-def test_empty_and_corrupt_files(tmp_path, field):
+def test_empty_and_corrupt_files(tmp_path, field, capfd):
     empty = tmp_path / "empty.tif"
     empty.write_bytes(b"")
     with pytest.raises(TlsegError, match="empty"):
@@ -78,6 +78,12 @@ def test_empty_and_corrupt_files(tmp_path, field):
     junk.write_bytes(b"not a png at all")
     with pytest.raises(TlsegError, match="cannot read image"):
         read_image(junk)
+    # a damaged header: tifffile's own complaint becomes the reason, and it prints nothing
+    header = tmp_path / "header.tif"
+    header.write_bytes(b"II*\x00garbage" * 10)
+    with pytest.raises(TlsegError, match=r"header.tif: cannot read image \(invalid offset"):
+        read_image(header)
+    assert capfd.readouterr().err == ""
 
 
 def test_labels_shape_mismatch_and_dtype(tmp_path):

@@ -10,6 +10,7 @@ interrupted run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -50,6 +51,13 @@ def list_images(paths) -> list[Path]:
 def _read_raw(path: Path) -> tuple[np.ndarray, str]:
     if path.stat().st_size == 0:
         raise TlsegError(f"{path}: file is empty (0 bytes); re-export or remove it")
+    # tifffile logs what it finds wrong with a damaged file (then often fails with a
+    # bare IndexError): keep its first complaint for our one-line message instead of
+    # letting it print
+    complaints = _Complaints()
+    tiff_log = logging.getLogger("tifffile")
+    tiff_log.addHandler(complaints)
+    propagate, tiff_log.propagate = tiff_log.propagate, False
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -65,10 +73,27 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str]:
             axes = "YXS" if data.ndim == 3 else "YX"
     except TlsegError:
         raise
-    except Exception as exc:  # any decoder failure: truncated, corrupt, unknown codec
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: truncated, corrupt, codec
+        msg = complaints.first or (str(exc).splitlines()[0] if str(exc) else
+                                   type(exc).__name__)
         raise TlsegError(f"{path}: cannot read image ({msg}); is the file complete?") from None
+    finally:
+        tiff_log.removeHandler(complaints)
+        tiff_log.propagate = propagate
     return _squeeze_axes(data, axes)
+
+
+class _Complaints(logging.Handler):
+    """Keeps the first warning a reader logs (its text without the object's repr)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.first is None:
+            text = record.getMessage().splitlines()[0]
+            self.first = text.split("> ", 1)[-1] if text.startswith("<") else text
 
 
 def _squeeze_axes(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
@@ -202,7 +227,7 @@ def _rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
 def read_labels(path, *, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read an instance-label image (0 = background) as int32, checking its shape."""
     path = Path(path)
-    data, axes = _read_raw(path)
+    data, _ = _read_raw(path)
     if data.ndim != 2:
         raise TlsegError(f"{path}: label image must be 2-D, got shape {data.shape}")
     if data.dtype.kind not in "ui" and not (
