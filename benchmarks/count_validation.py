@@ -99,7 +99,8 @@ def main():
     wells["diameter"] = wells["well"].map(sites["diameter"]).round(1)
     wells["nuclei_diameter"] = wells["well"].map(sites["nuclei_diameter"]).round(1)
     cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells", "diameter",
-            "nuclei_diameter"]
+            "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
+            "nuclei_outside_cells"]
     print(wells[cols].to_string(index=False))
     res = {"model": args.model, "nuclei_model": args.nuclei_model,
            "diameters": "per field" if args.per_site_diameter else "once per acquisition "

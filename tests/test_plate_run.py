@@ -53,6 +53,14 @@ def test_plate_run_writes_every_table_and_resumes(plate, tmp_path, capsys):
     assert {"well", "site", "label", "area", "perimeter", "eccentricity", "solidity",
             "mean_w1", "mean_w2", "n_nuclei", "centroid_x"} <= set(cells.columns)
     assert len(cells) == wells["n_cells"].sum()
+    # where the two counts part, from the nuclei inside each cell
+    w = wells.set_index("well")
+    per = cells.groupby("well")["n_nuclei"]
+    assert (w["cells_without_nucleus"] == per.agg(lambda k: (k == 0).sum())).all()
+    assert (w["cells_with_several_nuclei"] == per.agg(lambda k: (k >= 2).sum())).all()
+    extra = per.agg(lambda k: (k[k >= 2] - 1).sum())
+    assert (w["n_cells"] - w["n_nuclei"] == w["cells_without_nucleus"]
+            - w["nuclei_outside_cells"] - extra).all()
     cond = pd.read_csv(out / "conditions.csv")
     assert cond["n_wells"].tolist() == [2, 2] and "n_cells_sd" in cond
     val = json.loads((out / "validation.json").read_text())
@@ -60,6 +68,7 @@ def test_plate_run_writes_every_table_and_resumes(plate, tmp_path, capsys):
     assert val["density"][0]["column"] == "seeding_density"
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "Bland" in page
+    assert "Where the counts part" in page
     # a second run skips every finished site and leaves the results unchanged
     before = (out / "wells.csv").read_bytes()
     assert main(_run_args(plate, out, "--pixel-size", "0.65")) == 0

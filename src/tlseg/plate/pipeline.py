@@ -68,6 +68,9 @@ def validate_run(out, *, density: str | None = None, log: Callable[[str], None] 
     validation = None
     if "n_nuclei" in wells:
         validation = validate_counts(wells, conds, density=density)
+        parting = ("cells_without_nucleus", "cells_with_several_nuclei", "nuclei_outside_cells")
+        if all(c in wells for c in parting):
+            validation["parting"] = {c: int(wells[c].sum()) for c in parting}
         with atomic_path(out / "validation.json") as tmp:
             tmp.write_text(json.dumps(validation, indent=2, default=str))
         s = validation["per_well"]
@@ -76,6 +79,11 @@ def validate_run(out, *, density: str | None = None, log: Callable[[str], None] 
                 f"CCC {s['ccc']:.3f}, bias {s['bias']:+.1f} cells "
                 f"({s.get('bias_percent', float('nan')):+.1f} %), paired t-test p "
                 f"{s['paired_p']:.3g}")
+        if "parting" in validation:
+            p = validation["parting"]
+            log(f"label-free cells without a nucleus: {p['cells_without_nucleus']}, with "
+                f"several: {p['cells_with_several_nuclei']}; nuclei outside every cell: "
+                f"{p['nuclei_outside_cells']} (per well in wells.csv)")
     report = write_report(out, wells=wells, conds=conds, sites=tables["sites"],
                           validation=validation, run=run)
     log(f"wells.csv, report.html written to {out}")

@@ -150,6 +150,29 @@ def _stats_rows(s: dict) -> str:
     return f"<table class='t'>{rows}</table>"
 
 
+def _parting(wells: pd.DataFrame, top: int = 5) -> str:
+    """Where the label-free and nuclei counts part, over the plate and in the wells that
+    part most (:func:`tlseg.plate.summary.nucleus_check`)."""
+    n_cells = int(wells["n_cells"].sum())
+    empty = int(wells["cells_without_nucleus"].sum())
+    several = int(wells["cells_with_several_nuclei"].sum())
+    outside = int(wells["nuclei_outside_cells"].sum())
+    text = (f"Of {n_cells} label-free cells, <b>{empty}</b> contain no nucleus (debris, or a "
+            f"cell cut in two) and <b>{several}</b> contain two or more (touching cells drawn "
+            f"as one); <b>{outside}</b> of {int(wells['n_nuclei'].sum())} nuclei lie outside "
+            "every cell (cells the label-free model missed).")
+    off = (wells["cells_without_nucleus"] + wells["cells_with_several_nuclei"]
+           + wells["nuclei_outside_cells"])
+    worst = wells.assign(_off=off / wells["n_nuclei"].clip(lower=1))
+    worst = worst[off > 0].sort_values("_off", ascending=False).head(top)
+    table = ""
+    if len(worst):
+        cols = ["well", "n_cells", "n_nuclei", "cells_without_nucleus",
+                "cells_with_several_nuclei", "nuclei_outside_cells"]
+        table = "<p>Wells to look at first:</p>" + _table(worst[cols])
+    return f"<h2>Where the counts part</h2><p>{text}</p>{table}"
+
+
 def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites: pd.DataFrame,
                  validation: dict | None, run: dict) -> Path:
     """Write ``out/report.html`` and return its path."""
@@ -199,6 +222,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                          f"(R² ≥ {d['criteria']['r2_min']}) and within "
                          f"{100 * d['criteria']['max_rel_diff']:.0f} % of the nuclei count: "
                          f"<b>{html.escape(text)}</b>.</p>")
+    if "cells_without_nucleus" in used:
+        parts.append(_parting(used))
     if conds is not None and len(conds):
         parts.append("<h2>Conditions</h2>" + _table(conds))
     thumbs = _examples(out, used, sites, keys, run)

@@ -56,7 +56,7 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     wells.csv: well, n_sites, n_cells (label-free count, summed over the well's sites),
     n_nuclei (when a nuclei channel was segmented), cells_per_site, mean_area_px,
     mean_area_um2 and cells_per_mm2 (when the pixel size is known), n_failed_sites, and
-    the plate-map columns. conditions.csv: per combination of plate-map columns, the
+    the plate-map columns; with a nuclei channel also :func:`nucleus_check`'s columns. conditions.csv: per combination of plate-map columns, the
     number of replicate wells and the mean and SD of each count over them.
     """
     out = Path(out)
@@ -77,6 +77,8 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     if len(cells):
         wells = wells.merge(cells.groupby("well")["area"].mean().rename("mean_area_px"),
                             left_on="well", right_index=True, how="left")
+    if has_nuclei and "n_nuclei" in cells.columns:
+        wells = wells.join(nucleus_check(cells, wells), on="well")
     if px:
         wells["mean_area_um2"] = wells.get("mean_area_px", np.nan) * px**2
         pix = ok.assign(px=[s[0] * s[1] for s in ok["shape"]]).groupby("well")["px"].sum()
@@ -102,6 +104,34 @@ def summarize(out) -> dict[str, pd.DataFrame]:
         result["conditions"] = conditions(wells, list(pm.columns))
         _write_csv(out / "conditions.csv", result["conditions"])
     return result
+
+
+def nucleus_check(cells: pd.DataFrame, wells: pd.DataFrame) -> pd.DataFrame:
+    """Where a well's label-free and nuclei counts part, from the nuclei inside each cell.
+
+    Per well: ``cells_without_nucleus`` (label-free objects with no nucleus centre inside:
+    debris or a cell cut in two), ``cells_with_several_nuclei`` (touching cells drawn as
+    one, or a dividing cell) and ``nuclei_outside_cells`` (nuclei no cell covers: cells
+    the label-free model missed). The label-free minus the nuclei count is
+    ``cells_without_nucleus`` minus ``nuclei_outside_cells`` minus the extra nuclei of the
+    cells with several.
+
+    Examples
+    --------
+    >>> cells = pd.DataFrame({"well": ["A01"] * 4, "n_nuclei": [1, 0, 2, 1]})
+    >>> wells = pd.DataFrame({"well": ["A01"], "n_nuclei": [5]})
+    >>> nucleus_check(cells, wells).loc["A01"].tolist()
+    [1, 1, 1]
+    """
+    g = cells.groupby("well")["n_nuclei"]
+    out = pd.DataFrame({
+        "cells_without_nucleus": g.agg(lambda k: int((k == 0).sum())),
+        "cells_with_several_nuclei": g.agg(lambda k: int((k >= 2).sum())),
+        "inside": g.sum(),
+    }).reindex(wells["well"]).fillna(0).astype(int)
+    total = wells.set_index("well")["n_nuclei"]
+    out["nuclei_outside_cells"] = (total - out.pop("inside")).clip(lower=0).astype(int)
+    return out
 
 
 def conditions(wells: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
