@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import tifffile
 
 from tlseg.cli import main
@@ -18,6 +19,21 @@ def test_segment_overlay_and_evaluate(image_dir, tmp_path, capsys):
         assert lab.dtype in (np.uint16, np.uint32) and lab.max() > 5
         assert (out / f"{stem}_overlay.png").stat().st_size > 1000
     assert tifffile.imread(out / "a_masks.tif").shape == (256, 256)
+    # one counts table for the folder, a per-cell table per image
+    counts = pd.read_csv(out / "counts.csv", keep_default_na=False).set_index("image")
+    assert counts.loc["broken.tif", "status"] == "error" and "broken.tif" in counts.loc[
+        "broken.tif", "error"]
+    for stem in ("a", "b"):
+        n = int(tifffile.imread(out / f"{stem}_masks.tif").max())
+        assert counts.loc[f"{stem}.tif", "status"] == "ok"
+        assert int(counts.loc[f"{stem}.tif", "n_cells"]) == n
+        cells = pd.read_csv(out / f"{stem}_cells.csv")
+        assert len(cells) == n and {"area", "centroid_x", "solidity", "mean_image"} <= set(cells)
+    # a re-run skips the finished images and keeps their rows
+    before = (out / "counts.csv").read_text()
+    assert main(["segment", str(image_dir / "a.tif"), "-o", str(out)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (out / "counts.csv").read_text() == before
     rc = main(["evaluate", str(out), str(tmp_path / "gt"), "--json", str(tmp_path / "s.json")])
     printed = capsys.readouterr().out
     assert rc == 0 and "OVERALL" in printed

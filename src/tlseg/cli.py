@@ -27,7 +27,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="output directory")
     s.add_argument("--model", default="tl-cells", help="shipped model name or model folder")
     s.add_argument("--diameter", type=float, help="cell diameter in pixels (default: estimate)")
-    s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png "
+                   "(masks, per-cell <stem>_cells.csv and counts.csv are always written)")
     s.add_argument("--channel", type=int, help="channel of a multi-channel image to use")
     s.add_argument("--plane", type=int, help="plane of a 3-D stack to use")
     s.add_argument("--tile", type=int, default=1024, help="tile side for large images")
@@ -182,39 +183,25 @@ def set_threads():
 def _segment(args) -> int:
     from tqdm import tqdm
 
-    from .io import list_images, read_image, write_labels, write_overlay
+    from .io import list_images
     from .model import Model
+    from .segment import segment_files
 
     set_threads()
     files = list_images(args.inputs)
     model = Model.load(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    bar = tqdm(files, unit="image", disable=len(files) < 2, file=sys.stderr)
-    for f in bar:
-        mask_path = out / f"{f.stem}_masks.tif"
-        if mask_path.exists() and not args.overwrite:
-            bar.write(f"{f.name}: {mask_path.name} exists, skipped (use --overwrite to redo)")
-            continue
-        try:
-            image = read_image(f, channel=args.channel, plane=args.plane)
-            labels, details = model.predict_instances(image, diameter=args.diameter, tile=args.tile,
-                                                     augment=args.tta)
-        except TlsegError as exc:
-            msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
-            if len(files) == 1:
-                raise TlsegError(msg) from None
-            bar.write(f"error: {msg} (skipped)", file=sys.stderr)
-            failed += 1
-            continue
-        write_labels(mask_path, labels)
-        if args.overlay:
-            write_overlay(out / f"{f.stem}_overlay.png", image, labels)
-        bar.write(
-            f"{f.name}: {details['n_cells']} cells "
-            f"(diameter {details['diameter']:.1f} px, {details['diameter_source']})"
-        )
+    bar = tqdm(unit="image", total=len(files), disable=len(files) < 2, file=sys.stderr)
+
+    def progress(items):
+        for item in items:
+            yield item
+            bar.update()
+
+    failed = segment_files(files, model, args.out, diameter=args.diameter,
+                           channel=args.channel, plane=args.plane, tile=args.tile,
+                           tta=args.tta, overlay=args.overlay, overwrite=args.overwrite,
+                           log=bar.write, progress=progress)
+    bar.close()
     if failed:
         print(f"{failed} of {len(files)} images failed; see the errors above", file=sys.stderr)
         return 2
