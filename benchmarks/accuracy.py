@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import VAL_SOURCES, WORK, train_median_diameter, val_pairs, write_results  # noqa: E402
 
 from tlseg.io import read_image, read_labels  # noqa: E402
+from tlseg.labels import resize_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
-from tlseg.labels import resize_labels  # noqa: E402
 from tlseg.preprocess import rescale  # noqa: E402
 
 PEERS = {

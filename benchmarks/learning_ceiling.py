@@ -32,8 +32,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, split_pairs, train_median_diameter, write_results  # noqa: E402
-from learning_curve import (SOURCE, _reset, base_model, build_project,  # noqa: E402
-                            mean_sd_table, print_table, random_boxes, score, suggested_boxes)
+from learning_curve import (  # noqa: E402
+    SOURCE,
+    _reset,
+    base_model,
+    build_project,
+    mean_sd_table,
+    print_table,
+    random_boxes,
+    score,
+    suggested_boxes,
+)
 
 from tlseg.io import read_labels  # noqa: E402
 from tlseg.teach import teach  # noqa: E402

@@ -51,8 +51,14 @@ import torch
 from skimage.measure import regionprops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, TL_CELLS_SOURCES, WORK, split_pairs,  # noqa: E402
-                    train_median_diameter, write_results)
+from common import (  # noqa: E402
+    RESULTS,
+    TL_CELLS_SOURCES,
+    WORK,
+    split_pairs,
+    train_median_diameter,
+    write_results,
+)
 
 from tlseg.io import atomic_path, read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, summarize  # noqa: E402

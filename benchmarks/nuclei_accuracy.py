@@ -37,16 +37,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
-
 import numpy as np  # noqa: E402
+from common import write_results  # noqa: E402
 from skimage.measure import regionprops  # noqa: E402
 
 from tlseg.io import read_image, read_labels  # noqa: E402
 from tlseg.metrics import match_counts, overlap_counts, summarize  # noqa: E402
 from tlseg.model import Model  # noqa: E402
 from tlseg.targets import ignore_fragments  # noqa: E402
-
 
 BY_DETECTION = ("aisegcell",)
 FRAGMENTS = 0.15  # as the nuclei model's training (--fragments)

@@ -1,9 +1,9 @@
 import os
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import imageio.v3 as iio
 
 from tlseg.errors import TlsegError
 from tlseg.io import as_gray_2d, list_images, read_image, read_labels, write_labels

@@ -3,8 +3,8 @@ import pytest
 import tifffile
 import yaml
 
-from tlseg.cli import main
 from tlseg import diameter
+from tlseg.cli import main
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
 from tlseg.model import Model

@@ -83,7 +83,8 @@ def load_train(data: Path, sources) -> tuple[list, list, list]:
 
 def train(args) -> int:
     import torch
-    from cellpose import dynamics, models, train as cptrain
+    from cellpose import dynamics, models
+    from cellpose import train as cptrain
 
     t_start = time.time()
     budget_s = args.budget_min * 60.0

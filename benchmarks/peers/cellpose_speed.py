@@ -106,8 +106,9 @@ def main() -> int:
     C.set_threads(args.threads)
     logging.disable(logging.WARNING)  # keep stdout/stderr quiet
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
-    import torch
     from importlib.metadata import version
+
+    import torch
 
     model, used = make_model(args.weights)
     model.eval(synthetic_image(256, args.diameter), channels=[0, 0],

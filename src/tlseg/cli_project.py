@@ -134,6 +134,6 @@ def roi(args) -> int:
     print(f"{'roi':>5} {'ver':>4} {'image':<24} {'box (y0 x0 y1 x1)':<24} {'cells':>6}")
     for r in rois:
         n = len(set(r.labels[r.labels > 0].tolist()))
-        print(f"{r.roi_id:>5} {r.version:>4} {r.image_id[:24]:<24} {str(list(r.box)):<24} {n:>6}")
+        print(f"{r.roi_id:>5} {r.version:>4} {r.image_id[:24]:<24} {list(r.box)!s:<24} {n:>6}")
     print(f"{len(rois)} ROIs, set {project.roi_set_hash()}")
     return 0

@@ -22,8 +22,13 @@ from .errors import TlsegError
 from .io import IMAGE_SUFFIXES, read_image, read_labels
 from .labels import resize_labels
 from .preprocess import rescale
-from .targets import (UNKNOWN, ignore_fragments, known_near_cells, make_targets,
-                      median_diameter)
+from .targets import (
+    UNKNOWN,
+    ignore_fragments,
+    known_near_cells,
+    make_targets,
+    median_diameter,
+)
 
 
 @dataclass
@@ -253,5 +258,13 @@ def split_holdout(samples: list[Sample], fraction: float) -> tuple[list[Sample],
     return train, held
 
 
-__all__ = ["Sample", "CropSampler", "load_sample", "list_pairs", "resolve_data_dir",
-           "split_holdout", "make_sample", "UNKNOWN"]
+__all__ = [
+    "UNKNOWN",
+    "CropSampler",
+    "Sample",
+    "list_pairs",
+    "load_sample",
+    "make_sample",
+    "resolve_data_dir",
+    "split_holdout",
+]

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import line as draw_line
-from skimage.segmentation import relabel_sequential as _relabel, watershed
+from skimage.segmentation import relabel_sequential as _relabel
+from skimage.segmentation import watershed
 
 from .targets import UNKNOWN
 

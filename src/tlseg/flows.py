@@ -17,9 +17,9 @@ Models with flows predict, at every cell pixel, the unit direction to its cell's
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .labels import banded_watershed

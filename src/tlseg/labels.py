@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage as ndi
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 

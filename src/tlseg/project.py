@@ -51,7 +51,7 @@ class Project:
 
     # --- creation and opening -------------------------------------------------------
     @classmethod
-    def init(cls, root, *, name: str | None = None, diameter: float | None = None) -> "Project":
+    def init(cls, root, *, name: str | None = None, diameter: float | None = None) -> Project:
         root = Path(root)
         if (root / "project.yaml").exists():
             raise TlsegError(f"{root}: already a project; open it instead of re-creating it")
@@ -63,7 +63,7 @@ class Project:
         return cls(root, meta)
 
     @classmethod
-    def open(cls, root) -> "Project":
+    def open(cls, root) -> Project:
         root = Path(root)
         f = root / "project.yaml"
         if not f.is_file():

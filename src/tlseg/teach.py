@@ -20,8 +20,8 @@ annotated (:func:`calibrate_to_rois`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

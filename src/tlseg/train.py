@@ -21,9 +21,9 @@ from __future__ import annotations
 import csv
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +32,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .augment import augment_normalized, augment_raw
 from .config import ModelConfig, TrainConfig
-from .data import CropSampler, Sample, list_pairs, load_sample, resolve_data_dir, split_holdout
+from .data import (
+    CropSampler,
+    Sample,
+    list_pairs,
+    load_sample,
+    resolve_data_dir,
+    split_holdout,
+)
 from .errors import TlsegError
 from .io import atomic_path
 from .model import Model

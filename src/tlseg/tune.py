@@ -20,7 +20,12 @@ from .data import Sample
 from .flows import flows_to_instances
 from .metrics import match_counts, summarize
 from .model import Model
-from .postprocess import InstanceConfig, drop_faint, drop_incoherent, instances_from_maps
+from .postprocess import (
+    InstanceConfig,
+    drop_faint,
+    drop_incoherent,
+    instances_from_maps,
+)
 
 
 def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
