@@ -190,18 +190,12 @@ def _segment(args) -> int:
     set_threads()
     files = list_images(args.inputs)
     model = Model.load(args.model)
-    bar = tqdm(unit="image", total=len(files), disable=len(files) < 2, file=sys.stderr)
-
-    def progress(items):
-        for item in items:
-            yield item
-            bar.update()
-
-    failed = segment_files(files, model, args.out, diameter=args.diameter,
-                           channel=args.channel, plane=args.plane, tile=args.tile,
-                           tta=args.tta, overlay=args.overlay, overwrite=args.overwrite,
-                           log=bar.write, progress=progress)
-    bar.close()
+    failed = segment_files(
+        files, model, args.out, diameter=args.diameter, channel=args.channel,
+        plane=args.plane, tile=args.tile, tta=args.tta, overlay=args.overlay,
+        overwrite=args.overwrite, log=tqdm.write,  # prints above the bar
+        progress=lambda items: tqdm(items, unit="image", disable=len(items) < 2,
+                                    file=sys.stderr))
     if failed:
         print(f"{failed} of {len(files)} images failed; see the errors above", file=sys.stderr)
         return 2

@@ -149,17 +149,15 @@ def _stats_rows(s: dict) -> str:
     return f"<table class='t'>{rows}</table>"
 
 
-def _parting(wells: pd.DataFrame, top: int = 5) -> str:
-    """Where the label-free and nuclei counts part, over the plate and in the wells that
-    part most (:func:`tlseg.plate.summary.nucleus_check`)."""
-    n_cells = int(wells["n_cells"].sum())
-    empty = int(wells["cells_without_nucleus"].sum())
-    several = int(wells["cells_with_several_nuclei"].sum())
-    outside = int(wells["nuclei_outside_cells"].sum())
-    text = (f"Of {n_cells} label-free cells, <b>{empty}</b> contain no nucleus (debris, or a "
-            f"cell cut in two) and <b>{several}</b> contain two or more (touching cells drawn "
-            f"as one); <b>{outside}</b> of {int(wells['n_nuclei'].sum())} nuclei lie outside "
-            "every cell (cells the label-free model missed).")
+def _parting(wells: pd.DataFrame, totals: dict, top: int = 5) -> str:
+    """Where the label-free and nuclei counts part: the plate's ``totals`` (validation.json
+    ``parting``) and the wells that part most (:func:`tlseg.plate.summary.nucleus_check`)."""
+    text = (f"Of {int(wells['n_cells'].sum())} label-free cells, "
+            f"<b>{totals['cells_without_nucleus']}</b> contain no nucleus (debris, or a cell "
+            f"cut in two) and <b>{totals['cells_with_several_nuclei']}</b> contain two or more "
+            f"(touching cells drawn as one); <b>{totals['nuclei_outside_cells']}</b> of "
+            f"{int(wells['n_nuclei'].sum())} nuclei lie outside every cell (cells the "
+            "label-free model missed).")
     off = (wells["cells_without_nucleus"] + wells["cells_with_several_nuclei"]
            + wells["nuclei_outside_cells"])
     worst = wells.assign(_off=off / wells["n_nuclei"].clip(lower=1))
@@ -221,8 +219,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                          f"(R² ≥ {d['criteria']['r2_min']}) and within "
                          f"{100 * d['criteria']['max_rel_diff']:.0f} % of the nuclei count: "
                          f"<b>{html.escape(text)}</b>.</p>")
-    if "cells_without_nucleus" in used:
-        parts.append(_parting(used))
+    if validation is not None and "parting" in validation:
+        parts.append(_parting(used, validation["parting"]))
     if conds is not None and len(conds):
         parts.append("<h2>Conditions</h2>" + _table(conds))
     thumbs = _examples(out, used, sites, keys, run)

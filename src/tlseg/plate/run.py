@@ -87,7 +87,6 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
     Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
     bad image: the record then has ``status: 'error'`` and the message.
     """
-
     from ..io import read_image, write_labels
     from .measure import measure_site
 

@@ -56,8 +56,9 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     wells.csv: well, n_sites, n_cells (label-free count, summed over the well's sites),
     n_nuclei (when a nuclei channel was segmented), cells_per_site, mean_area_px,
     mean_area_um2 and cells_per_mm2 (when the pixel size is known), n_failed_sites, and
-    the plate-map columns; with a nuclei channel also :func:`nucleus_check`'s columns. conditions.csv: per combination of plate-map columns, the
-    number of replicate wells and the mean and SD of each count over them.
+    the plate-map columns; with a nuclei channel also :func:`nucleus_check`'s columns.
+    conditions.csv: per combination of plate-map columns, the number of replicate wells
+    and the mean and SD of each count over them.
     """
     out = Path(out)
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
