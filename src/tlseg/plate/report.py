@@ -24,9 +24,15 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _value(v) -> str:
+    """A plate-map value as text: numbers without a trailing .0, missing ones empty."""
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return ""
+    return f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v)
+
+
 def _cond_label(row, keys) -> str:
-    return " · ".join(f"{row[k]:g}" if isinstance(row[k], (int, float, np.number)) else str(row[k])
-                      for k in keys) or "all"
+    return " · ".join(t for t in (_value(row[k]) for k in keys) if t) or "all"
 
 
 def bar_chart(conds: pd.DataFrame, keys: list[str]) -> str:
@@ -110,27 +116,33 @@ def heat_map(wells: pd.DataFrame, column: str, title: str) -> str:
     return _png(fig)
 
 
-def overlay_thumb(image_path: str, masks_path: Path, nuclei_path: Path | None, size: int = 360) -> str:
+def example_site(image_path: str, masks_path: Path, nuclei_path: Path | None,
+                 diameter: float | None = None) -> str:
+    """The two-panel example of one site (:func:`tlseg.plate.examples.example_figure`)."""
     import tifffile
-    from skimage.segmentation import find_boundaries
 
     from ..io import read_image
+    from .examples import example_figure
 
-    img = read_image(image_path).astype(np.float32)
-    lab = tifffile.imread(masks_path)
-    step = max(1, int(np.ceil(max(img.shape) / size)))
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    gray = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
-    rgb[find_boundaries(lab, mode="inner")] = (0.2, 1.0, 0.3)
-    if nuclei_path is not None and nuclei_path.is_file():
-        nuc = tifffile.imread(nuclei_path)
-        rgb[find_boundaries(nuc, mode="inner")] = (1.0, 0.3, 1.0)
-    fig = Figure(figsize=(3.2, 3.2 * img.shape[0] / img.shape[1]))
-    ax = fig.subplots()
-    ax.imshow(rgb[::step, ::step] if step > 1 else rgb)
-    ax.set_axis_off()
-    return _png(fig)
+    nuclei = tifffile.imread(nuclei_path) if nuclei_path is not None and nuclei_path.is_file() else None
+    return _png(example_figure(read_image(image_path).astype(np.float32),
+                               tifffile.imread(masks_path), nuclei, diameter=diameter))
+
+
+def _settings(cfg: dict) -> str:
+    """The run's settings as one line of ``name value`` pairs; unset ones left out, and
+    the per-well diameters (in sites.csv) summarised as their range."""
+    items = []
+    for k, v in cfg.items():
+        if v is None or v == "" or k == "well_diameters":
+            continue
+        text = f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        items.append(f"{k.replace('_', ' ')} <code>{html.escape(text)}</code>")
+    per_well = cfg.get("well_diameters") or {}
+    cells = [d[0] for d in per_well.values() if d and d[0]]
+    if cells:
+        items.append(f"cell diameters {min(cells):.1f}–{max(cells):.1f} px by well (sites.csv)")
+    return f"<p class='set'>Settings: {' · '.join(items)}</p>" if items else ""
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -180,7 +192,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     parts = [f"<h1>tlseg plate report</h1><p>Plate <code>{html.escape(run.get('plate', ''))}</code>"
              f" ({html.escape(str(run.get('layout')))} layout), {len(used)} wells, "
              f"{int((sites['status'] == 'ok').sum())} of {len(sites)} sites segmented. "
-             f"Settings: <code>{html.escape(json.dumps(run.get('config', {})))}</code></p>"]
+             f"</p>{_settings(run.get('config') or {})}"]
     problems = list(run.get("skipped_sites", [])) + [f"unparsed file name: {f}"
                                                       for f in run.get("unparsed_files", [])]
     problems += run.get("warnings", [])
@@ -233,7 +245,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
              "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th"
              "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
              ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}"
-             "figcaption{font-size:12px;color:#555}.warn{color:#a00}")
+             "figcaption{font-size:12px;color:#555}.warn{color:#a00}.set{font-size:13px}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tlseg plate report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     path = out / "report.html"
@@ -257,10 +269,12 @@ def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[s
         site = ok[ok["well"] == well].iloc[0]
         key = site["key"]
         try:
-            src = overlay_thumb(site["paths"][tl], out / "masks" / f"{key}_cells.tif",
-                                out / "masks" / f"{key}_nuclei.tif")
+            diameter = site.get("diameter")
+            src = example_site(site["paths"][tl], out / "masks" / f"{key}_cells.tif",
+                               out / "masks" / f"{key}_nuclei.tif",
+                               float(diameter) if pd.notna(diameter) else None)
         except Exception:  # an example picture must never break the report
             continue
-        label = " · ".join(str(v) for v in values)
+        label = " · ".join(_value(v) for v in values if _value(v))
         thumbs.append((f"{label} — {key}: {int(site['n_cells'])} cells", src))
     return thumbs
