@@ -284,12 +284,14 @@ def write_labels(path, labels: np.ndarray) -> None:
 
 
 def write_overlay(path, image: np.ndarray, labels: np.ndarray) -> None:
-    """Write a PNG of the image (robustly scaled to 8 bit) with cell outlines in colour."""
+    """Write a PNG of the image (shading flattened and robustly scaled to 8 bit:
+    :func:`tlseg.preprocess.display_gray`) with cell outlines in colour."""
     import imageio.v3 as iio
     from skimage.segmentation import find_boundaries
 
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    gray = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+    from .preprocess import display_gray
+
+    gray = display_gray(image)
     rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)
     edges = find_boundaries(labels, mode="inner")
     if labels.max() > 0:

@@ -165,6 +165,19 @@ def normalize(
     return (x - med) / scale
 
 
+def display_gray(image: np.ndarray) -> np.ndarray:
+    """``image`` in [0, 1] for display (overlays, the plate report): divided by its
+    smooth shading (:func:`polynomial_shading`, which follows a gradient up to the
+    border), then stretched between its 0.5 and 99.5 percentiles, so that uneven
+    illumination does not hide the cells."""
+    img = np.asarray(image, np.float32)
+    img = img - min(0.0, float(img.min()))  # the fit is in log space
+    x = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+    flat = (x / polynomial_shading(x).clamp_min(1e-6))[0, 0].numpy()
+    lo, hi = np.percentile(flat, [0.5, 99.5])
+    return np.clip((flat - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
 def is_constant(image: np.ndarray) -> bool:
     """True when an image has no contrast at all (nothing to segment)."""
     return bool(np.ptp(image) <= 1e-6 * max(1.0, float(np.abs(image).max())))

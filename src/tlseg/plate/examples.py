@@ -3,7 +3,8 @@
 A plate image shrunk to a thumbnail hides what a user needs to judge the segmentation:
 cells of 20 px in a 2304 px field become 3 px, and uneven illumination turns half of
 it black or white. So each example is two panels: the whole site, shading flattened
-for display, with the cells tinted and a box where the zoom is; and that box, about
+for display (:func:`tlseg.preprocess.display_gray`), with the cells tinted and a box
+where the zoom is; and that box, about
 ``ZOOM_CELLS`` cell diameters a side around where most cells were found, at native
 resolution or larger, with the outlines of the cells (green) and nuclei (magenta).
 """
@@ -17,26 +18,11 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
+from ..preprocess import display_gray
+
 CELL, NUCLEUS, BOX = (0.2, 1.0, 0.3), (1.0, 0.3, 1.0), "#ffd21f"
 ZOOM_CELLS = 10  # the zoom is this many cell diameters a side
 PANEL = 360  # display pixels of each panel's longer side
-
-
-def display_gray(image: np.ndarray) -> np.ndarray:
-    """``image`` in [0, 1] for display: divided by its smooth shading (the model's own
-    :func:`tlseg.preprocess.polynomial_shading`, which follows a gradient up to the
-    border), then stretched between its 0.5 and 99.5 percentiles, so that uneven
-    illumination does not hide the cells."""
-    import torch
-
-    from ..preprocess import polynomial_shading
-
-    img = np.asarray(image, np.float32)
-    img = img - min(0.0, float(img.min()))  # the fit is in log space
-    x = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-    flat = (x / polynomial_shading(x).clamp_min(1e-6))[0, 0].numpy()
-    lo, hi = np.percentile(flat, [0.5, 99.5])
-    return np.clip((flat - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
 def busiest_window(labels: np.ndarray, side: int) -> tuple[int, int]:
@@ -121,4 +107,4 @@ def example_figure(image: np.ndarray, cells: np.ndarray, nuclei: np.ndarray | No
     return fig
 
 
-__all__ = ["busiest_window", "display_gray", "example_figure"]
+__all__ = ["busiest_window", "example_figure"]
