@@ -6,8 +6,8 @@ thresholds, ridge merging, flow splitting, minimum size, then the strictest fain
 and flow-coherence filters that score no worse: :func:`tune_thresholds`), then, with
 the cell size estimated as users run it, the factor on the automatic diameter estimate
 that scores best (:func:`calibrate_diameter`; optionally with the limit on a flow
-split's neck that is most robust to a wrong estimate). ``scripts/retune.py`` runs the same on a
-finished model folder.
+split's neck that is most robust to a wrong estimate). ``scripts/retune.py`` runs the
+same on a finished model folder.
 """
 
 from __future__ import annotations
