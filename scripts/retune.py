@@ -2,7 +2,6 @@
 
     python scripts/retune.py MODEL_DIR DATA... [--partial DATA...] [--incomplete DATA...]
                               [--exclude GLOB...] [--fragments FRACTION]
-                              [--split-necks LIMIT...]
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
@@ -32,9 +31,6 @@ def main(argv=None) -> int:
     p.add_argument("--partial", nargs="*", default=[])
     p.add_argument("--incomplete", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
-    p.add_argument("--split-necks", nargs="*", type=float, default=[], metavar="LIMIT",
-                   help="also choose the split-neck limit among these (0 = none), e.g. "
-                        "0 0.8 1.0 1.2 1.5 (tlseg.tune.SPLIT_NECKS)")
     p.add_argument("--fragments", type=float, default=0.0, metavar="FRACTION",
                    help="score annotated objects under this fraction of the median area as "
                         "unknown, as `tlseg train --fragments` does")
@@ -48,7 +44,7 @@ def main(argv=None) -> int:
     card = dict(model.card)
     before = {**asdict(model.config.instances),
               "diameter_calibration": model.config.diameter_calibration}
-    tuned, scores, auto = tune_model(model, held, necks=args.split_necks)
+    tuned, scores, auto = tune_model(model, held)
     print(f"after: {tuned.config.instances}")
     for src, sc in scores.items():
         print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")

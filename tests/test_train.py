@@ -325,34 +325,3 @@ def test_speck_augmentation_darkens_small_spots_only_when_asked():
         assert float((field < 0.9).float().mean()) < 0.15  # ... small against the crop
     with pytest.raises(ValueError, match="specks"):
         TrainConfig(specks=1.5)
-
-
-def test_the_split_neck_is_chosen_where_cells_are_shown_at_the_wrong_size():
-    """The calibration scores every neck limit at every factor and keeps the one that
-    does best on average; without candidates it keeps the model's own."""
-    from types import SimpleNamespace
-
-    from tlseg.postprocess import InstanceConfig
-    from tlseg.tune import calibrate_diameter
-
-    true = np.zeros((40, 40), np.int32)
-    true[5:20, 5:20], true[22:36, 22:36] = 1, 2
-    split = true.copy()
-    split[5:20, 15:20] = 3  # a cell cut along its texture
-
-    class Fake:
-        config = SimpleNamespace(instances=InstanceConfig(flow_split=0.25))
-
-        def estimate_diameter(self, image, calibrate=True):
-            return 30.0
-
-        def instances_with(self, image, diameter, settings):
-            # only a limit of 1.0 keeps the cell whole, and only when it is shown large
-            return [true if s.split_neck == 1.0 or diameter > 30 else split for s in settings]
-
-    held = [SimpleNamespace(image=torch.zeros(1, 40, 40), labels=true, source="s")]
-    factor, record = calibrate_diameter(Fake(), held, necks=(0.0, 1.0, 1.5))
-    assert record["split_neck"] == 1.0 and factor == 1.0
-    assert record["mean_ap50_by_split_neck"][1.0] > record["mean_ap50_by_split_neck"][0.0]
-    factor, record = calibrate_diameter(Fake(), held)
-    assert "split_neck" not in record and factor > 1.0  # only shown smaller is it whole

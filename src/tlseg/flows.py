@@ -102,16 +102,12 @@ def flows_to_instances(fg: np.ndarray, flow: np.ndarray, *, canonical_diameter: 
     return labels
 
 
-def split_by_flows(labels: np.ndarray, flow_labels: np.ndarray, *, min_part: float,
-                   max_neck: float = 0.0) -> np.ndarray:
+def split_by_flows(labels: np.ndarray, flow_labels: np.ndarray, *, min_part: float
+                   ) -> np.ndarray:
     """Split each cell whose pixels belong to two or more flow groups of >= ``min_part`` px.
 
     The pixels of the cell in smaller flow groups (or none) join the large group they
     touch (watershed fill inside the cell); the first large group keeps the cell's id.
-    With ``max_neck`` > 0, a part splits off only where the cell narrows: the length of
-    its cut (its pixels that touch the rest of the cell) over the square root of its area
-    must not exceed ``max_neck`` (about 0.6 for two touching discs, 1.6 for a disc cut in
-    half, more for a sliver cut off its edge); other parts stay with the cell.
 
     Examples
     --------
@@ -134,22 +130,11 @@ def split_by_flows(labels: np.ndarray, flow_labels: np.ndarray, *, min_part: flo
             continue
         parts = watershed(np.zeros(cell.shape, np.float32),
                           np.where(np.isin(groups, large), groups, 0), mask=cell)
-        if max_neck > 0:
-            large = [large[0]] + [g for g in large[1:] if _neck(parts, g) <= max_neck]
         view = out[sl]
         for g in large[1:]:
             view[parts == g] = next_id
             next_id += 1
     return out
-
-
-def _neck(parts: np.ndarray, g: int) -> float:
-    """Cut length over the square root of the area of part ``g`` of a cell (``parts``:
-    the cell's parts, 0 outside): the pixels of ``g`` 4-adjacent to another part."""
-    part = parts == g
-    other = (parts > 0) & ~part
-    touch = ndi.binary_dilation(other, structure=ndi.generate_binary_structure(2, 1))
-    return float((part & touch).sum()) / max(float(np.sqrt(part.sum())), 1.0)
 
 
 def flow_coherence(labels: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from .diameter import estimate_diameter
 from .errors import TlsegError
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
-from .postprocess import InstanceConfig, instances_from_maps
+from .postprocess import instances_from_maps
 from .preprocess import is_constant, normalize, rescale
 
 
@@ -239,24 +239,6 @@ class Model:
                 diameter, source = self.config.default_diameter, "default"
         if not diameter > 0:
             raise TlsegError(f"--diameter must be > 0 pixels, got {diameter}")
-        labels = self.instances_with(image, diameter, [self.config.instances], tile=tile,
-                                     augment=augment, progress=progress)[0]
-        details = {
-            "diameter": float(diameter),
-            "diameter_source": source,
-            "scale": float(self.config.canonical_diameter / diameter),
-            "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
-        }
-        return labels, details
-
-    def instances_with(self, image: np.ndarray, diameter: float,
-                       settings: list[InstanceConfig], *, tile: int = 1024,
-                       augment: bool = False,
-                       progress: Callable[[int, int], None] | None = None
-                       ) -> list[np.ndarray]:
-        """Instance labels of a 2-D float image at ``diameter``, one per instance
-        ``settings`` (the network runs once): what :meth:`predict_instances` does with
-        the model's own settings, and the tuner with candidates."""
         scale = self.config.canonical_diameter / diameter
         h, w = image.shape
         small = rescale(image, scale)
@@ -266,13 +248,20 @@ class Model:
             )
         maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
         del small
-        out = []
-        for cfg in settings:
-            labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
-                                         config=cfg)
-            if scale < 1:  # smooth outlines at full size from the foreground probability
-                labels = upsample_labels(labels, maps[0], (h, w), fg_threshold=cfg.fg_threshold)
-            else:
-                labels = resize_labels(labels, (h, w))
-            out.append(raster_order(labels))
-        return out
+        labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
+                                     config=self.config.instances)
+        prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
+        del maps
+        if prob is None:
+            labels = resize_labels(labels, (h, w))
+        else:
+            labels = upsample_labels(labels, prob, (h, w),
+                                     fg_threshold=self.config.instances.fg_threshold)
+        labels = raster_order(labels)
+        details = {
+            "diameter": float(diameter),
+            "diameter_source": source,
+            "scale": float(scale),
+            "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
+        }
+        return labels, details

@@ -17,10 +17,8 @@ The two combine (``flow_split``): distance seeds make the cells, and a cell whos
 flow to two or more large sinks is split along them (:func:`tlseg.flows.split_by_flows`).
 Distance seeds alone are precise but merge touching cells; flows alone split them but
 also fragment cells and keep debris; together they keep the precision and most of the
-splits; an optional limit on the neck a split cuts through (``split_neck``) keeps a cell
-shown too large from splitting along its texture. Last, two filters drop objects that are not
-cells: faint ones (``min_mean_prob``) and ones whose flows do not converge on them
-(``min_flow_coherence``).
+splits. Last, two filters drop objects that are not cells: faint ones (``min_mean_prob``)
+and ones whose flows do not converge on them (``min_flow_coherence``).
 """
 
 from __future__ import annotations
@@ -68,14 +66,6 @@ class InstanceConfig:
         its centre (near 1 for a round cell); a gap between cells read as a cell has
         flows that point away, to the cells around it. Like Cellpose's flow error
         check, cheaper. 0 keeps every cell.
-    split_neck : float
-        With ``flow_split``, a part splits off a cell only where the cell narrows: its cut
-        over the square root of its area must not exceed this (about 0.6 for two
-        touching round cells, 1.6 for a round cell cut in half; see
-        :func:`tlseg.flows.split_by_flows`). Keeps a cell shown larger than canonical
-        from splitting along its texture. 0 = no limit, as in the shipped models;
-        ``scripts/retune.py --split-necks`` chooses it with the diameter calibration
-        (:func:`tlseg.tune.calibrate_diameter`).
     """
 
     fg_threshold: float = 0.5
@@ -86,7 +76,6 @@ class InstanceConfig:
     flow_split: float = 0.0
     min_mean_prob: float = 0.0
     min_flow_coherence: float = 0.0
-    split_neck: float = 0.0
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):
@@ -103,8 +92,6 @@ class InstanceConfig:
             raise ValueError(f"min_mean_prob must be in [0, 1), got {self.min_mean_prob}")
         if not 0.0 <= self.min_flow_coherence < 1.0:
             raise ValueError(f"min_flow_coherence must be in [0, 1), got {self.min_flow_coherence}")
-        if not self.split_neck >= 0.0:
-            raise ValueError(f"split_neck must be >= 0, got {self.split_neck}")
 
     @property
     def needs_flows(self) -> bool:
@@ -210,19 +197,17 @@ def _grow_instances(prob, dist, *, canonical_diameter, config, flow, flow_labels
     labels = banded_watershed(-dist, seeds, fg, halo=3 * canonical_diameter)
     split = config.flow_split * cell_area
     return _finish(labels, dist, min_area, config.merge_threshold,
-                   flow_labels=flow_labels if split > 0 else None, split=split,
-                   neck=config.split_neck)
+                   flow_labels=flow_labels if split > 0 else None, split=split)
 
 
 
 def _finish(labels: np.ndarray, dist: np.ndarray, min_area: float, merge: float, *,
-            flow_labels: np.ndarray | None = None, split: float = 0.0,
-            neck: float = 0.0) -> np.ndarray:
+            flow_labels: np.ndarray | None = None, split: float = 0.0) -> np.ndarray:
     """Ridge merge and flow split (optional), drop objects under ``min_area``, relabel."""
     if merge > 0:
         labels = merge_across_ridges(labels, dist, merge)
     if flow_labels is not None:
-        labels = split_by_flows(labels, flow_labels, min_part=split, max_neck=neck)
+        labels = split_by_flows(labels, flow_labels, min_part=split)
     sizes = np.bincount(labels.ravel())
     too_small = sizes < min_area
     too_small[0] = False

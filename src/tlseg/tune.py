@@ -5,9 +5,8 @@ chooses on them, at their known cell size, the instance settings (foreground and
 thresholds, ridge merging, flow splitting, minimum size, then the strictest faint-cell
 and flow-coherence filters that score no worse: :func:`tune_thresholds`), then, with
 the cell size estimated as users run it, the factor on the automatic diameter estimate
-that scores best (:func:`calibrate_diameter`; optionally with the limit on a flow
-split's neck that is most robust to a wrong estimate). ``scripts/retune.py`` runs the
-same on a finished model folder.
+that scores best (:func:`calibrate_diameter`). ``scripts/retune.py`` runs the same on a
+finished model folder.
 """
 
 from __future__ import annotations
@@ -29,23 +28,16 @@ from .postprocess import (
 )
 
 
-def tune_model(model: Model, held: list[Sample], *, necks=()) -> tuple[Model, dict, dict]:
-    """The model with its instance settings and diameter calibration chosen on ``held``;
-    with ``necks`` (e.g. :data:`SPLIT_NECKS`), for a model that splits by flows, also the
-    split-neck limit (see :func:`calibrate_diameter`). ``tlseg train`` leaves the limit
-    off: on tl-cells' held-out images the search preferred 1.0, but val and the paired
-    count fields did not confirm it (README, *How it works*).
+def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
+    """The model with its instance settings and diameter calibration chosen on ``held``.
 
     Returns the tuned model, the held-out scores at the known diameter
     (:func:`tune_thresholds`) and the calibration record (:func:`calibrate_diameter`).
     """
     tuned, scores = tune_thresholds(model, held)
     model = Model(replace(model.config, instances=tuned), model.net)
-    factor, calibration = calibrate_diameter(model, held, necks=necks)
-    if "split_neck" in calibration:
-        tuned = replace(tuned, split_neck=calibration["split_neck"])
-    config = replace(model.config, instances=tuned, diameter_calibration=factor)
-    return Model(config, model.net), scores, calibration
+    factor, calibration = calibrate_diameter(model, held)
+    return Model(replace(model.config, diameter_calibration=factor), model.net), scores, calibration
 
 
 def _scores_by_source(held: list[Sample], counts: list) -> dict:
@@ -141,13 +133,10 @@ MIN_FLOW_COHERENCES = (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 
 CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
-# candidate limits on the neck a flow split must cut through (InstanceConfig.split_neck;
-# 0 = no limit), searched by scripts/retune.py --split-necks
-SPLIT_NECKS = (0.0, 0.8, 1.0, 1.2, 1.5)
 
 
-def calibrate_diameter(model: Model, held: list[Sample], *, factors=CALIBRATION_FACTORS,
-                       necks=()) -> tuple[float, dict]:
+def calibrate_diameter(model: Model, held: list[Sample], *,
+                       factors=CALIBRATION_FACTORS) -> tuple[float, dict]:
     """The factor on the automatic diameter estimate that segments held-out images best.
 
     Users mostly let the model estimate the diameter, so the whole path is scored: each
@@ -155,14 +144,6 @@ def calibrate_diameter(model: Model, held: list[Sample], *, factors=CALIBRATION_
     segmented at estimate x factor, and the factor with the best pooled AP@0.5 wins (ties
     go to the factor nearest 1). Returns the factor and a record: the pooled AP@0.5 at
     each factor and the per-source scores at the chosen one.
-
-    With ``necks``, for a model that splits by flows, the limit on a split's neck
-    (:attr:`InstanceConfig.split_neck`) is chosen first, here rather than at the known
-    diameter, because it matters where cells are shown at the wrong size (a cell shown
-    too big splits along its texture): the limit with the best pooled AP@0.5 averaged
-    over all the factors, the one most robust to an estimate that is off (ties go to the
-    earlier in ``necks``); the record then also holds ``split_neck`` and the average per
-    limit, and the factor is chosen at that limit.
     """
     runs = []
     for s in held:
@@ -172,23 +153,14 @@ def calibrate_diameter(model: Model, held: list[Sample], *, factors=CALIBRATION_
             runs.append((s, image, d, s.labels))
     if not runs:
         return 1.0, {}
-    cfg = model.config.instances
-    necks = tuple(necks) if necks and cfg.flow_split > 0 else (cfg.split_neck,)
-    settings = [replace(cfg, split_neck=float(n)) for n in necks]
-    curves: dict[float, dict[float, float]] = {n: {} for n in necks}
-    counts_at = {}
-    for f in factors:
-        labels = [model.instances_with(image, d * f, settings) for _, image, d, _ in runs]
-        for j, n in enumerate(necks):
-            counts = [match_counts(true, labs[j]) for labs, (*_, true) in zip(labels, runs)]
-            curves[n][float(f)] = round(summarize(counts)["ap50"], 4)
-            counts_at[n, float(f)] = counts
-    mean = {float(n): round(float(np.mean(list(curves[n].values()))), 4) for n in necks}
-    neck = next(n for n in necks if mean[float(n)] == max(mean.values()))
-    curve = curves[neck]
-    factor = max(sorted(curve, key=lambda f: abs(np.log(f))), key=lambda f: curve[f])
-    record = {"diameter_calibration": factor,
-              "pooled_ap50_by_factor": dict(sorted(curve.items()))}
-    if len(necks) > 1:
-        record |= {"split_neck": float(neck), "mean_ap50_by_split_neck": mean}
-    return factor, record | _scores_by_source([s for s, *_ in runs], counts_at[neck, factor])
+    best, curve = None, {}
+    for f in sorted(factors, key=lambda f: abs(np.log(f))):
+        counts = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
+                  for _, image, d, true in runs]
+        curve[float(f)] = round(summarize(counts)["ap50"], 4)
+        if best is None or curve[float(f)] > best[2]:
+            best = (float(f), counts, curve[float(f)])
+    factor, counts, _ = best
+    return factor, {"diameter_calibration": factor,
+                    "pooled_ap50_by_factor": dict(sorted(curve.items())),
+                    **_scores_by_source([s for s, *_ in runs], counts)}
