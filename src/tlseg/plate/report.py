@@ -124,7 +124,9 @@ def example_site(image_path: str, masks_path: Path, nuclei_path: Path | None,
     from ..io import read_image
     from .examples import example_figure
 
-    nuclei = tifffile.imread(nuclei_path) if nuclei_path is not None and nuclei_path.is_file() else None
+    nuclei = None
+    if nuclei_path is not None and nuclei_path.is_file():
+        nuclei = tifffile.imread(nuclei_path)
     return _png(example_figure(read_image(image_path).astype(np.float32),
                                tifffile.imread(masks_path), nuclei, diameter=diameter))
 
@@ -136,7 +138,10 @@ def _settings(cfg: dict) -> str:
     for k, v in cfg.items():
         if v is None or v == "" or k == "well_diameters":
             continue
-        text = f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        if isinstance(v, float):
+            text = f"{v:.4g}"
+        else:
+            text = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
         items.append(f"{k.replace('_', ' ')} <code>{html.escape(text)}</code>")
     per_well = cfg.get("well_diameters") or {}
     cells = [d[0] for d in per_well.values() if d and d[0]]
@@ -275,6 +280,6 @@ def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[s
                                float(diameter) if pd.notna(diameter) else None)
         except Exception:  # an example picture must never break the report
             continue
-        label = " · ".join(_value(v) for v in values if _value(v))
+        label = " · ".join(t for t in map(_value, values) if t)
         thumbs.append((f"{label} — {key}: {int(site['n_cells'])} cells", src))
     return thumbs
