@@ -283,6 +283,14 @@ def write_labels(path, labels: np.ndarray) -> None:
         tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
 
 
+def write_table(path, table) -> None:
+    """Write a pandas table as CSV, atomically, floats to 6 significant digits (the
+    plate's wells/sites/conditions tables, ``tlseg segment``'s per-cell and counts
+    tables)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
 def write_overlay(path, image: np.ndarray, labels: np.ndarray) -> None:
     """Write a PNG of the image (shading flattened and robustly scaled to 8 bit:
     :func:`tlseg.preprocess.display_gray`) with cell outlines in colour."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import TlsegError
-from .io import atomic_path, read_image, write_labels, write_overlay
+from .io import read_image, write_labels, write_overlay, write_table
 from .model import Model
 
 COUNT_COLUMNS = ("image", "status", "n_cells", "diameter", "diameter_source", "mean_area_px",
@@ -41,9 +41,7 @@ def _read_counts(path: Path) -> dict[str, dict]:
 
 
 def _write_counts(path: Path, rows: dict[str, dict]) -> None:
-    table = pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_table(path, pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS)))
 
 
 def segment_files(
@@ -92,8 +90,7 @@ def segment_files(
             failed += 1
             continue
         cells = measure_site(labels, {"image": image})
-        with atomic_path(out / f"{f.stem}_cells.csv") as tmp:
-            cells.to_csv(tmp, index=False, float_format="%.6g")
+        write_table(out / f"{f.stem}_cells.csv", cells)
         write_labels(mask_path, labels)
         if overlay:
             write_overlay(out / f"{f.stem}_overlay.png", image, labels)

@@ -4,9 +4,9 @@ A plate image shrunk to a thumbnail hides what a user needs to judge the segment
 cells of 20 px in a 2304 px field become 3 px, and uneven illumination turns half of
 it black or white. So each example is two panels: the whole site, shading flattened
 for display (:func:`tlseg.preprocess.display_gray`), with the cells tinted and a box
-where the zoom is; and that box, about
-``ZOOM_CELLS`` cell diameters a side around where most cells were found, at native
-resolution or larger, with the outlines of the cells (green) and nuclei (magenta).
+where the zoom is; and that box, about ``ZOOM_CELLS`` cell diameters a side around
+where most cells were found, at native resolution or larger, with the outlines of the
+cells (green) and nuclei (magenta).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def busiest_window(labels: np.ndarray, side: int) -> tuple[int, int]:
     # the best windows form a plateau (any that holds the whole cluster): centre the
     # chosen one on the cells it holds
     ys, xs = np.nonzero(fg[y0:y0 + side_y, x0:x0 + side_x])
+    if not ys.size:
+        return y0, x0
     y0 = int(np.clip(y0 + (ys.min() + ys.max()) // 2 - side_y // 2, 0, h - side_y))
     x0 = int(np.clip(x0 + (xs.min() + xs.max()) // 2 - side_x // 2, 0, w - side_x))
     return y0, x0

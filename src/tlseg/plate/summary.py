@@ -9,13 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TlsegError
-from ..io import atomic_path
+from ..io import write_table
 from .layout import split_well
-
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def load_sites(out) -> pd.DataFrame:
@@ -96,14 +91,14 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     if pm is not None:
         wells = wells.merge(pm, left_on="well", right_index=True, how="left")
     wells = wells.sort_values("well", key=lambda s: s.map(split_well)).reset_index(drop=True)
-    _write_csv(out / "wells.csv", wells)
+    write_table(out / "wells.csv", wells)
     site_cols = [c for c in ("well", "site", "status", "n_cells", "n_nuclei", "diameter",
                              "nuclei_diameter", "shape", "seconds", "error") if c in sites]
-    _write_csv(out / "sites.csv", sites[site_cols])
+    write_table(out / "sites.csv", sites[site_cols])
     result = {"sites": sites, "wells": wells, "cells": cells}
     if pm is not None and len(pm.columns):
         result["conditions"] = conditions(wells, list(pm.columns))
-        _write_csv(out / "conditions.csv", result["conditions"])
+        write_table(out / "conditions.csv", result["conditions"])
     return result
 
 
