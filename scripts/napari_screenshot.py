@@ -24,7 +24,7 @@ def main():
 
     from tlseg.io import read_image
     from tlseg.napari.widget import TlsegWidget
-    from tlseg.suggest import suggest_rois
+    from tlseg.teaching.suggest import suggest_rois
 
     image = read_image(args.image)
     viewer = napari.Viewer(title="tlseg", show=True)

@@ -5,7 +5,7 @@
 
 Use it when the post-processing gains a setting after a model was trained: it rebuilds
 the same held-out split that ``tlseg train`` used (the last 15 % of each fully labelled
-source's training images, by name), runs :func:`tlseg.tune.tune_model` (instance
+source's training images, by name), runs :func:`tlseg.training.tune.tune_model` (instance
 thresholds, then the diameter calibration), and writes the winning settings into
 ``config.yaml`` and the held-out scores into ``card.yaml`` (the card records that the
 model was re-tuned, and with what). Validation images are never read.
@@ -18,10 +18,10 @@ import sys
 from dataclasses import asdict
 
 from tlseg.config import TrainConfig
-from tlseg.data import split_holdout
-from tlseg.model import Model
-from tlseg.train import load_folders
-from tlseg.tune import tune_model
+from tlseg.training.data import split_holdout
+from tlseg.inference.model import Model
+from tlseg.training.train import load_folders
+from tlseg.training.tune import tune_model
 
 
 def main(argv=None) -> int:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tlseg import edit
-from tlseg.targets import UNKNOWN
+from tlseg.teaching import edit
+from tlseg.training.targets import UNKNOWN
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def test_list_images_skips_outputs(tmp_path):
 
 def test_overlay_outlines_are_saturated_on_bright_and_dark_cells(tmp_path):
     """Outlines must read on a white nucleus as well as on a dark background."""
-    from tlseg.io import write_overlay
+    from tlseg.analysis.overlay import write_overlay
 
     image = np.zeros((40, 80), np.float32)
     image[10:30, 10:30] = 1000.0  # a bright, saturated nucleus

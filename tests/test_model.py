@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from tlseg import diameter
+from tlseg.inference import diameter
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
-from tlseg.metrics import average_precision
-from tlseg.model import Model, shipped_models
-from tlseg.network import UNet
+from tlseg.analysis.metrics import average_precision
+from tlseg.inference.model import Model, shipped_models
+from tlseg.inference.network import UNet
 from tlseg.synthetic import synthetic_field
-from tlseg.targets import median_diameter
-from tlseg.window import pick_window, structure_map
+from tlseg.training.targets import median_diameter
+from tlseg.inference.window import pick_window, structure_map
 
 
 def test_save_load_round_trip(tmp_path):
@@ -149,7 +149,7 @@ def _peaks(centres, shape=(40, 90), radius=20.0):
 
 
 def test_merge_joins_two_seeds_on_a_ridge_but_not_across_a_valley():
-    from tlseg.postprocess import InstanceConfig, maps_to_instances
+    from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
 
     # an elongated cell: two distance peaks joined by a ridge that stays high
     yy, xx = np.mgrid[:40, :90]
@@ -168,7 +168,7 @@ def test_merge_joins_two_seeds_on_a_ridge_but_not_across_a_valley():
 
 
 def test_faint_cells_are_dropped_and_the_rest_renumbered():
-    from tlseg.postprocess import InstanceConfig, maps_to_instances
+    from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
 
     # three cells; the middle one's foreground probability is 0.55 throughout
     dist = _peaks([(20, 15), (20, 45), (20, 75)])
@@ -187,7 +187,7 @@ def test_faint_cells_are_dropped_and_the_rest_renumbered():
 
 
 def test_cells_whose_flows_point_away_are_dropped():
-    from tlseg.postprocess import InstanceConfig, maps_to_instances
+    from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
 
     # three cells; the middle one's flows point away from its centre (a gap between
     # cells, whose pixels flow to the cells around it), the others' to their centres
@@ -212,7 +212,7 @@ def test_cells_whose_flows_point_away_are_dropped():
 
 
 def test_teaching_steps_scale_with_the_number_of_rois():
-    from tlseg.teach import default_steps
+    from tlseg.teaching.teach import default_steps
 
     assert default_steps("finetune", 10) == 2 * default_steps("finetune", 5)
     assert default_steps("finetune", 1) == 100 and default_steps("finetune", 1000) == 600
@@ -224,8 +224,8 @@ def test_banded_watershed_equals_the_whole_image_one():
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
-    from tlseg.labels import banded_watershed
-    from tlseg.targets import make_targets
+    from tlseg.inference.labels import banded_watershed
+    from tlseg.training.targets import make_targets
 
     f = synthetic_field((600, 400), diameter=30, seed=11)
     t = make_targets(f["labels"], canonical_diameter=30.0)
@@ -243,7 +243,7 @@ def test_outlines_enlarged_from_the_canonical_scale_are_smooth():
     """Labels made on a 4x smaller image follow the cell more closely than pixel blocks."""
     import torch
 
-    from tlseg.labels import resize_labels, upsample_labels
+    from tlseg.inference.labels import resize_labels, upsample_labels
 
     yy, xx = np.mgrid[:200, :200]
     cell = np.hypot(yy - 97.3, xx - 101.6) < 61  # the true cell at full size

@@ -6,7 +6,7 @@ import pytest
 
 from tlseg.errors import TlsegError
 from tlseg.plate.layout import normalize_well, read_plate_map, row_name, scan_plate
-from tlseg.plate.measure import measure_site, nuclei_per_cell
+from tlseg.analysis.measure import measure_site, nuclei_per_cell
 from tlseg.plate.validate import agreement, linear_range, lins_ccc, validate_counts
 
 

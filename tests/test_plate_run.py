@@ -14,7 +14,7 @@ import tifffile
 
 from tlseg.cli import main
 from tlseg.errors import TlsegError
-from tlseg.metrics import match_counts
+from tlseg.analysis.metrics import match_counts
 from tlseg.plate.demo import make_demo_plate
 from tlseg.plate.run import open_client
 
@@ -217,7 +217,7 @@ def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path,
 def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatch):
     """Sites' estimates are weighted by the cells found at them: a field of noise whose
     estimate runs away must not move the group's size (aiSEGcell A04/A05, session 11)."""
-    import tlseg.model
+    import tlseg.inference.model
     from tlseg.plate.layout import Site
     from tlseg.plate.run import _estimate
 
@@ -228,7 +228,7 @@ def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatc
         def predict_instances(self, image, diameter):
             return None, {"n_cells": 2 if image.mean() == 0 else 60}
 
-    monkeypatch.setattr(tlseg.model.Model, "load", staticmethod(lambda name: Stub()))
+    monkeypatch.setattr(tlseg.inference.model.Model, "load", staticmethod(lambda name: Stub()))
     sites = []
     for i, value in enumerate((0, 100)):
         path = tmp_path / f"s{i}.tif"

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from tlseg.labels import raster_order
-from tlseg.postprocess import InstanceConfig, maps_to_instances
-from tlseg.preprocess import normalize, rescale
+from tlseg.inference.labels import raster_order
+from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
+from tlseg.inference.preprocess import normalize, rescale
 from tlseg.synthetic import synthetic_field
-from tlseg.targets import UNKNOWN, make_targets, median_diameter
+from tlseg.training.targets import UNKNOWN, make_targets, median_diameter
 
 
 def test_normalisation_ignores_bit_depth_and_shading():

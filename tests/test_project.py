@@ -3,15 +3,15 @@ import pytest
 import tifffile
 import yaml
 
-from tlseg import diameter
+from tlseg.inference import diameter
 from tlseg.cli import main
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
-from tlseg.model import Model
-from tlseg.project import Project
+from tlseg.inference.model import Model
+from tlseg.teaching.project import Project
 from tlseg.synthetic import synthetic_field
-from tlseg.targets import UNKNOWN
-from tlseg.teach import project_samples, teach
+from tlseg.training.targets import UNKNOWN
+from tlseg.teaching.teach import project_samples, teach
 
 
 @pytest.fixture
@@ -118,8 +118,8 @@ def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path,
                                                                 box, factor):
     """After teaching, the automatic diameter matches the size of the user's cells when
     enough whole cells are annotated; with a few, the taught model's own reading stands."""
-    from tlseg.targets import whole_cell_diameters
-    from tlseg.teach import PRIOR_CELLS
+    from tlseg.training.targets import whole_cell_diameters
+    from tlseg.teaching.teach import PRIOR_CELLS
 
     p, img, lab, f = proj
     project = Project.open(p)
@@ -159,7 +159,7 @@ def test_a_taught_diameter_is_used_unless_one_is_given(tmp_path):
 
 
 def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):
-    from tlseg.suggest import suggest_rois, uncertainty_map
+    from tlseg.teaching.suggest import suggest_rois, uncertainty_map
 
     p, img, lab, f = proj
     model = Model(ModelConfig(channels=(8, 16)))
@@ -182,7 +182,7 @@ def test_suggest_picks_uncertain_non_overlapping_boxes(proj, capsys):
 
 
 def test_suggest_across_images_takes_each_images_best_box_first(proj, tmp_path, capsys):
-    from tlseg.suggest import suggest_across, suggest_rois
+    from tlseg.teaching.suggest import suggest_across, suggest_rois
 
     p, img, lab, f = proj
     model = Model(ModelConfig(channels=(8, 16)))
@@ -209,7 +209,7 @@ def test_suggest_across_images_takes_each_images_best_box_first(proj, tmp_path, 
 
 
 def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
-    from tlseg.roi_io import labels_to_imagej
+    from tlseg.io.imagej import labels_to_imagej
 
     p, img, lab, f = proj
     labels_to_imagej(f["labels"], tmp_path / "RoiSet.zip")
@@ -243,7 +243,7 @@ def test_finetune_on_a_background_only_roi_keeps_finding_cells(tmp_path):
 
 
 def test_representative_suggestions_skip_what_is_already_annotated(proj):
-    from tlseg.suggest import suggest_across, suggest_representative
+    from tlseg.teaching.suggest import suggest_across, suggest_representative
 
     p, img, lab, f = proj
     model = Model(ModelConfig(channels=(8, 16)))

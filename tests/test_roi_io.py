@@ -1,7 +1,7 @@
 import numpy as np
 
-from tlseg.metrics import average_precision
-from tlseg.roi_io import imagej_to_labels, labels_to_imagej
+from tlseg.analysis.metrics import average_precision
+from tlseg.io.imagej import imagej_to_labels, labels_to_imagej
 from tlseg.synthetic import synthetic_field
 
 

@@ -8,9 +8,9 @@ import torch
 from tlseg.cli import main
 from tlseg.config import ModelConfig, TrainConfig
 from tlseg.errors import TlsegError
-from tlseg.model import Model
+from tlseg.inference.model import Model
 from tlseg.synthetic import synthetic_field
-from tlseg.train import load_folders, train
+from tlseg.training.train import load_folders, train
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +168,8 @@ def test_crops_turn_flows_with_the_image():
     """A rotated, flipped, zoomed crop's flows equal the flows of the cropped labels."""
     from skimage.segmentation import clear_border
 
-    from tlseg.data import CropSampler, make_sample
-    from tlseg.targets import make_targets
+    from tlseg.training.data import CropSampler, make_sample
+    from tlseg.training.targets import make_targets
 
     f = synthetic_field((256, 256), diameter=24, seed=5)
     s = make_sample(f["tl"], f["labels"], diameter=24.0, canonical_diameter=24.0,
@@ -199,8 +199,8 @@ def _crop_labels(tgt):
 
 def test_cells_cut_by_a_roi_edge_count_as_foreground_only():
     """A ROI cuts cells at its edge: they are cells, but their shape is not known."""
-    from tlseg.targets import FG_ONLY, UNKNOWN, make_targets, median_diameter
-    from tlseg.train import masked_loss
+    from tlseg.training.targets import FG_ONLY, UNKNOWN, make_targets, median_diameter
+    from tlseg.training.train import masked_loss
 
     f = synthetic_field((192, 192), diameter=30, seed=7)
     full = f["labels"].astype(np.int32)
@@ -240,7 +240,7 @@ def test_cells_cut_by_a_roi_edge_count_as_foreground_only():
 
 def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path, capsys):
     # a project trains by --mode/--steps; folder-only options would be silently ignored
-    from tlseg.project import Project
+    from tlseg.teaching.project import Project
 
     project = Project.init(tmp_path / "proj")
     rc = main(["train", str(project.root), "-o", str(tmp_path / "m"), "--ema", "0.999",
@@ -257,7 +257,7 @@ def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path,
 
 def test_every_train_option_says_which_kind_of_data_uses_it():
     # a new option left out of these lists would be silently ignored for one kind of data
-    from tlseg.cli import FOLDERS_ONLY, PROJECT_ONLY, TRAIN_COMMON, _build_parser
+    from tlseg.cli.main import FOLDERS_ONLY, PROJECT_ONLY, TRAIN_COMMON, _build_parser
 
     args = _build_parser().parse_args(["train", "x", "-o", "y"])
     dests = {a.dest for a in args.train_parser._actions if a.dest != "help"}
@@ -267,7 +267,7 @@ def test_every_train_option_says_which_kind_of_data_uses_it():
 
 
 def test_noise_augmentation_strength(data_dir, tmp_path):
-    from tlseg.augment import augment_raw
+    from tlseg.training.augment import augment_raw
 
     x = torch.full((64, 1, 32, 32), 10.0)
     ref = torch.full((64,), 10.0)
@@ -286,7 +286,7 @@ def test_noise_augmentation_strength(data_dir, tmp_path):
 
 
 def test_texture_augmentation_adds_grain_only_when_asked():
-    from tlseg.augment import augment_raw
+    from tlseg.training.augment import augment_raw
 
     x = torch.full((32, 1, 48, 48), 10.0)
     ref = torch.full((32,), 10.0)
@@ -307,7 +307,7 @@ def test_texture_augmentation_adds_grain_only_when_asked():
 
 
 def test_speck_augmentation_darkens_small_spots_only_when_asked():
-    from tlseg.augment import _speck_field, augment_raw
+    from tlseg.training.augment import _speck_field, augment_raw
 
     x = torch.full((16, 1, 64, 64), 10.0)
     ref = torch.full((16,), 10.0)

@@ -4,8 +4,73 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .postprocess import InstanceConfig
-from .preprocess import FLATFIELD_MODES
+#: shading corrections: divide (transmitted light), subtract (fluorescence), none
+FLATFIELD_MODES = ("divide", "subtract", "none")
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Thresholds that turn maps into instances (tuned on held-out training images).
+
+    Attributes
+    ----------
+    fg_threshold : float
+        Foreground probability above which a pixel belongs to a cell.
+    seed_threshold : float
+        Normalised distance above which a pixel is a seed (cell core).
+    min_area_fraction : float
+        Objects smaller than this fraction of a canonical cell's area are dropped.
+    merge_threshold : float
+        Merge neighbours whose border's mean distance exceeds this fraction of the lower
+        of their peak distances; 0 turns merging off.
+    use_flows : bool
+        Group pixels by following the flow maps (models with flows) instead of growing
+        distance seeds; ``seed_threshold`` is then unused.
+    flow_split : float
+        With distance seeds, split a cell whose pixels flow to two or more sinks that
+        each gather at least this fraction of a canonical cell's area (models with
+        flows); 0 turns splitting off.
+    min_mean_prob : float
+        Drop cells whose mean foreground probability is below this (background enclosed
+        by cells, faint debris: the network is unsure over the whole object, whereas a
+        real cell is unsure only at its rim); 0 keeps every cell.
+    min_flow_coherence : float
+        Drop cells whose predicted flows do not converge on them (models with flows):
+        the mean cosine between each pixel's flow and its direction to the object's
+        centroid (:func:`flow_coherence`) must reach this. A real cell's flows point to
+        its centre (near 1 for a round cell); a gap between cells read as a cell has
+        flows that point away, to the cells around it. Like Cellpose's flow error
+        check, cheaper. 0 keeps every cell.
+    """
+
+    fg_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_area_fraction: float = 0.08
+    merge_threshold: float = 0.0
+    use_flows: bool = False
+    flow_split: float = 0.0
+    min_mean_prob: float = 0.0
+    min_flow_coherence: float = 0.0
+
+    def __post_init__(self):
+        for name in ("fg_threshold", "seed_threshold"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {v}")
+        if not 0.0 <= self.min_area_fraction < 1.0:
+            raise ValueError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
+        if not 0.0 <= self.merge_threshold <= 1.0:
+            raise ValueError(f"merge_threshold must be in [0, 1], got {self.merge_threshold}")
+        if not 0.0 <= self.flow_split < 1.0:
+            raise ValueError(f"flow_split must be in [0, 1), got {self.flow_split}")
+        if not 0.0 <= self.min_mean_prob < 1.0:
+            raise ValueError(f"min_mean_prob must be in [0, 1), got {self.min_mean_prob}")
+        if not 0.0 <= self.min_flow_coherence < 1.0:
+            raise ValueError(f"min_flow_coherence must be in [0, 1), got {self.min_flow_coherence}")
+
+    @property
+    def needs_flows(self) -> bool:
+        return self.use_flows or self.flow_split > 0
 
 
 @dataclass(frozen=True)
@@ -17,7 +82,7 @@ class ModelConfig:
     name : str
         Model name, e.g. ``tl-cells``.
     channels : tuple of int
-        U-Net feature channels per level (see :class:`tlseg.network.UNet`).
+        U-Net feature channels per level (see :class:`tlseg.inference.network.UNet`).
     canonical_diameter : float
         Cell diameter in pixels that images are rescaled to before the network.
     flatfield : str
@@ -33,10 +98,10 @@ class ModelConfig:
     diameter_calibration : float
         Factor applied to the automatic diameter estimate: the estimate of the median
         diameter is not exactly the diameter at which the model segments best. Chosen on
-        held-out training images (:func:`tlseg.tune.calibrate_diameter`); 1 = none.
+        held-out training images (:func:`tlseg.training.tune.calibrate_diameter`); 1 = none.
     taught_diameter : float or None
         Set by teaching when the model's own estimate read the taught images' cell size
-        worse than one fixed diameter did (:func:`tlseg.teach.choose_diameter`): then
+        worse than one fixed diameter did (:func:`tlseg.teaching.teach.choose_diameter`): then
         images are segmented at this diameter (the annotated cells' median) unless one
         is given.
     """

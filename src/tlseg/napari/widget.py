@@ -3,7 +3,7 @@
 Everything heavy (segmentation, suggestion, training) runs in a worker thread
 (``napari.qt.threading``), so the viewer never freezes; training reports progress to a
 progress bar and can be cancelled between steps. Corrections use the pure functions of
-:mod:`tlseg.edit` on the labels layer and keep their own undo stack; napari's own
+:mod:`tlseg.teaching.edit` on the labels layer and keep their own undo stack; napari's own
 brush, eraser and fill tools (with napari's undo) amend outlines and paint background.
 
 Layers the widget creates and reads:
@@ -34,10 +34,10 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
-from .. import edit
+from ..teaching import edit
 from ..errors import TlsegError
-from ..model import Model, shipped_models
-from ..targets import UNKNOWN
+from ..inference.model import Model, shipped_models
+from ..training.targets import UNKNOWN
 
 
 class _Cancelled(Exception):
@@ -261,7 +261,7 @@ class TlsegWidget(Container):
 
     # -- training set -----------------------------------------------------------------
     def _project(self):
-        from ..project import Project
+        from ..teaching.project import Project
 
         folder = self._folder(self.project_dir)
         if folder is None:
@@ -313,7 +313,7 @@ class TlsegWidget(Container):
         """Show the most uncertain regions as rectangles (worker thread)."""
         from napari.qt.threading import create_worker
 
-        from ..suggest import suggest_rois
+        from ..teaching.suggest import suggest_rois
 
         try:
             image, model = self._image_data(), self._current_model()
@@ -348,7 +348,7 @@ class TlsegWidget(Container):
         """Fine-tune or retrain the current model on the project (worker thread)."""
         from napari.qt.threading import create_worker
 
-        from ..teach import teach
+        from ..teaching.teach import teach
 
         try:
             project, base = self._project(), self._current_model()

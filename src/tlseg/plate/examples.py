@@ -3,7 +3,7 @@
 A plate image shrunk to a thumbnail hides what a user needs to judge the segmentation:
 cells of 20 px in a 2304 px field become 3 px, and uneven illumination turns half of
 it black or white. So each example is two panels: the whole site, shading flattened
-for display (:func:`tlseg.preprocess.display_gray`), with the cells tinted and a box
+for display (:func:`tlseg.inference.preprocess.display_gray`), with the cells tinted and a box
 where the zoom is; and that box, about ``ZOOM_CELLS`` cell diameters a side around
 where most cells were found, at native resolution or larger, with the outlines of the
 cells (green) and nuclei (magenta).
@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
-from ..preprocess import display_gray
+from ..inference.preprocess import display_gray
 
 CELL, NUCLEUS, BOX = (0.2, 1.0, 0.3), (1.0, 0.3, 1.0), "#ffd21f"
 ZOOM_CELLS = 10  # the zoom is this many cell diameters a side

@@ -72,7 +72,7 @@ _MODELS: dict = {}
 def _model(name: str, threads: int):
     import torch
 
-    from ..model import Model
+    from ..inference.model import Model
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -88,7 +88,7 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
     bad image: the record then has ``status: 'error'`` and the message.
     """
     from ..io import read_image, write_labels
-    from .measure import measure_site
+    from ..analysis.measure import measure_site
 
     out = Path(out)
     key = f"{site['well']}_s{site['site']}"
@@ -169,8 +169,8 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     import numpy as np
 
     from ..io import read_image
-    from ..metrics import weighted_median
-    from ..model import Model
+    from ..inference.diameter import weighted_median
+    from ..inference.model import Model
 
     model = Model.load(model_name)
     picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]

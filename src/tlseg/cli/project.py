@@ -1,0 +1,139 @@
+"""``tlseg project init`` and ``tlseg roi add|list|export|suggest``, and ``tlseg train PROJECT``:
+the command line of teaching (:mod:`tlseg.teaching.project`, :mod:`tlseg.teaching.teach`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    pr = sub.add_parser("project", help="manage a training-set project")
+    prs = pr.add_subparsers(dest="project_command", required=True)
+    pi = prs.add_parser("init", help="create a project folder")
+    pi.add_argument("dir")
+    pi.add_argument("--diameter", type=float, help="typical cell diameter in pixels")
+
+    r = sub.add_parser("roi", help="add, list or suggest regions of interest in a project")
+    rs = r.add_subparsers(dest="roi_command", required=True)
+    ra = rs.add_parser("add", help="add a ROI whose labels come from a label image")
+    ra.add_argument("project")
+    ra.add_argument("image")
+    ra.add_argument("--box", nargs=4, type=int, required=True, metavar=("Y0", "X0", "Y1", "X1"))
+    ra.add_argument("--labels", required=True,
+                    help="label TIFF (same size as the image) or ImageJ ROI .zip/.roi")
+    ra.add_argument("--copy", action="store_true", help="copy the image into the project")
+    rl = rs.add_parser("list", help="list the project's ROIs")
+    rl.add_argument("project")
+    rx = rs.add_parser("export", help="write each image's annotated labels as TIFF and ImageJ zip")
+    rx.add_argument("project")
+    rx.add_argument("out")
+    rsu = rs.add_parser("suggest", help="rank regions by the model's uncertainty")
+    rsu.add_argument("project")
+    rsu.add_argument("image", nargs="+",
+                     help="image(s); over several, suggestions are spread across them")
+    rsu.add_argument("-n", type=int, default=5, help="number of ROIs to suggest")
+    rsu.add_argument("--size", type=int, default=256, help="ROI side in pixels")
+    rsu.add_argument("--model", default="tl-cells")
+    rsu.add_argument("--diameter", type=float,
+                     help="cell diameter in pixels (default: the project's, else estimated)")
+
+
+def train_project(args) -> int:
+    from tqdm import tqdm
+
+    from ..inference.model import Model
+    from ..teaching.teach import teach
+
+    base = Model.load(args.base or "tl-cells")
+    mode = args.mode or "finetune"
+    bar = tqdm(total=0, desc=mode, unit="step", file=sys.stderr)
+
+    def on_step(step, total, parts):
+        bar.total = total
+        bar.n = step
+        bar.refresh()
+
+    model = teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
+                  seed=args.seed, resume=args.resume, diameter=args.diameter, progress=on_step)
+    bar.close()
+    print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
+          f"{model.card['wall_time_s']:.0f} s)")
+    if model.config.taught_diameter:
+        print(f"it segments at {model.config.taught_diameter:g} px, the annotated cells' "
+              "diameter, unless --diameter is given: on the annotated images its own "
+              "estimate read the cell size less well")
+    return 0
+
+
+def project(args) -> int:
+    from ..teaching.project import Project
+
+    p = Project.init(args.dir, diameter=args.diameter)
+    print(f"project created in {p.root}")
+    return 0
+
+
+def roi(args) -> int:
+    from ..inference.model import set_threads
+    from ..io import read_labels
+    from ..teaching.project import Project
+
+    project = Project.open(args.project)
+    if args.roi_command == "add":
+        image_id = project.add_image(args.image, copy=args.copy)
+        shape = tuple(project.images[image_id]["shape"])
+        if Path(args.labels).suffix.lower() in (".zip", ".roi"):
+            from ..io.imagej import imagej_to_labels
+
+            labels = imagej_to_labels(args.labels, shape)
+        else:
+            labels = read_labels(args.labels, shape=shape)
+        y0, x0, y1, x1 = args.box  # add_roi checks the box against the image first
+        roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
+        n = len(set(roi.labels[roi.labels > 0].tolist()))
+        print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
+        return 0
+    if args.roi_command == "export":
+        import numpy as np
+
+        from ..io import write_labels
+        from ..io.imagej import labels_to_imagej
+
+        out = Path(args.out)
+        for image_id in sorted({r.image_id for r in project.rois()}):
+            lab = project.label_image(image_id)
+            cells = np.where(lab > 0, lab, 0)
+            write_labels(out / f"{image_id}_labels.tif", cells)
+            n = labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
+            print(f"{image_id}: {n} cells -> {out}")
+        return 0
+    if args.roi_command == "suggest":
+        from ..inference.model import Model
+        from ..teaching.suggest import suggest_across
+
+        set_threads()
+        ids = {path: project.add_image(path) for path in args.image}
+        done: dict[str, list] = {}
+        for r in project.rois():
+            done.setdefault(r.image_id, []).append(r.box)
+        picks = suggest_across(Model.load(args.model), [(ids[p], p) for p in args.image],
+                               n=args.n, size=args.size,
+                               diameter=args.diameter or project.meta.get("diameter"),
+                               exclude=done)
+        print(f"{'rank':>4} {'image':<24} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} "
+              f"{'uncertainty':>12}")
+        for i, p in enumerate(picks, start=1):
+            print(f"{i:>4} {p['key'][:24]:<24} " + " ".join(f"{v:>6}" for v in p["box"])
+                  + f" {p['score']:>12.3f}")
+        return 0
+    errors: list[str] = []
+    rois = project.rois(errors=errors)
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    print(f"{'roi':>5} {'ver':>4} {'image':<24} {'box (y0 x0 y1 x1)':<24} {'cells':>6}")
+    for r in rois:
+        n = len(set(r.labels[r.labels > 0].tolist()))
+        print(f"{r.roi_id:>5} {r.version:>4} {r.image_id[:24]:<24} {list(r.box)!s:<24} {n:>6}")
+    print(f"{len(rois)} ROIs, set {project.roi_set_hash()}")
+    return 0

@@ -1,0 +1,278 @@
+"""A segmentation model: network + settings, and inference on whole images.
+
+A saved model is a folder: ``config.yaml`` (:class:`~tlseg.config.ModelConfig`),
+``weights.pt`` (a state dict, loaded with ``weights_only=True``) and ``README.md`` (the
+model card) plus ``card.yaml`` (its machine-readable facts). Shipped models live in
+``tlseg/models/<name>/`` inside the package; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..config import ModelConfig
+from .diameter import estimate_diameter
+from ..errors import TlsegError
+from .labels import raster_order, resize_labels, upsample_labels
+from .network import UNet
+from .postprocess import instances_from_maps
+from .preprocess import is_constant, normalize, rescale
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set PyTorch's threads: ``n``, else OMP_NUM_THREADS when it is set, else the
+    machine's cores (at most 8). Returns the number set."""
+    if n is None:
+        env = os.environ.get("OMP_NUM_THREADS")
+        n = int(env) if env and env.isdigit() else max(1, min(os.cpu_count() or 1, 8))
+    torch.set_num_threads(n)
+    return n
+
+
+def shipped_models() -> dict[str, Path]:
+    """Names and folders of the models that ship inside the package."""
+    root = Path(str(resources.files("tlseg") / "models"))
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.yaml").is_file()}
+
+
+class Model:
+    """A trained segmentation model.
+
+    Examples
+    --------
+    >>> from tlseg.synthetic import synthetic_cells
+    >>> model = Model(ModelConfig(channels=(8, 16)))  # untrained, for illustration
+    >>> image, _ = synthetic_cells((96, 96), seed=0)
+    >>> labels, details = model.predict_instances(image, diameter=30)
+    >>> labels.shape
+    (96, 96)
+    """
+
+    def __init__(self, config: ModelConfig, net: UNet | None = None, card: dict | None = None):
+        self.config = config
+        self.net = net if net is not None else UNet(config.channels, config.n_outputs)
+        self.net.eval()
+        self.card = dict(card or {})
+
+    # --- loading and saving -------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name: str) -> Model:
+        """Load a model shipped inside the package by name (see ``tlseg models``)."""
+        models = shipped_models()
+        if name not in models:
+            known = ", ".join(models) or "none"
+            raise TlsegError(
+                f"no shipped model named {name!r} (shipped: {known}); "
+                "give a model name from `tlseg models` or a model folder path"
+            )
+        return cls.from_folder(models[name])
+
+    @classmethod
+    def from_folder(cls, path) -> Model:
+        """Load a model folder written by :meth:`save` or ``tlseg train``."""
+        path = Path(path)
+        cfg_file, w_file = path / "config.yaml", path / "weights.pt"
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise TlsegError(
+                f"{path}: not a model folder (needs config.yaml and weights.pt); "
+                "train one with `tlseg train` or name a shipped model"
+            )
+        try:
+            config = ModelConfig.from_dict(yaml.safe_load(cfg_file.read_text()))
+            state = torch.load(w_file, map_location="cpu", weights_only=True)
+            net = UNet(config.channels, config.n_outputs)
+            net.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
+            raise TlsegError(f"{path}: cannot load model ({str(exc).splitlines()[0]})") from None
+        card_file = path / "card.yaml"
+        card = yaml.safe_load(card_file.read_text()) if card_file.is_file() else {}
+        return cls(config, net, card)
+
+    @classmethod
+    def load(cls, name_or_path) -> Model:
+        """A shipped model by name, or a model folder by path."""
+        p = Path(str(name_or_path))
+        if p.is_dir():
+            return cls.from_folder(p)
+        if str(name_or_path) in shipped_models() or not (p.exists() or "/" in str(p)):
+            return cls.from_pretrained(str(name_or_path))
+        raise TlsegError(f"{p}: model folder not found")
+
+    def save(self, path, *, card: dict | None = None, card_text: str | None = None) -> None:
+        """Write config.yaml, weights.pt, card.yaml and README.md (each atomically)."""
+        from ..io import atomic_path
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if card is not None:
+            self.card = dict(card)
+        with atomic_path(path / "weights.pt") as tmp:
+            torch.save(self.net.state_dict(), tmp)
+        with atomic_path(path / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        with atomic_path(path / "card.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
+        if card_text is not None:
+            with atomic_path(path / "README.md") as tmp:
+                tmp.write_text(card_text)
+
+    # --- inference ----------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_maps(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int = 1024,
+        halo: int = 96,
+        augment: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Network maps (3 or 5, H, W) for an image already at the canonical scale.
+
+        Returns foreground probability, normalised distance (both sigmoid), log2 size and,
+        for models with flows, the flow y and x.
+        With ``augment`` each tile is also run flipped (both axes) and the maps averaged
+        (test-time augmentation, twice the time).
+        Images larger than ``tile`` are processed in overlapping tiles: each tile is run
+        with a ``halo`` of context on every side and only its centre is kept, so the
+        stitched maps have no seams; instances are made from the stitched maps, so no
+        cell is cut or doubled at a tile border.
+        """
+        x = self._network_input(image)
+        h, w = image.shape
+        s = self.net.stride
+        out = np.empty((self.config.n_outputs, h, w), np.float32)
+        tile = max(s, (tile // s) * s)
+        starts_y = list(range(0, h, tile)) if h > tile else [0]
+        starts_x = list(range(0, w, tile)) if w > tile else [0]
+        n_tiles, done = len(starts_y) * len(starts_x), 0
+        for y0 in starts_y:
+            for x0 in starts_x:
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                # context window, clipped to the image, then padded to the net's stride
+                cy0, cx0 = max(0, y0 - halo), max(0, x0 - halo)
+                cy1, cx1 = min(h, y1 + halo), min(w, x1 + halo)
+                win = x[..., cy0:cy1, cx0:cx1]
+                ph = (-win.shape[-2]) % s
+                pw = (-win.shape[-1]) % s
+                if ph or pw:
+                    mode = "reflect" if min(win.shape[-2:]) > max(ph, pw) else "replicate"
+                    win = torch.nn.functional.pad(win, (0, pw, 0, ph), mode=mode)
+                y = self.net(win)[0]
+                y[:2] = torch.sigmoid(y[:2])
+                if augment:
+                    f = self.net(win.flip((-2, -1)))[0].flip((-2, -1))
+                    f[:2] = torch.sigmoid(f[:2])
+                    f[3:] = -f[3:]  # flows of the flipped image point the other way
+                    y = (y + f) / 2
+                out[:, y0:y1, x0:x1] = y[:, y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0].numpy()
+                done += 1
+                if progress is not None:
+                    progress(done, n_tiles)
+        return out
+
+    def _network_input(self, image: np.ndarray) -> torch.Tensor:
+        """An image at the canonical scale as the network's (1, 1, H, W) input:
+        shading-corrected and normalised (:func:`tlseg.inference.preprocess.normalize`)."""
+        cfg = self.config
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        return normalize(x, flatfield=cfg.flatfield,
+                         sigma=cfg.background_sigma * cfg.canonical_diameter)
+
+    @torch.inference_mode()
+    def features(self, image: np.ndarray) -> np.ndarray:
+        """The encoder's deepest feature map (C, h, w) of an image already at the
+        canonical scale, one vector per ``net.stride`` pixels: what the network sees in
+        each region (used to tell regions of different appearance apart)."""
+        x = self._network_input(image)
+        s = self.net.stride
+        ph, pw = (-x.shape[-2]) % s, (-x.shape[-1]) % s
+        if ph or pw:
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+        return self.net.encode(x)[-1][0].numpy()
+
+    def estimate_diameter(self, image: np.ndarray, **kwargs) -> float | None:
+        """The cell diameter (input pixels) to segment ``image`` at, or None when no cells
+        are found: :func:`tlseg.inference.diameter.estimate_diameter` (keywords as there)."""
+        return estimate_diameter(self, image, **kwargs)
+
+    def predict_instances(
+        self,
+        image: np.ndarray,
+        *,
+        diameter: float | None = None,
+        tile: int = 1024,
+        augment: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, dict]:
+        """Segment one 2-D image into cell instances.
+
+        Parameters
+        ----------
+        image : ndarray (H, W)
+            Gray image, any bit depth (see :func:`tlseg.io.read_image`).
+        diameter : float, optional
+            Typical cell diameter in pixels; estimated automatically when omitted.
+        tile : int
+            Tile side (canonical-scale pixels) for large images.
+        augment : bool
+            Average the maps with a flipped run (test-time augmentation; 2x the time).
+        progress : callable(done, total), optional
+            Called after each tile.
+
+        Returns
+        -------
+        labels : ndarray of int32 (H, W), 0 = background
+        details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
+            'taught', 'default'), ``scale`` and ``n_cells``.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise TlsegError(f"expected a 2-D image, got shape {image.shape}")
+        if is_constant(image):
+            raise TlsegError(
+                "image is constant (every pixel has the same value); nothing to segment"
+            )
+        source = "given"
+        if diameter is None:
+            diameter = self.estimate_diameter(image)
+            source = "taught" if self.config.taught_diameter else "estimated"
+            if diameter is None:
+                diameter, source = self.config.default_diameter, "default"
+        if not diameter > 0:
+            raise TlsegError(f"--diameter must be > 0 pixels, got {diameter}")
+        scale = self.config.canonical_diameter / diameter
+        h, w = image.shape
+        small = rescale(image, scale)
+        if min(small.shape) < 8:
+            raise TlsegError(
+                f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
+            )
+        maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
+        del small
+        labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
+                                     config=self.config.instances)
+        prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
+        del maps
+        if prob is None:
+            labels = resize_labels(labels, (h, w))
+        else:
+            labels = upsample_labels(labels, prob, (h, w),
+                                     fg_threshold=self.config.instances.fg_threshold)
+        labels = raster_order(labels)
+        details = {
+            "diameter": float(diameter),
+            "diameter_source": source,
+            "scale": float(scale),
+            "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
+        }
+        return labels, details

@@ -1,0 +1,300 @@
+"""Training a model from annotated folders, with resumable checkpoints.
+
+The loss is masked: pixels whose label is unknown (``valid`` = 0) do not count, so
+partially labelled images and sparse ROIs train only where they say something.
+
+- foreground: binary cross-entropy;
+- normalised distance: binary cross-entropy against the continuous target;
+- size: L1 on log2 diameter, on cell pixels;
+- flows (models with flows): squared error of the flow vector, weighted by
+  ``TrainConfig.flow_weight`` (Cellpose weighs its flows strongly too: they carry the
+  separation of touching cells).
+
+Every ``checkpoint_every`` steps the network, optimiser, schedule, random states and the
+step are written atomically to ``<out>/checkpoint.pt``; ``resume=True`` continues from it
+and gives the same result as an uninterrupted run. At the end the post-processing is
+tuned on held-out training images (:mod:`tlseg.training.tune`) and the model folder is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .augment import augment_normalized, augment_raw
+from ..config import ModelConfig, TrainConfig
+from .data import (
+    CropSampler,
+    Sample,
+    list_pairs,
+    load_sample,
+    resolve_data_dir,
+    split_holdout,
+)
+from ..errors import TlsegError
+from ..io import atomic_path
+from ..inference.model import Model
+from ..inference.network import UNet
+from ..inference.preprocess import normalize
+from .tune import tune_model
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_folders(
+    data_dirs, *, canonical_diameter: float, partial_dirs=(), incomplete_dirs=(), exclude=(),
+    fragments: float = 0.0, progress=None
+) -> list[Sample]:
+    """Load every annotated image of the given data folders at the canonical scale.
+
+    Images whose file name matches one of the ``exclude`` glob patterns are left out.
+    ``partial_dirs``, ``incomplete_dirs`` and ``fragments``: see
+    :func:`tlseg.training.data.load_sample`.
+    """
+    if not 0.0 <= fragments < 1.0:
+        raise TlsegError(f"--fragments must be a fraction in [0, 1), got {fragments}")
+    partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
+    incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
+    folders = [resolve_data_dir(d) for d in data_dirs]
+    both = sorted(map(str, partial & incomplete))
+    if both:
+        raise TlsegError(f"{both[0]}: given as both --partial and --incomplete; choose one")
+    stray = sorted(map(str, (partial | incomplete) - {f.resolve() for f in folders}))
+    if stray:
+        raise TlsegError(f"{stray[0]}: named by --partial/--incomplete but not among the "
+                         "training data folders; add it to DATA or drop it")
+    samples = []
+    jobs = []
+    for folder in folders:
+        source = folder.parent.name if folder.name in ("train", "val") else folder.name
+        flags = (folder.resolve() in partial, folder.resolve() in incomplete)
+        for img, mask in list_pairs(folder):
+            if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
+                continue
+            jobs.append((img, mask, source, *flags))
+    for i, (img, mask, source, is_partial, is_incomplete) in enumerate(jobs):
+        s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
+                        partial=is_partial, incomplete=is_incomplete, fragments=fragments)
+        if s is not None:
+            samples.append(s)
+        if progress:
+            progress(i + 1, len(jobs))
+    return samples
+
+
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0,
+                flow_weight: float = 2.0) -> tuple[torch.Tensor, dict]:
+    """Total loss and its parts for predictions (B,3|5,H,W) and targets (B,6+,H,W).
+
+    Targets beyond the first 6 channels are a teacher's foreground and distance maps (and
+    flows); with ``distill`` > 0 the prediction is pulled towards them where labels are
+    unknown, so a retrained model keeps what the base model knew outside the annotated
+    ROIs.
+    """
+    fg, dist, logsize, valid = target[:, :4].unbind(1)
+    known = (valid > 0).float()  # the foreground is known
+    whole = (valid >= 1).float()  # the shape targets are known too (not a cut cell)
+    n_valid = known.sum().clamp_min(1.0)
+
+    def bce(k, t, w):
+        return (F.binary_cross_entropy_with_logits(pred[:, k], t, reduction="none") * w).sum()
+
+    def sq(p, t, w):
+        return (((p - t) ** 2).sum(1) * w).sum()
+
+    l_fg = bce(0, fg, known) / n_valid
+    l_dist = bce(1, dist, whole) / n_valid
+    cells = fg * whole
+    l_size = ((pred[:, 2] - logsize).abs() * cells).sum() / cells.sum().clamp_min(1.0)
+    total = l_fg + l_dist + 0.2 * l_size
+    parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item(), "flow": 0.0}
+    flows = pred.shape[1] >= 5
+    if flows:
+        l_flow = sq(pred[:, 3:5], target[:, 4:6], whole) / n_valid
+        total = total + flow_weight * l_flow
+        parts["flow"] = l_flow.item()
+    if distill > 0 and target.shape[1] > 6:
+        # the teacher fills in what the labels leave unknown: everything outside the
+        # ROIs, and the shape of cells cut by a ROI's edge
+        teacher = target[:, 6:]
+        unknown, shape_unknown = 1.0 - known, 1.0 - whole
+        l_kd = bce(0, teacher[:, 0], unknown) + bce(1, teacher[:, 1], shape_unknown)
+        if flows and teacher.shape[1] >= 4:
+            l_kd = l_kd + flow_weight * sq(pred[:, 3:5], teacher[:, 2:4], shape_unknown)
+        l_kd = l_kd / shape_unknown.sum().clamp_min(1.0)
+        total = total + distill * l_kd
+        parts["distill"] = l_kd.item()
+    return total, parts
+
+
+def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta, ema=None):
+    state = {
+        "step": step,
+        "net": net.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "np_rng": np_rng.bit_generator.state,
+        "torch_rng": torch_rng.get_state(),
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train(
+    samples: list[Sample],
+    out_dir,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    init: Model | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+    card: dict | None = None,
+    device: str = "cpu",
+    tune: bool = True,
+) -> Model:
+    """Train a model on annotated samples and save it to ``out_dir``.
+
+    Parameters
+    ----------
+    samples : list of Sample
+        From :func:`load_folders`.
+    init : Model, optional
+        Start from these weights (fine-tuning) instead of a random initialisation.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt``. Without it an existing checkpoint is an
+        error, so an interrupted run is never silently restarted or overwritten.
+    progress : callable(step, total, losses), optional
+        Called after every step.
+    device : str
+        Where the network trains ('cpu', or 'cuda' on a machine with an NVIDIA GPU);
+        crops are cut and augmented on the CPU either way, and the saved model runs on
+        the CPU.
+    tune : bool
+        Tune the instance settings and the diameter calibration on the held-out images
+        after training (``scripts/retune.py`` does it later when this is off).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    tc = train_config
+    if ckpt_path.exists() and not resume:
+        raise TlsegError(
+            f"{out}: holds a checkpoint of an unfinished run; pass --resume to continue it "
+            "or choose another output folder"
+        )
+    torch.manual_seed(tc.seed)
+    np_rng = np.random.default_rng(tc.seed)
+    torch_rng = torch.Generator().manual_seed(tc.seed)
+    train_set, held = split_holdout(samples, tc.holdout_fraction)
+    sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng)
+    dev = _device(device)
+    net = UNet(model_config.channels, model_config.n_outputs)
+    if init is not None:
+        net.load_state_dict(init.net.state_dict())
+    net.to(dev)
+    # the running average of the weights (and BatchNorm statistics) that is saved
+    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+           if tc.ema > 0 else None)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=tc.lr, total_steps=tc.total_steps, pct_start=0.1 if init is None else 0.05
+    )
+    step, elapsed_before = 0, 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        net.load_state_dict(state["net"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        np_rng.bit_generator.state = state["np_rng"]
+        torch_rng.set_state(state["torch_rng"].cpu())
+        step = state["step"]
+        elapsed_before = state["meta"].get("elapsed_s", 0.0)
+    log_path = out / "train_log.csv"
+    new_log = not log_path.exists() or step == 0
+    log = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "loss", "fg", "dist", "size", "flow", "lr", "elapsed_s"])
+    sigma = model_config.background_sigma * model_config.canonical_diameter
+    t0 = time.time()
+    net.train()
+    if tc.freeze_norm:  # few examples: keep the base model's normalisation statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+    try:
+        while step < tc.total_steps:
+            raw, target, ref = sampler.batch(tc.batch_size)
+            x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
+                            specks=tc.specks)
+            x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
+            x = augment_normalized(x, torch_rng)
+            loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
+                                      flow_weight=tc.flow_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            step += 1
+            elapsed = elapsed_before + time.time() - t0
+            if step % 10 == 0 or step == tc.total_steps:
+                writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
+                                 f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
+                                 f"{parts['flow']:.4f}",
+                                 f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
+                log.flush()
+            if step % tc.checkpoint_every == 0 and step < tc.total_steps:
+                _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
+                                 {"elapsed_s": elapsed}, ema)
+            if progress:
+                progress(step, tc.total_steps, parts)
+    finally:
+        log.close()
+    if ema is not None:
+        net = ema.module
+    net.cpu().eval()
+    model = Model(model_config, net)
+    holdout_scores, calibration = {}, {}
+    if held and tune:
+        model, holdout_scores, calibration = tune_model(model, held)
+    meta = {
+        "train_config": asdict(tc),
+        "wall_time_s": round(elapsed_before + time.time() - t0, 1),
+        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "n_train_images": len(train_set),
+        "n_holdout_images": len(held),
+        "sources": sorted({s.source for s in samples}),
+        "holdout_scores": holdout_scores,
+    }
+    if calibration:
+        meta["holdout_scores_estimated_diameter"] = calibration
+    meta.update(card or {})
+    model.save(out, card=meta)
+    ckpt_path.unlink(missing_ok=True)
+    return model
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise TlsegError(f"--device {name!r} is not a device name; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TlsegError("--device cuda: no CUDA GPU is available to PyTorch here; use cpu")
+    return dev
