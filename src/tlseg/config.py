@@ -1,11 +1,44 @@
-"""Settings that travel with a model and a training run (small frozen dataclasses)."""
+"""Every setting of tlseg, as small frozen dataclasses: the one source of defaults.
+
+- :class:`InstanceConfig`: thresholds from network maps to cells;
+- :class:`ModelConfig`: what a saved model needs to run (network, preprocessing, tuning);
+- :class:`SegmentConfig`: a folder run (``tlseg segment``, :func:`tlseg.segment_folder`);
+- :class:`TrainConfig`: a training run (``tlseg train``, :func:`tlseg.train`);
+- :class:`TeachConfig`: fine-tuning or retraining on a project's ROIs (:func:`tlseg.teach`);
+- :class:`PlateConfig`: a plate run (``tlseg plate run``, :func:`tlseg.run_plate`).
+
+The command line takes its defaults from these classes (:func:`default`), so a default
+is written once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+def default(cls, name: str):
+    """The default of field ``name`` of the dataclass ``cls`` (for argparse).
+
+    Examples
+    --------
+    >>> default(TrainConfig, "epochs")
+    40
+    """
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
 
 #: shading corrections: divide (transmitted light), subtract (fluorescence), none
 FLATFIELD_MODES = ("divide", "subtract", "none")
+
+
+#: version of a model folder's config.yaml; 0 (no ``format`` key) = everything in one file
+MODEL_FORMAT = 1
+#: ModelConfig fields kept in a model folder's tuning.yaml
+TUNING_KEYS = ("instances", "diameter_calibration", "default_diameter", "taught_diameter")
 
 
 @dataclass(frozen=True)
@@ -142,6 +175,25 @@ class ModelConfig:
         d["channels"] = list(self.channels)
         return d
 
+    def to_files(self) -> tuple[dict, dict]:
+        """The contents of a model folder's ``config.yaml`` (``format``, network and
+        preprocessing) and ``tuning.yaml`` (settings chosen after training, on held-out
+        images or taught ROIs, which :func:`tlseg.tune` rewrites)."""
+        d = self.to_dict()
+        tuning = {k: d.pop(k) for k in TUNING_KEYS}
+        return {"format": MODEL_FORMAT, **d}, tuning
+
+    @classmethod
+    def from_files(cls, config: dict, tuning: dict | None = None) -> ModelConfig:
+        """Read what :meth:`to_files` wrote. A ``config.yaml`` without ``format`` holds
+        every setting in one file (the layout of tlseg 0.1) and loads as it is."""
+        config = dict(config)
+        version = config.pop("format", 0)
+        if not isinstance(version, int) or version > MODEL_FORMAT:
+            raise ValueError(f"model format {version!r} is newer than this tlseg reads "
+                             f"({MODEL_FORMAT}); upgrade tlseg")
+        return cls.from_dict({**config, **(tuning or {})})
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
@@ -248,3 +300,128 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """A folder run: ``tlseg segment`` and :func:`tlseg.segment_folder`.
+
+    Attributes
+    ----------
+    model : str
+        Shipped model name or model folder.
+    diameter : float or None
+        Cell diameter in pixels; estimated per image when None.
+    channel, plane : int or None
+        Channel of a multi-channel image, plane of a 3-D stack.
+    tile : int
+        Tile side (canonical-scale pixels) for large images.
+    tta : bool
+        Test-time augmentation: average with a flipped run (2x the time).
+    overlay : bool
+        Also write ``<stem>_overlay.png``.
+    overwrite : bool
+        Redo images whose results exist (default: skip them).
+    """
+
+    model: str = "tl-cells"
+    diameter: float | None = None
+    channel: int | None = None
+    plane: int | None = None
+    tile: int = 1024
+    tta: bool = False
+    overlay: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.diameter is not None and not self.diameter > 0:
+            raise ValueError(f"diameter must be > 0 pixels, got {self.diameter}")
+        if self.tile < 32:
+            raise ValueError(f"tile must be >= 32 pixels, got {self.tile}")
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    """Fine-tuning or retraining on a project's ROIs (:func:`tlseg.teach`).
+
+    Attributes
+    ----------
+    batch_size, crop, lr : int, int, float
+        Crops per batch, crop side (canonical pixels), peak learning rate.
+    distill : float
+        Weight of the pull towards the base model's maps outside the ROIs.
+    freeze_norm : bool
+        Keep BatchNorm statistics fixed.
+    steps_per_roi, min_steps, max_steps : int
+        Training steps: ``steps_per_roi`` per ROI, clipped to [min_steps, max_steps], so
+        each ROI is seen about as often whatever their number.
+    """
+
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 5e-4
+    distill: float = 0.5
+    freeze_norm: bool = True
+    steps_per_roi: int = 30
+    min_steps: int = 100
+    max_steps: int = 600
+
+    def steps(self, n_rois: int) -> int:
+        """Training steps for ``n_rois`` ROIs."""
+        return int(min(max(self.steps_per_roi * n_rois, self.min_steps), self.max_steps))
+
+    def train_settings(self) -> dict:
+        """The :class:`TrainConfig` fields this sets."""
+        return {"batch_size": self.batch_size, "crop": self.crop, "lr": self.lr,
+                "distill": self.distill, "freeze_norm": self.freeze_norm}
+
+
+#: the two teaching modes: a minor correction in minutes, or deeper learning
+TEACH_MODES = {
+    "finetune": TeachConfig(),
+    "retrain": TeachConfig(crop=192, lr=1e-3, freeze_norm=False, steps_per_roi=60,
+                           min_steps=600, max_steps=3000),
+}
+
+
+@dataclass(frozen=True)
+class PlateConfig:
+    """Settings of a plate run that change its results (stored in ``run.json``; a resumed
+    run must repeat them).
+
+    Attributes
+    ----------
+    tl_channel : str
+        Transmitted-light channel as named in the file names (e.g. ``w1``).
+    nuclei_channel : str or None
+        Nuclear-stain channel, for nuclei counts and validation.
+    model, nuclei_model : str
+        Label-free and nuclei models (names or folders).
+    diameter, nuclei_diameter : float or None
+        Cell and nucleus diameters in pixels; estimated once for the plate when None.
+    pixel_size : float or None
+        µm per pixel (adds µm² areas and cells/mm²).
+    diameter_mode : str
+        'plate': one automatic diameter for the plate (one objective); 'site': each site
+        estimates its own.
+    diameter_by : str or None
+        Plate-map column (e.g. the objective) whose value groups the wells that share one
+        automatic diameter, in 'plate' mode.
+    well_diameters : dict or None
+        The diameters estimated per group, by well: ``{well: [cells, nuclei]}`` (filled
+        in by the run; a given diameter wins over these).
+    """
+
+    tl_channel: str
+    nuclei_channel: str | None = None
+    model: str = "tl-cells"
+    nuclei_model: str = "nuclei"
+    diameter: float | None = None
+    nuclei_diameter: float | None = None
+    pixel_size: float | None = None
+    diameter_mode: str = "plate"
+    diameter_by: str | None = None
+    well_diameters: dict | None = None
+
+    def result_keys(self) -> dict:
+        return asdict(self)

@@ -22,8 +22,8 @@ from scipy import ndimage as ndi
 MODALITIES = ("phase", "brightfield", "dic")
 #: amplitude of the cells' inner texture (fraction of the background level) per modality:
 #: cell texture / background noise has a median of about 5, the lowest real source's
-#: (benchmarks/synthetic_realism.py; 0.05 and 0.08 before made cells 4-6x smoother than
-#: any real source's, and pockets of background between them looked like cells)
+#: (0.05 and 0.08 make cells 4-6x smoother than any real source's, and pockets of
+#: background between them then look like cells; docs/decisions.md)
 TEXTURE = {"phase": 0.55, "brightfield": 0.5}
 
 
@@ -180,3 +180,25 @@ def synthetic_cells(shape=(256, 256), *, diameter: float = 30.0, seed=None, **kw
     """Transmitted-light image (uint16) and its instance labels; see :func:`synthetic_field`."""
     f = synthetic_field(shape, diameter=diameter, seed=seed, **kwargs)
     return f["tl"], f["labels"]
+
+
+def write_demo_images(out) -> None:
+    """Write the images of ``tlseg demo``: one synthetic 512² field per modality.
+
+    Parameters
+    ----------
+    out : path
+        Folder; gets ``images/<modality>.tif`` (cells of 24, 32 and 40 px) and
+        ``ground_truth/<modality>.tif`` (their true labels).
+    """
+    from pathlib import Path
+
+    import tifffile
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "ground_truth").mkdir(parents=True, exist_ok=True)
+    for i, modality in enumerate(MODALITIES):
+        f = synthetic_field((512, 512), diameter=(24, 32, 40)[i], modality=modality, seed=i)
+        tifffile.imwrite(out / "images" / f"{modality}.tif", f["tl"], compression="lzw")
+        tifffile.imwrite(out / "ground_truth" / f"{modality}.tif", f["labels"].astype("uint16"))

@@ -33,17 +33,39 @@ def nuclei_per_cell(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     return np.bincount(host, minlength=n_cells + 1)
 
 
-def measure_site(
+def measure_cells(
     cells: np.ndarray,
     channels: dict[str, np.ndarray],
     *,
     nuclei: np.ndarray | None = None,
     pixel_size: float | None = None,
 ) -> pd.DataFrame:
-    """One row per cell: label, centroid, area, perimeter, eccentricity, solidity,
-    ``mean_<channel>`` per channel and, when ``nuclei`` labels are given, ``n_nuclei``.
+    """Measure every cell of a label image (scikit-image ``regionprops_table``).
 
-    With ``pixel_size`` (µm per pixel) area and perimeter are also given in µm² and µm.
+    Parameters
+    ----------
+    cells : ndarray (H, W) of int
+        Instance labels, 0 = background.
+    channels : dict of str to ndarray (H, W)
+        Images whose mean intensity per cell is measured, by name.
+    nuclei : ndarray (H, W) of int, optional
+        Nucleus labels: adds ``n_nuclei``, the nuclei whose centre lies in each cell.
+    pixel_size : float, optional
+        µm per pixel: adds ``area_um2`` and ``perimeter_um``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell: ``label``, ``centroid_y``, ``centroid_x``, ``area`` (px),
+        ``perimeter``, ``eccentricity``, ``solidity``, ``mean_<channel>`` per channel.
+
+    Examples
+    --------
+    >>> import numpy as np, tlseg
+    >>> cells = np.zeros((20, 20), int); cells[2:8, 2:8] = 1; cells[10:18, 10:18] = 2
+    >>> table = tlseg.measure_cells(cells, {"tl": np.ones((20, 20))})
+    >>> table[["label", "area", "mean_tl"]].to_dict("list")
+    {'label': [1, 2], 'area': [36, 64], 'mean_tl': [1.0, 1.0]}
     """
     intensity = None
     names = list(channels)

@@ -8,8 +8,18 @@ from ..io.files import atomic_path
 
 
 def write_overlay(path, image: np.ndarray, labels: np.ndarray) -> None:
-    """Write a PNG of the image (shading flattened and robustly scaled to 8 bit:
-    :func:`tlseg.inference.preprocess.display_gray`) with cell outlines in colour."""
+    """Write a PNG of an image with its cells' outlines in colour (atomically).
+
+    Parameters
+    ----------
+    path : path
+        PNG file to write.
+    image : ndarray (H, W)
+        The image, shown with its shading flattened and robustly scaled to 8 bit
+        (:func:`tlseg.inference.preprocess.display_gray`).
+    labels : ndarray (H, W) of int
+        Instance labels; each cell's outline gets its own saturated hue.
+    """
     import imageio.v3 as iio
     from skimage.segmentation import find_boundaries
 

@@ -1,11 +1,13 @@
-"""``tlseg segment``: a folder of images → masks, per-cell tables and one counts table.
+"""One image through the pipeline (segment, then measure every cell), and a folder of
+images through it: ``tlseg segment``.
 
-For each image ``<stem>``, written atomically into the output folder:
+:func:`segment_and_measure` is the per-image step that the folder run and the plate run
+(:mod:`tlseg.plate.run`) share. :func:`segment_folder` writes, for each image ``<stem>``,
+atomically into the output folder:
 
 - ``<stem>_masks.tif``: instance labels (0 = background);
-- ``<stem>_cells.csv``: one row per cell, the plate run's measurements
-  (:func:`tlseg.analysis.measure.measure_site`: centroid, area, perimeter, eccentricity,
-  solidity, mean intensity);
+- ``<stem>_cells.csv``: one row per cell (:func:`tlseg.analysis.measure.measure_cells`:
+  centroid, area, perimeter, eccentricity, solidity, mean intensity);
 - ``<stem>_overlay.png`` with ``overlay``.
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
@@ -16,19 +18,71 @@ images whose masks exist) keeps the rows it does not redo.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..config import SegmentConfig
 from ..errors import TlsegError
-from ..io import read_image, write_labels, write_table
-from .overlay import write_overlay
 from ..inference.model import Model
+from ..io import list_images, read_image, write_labels, write_table
+from .measure import measure_cells
+from .overlay import write_overlay
+
+log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ("image", "status", "n_cells", "diameter", "diameter_source", "mean_area_px",
                  "error")
+
+
+@dataclass
+class Segmented:
+    """One image segmented and measured: its labels, how it was segmented (``details``
+    of :meth:`tlseg.Model.predict_instances`) and one row per cell (``cells``)."""
+
+    labels: np.ndarray
+    details: dict
+    cells: pd.DataFrame
+
+
+def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | None = None,
+                        channels: dict[str, np.ndarray] | None = None,
+                        nuclei: np.ndarray | None = None, pixel_size: float | None = None,
+                        tile: int = 1024, tta: bool = False) -> Segmented:
+    """Segment an image and measure every cell: the per-image step of
+    :func:`segment_folder` and of a plate run.
+
+    Parameters
+    ----------
+    model : Model
+        The segmentation model.
+    image : ndarray (H, W)
+        Gray image.
+    diameter : float, optional
+        Cell diameter in pixels; estimated when omitted.
+    channels : dict of str to ndarray, optional
+        Images whose mean intensity per cell is measured (default: ``{"image": image}``).
+    nuclei : ndarray (H, W) of int, optional
+        Nucleus labels: adds the nuclei inside each cell.
+    pixel_size : float, optional
+        µm per pixel: adds µm² areas.
+    tile, tta
+        As :meth:`tlseg.Model.segment`.
+
+    Returns
+    -------
+    Segmented
+        ``labels``, ``details`` (diameter used and its source, scale, cell count) and
+        ``cells`` (:func:`tlseg.measure_cells`).
+    """
+    labels, details = model.predict_instances(image, diameter=diameter, tile=tile, augment=tta)
+    cells = measure_cells(labels, channels if channels is not None else {"image": image},
+                         nuclei=nuclei, pixel_size=pixel_size)
+    return Segmented(labels, details, cells)
 
 
 def _read_counts(path: Path) -> dict[str, dict]:
@@ -45,55 +99,87 @@ def _write_counts(path: Path, rows: dict[str, dict]) -> None:
     write_table(path, pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS)))
 
 
-def segment_files(
-    files: list[Path],
-    model: Model,
-    out,
-    *,
-    diameter: float | None = None,
-    channel: int | None = None,
-    plane: int | None = None,
-    tile: int = 1024,
-    tta: bool = False,
-    overlay: bool = False,
-    overwrite: bool = False,
-    log: Callable[[str], None] = print,
-    progress: Callable = lambda it: it,
-) -> int:
-    """Segment ``files`` into ``out`` (see the module docstring); return how many failed.
+def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
+                   model: Model | str | Path | None = None,
+                   progress: Callable[[Iterable], Iterable] | None = None,
+                   **settings) -> pd.DataFrame:
+    """Segment image files or folders into ``out``: ``tlseg segment``.
 
-    An image that cannot be read or segmented is logged and skipped, with its error in
-    ``counts.csv``; a single image's error is raised instead (as :class:`TlsegError`).
+    Parameters
+    ----------
+    inputs : path or list of paths
+        Image files and folders of images (TIFF, PNG, JPEG).
+    out : path
+        Output folder (see the module docstring for what is written).
+    config : SegmentConfig, optional
+        The run's settings; keywords (``model``, ``diameter``, ``channel``, ``plane``,
+        ``tile``, ``tta``, ``overlay``, ``overwrite``) build one instead.
+    model : Model, str or path, optional
+        A loaded model, or a shipped model's name or a model folder (default:
+        ``config.model``, else ``tl-cells``).
+    progress : callable(iterable) -> iterable, optional
+        Wraps the loop over the files (e.g. ``tqdm``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``counts.csv``: one row per image, with ``status`` 'ok' or 'error' and the
+        image's error. An image that cannot be read or segmented is logged and skipped;
+        a single image's error is raised instead (as :class:`TlsegError`).
+
+    Examples
+    --------
+    >>> import tlseg, tifffile, tempfile, pathlib
+    >>> from tlseg.synthetic import synthetic_field
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> tifffile.imwrite(d / "a.tif", synthetic_field((160, 160), diameter=30, seed=2)["tl"])
+    >>> counts = tlseg.segment_folder(d / "a.tif", d / "out", diameter=30)
+    >>> list(counts["status"]), sorted(p.name for p in (d / "out").iterdir())
+    (['ok'], ['a_cells.csv', 'a_masks.tif', 'counts.csv'])
     """
-    from .measure import measure_site
-
+    if model is not None and not isinstance(model, Model):
+        if config is not None:
+            raise TypeError("segment_folder: name the model in the SegmentConfig or as "
+                            "model=, not both")
+        settings["model"], model = str(model), None
+    if config is None:
+        known = {f.name for f in fields(SegmentConfig)}
+        unknown = set(settings) - known
+        if unknown:
+            raise TypeError(f"segment_folder: unknown setting(s) {sorted(unknown)}")
+        try:
+            config = SegmentConfig(**settings)
+        except ValueError as exc:
+            raise TlsegError(str(exc)) from None
+    elif settings:
+        raise TypeError("segment_folder: give a SegmentConfig or keywords, not both")
+    files = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
+    model = model if model is not None else Model.load(config.model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
-    failed = 0
-    for f in progress(files):
+    for f in (progress or (lambda it: it))(files):
         mask_path = out / f"{f.stem}_masks.tif"
-        if mask_path.exists() and not overwrite:
-            log(f"{f.name}: {mask_path.name} exists, skipped (use --overwrite to redo)")
+        if mask_path.exists() and not config.overwrite:
+            log.info("%s: %s exists, skipped (use --overwrite to redo)", f.name, mask_path.name)
             continue
         try:
-            image = read_image(f, channel=channel, plane=plane)
-            labels, details = model.predict_instances(image, diameter=diameter, tile=tile,
-                                                      augment=tta)
+            image = read_image(f, channel=config.channel, plane=config.plane)
+            done = segment_and_measure(model, image, diameter=config.diameter,
+                                       tile=config.tile, tta=config.tta)
         except TlsegError as exc:
             msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
             if len(files) == 1:
                 raise TlsegError(msg) from None
-            print(f"error: {msg} (skipped)", file=sys.stderr)
+            log.error("%s (skipped)", msg)
             rows[f.name] = {"image": f.name, "status": "error", "error": msg}
             _write_counts(counts_path, rows)
-            failed += 1
             continue
-        cells = measure_site(labels, {"image": image})
+        labels, details, cells = done.labels, done.details, done.cells
         write_table(out / f"{f.stem}_cells.csv", cells)
         write_labels(mask_path, labels)
-        if overlay:
+        if config.overlay:
             write_overlay(out / f"{f.stem}_overlay.png", image, labels)
         rows[f.name] = {"image": f.name, "status": "ok", "n_cells": details["n_cells"],
                         "diameter": round(details["diameter"], 2),
@@ -101,9 +187,9 @@ def segment_files(
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
                         else 0.0, "error": ""}
         _write_counts(counts_path, rows)
-        log(f"{f.name}: {details['n_cells']} cells "
-            f"(diameter {details['diameter']:.1f} px, {details['diameter_source']})")
-    return failed
+        log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
+                 details["diameter"], details["diameter_source"])
+    return pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))
 
 
-__all__ = ["COUNT_COLUMNS", "segment_files"]
+__all__ = ["COUNT_COLUMNS", "Segmented", "segment_and_measure", "segment_folder"]

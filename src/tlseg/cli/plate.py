@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import PlateConfig, default
+
 
 def add_parsers(sub) -> None:
     pl = sub.add_parser("plate", help="batch-segment a plate, measure cells, validate counts")
@@ -18,8 +20,10 @@ def add_parsers(sub) -> None:
                    help="transmitted-light channel as in the file names (e.g. w1, ch1)")
     r.add_argument("--nuclei-channel", help="nuclear-stain channel, for nuclei counts and validation")
     r.add_argument("--plate-map", help="CSV with a 'well' column and condition columns")
-    r.add_argument("--model", default="tl-cells", help="label-free model (name or folder)")
-    r.add_argument("--nuclei-model", default="nuclei", help="nuclei model (name or folder)")
+    r.add_argument("--model", default=default(PlateConfig, "model"),
+                   help="label-free model (name or folder)")
+    r.add_argument("--nuclei-model", default=default(PlateConfig, "nuclei_model"),
+                   help="nuclei model (name or folder)")
     r.add_argument("--diameter", type=float,
                    help="cell diameter in pixels (default: estimated once for the plate)")
     r.add_argument("--nuclei-diameter", type=float, help="nucleus diameter in pixels")
@@ -55,10 +59,10 @@ def add_parsers(sub) -> None:
 
 
 def plate(args) -> int:
-    from ..plate.pipeline import validate_run
+    import tlseg
 
     if args.plate_command == "validate":
-        validate_run(args.out, density=args.density_column)
+        tlseg.validate_plate(args.out, density=args.density_column)
         return 0
     return _run(args.plate_dir, args.out, args)
 
@@ -66,10 +70,9 @@ def plate(args) -> int:
 def _run(plate_dir, out, args) -> int:
     from tqdm import tqdm
 
-    from ..plate.pipeline import run_plate
-    from ..plate.run import RunConfig
+    import tlseg
 
-    cfg = RunConfig(tl_channel=args.tl_channel, nuclei_channel=args.nuclei_channel,
+    cfg = tlseg.PlateConfig(tl_channel=args.tl_channel, nuclei_channel=args.nuclei_channel,
                     model=args.model, nuclei_model=args.nuclei_model, diameter=args.diameter,
                     nuclei_diameter=args.nuclei_diameter, pixel_size=args.pixel_size,
                     diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate",
@@ -82,15 +85,11 @@ def _run(plate_dir, out, args) -> int:
             bar = tqdm(total=n, unit="site", file=sys.stderr, desc="segmenting")
         bar.update(1)
 
-    def log(msg):
-        (bar.write if bar is not None else print)(msg, file=sys.stderr if msg.startswith(
-            ("warning", "error")) else sys.stdout)
-
-    result = run_plate(plate_dir, out, cfg, plate_map=args.plate_map,
+    result = tlseg.run_plate(plate_dir, out, cfg, plate_map=args.plate_map,
                        layout=getattr(args, "layout", "auto"), pattern=getattr(args, "pattern", None),
                        workers=args.workers, scheduler=getattr(args, "scheduler", None),
                        threads=getattr(args, "threads", None),
-                       density=getattr(args, "density_column", None), log=log, progress=progress)
+                       density=getattr(args, "density_column", None), progress=progress)
     if bar is not None:
         bar.close()
     print(f"{result['processed']} site(s) segmented this run; results in {out}")
@@ -98,9 +97,9 @@ def _run(plate_dir, out, args) -> int:
 
 
 def demo_plate(args) -> int:
-    from ..plate.demo import compare_truth, make_demo_plate
+    import tlseg
 
-    made = make_demo_plate(args.out, replicates=args.replicates, sites=args.sites, size=args.size)
+    made = tlseg.make_demo_plate(args.out, replicates=args.replicates, sites=args.sites, size=args.size)
     print(f"synthetic plate written to {made['plate']} (plate map {made['plate_map']})")
     if not args.run:
         return 0
@@ -111,7 +110,7 @@ def demo_plate(args) -> int:
     rc = _run(made["plate"], out, ns)
     import pandas as pd
 
-    cmp = compare_truth(pd.read_csv(out / "wells.csv"), made["truth"])
+    cmp = tlseg.compare_truth(pd.read_csv(out / "wells.csv"), made["truth"])
     cols = ["well", "seeding_density", "true_cells", "n_cells", "cells_error", "true_nuclei",
             "n_nuclei", "nuclei_error"]
     print(cmp[cols].to_string(index=False, float_format=lambda v: f"{v:+.1%}" if abs(v) < 1 else f"{v:g}"))

@@ -1,5 +1,5 @@
 """``tlseg project init`` and ``tlseg roi add|list|export|suggest``, and ``tlseg train PROJECT``:
-the command line of teaching (:mod:`tlseg.teaching.project`, :mod:`tlseg.teaching.teach`)."""
+the command line of teaching (:class:`tlseg.Project`, :func:`tlseg.teach`)."""
 
 from __future__ import annotations
 
@@ -42,10 +42,9 @@ def add_parsers(sub) -> None:
 def train_project(args) -> int:
     from tqdm import tqdm
 
-    from ..inference.model import Model
-    from ..teaching.teach import teach
+    import tlseg
 
-    base = Model.load(args.base or "tl-cells")
+    base = tlseg.load_model(args.base or "tl-cells")
     mode = args.mode or "finetune"
     bar = tqdm(total=0, desc=mode, unit="step", file=sys.stderr)
 
@@ -54,7 +53,7 @@ def train_project(args) -> int:
         bar.n = step
         bar.refresh()
 
-    model = teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
+    model = tlseg.teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
                   seed=args.seed, resume=args.resume, diameter=args.diameter, progress=on_step)
     bar.close()
     print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
@@ -67,28 +66,24 @@ def train_project(args) -> int:
 
 
 def project(args) -> int:
-    from ..teaching.project import Project
+    import tlseg
 
-    p = Project.init(args.dir, diameter=args.diameter)
+    p = tlseg.Project.init(args.dir, diameter=args.diameter)
     print(f"project created in {p.root}")
     return 0
 
 
 def roi(args) -> int:
-    from ..inference.model import set_threads
-    from ..io import read_labels
-    from ..teaching.project import Project
+    import tlseg
 
-    project = Project.open(args.project)
+    project = tlseg.Project.open(args.project)
     if args.roi_command == "add":
         image_id = project.add_image(args.image, copy=args.copy)
         shape = tuple(project.images[image_id]["shape"])
         if Path(args.labels).suffix.lower() in (".zip", ".roi"):
-            from ..io.imagej import imagej_to_labels
-
-            labels = imagej_to_labels(args.labels, shape)
+            labels = tlseg.imagej_to_labels(args.labels, shape)
         else:
-            labels = read_labels(args.labels, shape=shape)
+            labels = tlseg.read_labels(args.labels, shape=shape)
         y0, x0, y1, x1 = args.box  # add_roi checks the box against the image first
         roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
         n = len(set(roi.labels[roi.labels > 0].tolist()))
@@ -97,27 +92,21 @@ def roi(args) -> int:
     if args.roi_command == "export":
         import numpy as np
 
-        from ..io import write_labels
-        from ..io.imagej import labels_to_imagej
-
         out = Path(args.out)
         for image_id in sorted({r.image_id for r in project.rois()}):
             lab = project.label_image(image_id)
             cells = np.where(lab > 0, lab, 0)
-            write_labels(out / f"{image_id}_labels.tif", cells)
-            n = labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
+            tlseg.write_labels(out / f"{image_id}_labels.tif", cells)
+            n = tlseg.labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
             print(f"{image_id}: {n} cells -> {out}")
         return 0
     if args.roi_command == "suggest":
-        from ..inference.model import Model
-        from ..teaching.suggest import suggest_across
-
-        set_threads()
+        tlseg.set_threads()
         ids = {path: project.add_image(path) for path in args.image}
         done: dict[str, list] = {}
         for r in project.rois():
             done.setdefault(r.image_id, []).append(r.box)
-        picks = suggest_across(Model.load(args.model), [(ids[p], p) for p in args.image],
+        picks = tlseg.suggest_across(tlseg.load_model(args.model), [(ids[p], p) for p in args.image],
                                n=args.n, size=args.size,
                                diameter=args.diameter or project.meta.get("diameter"),
                                exclude=done)

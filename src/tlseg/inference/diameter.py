@@ -160,7 +160,7 @@ def typical_area(areas: np.ndarray) -> float:
     of debris. In dense fields a few merged pairs inflate it (10-15 % on usiigaci), which
     the model's ``diameter_calibration`` absorbs; the plain median of the objects above
     a quarter of it tracks the true size more closely but segmented the held-out images
-    no better (``benchmarks/diameter_statistic.py``, sessions 7 and 11).
+    no better (docs/decisions.md).
 
     Examples
     --------

@@ -1,9 +1,18 @@
 """A segmentation model: network + settings, and inference on whole images.
 
-A saved model is a folder: ``config.yaml`` (:class:`~tlseg.config.ModelConfig`),
-``weights.pt`` (a state dict, loaded with ``weights_only=True``) and ``README.md`` (the
-model card) plus ``card.yaml`` (its machine-readable facts). Shipped models live in
-``tlseg/models/<name>/`` inside the package; nothing is downloaded.
+A saved model is a folder:
+
+- ``config.yaml``: ``format: 1``, the network and the preprocessing
+  (:class:`~tlseg.config.ModelConfig` less its tuning);
+- ``tuning.yaml``: the settings chosen after training on held-out images or taught ROIs
+  (instance thresholds, diameter calibration, default and taught diameter), which
+  :func:`tlseg.tune` rewrites;
+- ``weights.pt``: a state dict, loaded with ``weights_only=True``;
+- ``README.md`` (the model card) and ``card.yaml`` (its machine-readable facts).
+
+A folder whose ``config.yaml`` has no ``format`` (tlseg 0.1: every setting in it) loads
+too. Shipped models live in ``tlseg/models/<name>/`` inside the package; nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -27,8 +36,19 @@ from .preprocess import is_constant, normalize, rescale
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set PyTorch's threads: ``n``, else OMP_NUM_THREADS when it is set, else the
-    machine's cores (at most 8). Returns the number set."""
+    """Set the number of CPU threads PyTorch uses.
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads; by default OMP_NUM_THREADS when it is set, else the machine's cores
+        (at most 8).
+
+    Returns
+    -------
+    int
+        The number set.
+    """
     if n is None:
         env = os.environ.get("OMP_NUM_THREADS")
         n = int(env) if env and env.isdigit() else max(1, min(os.cpu_count() or 1, 8))
@@ -37,7 +57,19 @@ def set_threads(n: int | None = None) -> int:
 
 
 def shipped_models() -> dict[str, Path]:
-    """Names and folders of the models that ship inside the package."""
+    """The models that ship inside the package (no download).
+
+    Returns
+    -------
+    dict of str to Path
+        Model name (``tl-cells``, ``nuclei``) to its folder.
+
+    Examples
+    --------
+    >>> import tlseg
+    >>> sorted(tlseg.shipped_models())
+    ['nuclei', 'tl-cells']
+    """
     root = Path(str(resources.files("tlseg") / "models"))
     if not root.is_dir():
         return {}
@@ -86,8 +118,10 @@ class Model:
                 f"{path}: not a model folder (needs config.yaml and weights.pt); "
                 "train one with `tlseg train` or name a shipped model"
             )
+        tuning_file = path / "tuning.yaml"
         try:
-            config = ModelConfig.from_dict(yaml.safe_load(cfg_file.read_text()))
+            tuning = yaml.safe_load(tuning_file.read_text()) if tuning_file.is_file() else None
+            config = ModelConfig.from_files(yaml.safe_load(cfg_file.read_text()), tuning)
             state = torch.load(w_file, map_location="cpu", weights_only=True)
             net = UNet(config.channels, config.n_outputs)
             net.load_state_dict(state)
@@ -108,7 +142,8 @@ class Model:
         raise TlsegError(f"{p}: model folder not found")
 
     def save(self, path, *, card: dict | None = None, card_text: str | None = None) -> None:
-        """Write config.yaml, weights.pt, card.yaml and README.md (each atomically)."""
+        """Write config.yaml, tuning.yaml, weights.pt, card.yaml and README.md (each
+        atomically)."""
         from ..io import atomic_path
 
         path = Path(path)
@@ -117,13 +152,28 @@ class Model:
             self.card = dict(card)
         with atomic_path(path / "weights.pt") as tmp:
             torch.save(self.net.state_dict(), tmp)
+        config, tuning = self.config.to_files()
         with atomic_path(path / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.save_tuning(path)
         with atomic_path(path / "card.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
         if card_text is not None:
             with atomic_path(path / "README.md") as tmp:
                 tmp.write_text(card_text)
+
+    def save_tuning(self, path, *, card: dict | None = None) -> None:
+        """Rewrite only the model folder's ``tuning.yaml`` (and ``card.yaml`` when
+        ``card`` is given): what re-tuning changes."""
+        from ..io import atomic_path
+
+        path = Path(path)
+        with atomic_path(path / "tuning.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_files()[1], sort_keys=False))
+        if card is not None:
+            self.card = dict(card)
+            with atomic_path(path / "card.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
 
     # --- inference ----------------------------------------------------------------
     @torch.inference_mode()
@@ -205,6 +255,43 @@ class Model:
         are found: :func:`tlseg.inference.diameter.estimate_diameter` (keywords as there)."""
         return estimate_diameter(self, image, **kwargs)
 
+    def segment(self, image: np.ndarray, *, diameter: float | None = None, tile: int = 1024,
+                tta: bool = False) -> np.ndarray:
+        """Segment one 2-D image into cells: the labels ``tlseg segment`` writes.
+
+        Parameters
+        ----------
+        image : ndarray (H, W)
+            Gray image, any bit depth (:func:`tlseg.read_image` reads one from a file).
+        diameter : float, optional
+            Typical cell diameter in pixels; estimated when omitted
+            (:meth:`estimate_diameter`).
+        tile : int
+            Tile side (canonical-scale pixels) for large images.
+        tta : bool
+            Average the maps with a flipped run (test-time augmentation; 2x the time).
+
+        Returns
+        -------
+        ndarray of int32 (H, W)
+            0 = background, cells numbered 1..n in raster order of their first pixel.
+
+        See Also
+        --------
+        predict_instances : the same, with the diameter used and where it came from.
+
+        Examples
+        --------
+        >>> import tlseg
+        >>> from tlseg.synthetic import synthetic_field
+        >>> model = tlseg.load_model("tl-cells")
+        >>> field = synthetic_field((192, 192), diameter=30, seed=1)
+        >>> labels = model.segment(field["tl"], diameter=30)
+        >>> labels.shape, labels.dtype
+        ((192, 192), dtype('int32'))
+        """
+        return self.predict_instances(image, diameter=diameter, tile=tile, augment=tta)[0]
+
     def predict_instances(
         self,
         image: np.ndarray,
@@ -276,3 +363,32 @@ class Model:
             "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
         }
         return labels, details
+
+
+def load_model(name_or_dir) -> Model:
+    """Load a model: a shipped one by name, or a model folder by path.
+
+    Parameters
+    ----------
+    name_or_dir : str or path
+        ``'tl-cells'`` (transmitted-light cells), ``'nuclei'`` (fluorescent nuclei) or
+        a folder written by ``tlseg train``, ``tlseg train PROJECT`` or
+        :func:`tlseg.train` / :func:`tlseg.teach`.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    TlsegError
+        No such shipped model or folder, or the folder is not a usable model.
+
+    Examples
+    --------
+    >>> import tlseg
+    >>> model = tlseg.load_model("nuclei")
+    >>> model.config.flatfield
+    'subtract'
+    """
+    return Model.load(name_or_dir)

@@ -31,7 +31,7 @@ def rescale(image: np.ndarray, factor: float) -> np.ndarray:
     bicubic: bilinear enlarging blurs, and the network reads cells from their sharp
     texture. On synthetic fields at 26-28 px (a 1.07-1.15x enlargement) bicubic raised
     AP@0.5 from 0.877-0.954 to 0.928-0.977; on a sparse brightfield field it kept debris
-    from setting the diameter (tlseg README, *Count validation*).
+    from setting the diameter (docs/decisions.md).
     """
     if abs(factor - 1.0) < 1e-3:
         return np.ascontiguousarray(image, dtype=np.float32)

@@ -43,7 +43,15 @@ def atomic_path(path):
 
 
 def write_labels(path, labels: np.ndarray) -> None:
-    """Write instance labels atomically as a zlib-compressed uint16 (or uint32) TIFF."""
+    """Write instance labels atomically as a zlib-compressed TIFF.
+
+    Parameters
+    ----------
+    path : path
+        File to write (its folder is made if needed). It appears only when complete.
+    labels : ndarray (H, W) of int
+        0 = background. Stored as uint16, or uint32 above 65,535 cells.
+    """
     import tifffile
 
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
@@ -52,8 +60,15 @@ def write_labels(path, labels: np.ndarray) -> None:
 
 
 def write_table(path, table) -> None:
-    """Write a pandas table as CSV, atomically, floats to 6 significant digits (the
-    plate's wells/sites/conditions tables, ``tlseg segment``'s per-cell and counts
-    tables)."""
+    """Write a pandas table as CSV, atomically, floats to 6 significant digits.
+
+    Parameters
+    ----------
+    path : path
+        CSV file to write.
+    table : pandas.DataFrame
+        Written without its index (the plate's wells/sites/conditions tables,
+        ``tlseg segment``'s per-cell and counts tables).
+    """
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

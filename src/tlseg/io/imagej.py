@@ -18,7 +18,17 @@ from .files import atomic_path
 def labels_to_imagej(labels: np.ndarray, path) -> int:
     """Write every cell of a label image as a polygon ROI into an ImageJ ROI zip.
 
-    Returns the number of ROIs written.
+    Parameters
+    ----------
+    labels : ndarray (H, W) of int
+        Instance labels, 0 = background.
+    path : path
+        ``.zip`` to write (atomically), readable by Fiji's ROI Manager.
+
+    Returns
+    -------
+    int
+        The number of ROIs written.
     """
     import roifile
     from scipy import ndimage as ndi
@@ -47,7 +57,20 @@ def labels_to_imagej(labels: np.ndarray, path) -> int:
 
 
 def imagej_to_labels(path, shape: tuple[int, int]) -> np.ndarray:
-    """Rasterise the polygon/rectangle/oval ROIs of an ImageJ ROI file or zip into labels."""
+    """Rasterise the polygon, rectangle and oval ROIs of an ImageJ ROI file or zip.
+
+    Parameters
+    ----------
+    path : path
+        ``.roi`` file or ``RoiSet.zip`` (Fiji's ROI Manager).
+    shape : (int, int)
+        Shape of the image the ROIs were drawn on.
+
+    Returns
+    -------
+    ndarray of int32 (H, W)
+        One label per ROI, in the file's order; 0 = background.
+    """
     import roifile
     from skimage.draw import polygon
 

@@ -20,8 +20,21 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 def list_images(paths) -> list[Path]:
     """Expand files and directories into a sorted list of image files.
 
-    Files named ``*_masks.tif`` and ``*_overlay.png`` (our own outputs) are skipped when a
-    directory is expanded.
+    Parameters
+    ----------
+    paths : path or list of paths
+        Image files (TIFF, PNG, JPEG) and folders of them (not recursive).
+
+    Returns
+    -------
+    list of Path
+        Files named ``*_masks.tif`` and ``*_overlay.png`` (tlseg's own outputs) are
+        skipped when a folder is expanded.
+
+    Raises
+    ------
+    TlsegError
+        A path that does not exist, or no image at all.
     """
     out: list[Path] = []
     for p in map(Path, paths):
@@ -125,6 +138,18 @@ def read_image(
     TlsegError
         Empty, corrupt or unsupported file; unsupported dtype; NaN/Inf pixels; a stack
         or multi-channel image without ``channel``/``plane``; a degenerate shape.
+
+    Examples
+    --------
+    >>> import tlseg, tifffile, tempfile, numpy as np
+    >>> path = tempfile.mktemp(suffix=".tif")
+    >>> tifffile.imwrite(path, np.zeros((5, 64, 64), np.uint16))
+    >>> tlseg.read_image(path, plane=1).shape
+    (64, 64)
+    >>> tlseg.read_image(path)
+    Traceback (most recent call last):
+    ...
+    tlseg.errors.TlsegError: ...: 3-D stack of 5 planes; choose one with --plane N (0..4)
     """
     path = Path(path)
     data, axes = _read_raw(path)
@@ -220,7 +245,24 @@ def _rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_labels(path, *, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an instance-label image (0 = background) as int32, checking its shape."""
+    """Read an instance-label image (0 = background) as int32.
+
+    Parameters
+    ----------
+    path : path
+        TIFF or PNG of integer labels.
+    shape : (int, int), optional
+        The shape the labels must have (their image's); a mismatch is an error.
+
+    Returns
+    -------
+    ndarray of int32 (H, W)
+
+    Raises
+    ------
+    TlsegError
+        Unreadable file, not 2-D, negative labels, or a shape other than ``shape``.
+    """
     path = Path(path)
     data, _ = _read_raw(path)
     if data.ndim != 2:

@@ -12,7 +12,7 @@ def make_widget(viewer):
 
 def sample_phase():
     """A synthetic phase-contrast field with shading, debris and touching cells."""
-    from ..synthetic import synthetic_field
+    from tlseg import synthetic_field
 
     f = synthetic_field((512, 512), diameter=30, modality="phase", seed=0)
     return [(f["tl"], {"name": "synthetic phase"}, "image")]

@@ -34,10 +34,8 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
-from ..teaching import edit
-from ..errors import TlsegError
-from ..inference.model import Model, shipped_models
-from ..training.targets import UNKNOWN
+import tlseg
+from tlseg import TlsegError, edit
 
 
 class _Cancelled(Exception):
@@ -56,7 +54,7 @@ class TlsegWidget(Container):
     def __init__(self, viewer):
         super().__init__(labels=True)
         self.viewer = viewer
-        self.models: dict[str, str] = {name: name for name in shipped_models()}
+        self.models: dict[str, str] = {name: name for name in tlseg.shipped_models()}
         self.steps: int | None = None  # override of the mode's step count (tests, power users)
         self.worker = None
         self._cancel = threading.Event()
@@ -150,8 +148,8 @@ class TlsegWidget(Container):
         self.model.choices = list(self.models)
         self.model.value = folder.name
 
-    def _current_model(self) -> Model:
-        return Model.load(self.models[self.model.value])
+    def _current_model(self) -> tlseg.Model:
+        return tlseg.load_model(self.models[self.model.value])
 
     def _image_data(self) -> np.ndarray:
         layer = self.image.value
@@ -261,14 +259,12 @@ class TlsegWidget(Container):
 
     # -- training set -----------------------------------------------------------------
     def _project(self):
-        from ..teaching.project import Project
-
         folder = self._folder(self.project_dir)
         if folder is None:
             raise TlsegError("choose a project folder first")
         if (folder / "project.yaml").is_file():
-            return Project.open(folder)
-        return Project.init(folder, diameter=self.diameter.value or None)
+            return tlseg.Project.open(folder)
+        return tlseg.Project.init(folder, diameter=self.diameter.value or None)
 
     def draw_roi(self):
         layer = self._layer("ROI", "shapes", ndim=2, edge_color="cyan", face_color="transparent",
@@ -302,7 +298,7 @@ class TlsegWidget(Container):
             patch = np.asarray(labels.data)[y0:y1, x0:x1].astype(np.int32)
             if "unknown" in self.viewer.layers:
                 patch = np.where(np.asarray(self.viewer.layers["unknown"].data)[y0:y1, x0:x1] > 0,
-                                 UNKNOWN, patch)
+                                 tlseg.UNKNOWN, patch)
             roi = project.add_roi(image_id, (y0, x0, y1, x1), edit.relabel(patch))
         except TlsegError as exc:
             return self._say(f"error: {exc}")
@@ -313,8 +309,6 @@ class TlsegWidget(Container):
         """Show the most uncertain regions as rectangles (worker thread)."""
         from napari.qt.threading import create_worker
 
-        from ..teaching.suggest import suggest_rois
-
         try:
             image, model = self._image_data(), self._current_model()
         except TlsegError as exc:
@@ -323,7 +317,7 @@ class TlsegWidget(Container):
         n, d = self.n_suggest.value, self.diameter.value or None
 
         def work():
-            return suggest_rois(model, image, n=n, size=size, diameter=d)
+            return tlseg.suggest_rois(model, image, n=n, size=size, diameter=d)
 
         def show(picks):
             self._busy(False)
@@ -348,8 +342,6 @@ class TlsegWidget(Container):
         """Fine-tune or retrain the current model on the project (worker thread)."""
         from napari.qt.threading import create_worker
 
-        from ..teaching.teach import teach
-
         try:
             project, base = self._project(), self._current_model()
             if not project.rois():
@@ -370,7 +362,8 @@ class TlsegWidget(Container):
 
         def work():
             try:
-                teach(project, base, out, mode=mode, steps=steps, resume=True, progress=on_step)
+                tlseg.teach(project, base, out, mode=mode, steps=steps, resume=True,
+                            progress=on_step)
             except _Cancelled:
                 return None
             return out

@@ -8,6 +8,6 @@ synthetic plate with known counts.
 """
 
 from .layout import Plate, Site, read_plate_map, scan_plate
-from .pipeline import run_plate, validate_run
+from .pipeline import run_plate, validate_plate
 
-__all__ = ["Plate", "Site", "read_plate_map", "run_plate", "scan_plate", "validate_run"]
+__all__ = ["Plate", "Site", "read_plate_map", "run_plate", "scan_plate", "validate_plate"]

@@ -20,9 +20,12 @@ DENSITIES = (1250, 2500, 5000, 10000)
 def make_demo_plate(out, *, replicates: int = 4, sites: int = 2, size: int = 512,
                     diameter: float = 28.0, modality: str = "brightfield", seed: int = 0,
                     plate_name: str = "demo") -> dict:
-    """Write a plate of ``len(LEVELS)`` densities x ``replicates`` wells x ``sites`` sites.
+    """Write a synthetic ImageXpress dilution plate with known counts (``tlseg demo-plate``).
 
-    Level i fills row ``A + i``, replicates fill columns 1..replicates. Files:
+    ``len(LEVELS)`` seeding densities x ``replicates`` wells x ``sites`` sites of
+    ``size``² pixels, cells of ``diameter`` pixels imaged in ``modality`` with a paired
+    nuclear stain. Level i fills row ``A + i``, replicates fill columns 1..replicates.
+    Files:
 
     - ``OUT/plate/<plate>_<well>_s<site>_w1.tif``: transmitted light (``modality``);
     - ``OUT/plate/<plate>_<well>_s<site>_w2.tif``: nuclear stain;
@@ -61,7 +64,21 @@ def make_demo_plate(out, *, replicates: int = 4, sites: int = 2, size: int = 512
 
 
 def compare_truth(wells: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per well: counted vs true cells and nuclei, with relative errors."""
+    """Compare a plate run's counts with the truth of :func:`make_demo_plate`.
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        ``wells.csv`` of the run.
+    truth : pandas.DataFrame
+        ``truth.csv`` of the demo plate (per site ``true_cells`` and ``true_nuclei``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per well the counted and true cells and nuclei, and ``cells_error`` /
+        ``nuclei_error``: (counted - true) / true.
+    """
     t = truth.groupby("well")[["true_cells", "true_nuclei"]].sum()
     df = wells.set_index("well").join(t, how="inner")
     df["cells_error"] = (df["n_cells"] - df["true_cells"]) / df["true_cells"]

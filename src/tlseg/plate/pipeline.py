@@ -3,25 +3,77 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
+from ..config import PlateConfig
 from ..errors import TlsegError
 from ..io import atomic_path
 from .layout import read_plate_map, scan_plate
-from .run import RunConfig, prepare_run, run_sites
+from .run import prepare_run, run_sites
 from .summary import summarize
 
+logger = logging.getLogger(__name__)
 
-def run_plate(plate_dir, out, config: RunConfig, *, plate_map=None, layout: str = "auto",
-              pattern: str | None = None, workers: int = 2, scheduler: str | None = None,
-              threads: int | None = None, density: str | None = None, log: Callable[[str], None] = print,
-              progress: Callable[[dict, int, int], None] | None = None) -> dict:
-    """Segment, measure, summarise and (with a nuclei channel) validate one plate.
 
-    Returns a dict with the run record, the tables of :func:`summarize` and, when
-    validated, the validation statistics.
+def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=None,
+              layout: str = "auto", pattern: str | None = None, workers: int = 2,
+              scheduler: str | None = None, threads: int | None = None,
+              density: str | None = None,
+              progress: Callable[[dict, int, int], None] | None = None,
+              **settings) -> dict:
+    """Segment, measure, summarise and (with a nuclei channel) validate one plate:
+    ``tlseg plate run``.
+
+    Every site is one task on a Dask cluster; each site's results are written
+    atomically, so a re-run with the same settings resumes where a killed run stopped.
+
+    Parameters
+    ----------
+    plate_dir : path
+        Folder of the plate's images (ImageXpress, IN Cell Analyzer or Operetta names,
+        or ``pattern``).
+    out : path
+        Output folder: ``masks/``, ``cells/*.parquet``, ``sites/``, ``run.json``,
+        ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``.
+    config : PlateConfig, optional
+        The settings that change the results; keywords of :class:`~tlseg.config.PlateConfig`
+        (``tl_channel``, ``nuclei_channel``, ``model``, ``nuclei_model``, ``diameter``,
+        ``nuclei_diameter``, ``pixel_size``, ``diameter_mode``, ``diameter_by``) build one
+        instead.
+    plate_map : path, optional
+        CSV with a ``well`` column and condition columns, joined to every table.
+    layout : {'auto', 'imagexpress', 'incell', 'operetta'}
+        File-name layout; ``pattern`` (a regex with named groups ``well`` or ``row`` and
+        ``col``, ``site``, ``channel``) overrides it.
+    workers, scheduler, threads
+        Local Dask worker processes, or the address of an existing scheduler; torch
+        threads per worker (default: CPU cores / workers).
+    density : str, optional
+        Plate-map column with the seeding density (for the linear range).
+    progress : callable(site_record, done, total), optional
+        Called as each site finishes.
+
+    Returns
+    -------
+    dict
+        ``record`` (run.json), ``processed`` and ``failed`` (this run's sites), the tables
+        ``sites``, ``wells`` and ``conditions`` (pandas), ``validation`` (with a nuclei
+        channel) and ``report`` (the report's path).
     """
+    if config is None:
+        known = {f.name for f in fields(PlateConfig)}
+        unknown = set(settings) - known
+        if unknown:
+            raise TypeError(f"run_plate: unknown setting(s) {sorted(unknown)}")
+        if "tl_channel" not in settings:
+            raise TlsegError("run_plate: name the transmitted-light channel (tl_channel=)")
+        config = PlateConfig(**settings)
+    elif settings:
+        raise TypeError("run_plate: give a PlateConfig or keywords, not both")
+    log = logger.info
     out = Path(out)
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     log(f"{plate.folder}: {plate.layout} layout, {len(plate.wells)} wells, "
@@ -36,10 +88,10 @@ def run_plate(plate_dir, out, config: RunConfig, *, plate_map=None, layout: str 
     if plate_map is not None:
         pm, pm_warnings = read_plate_map(plate_map, plate.wells)
         warnings += pm_warnings
-    sites, record = prepare_run(plate, out, config, plate_map=pm, log=log)
+    sites, record, config = prepare_run(plate, out, config, plate_map=pm)
     warnings += record["skipped_sites"]
     for w in warnings:
-        log(f"warning: {w}")
+        logger.warning(w)
     record["warnings"] = warnings
     with atomic_path(out / "run.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str))
@@ -47,15 +99,32 @@ def run_plate(plate_dir, out, config: RunConfig, *, plate_map=None, layout: str 
                         threads=threads, progress=progress)
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
-        log(f"error: {r['well']} site {r['site']}: {r['error']} (skipped)")
-    result = validate_run(out, density=density, log=log)
+        logger.error("%s site %s: %s (skipped)", r["well"], r["site"], r["error"])
+    result = validate_plate(out, density=density)
     result.update(record=record, processed=len(records), failed=failed)
     return result
 
 
-def validate_run(out, *, density: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Summarise a finished (or partly finished) run; validate counts if nuclei were counted;
-    write ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``."""
+def validate_plate(out, *, density: str | None = None) -> dict:
+    """Summarise a finished (or partly finished) plate run and, if nuclei were counted,
+    validate the label-free counts against them: ``tlseg plate validate``.
+
+    Writes ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``.
+
+    Parameters
+    ----------
+    out : path
+        Output folder of :func:`run_plate`.
+    density : str, optional
+        Plate-map column with the seeding density (for the linear range).
+
+    Returns
+    -------
+    dict
+        The tables ``sites``, ``wells`` and ``conditions``, ``validation`` (None without
+        nuclei) and ``report`` (the report's path).
+    """
+    log = logger.info
     from .report import write_report
     from .validate import validate_counts
 

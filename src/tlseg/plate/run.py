@@ -20,39 +20,17 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
+from ..config import PlateConfig
 from ..errors import TlsegError
 from ..io import atomic_path
 from .layout import Plate, Site
 
 RUN_FORMAT = 1
 
-
-@dataclass
-class RunConfig:
-    """Settings that change the results (stored in ``run.json``; a resume must match)."""
-
-    tl_channel: str
-    nuclei_channel: str | None = None
-    model: str = "tl-cells"
-    nuclei_model: str = "nuclei"
-    diameter: float | None = None
-    nuclei_diameter: float | None = None
-    pixel_size: float | None = None
-    #: 'plate': one automatic diameter for the whole plate (one objective); 'site': each
-    #: site estimates its own (fields from different magnifications)
-    diameter_mode: str = "plate"
-    #: plate-map column whose value groups the wells that share one automatic diameter
-    #: (e.g. the objective or the acquisition), in 'plate' mode
-    diameter_by: str | None = None
-    #: the diameters estimated per group, by well: {well: [cells, nuclei]} (filled in by
-    #: :func:`prepare_run`; a given diameter wins over these)
-    well_diameters: dict | None = None
-
-    def result_keys(self) -> dict:
-        return asdict(self)
+log = logging.getLogger(__name__)
 
 
 #: settings that :func:`prepare_run` fills in; an earlier run's values are kept on resume
@@ -87,8 +65,8 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
     Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
     bad image: the record then has ``status: 'error'`` and the message.
     """
+    from ..analysis.pipeline import segment_and_measure
     from ..io import read_image, write_labels
-    from ..analysis.measure import measure_site
 
     out = Path(out)
     key = f"{site['well']}_s{site['site']}"
@@ -110,14 +88,17 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
         by_well = (cfg.get("well_diameters") or {}).get(site["well"])
         if by_well:
             d_cells, d_nuclei = d_cells or by_well[0], d_nuclei or by_well[1]
-        cells, det = _model(cfg["model"], threads).predict_instances(tl, diameter=d_cells)
-        rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"])
-        nuclei = None
+        nuclei = ndet = None
         if nuc is not None:
             nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
                 nuc, diameter=d_nuclei)
+        done = segment_and_measure(_model(cfg["model"], threads), tl, diameter=d_cells,
+                                   channels=channels, nuclei=nuclei,
+                                   pixel_size=cfg.get("pixel_size"))
+        cells, det, table = done.labels, done.details, done.cells
+        rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"])
+        if ndet is not None:
             rec.update(nuclei_diameter=ndet["diameter"], n_nuclei=ndet["n_cells"])
-        table = measure_site(cells, channels, nuclei=nuclei, pixel_size=cfg.get("pixel_size"))
         table.insert(0, "site", site["site"])
         table.insert(0, "well", site["well"])
         write_labels(out / "masks" / f"{key}_cells.tif", cells)
@@ -163,7 +144,7 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
 
     Weighting keeps a near-empty site from setting the size of a well-filled one: in a
     field of 3 nuclei and camera noise the estimate can read the noise (136 px for
-    nuclei of 10 px in the real aiSEGcell field A04, session 11), and an unweighted
+    nuclei of 10 px in the real aiSEGcell field A04), and an unweighted
     median of two sites is their mean.
     """
     import numpy as np
@@ -191,7 +172,7 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     return weighted_median(found, cells)
 
 
-def _estimate_by_group(cfg: RunConfig, sites: list[Site], plate_map, log) -> dict:
+def _estimate_by_group(cfg: PlateConfig, sites: list[Site], plate_map) -> dict:
     """{well: [cell diameter, nucleus diameter]}: one estimate per value of the plate-map
     column ``cfg.diameter_by`` (wells missing from the map form one more group)."""
     col = cfg.diameter_by
@@ -209,7 +190,7 @@ def _estimate_by_group(cfg: RunConfig, sites: list[Site], plate_map, log) -> dic
         nd = None
         if cfg.nuclei_channel:
             nd = cfg.nuclei_diameter or _estimate(cfg.nuclei_model, members, cfg.nuclei_channel)
-        log(f"{col} = {value}: {len({s.well for s in members})} well(s), cell diameter "
+        log.info(f"{col} = {value}: {len({s.well for s in members})} well(s), cell diameter "
             + (f"{d:.1f} px" if d else "not found (model default)")
             + (f", nucleus diameter {nd:.1f} px" if nd else ""))
         for s in members:
@@ -217,11 +198,12 @@ def _estimate_by_group(cfg: RunConfig, sites: list[Site], plate_map, log) -> dic
     return out
 
 
-def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
-                log: Callable[[str], None] = print) -> tuple[list[Site], dict]:
+def prepare_run(plate: Plate, out, cfg: PlateConfig, *, plate_map=None
+                ) -> tuple[list[Site], dict, PlateConfig]:
     """Check the settings against an earlier run in ``out``, fix the diameters, write run.json.
 
-    Returns the sites to process and the run record.
+    Returns the sites to process, the run record and the settings with the channels
+    resolved and the diameters filled in (an earlier run's, or estimated).
     """
     out = Path(out)
     if cfg.diameter_mode not in ("plate", "site"):
@@ -230,9 +212,9 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
         raise TlsegError("--diameter-by and --per-site-diameter exclude each other: "
                          "estimate per group of wells or per site, not both")
     chans = [cfg.tl_channel] + ([cfg.nuclei_channel] if cfg.nuclei_channel else [])
-    cfg.tl_channel = plate.resolve_channel(cfg.tl_channel)
+    cfg = replace(cfg, tl_channel=plate.resolve_channel(cfg.tl_channel))
     if cfg.nuclei_channel:
-        cfg.nuclei_channel = plate.resolve_channel(cfg.nuclei_channel)
+        cfg = replace(cfg, nuclei_channel=plate.resolve_channel(cfg.nuclei_channel))
     sites, problems = plate.sites(chans)
     if not sites:
         raise TlsegError(f"{plate.folder}: no site has all of the channels {', '.join(chans)}")
@@ -257,18 +239,18 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
                 f"{out} holds results made with other settings ({', '.join(sorted(diff))}); "
                 "use another -o, or repeat the earlier settings to resume that run"
             )
-        for k in _ESTIMATED:
-            setattr(cfg, k, earlier["config"].get(k))
+        cfg = replace(cfg, **{k: earlier["config"].get(k) for k in _ESTIMATED})
     elif cfg.diameter_mode == "plate" and cfg.diameter_by:
-        cfg.well_diameters = _estimate_by_group(cfg, sites, plate_map, log)
+        cfg = replace(cfg, well_diameters=_estimate_by_group(cfg, sites, plate_map))
     elif cfg.diameter_mode == "plate":
         if cfg.diameter is None:
-            cfg.diameter = _estimate(cfg.model, sites, cfg.tl_channel)
-            log("cell diameter estimated on the plate: "
+            cfg = replace(cfg, diameter=_estimate(cfg.model, sites, cfg.tl_channel))
+            log.info("cell diameter estimated on the plate: "
                 + (f"{cfg.diameter:.1f} px" if cfg.diameter else "failed, model default used"))
         if cfg.nuclei_channel and cfg.nuclei_diameter is None:
-            cfg.nuclei_diameter = _estimate(cfg.nuclei_model, sites, cfg.nuclei_channel)
-            log("nucleus diameter estimated on the plate: "
+            cfg = replace(cfg, nuclei_diameter=_estimate(cfg.nuclei_model, sites,
+                                                         cfg.nuclei_channel))
+            log.info("nucleus diameter estimated on the plate: "
                 + (f"{cfg.nuclei_diameter:.1f} px" if cfg.nuclei_diameter else
                    "failed, model default used"))
     record = {
@@ -287,7 +269,7 @@ def prepare_run(plate: Plate, out, cfg: RunConfig, *, plate_map=None,
         with atomic_path(out / "plate_map.csv") as tmp:
             plate_map.reset_index().to_csv(tmp, index=False)
     _write_json(run_file, record)
-    return sites, record
+    return sites, record, cfg
 
 
 def done_sites(out) -> dict[str, dict]:
@@ -303,7 +285,7 @@ def done_sites(out) -> dict[str, dict]:
     return done
 
 
-def run_sites(sites: list[Site], out, cfg: RunConfig, *, workers: int = 2,
+def run_sites(sites: list[Site], out, cfg: PlateConfig, *, workers: int = 2,
               scheduler: str | None = None, threads: int | None = None,
               progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
     """Process every site not yet done in ``out``; returns the records of this run's sites."""

@@ -43,7 +43,26 @@ class ROI:
 
 
 class Project:
-    """A project folder (see module docstring). Open with :meth:`open`, make with :meth:`init`."""
+    """A training set of corrected ROIs: a project folder (layout in the module docstring).
+
+    Make one with :meth:`init`, open one with :meth:`open`; :meth:`add_image` registers
+    an image, :meth:`add_roi` stores a corrected region of it (never overwriting an
+    earlier one), :meth:`label_image` gives an image's labels with UNKNOWN (-1) outside
+    its ROIs, and :func:`tlseg.teach` learns from them.
+
+    Examples
+    --------
+    >>> import tlseg, tempfile, tifffile, numpy as np
+    >>> folder = tempfile.mkdtemp()
+    >>> field = tlseg.synthetic_field((128, 128), diameter=30, seed=0)
+    >>> tifffile.imwrite(f"{folder}/field.tif", field["tl"])
+    >>> project = tlseg.Project.init(f"{folder}/project", diameter=30)
+    >>> image_id = project.add_image(f"{folder}/field.tif")
+    >>> roi = project.add_roi(image_id, (0, 0, 64, 64), field["labels"][:64, :64])
+    >>> labels = project.label_image(image_id)
+    >>> int(labels[100, 100]) == tlseg.UNKNOWN, len(project.rois())
+    (True, 1)
+    """
 
     def __init__(self, root: Path, meta: dict):
         self.root = Path(root)
@@ -52,6 +71,8 @@ class Project:
     # --- creation and opening -------------------------------------------------------
     @classmethod
     def init(cls, root, *, name: str | None = None, diameter: float | None = None) -> Project:
+        """Create a project folder (``root`` must not be a project yet); ``diameter`` is
+        the typical cell diameter in pixels of its images, if known."""
         root = Path(root)
         if (root / "project.yaml").exists():
             raise TlsegError(f"{root}: already a project; open it instead of re-creating it")
@@ -64,6 +85,7 @@ class Project:
 
     @classmethod
     def open(cls, root) -> Project:
+        """Open an existing project folder (a one-line error when it is not one)."""
         root = Path(root)
         f = root / "project.yaml"
         if not f.is_file():

@@ -152,8 +152,8 @@ def suggest_representative(model: Model, images, *, n: int = 5, size: int = 256,
     the network's deepest features, mean over the box, centred). Boxes already annotated
     (``exclude``) count as picked, so each new suggestion covers what they do not. A
     few ROIs then show the model the range of what it must segment, not five views of
-    the same hard clump. Measured (session 14, ``benchmarks/teach_variants.py --boxes``,
-    10 ROIs from held-out Usiigaci training images, 3 seeds): AP@0.5 0.249 against 0.301
+    the same hard clump. Measured with 10 ROIs from held-out Usiigaci training
+    images, 3 seeds (docs/decisions.md): AP@0.5 0.249 against 0.301
     for :func:`suggest_across` and 0.235 for random boxes, so the CLI and the plugin keep
     :func:`suggest_across`; this stays for experiments.
 

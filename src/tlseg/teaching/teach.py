@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig
+from ..config import TEACH_MODES, TrainConfig
 from ..training.data import Sample, make_sample
 from ..errors import TlsegError
 from ..io import read_image
@@ -34,26 +34,15 @@ from ..inference.model import Model
 from .project import Project
 from ..training.targets import whole_cell_diameters
 
-MODES = {
-    # batch, crop, lr, distill, freeze_norm
-    "finetune": dict(epochs=1, batch_size=8, crop=128, lr=5e-4, distill=0.5, freeze_norm=True),
-    "retrain": dict(epochs=1, batch_size=8, crop=192, lr=1e-3, distill=0.5, freeze_norm=False),
-}
-# steps per ROI and (min, max): each ROI is seen about as often whatever their number, so
-# ten ROIs are not learnt half as well as five
-STEPS = {"finetune": (30, 100, 600), "retrain": (60, 600, 3000)}
-
-
 def default_steps(mode: str, n_rois: int) -> int:
-    """Training steps for a project of ``n_rois`` ROIs.
+    """Training steps for a project of ``n_rois`` ROIs (:data:`tlseg.config.TEACH_MODES`).
 
     Examples
     --------
     >>> default_steps("finetune", 5), default_steps("finetune", 10), default_steps("retrain", 10)
     (150, 300, 600)
     """
-    per_roi, lo, hi = STEPS[mode]
-    return int(min(max(per_roi * n_rois, lo), hi))
+    return TEACH_MODES[mode].steps(n_rois)
 
 
 def project_samples(project: Project, base: Model, *, mode: str,
@@ -79,28 +68,59 @@ def project_samples(project: Project, base: Model, *, mode: str,
     return samples
 
 
-def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int | None = None,
+def teach(project, base, out_dir, *, mode: str = "finetune", steps: int | None = None,
           seed: int = 0, resume: bool = False, diameter: float | None = None,
           progress: Callable[[int, int, dict], None] | None = None,
           **overrides) -> Model:
-    """Fine-tune or retrain ``base`` on a project's ROIs and save the model to ``out_dir``.
+    """Fine-tune or retrain a model on a project's ROIs and save it to ``out_dir``.
 
-    ``overrides`` replace the mode's settings (:data:`MODES`, e.g. ``distill=0.0``) for
-    experiments; the model card records them.
+    Parameters
+    ----------
+    project : Project or path
+        The training set (:class:`tlseg.Project`); pixels outside its ROIs are unknown.
+    base : Model, str or path
+        The model to start from: a :class:`~tlseg.Model`, a shipped model name or a
+        model folder.
+    out_dir : path
+        Model folder to write (checkpoints inside it; ``resume`` continues them).
+    mode : {'finetune', 'retrain'}
+        A minor correction in minutes, or deeper learning (:data:`tlseg.config.TEACH_MODES`).
+    steps : int, optional
+        Training steps; by default the mode's steps per ROI (:func:`default_steps`).
+    seed : int
+        Random seed.
+    resume : bool
+        Continue an interrupted run in ``out_dir``.
+    diameter : float, optional
+        Cell diameter in pixels of the project's images (default: the project's, else
+        measured on the annotated cells).
+    progress : callable(step, total, losses), optional
+        Called after every training step.
+    **overrides
+        Replace the mode's training settings (e.g. ``distill=0.0``) for experiments; the
+        model card records them.
+
+    Returns
+    -------
+    Model
+        The taught model, also written to ``out_dir``.
     """
     from dataclasses import replace
 
-    from ..training.train import train
+    from ..training.train import train_samples
 
-    if mode not in MODES:
-        raise TlsegError(f"--mode must be one of {sorted(MODES)}, got {mode!r}")
+    if mode not in TEACH_MODES:
+        raise TlsegError(f"--mode must be one of {sorted(TEACH_MODES)}, got {mode!r}")
     project = project if isinstance(project, Project) else Project.open(project)
+    base = base if isinstance(base, Model) else Model.load(base)
+    settings = TEACH_MODES[mode].train_settings()
     samples = project_samples(project, base, mode=mode, diameter=diameter)
     n_rois = len(project.rois())
-    unknown = set(overrides) - set(MODES[mode]) - {"ema", "max_noise", "max_log2_scale"}
+    unknown = set(overrides) - set(settings) - {"ema", "max_noise", "max_log2_scale"}
     if unknown:
         raise TlsegError(f"teach: unknown setting(s) {sorted(unknown)}")
-    params = dict(MODES[mode], **overrides, seed=seed, holdout_fraction=0.0, checkpoint_every=50,
+    params = dict(settings, epochs=1, **overrides, seed=seed, holdout_fraction=0.0,
+                  checkpoint_every=50,
                   steps_per_epoch=steps if steps is not None else default_steps(mode, n_rois))
     tc = TrainConfig(**params)
     card = {
@@ -113,7 +133,7 @@ def teach(project, base: Model, out_dir, *, mode: str = "finetune", steps: int |
         **({"overrides": overrides} if overrides else {}),
     }
     cfg = replace(base.config, name=Path(out_dir).name)
-    model = train(samples, out_dir, model_config=cfg, train_config=tc, init=base,
+    model = train_samples(samples, out_dir, model_config=cfg, train_config=tc, init=base,
                   resume=resume, progress=progress, card=card)
     factor, record = calibrate_to_rois(model, project, diameter=diameter)
     if factor is not None or record.get("taught_diameter"):
@@ -139,7 +159,7 @@ def calibrate_to_rois(model: Model, project: Project, *, diameter: float | None 
     The record's ``taught_diameter`` is :func:`choose_diameter`'s answer (None: keep
     estimating). The base model's calibration was chosen on the base's own held-out
     images; after teaching, the size head reads the user's cells, and the user's annotations say how
-    large they are. (Session 9: fine-tuned on 5-10 CHO ROIs, the inherited factor 0.85
+    large they are. (Fine-tuned on 5-10 CHO ROIs, the inherited factor 0.85
     segmented the CHO val images at 45 px for cells of 53 px, AP@0.5 0.879 against 0.900
     at the known diameter.) The factor is None when no image has whole cells or the
     model finds cells in none of them.
@@ -178,7 +198,7 @@ def choose_diameter(trues, ests, weights, factor: float) -> float | None:
     calibration) as predictors of each image's annotated cell size ``trues``: the median
     absolute log error of each, weighted by the images' whole cells. The fixed diameter
     is kept only where it predicts better. A base that has never seen the user's
-    modality reads cell size badly even after teaching (session 14, fine-tuned on 5 or
+    modality reads cell size badly even after teaching (fine-tuned on 5 or
     10 Usiigaci phase-contrast ROIs: per-image true / estimated 0.17-3.3), while a
     user's images come from one microscope and objective; where the model's estimate
     is good (CHO: 0.97-1.02) either works. ``tlseg segment --diameter`` always wins.
@@ -208,11 +228,11 @@ def roi_calibration(ratios, weights, *, prior_cells: float = PRIOR_CELLS) -> flo
 
     Weighting by cells: one odd cell in an image must not outvote four in another. The
     prior: a taught model has learnt the user's cells at their annotated size, so its own
-    estimate is close to right (session 12: fine-tuned on 5 or 10 random CHO ROIs, the
+    estimate is close to right (fine-tuned on 5 or 10 random CHO ROIs, the
     uncalibrated estimate on the 20 CHO training images was 0.97-1.01x their true median
     diameter, the base's 1.16x), whereas one whole cell says little (random 256 px CHO
     ROIs hold 1-3 whole cells each; single-cell ratios ran 0.84-1.50, a doublet outlined
-    as one cell among them). With a few dozen annotated cells the prior no longer matters.
+    as one cell among them). With a few dozen annotated cells the prior does not matter.
 
     Examples
     --------

@@ -151,7 +151,7 @@ def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta,
         torch.save(state, tmp)
 
 
-def train(
+def train_samples(
     samples: list[Sample],
     out_dir,
     *,
@@ -183,7 +183,7 @@ def train(
         the CPU.
     tune : bool
         Tune the instance settings and the diameter calibration on the held-out images
-        after training (``scripts/retune.py`` does it later when this is off).
+        after training (:func:`tlseg.tune` does it later when this is off).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ chooses on them, at their known cell size, the instance settings (foreground and
 thresholds, ridge merging, flow splitting, minimum size, then the strictest faint-cell
 and flow-coherence filters that score no worse: :func:`tune_thresholds`), then, with
 the cell size estimated as users run it, the factor on the automatic diameter estimate
-that scores best (:func:`calibrate_diameter`). ``scripts/retune.py`` runs the same on a
+that scores best (:func:`calibrate_diameter`). ``tlseg tune`` (:func:`tlseg.tune`) runs the same on a
 finished model folder.
 """
 
