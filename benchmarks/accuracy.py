@@ -11,7 +11,10 @@ estimated automatically (as a user would run it) and scores AP@0.5, AP@0.75 and 
 (b) with a synthetic illumination gradient and vignette added (shading robustness),
 and a classical watershed floor. Peers whose masks exist under
 ``benchmarks/work/<peer>/<source>/`` (written by ``benchmarks/peers/*.py``) are scored on
-the same images. Results: ``benchmarks/results/accuracy.json``.
+the same images. Results: ``benchmarks/results/accuracy.json``; the peers' scores go to
+``benchmarks/results/peers.json`` (key ``accuracy``), which ``--peers-only`` rewrites
+without running tl-cells. ``--out`` (with ``--sources`` or ``--limit`` for a trial on
+part of the data) writes elsewhere.
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import (
+    VAL_SOURCES,
+    WORK,
+    add_out,
+    results_path,
+    train_median_diameter,
+    update_results,
+    val_pairs,
+    write_results,
+)
 from scipy import ndimage as ndi
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import VAL_SOURCES, WORK, train_median_diameter, val_pairs, write_results  # noqa: E402
-
-from tlseg.io import read_image, read_labels  # noqa: E402
-from tlseg.labels import resize_labels  # noqa: E402
-from tlseg.metrics import match_counts, summarize  # noqa: E402
-from tlseg.model import Model  # noqa: E402
-from tlseg.preprocess import rescale  # noqa: E402
+import tlseg
+from tlseg.analysis.metrics import match_counts, summarize
+from tlseg.inference.labels import resize_labels
+from tlseg.inference.preprocess import rescale
 
 PEERS = {
     "cellpose_scratch": "Cellpose 3, trained from scratch on the same train split, same wall time",
@@ -40,6 +48,8 @@ PEERS = {
     "cellpose_cyto_v1": "Cellpose cyto v1, net 0 of 4 (pretrained, from the cellpose==0.0.1.6 wheel)",
     "deepsea_pretrained": "DeepSea segmentation model (pretrained, deepsea==0.0.3 wheel)",
 }
+PEER_DIAMETER = ("each source's median training diameter (peers are given it; tl-cells "
+                 "estimates its own)")
 
 
 def shade(image: np.ndarray) -> np.ndarray:
@@ -76,17 +86,17 @@ def watershed_floor(image: np.ndarray, diameter: float) -> np.ndarray:
     return watershed(-dist, markers, mask=mask)
 
 
-def _score_peers(data: Path, sources) -> dict:
+def _score_peers(data: Path, sources, limit: int | None = None) -> dict:
     table = {}
     for peer in PEERS:
         per_source = {}
         for source in sources:
-            pairs = val_pairs(data, source)
+            pairs = val_pairs(data, source)[:limit]
             preds = [WORK / peer / source / f"{img.stem}_masks.tif" for img, _ in pairs]
             if not all(p.is_file() for p in preds):
                 continue
             per_source[source] = [
-                match_counts(t := read_labels(m), read_labels(p, shape=t.shape))
+                match_counts(t := tlseg.read_labels(m), tlseg.read_labels(p, shape=t.shape))
                 for (_, m), p in zip(pairs, preds)]
         if per_source:
             row = {s: summarize(c) for s, c in per_source.items()}
@@ -96,19 +106,22 @@ def _score_peers(data: Path, sources) -> dict:
     return table
 
 
-def _peers_only(args) -> int:
-    import json
+def _write_peers(peers: dict, *, argv=None, out: Path | None = None) -> Path:
+    """The peers' scores into peers.json's ``accuracy`` entry (or ``out``)."""
+    return update_results("peers", ("accuracy",), argv=argv, out=out, payload={
+        "diameter": PEER_DIAMETER,
+        "peers": {k: v for k, v in PEERS.items() if k in peers},
+        "results": peers,
+    })
 
-    from common import RESULTS
 
-    path = RESULTS / f"{args.name}.json"
-    payload = json.loads(path.read_text())
-    peers = _score_peers(Path(args.data), args.sources)
-    payload["results"].update(peers)
-    payload["peers"] = {k: v for k, v in PEERS.items() if k in payload["results"]}
-    write_results(args.name, {k: v for k, v in payload.items()
-                              if k not in ("benchmark", "date", "machine")})
-    _print_table(payload["results"], args.sources)
+def _peers_only(args, argv=None) -> int:
+    peers = _score_peers(Path(args.data), args.sources, args.limit)
+    if not peers:
+        raise SystemExit(f"no peer masks under {WORK}/<peer>/<source>/ "
+                         "(run the scripts in benchmarks/peers/ first)")
+    _print_table(peers, args.sources)
+    print(f"written {_write_peers(peers, argv=argv, out=args.out)}")
     return 0
 
 
@@ -126,15 +139,16 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--model", default="tl-cells")
     p.add_argument("--sources", nargs="*", default=list(VAL_SOURCES))
+    p.add_argument("--limit", type=int, help="only the first N val images of each source")
     p.add_argument("--no-variants", action="store_true", help="skip the 0.5x/2x/shading runs")
-    p.add_argument("--name", default="accuracy", help="results file name")
     p.add_argument("--peers-only", action="store_true",
-                   help="only (re)score the peers' masks into an existing results file")
+                   help="only (re)score the peers' masks into peers.json")
+    add_out(p, "accuracy", " (peers.json with --peers-only)")
     args = p.parse_args(argv)
     if args.peers_only:
-        return _peers_only(args)
-    torch.set_num_threads(2)
-    model = Model.load(args.model)
+        return _peers_only(args, argv)
+    tlseg.set_threads(2)
+    model = tlseg.load_model(args.model)
     conditions = ["tl-cells", "watershed"]
     if not args.no_variants:
         conditions += ["tl-cells 0.5x", "tl-cells 2x", "tl-cells shading"]
@@ -143,9 +157,9 @@ def main(argv=None) -> int:
     t_start = time.time()
     for source in args.sources:
         d_train = train_median_diameter(Path(args.data), source)
-        for img_path, mask_path in val_pairs(Path(args.data), source):
-            image = read_image(img_path)
-            true = read_labels(mask_path, shape=image.shape)
+        for img_path, mask_path in val_pairs(Path(args.data), source)[:args.limit]:
+            image = tlseg.read_image(img_path)
+            true = tlseg.read_labels(mask_path, shape=image.shape)
             labels, det = model.predict_instances(image)
             counts["tl-cells"].setdefault(source, []).append(match_counts(true, labels))
             diam_log.setdefault(source, []).append(det["diameter"])
@@ -166,17 +180,21 @@ def main(argv=None) -> int:
         row = {src: summarize(c) for src, c in per_source.items()}
         row["pooled"] = summarize([x for c in per_source.values() for x in c])
         table[method] = row
-    table.update(_score_peers(Path(args.data), args.sources))
     _print_table(table, args.sources)
-    out = write_results(args.name, argv=argv, payload={
+    out = write_results("accuracy", argv=argv, out=args.out, payload={
         "model": args.model,
         "diameter": "estimated automatically per image",
         "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},
-        "peers": {k: v for k, v in PEERS.items() if k in table},
         "results": table,
         "wall_s": round(time.time() - t_start, 1),
     })
     print(f"written {out}")
+    peers = _score_peers(Path(args.data), args.sources, args.limit)
+    if peers:  # the peers' masks found are scored on the same images
+        _print_table(peers, args.sources)
+        peers_out = (None if args.out is None or out.resolve() == results_path("accuracy")
+                     else out.with_name(f"{out.stem}_peers.json"))
+        print(f"written {_write_peers(peers, argv=argv, out=peers_out)}")
     return 0
 
 

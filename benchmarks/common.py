@@ -1,4 +1,10 @@
-"""Shared helpers for the benchmarks: data discovery, scoring, writing results."""
+"""Shared helpers for the benchmarks: data discovery, writing results.
+
+Each benchmark writes one results file, ``benchmarks/results/<name>.json``
+(:func:`write_results`), or one entry of it (:func:`update_results`: the curves of
+``learning_curve.json``, the parts of ``peers.json``). ``--out PATH`` (:func:`add_out`)
+sends a trial run's results elsewhere instead.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import numpy as np
 import tifffile
 
 from tlseg.io import atomic_path
-from tlseg.targets import median_diameter
+from tlseg.training.targets import median_diameter
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -22,38 +28,6 @@ WORK = REPO / "benchmarks" / "work"
 VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
 #: the training sources of tl-cells
 TL_CELLS_SOURCES = (*VAL_SOURCES, "aisegcell-bf")
-
-
-def data_and_model(doc: str, argv=None):
-    """Parse ``--data`` and ``--model`` for a benchmark whose docstring is ``doc``; return
-    the arguments and the model loaded, with tlseg's thread setting."""
-    import argparse
-
-    from tlseg.cli import set_threads
-    from tlseg.model import Model
-
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--model", default="tl-cells")
-    args = p.parse_args(argv)
-    set_threads()
-    return args, Model.load(args.model)
-
-
-def tl_cells_heldout(data: Path, canonical_diameter: float) -> list:
-    """The held-out training images (at the canonical scale) that ``tlseg train`` tuned
-    tl-cells on: the same data, options and split as its training call (see its model
-    card); aiSEGcell is never held out. Val is never read."""
-    from tlseg.config import TrainConfig
-    from tlseg.data import split_holdout
-    from tlseg.train import load_folders
-
-    tl = Path(data) / "tl"
-    samples = load_folders([tl / s for s in TL_CELLS_SOURCES],
-                           canonical_diameter=canonical_diameter,
-                           incomplete_dirs=[tl / "aisegcell-bf"],
-                           exclude=["181024TK20_p0002_*"])
-    return split_holdout(samples, TrainConfig().holdout_fraction)[1]
 
 
 def split_pairs(data: Path, source: str, split: str) -> list[tuple[Path, Path]]:
@@ -79,26 +53,66 @@ def command_line(argv=None) -> str:
 
     Examples
     --------
-    >>> command_line(["--variants", "finetune, EMA"]).split(" ", 2)[2]
-    "--variants 'finetune, EMA'"
+    >>> command_line(["--sources", "usiigaci bbbc030-cho"]).split(" ", 2)[2]
+    "--sources 'usiigaci bbbc030-cho'"
     """
     args = sys.argv[1:] if argv is None else list(argv)
     return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
 
 
-def write_results(name: str, payload: dict, *, argv=None) -> Path:
-    """Write benchmarks/results/<name>.json with the date, the machine and the command
-    that produced it (``argv`` as for :func:`command_line`; a ``command`` in ``payload``
-    wins, e.g. when a results file is updated in place)."""
-    payload = {
-        "benchmark": name,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {platform.python_version()}, "
-                   f"{os.cpu_count()} CPUs",
-        "command": command_line(argv),
-        **payload,
-    }
-    out = RESULTS / f"{name}.json"
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+def add_out(parser, name: str, note: str = "") -> None:
+    """Add ``--out PATH``: write the results there instead of
+    ``benchmarks/results/<name>.json`` (for trial runs on part of the data)."""
+    parser.add_argument("--out", type=Path, metavar="PATH",
+                        help=f"write the results to PATH instead of "
+                             f"benchmarks/results/{name}.json{note} (trial runs)")
+
+
+def results_path(name: str, out: Path | None = None) -> Path:
+    """Where the results of benchmark ``name`` go: ``out``, else
+    ``benchmarks/results/<name>.json``. Inside ``benchmarks/results/`` only the
+    benchmark's own file is written (one current results file per benchmark)."""
+    if out is None:
+        return RESULTS / f"{name}.json"
+    out = Path(out)
+    if out.resolve().parent == RESULTS.resolve() and out.name != f"{name}.json":
+        raise SystemExit(f"{out}: benchmarks/results/ holds one file per benchmark "
+                         f"({name}.json); write trial runs elsewhere")
     return out
+
+
+def stamp(argv=None) -> dict:
+    """The date, the machine and the command of this run (``argv`` as for
+    :func:`command_line`)."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {platform.python_version()}, "
+                       f"{os.cpu_count()} CPUs",
+            "command": command_line(argv)}
+
+
+def _write(path: Path, payload: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def write_results(name: str, payload: dict, *, argv=None, out: Path | None = None) -> Path:
+    """Write benchmark ``name``'s results file (:func:`results_path`) with the date, the
+    machine and the command that produced it (``argv`` as for :func:`command_line`; a
+    ``command`` in ``payload`` wins)."""
+    return _write(results_path(name, out), {"benchmark": name, **stamp(argv), **payload})
+
+
+def update_results(name: str, keys: tuple[str, ...], payload: dict, *, argv=None,
+                   out: Path | None = None) -> Path:
+    """Replace one entry of benchmark ``name``'s results file, ``file[keys[0]][keys[1]]...``,
+    with ``payload`` and the date, machine and command of this run; the rest of the
+    file is kept (created if missing)."""
+    path = results_path(name, out)
+    doc = json.loads(path.read_text()) if path.is_file() else {"benchmark": name}
+    node = doc
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = {**stamp(argv), **payload}
+    return _write(path, doc)

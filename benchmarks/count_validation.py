@@ -1,8 +1,8 @@
 """Label-free vs nuclei vs true counts on the REAL paired fields of ../shared/data/paired.
 
 The paired fields are laid out as an ImageXpress plate (one field = one well, site 1;
-w1 = transmitted light, w2 = nuclear stain) and run through `tlseg plate run` exactly as
-a user would, with the shipped tl-cells and nuclei models:
+w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` (what
+``tlseg plate run`` calls) as a user would, with the shipped tl-cells and nuclei models:
 
 - ``aisegcell``: 7 brightfield + nuclear-marker fields of primary (blood) cells, with
   true nucleus counts (3 to 71 per field; one nucleus per cell, so the true cell count).
@@ -12,12 +12,13 @@ a user would, with the shipped tl-cells and nuclei models:
 Fields come from different experiments and magnifications, so the plate map has an
 ``acquisition`` column (the aiSEGcell experiment id, e.g. ``210930MA20``; the neuronal
 field's four quadrants are one acquisition) and diameters are estimated once per
-acquisition (``tlseg plate run --diameter-by acquisition``), as a user imaging with
-one objective per acquisition would; ``--per-site-diameter`` estimates on every field.
+acquisition (``diameter_by="acquisition"``, ``tlseg plate run --diameter-by
+acquisition``), as a user imaging with one objective per acquisition would;
+``--per-site-diameter`` estimates on every field.
 
 Reports R², Lin's CCC and the mean absolute relative bias of label-free vs nuclei counts,
 and of each against the true count (aisegcell only). Writes
-benchmarks/results/count_validation.json.
+benchmarks/results/count_validation.json (``--out`` for a trial run).
 
     python benchmarks/count_validation.py --data ../shared/data
 """
@@ -25,20 +26,18 @@ benchmarks/results/count_validation.json.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tifffile
+from common import WORK, add_out, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, write_results  # noqa: E402
-
-from tlseg.cli import main as tlseg  # noqa: E402
-from tlseg.plate.validate import agreement  # noqa: E402
+import tlseg
+from tlseg.plate.validate import agreement
 
 
 def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
@@ -69,17 +68,19 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main():
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--work", type=Path, default=WORK / "count_validation")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default="tl-cells", help="label-free model (name or folder)")
     p.add_argument("--nuclei-model", default="nuclei", help="nuclei model (name or folder)")
-    p.add_argument("--name", default="count_validation", help="results file name")
     p.add_argument("--per-site-diameter", action="store_true",
                    help="estimate on every field (default: once per acquisition)")
-    args = p.parse_args()
+    add_out(p, "count_validation")
+    args = p.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("tlseg").setLevel(logging.INFO)  # tlseg's progress, not Dask's
 
     plate, out = args.work / "plate", args.work / "results"
     pmap = layout_plate(args.data, plate)
@@ -87,12 +88,13 @@ def main():
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    rc = tlseg(["plate", "run", str(plate), "-o", str(out), "--tl-channel", "w1",
-                "--nuclei-channel", "w2", "--plate-map", str(args.work / "plate_map.csv"),
-                "--workers", str(args.workers), "--model", args.model,
-                "--nuclei-model", args.nuclei_model,
-                *(["--per-site-diameter"] if args.per_site_diameter
-                  else ["--diameter-by", "acquisition"])])
+    result = tlseg.run_plate(
+        plate, out, tl_channel="w1", nuclei_channel="w2", model=args.model,
+        nuclei_model=args.nuclei_model, plate_map=args.work / "plate_map.csv",
+        workers=args.workers,
+        **({"diameter_mode": "site"} if args.per_site_diameter
+           else {"diameter_by": "acquisition"}))
+    rc = 2 if result["failed"] else 0  # the exit code of `tlseg plate run`
     wall = time.perf_counter() - t0
     wells = pd.read_csv(out / "wells.csv")
     sites = pd.read_csv(out / "sites.csv").set_index("well")
@@ -119,9 +121,10 @@ def main():
                 print(f"{name:>15} {k:<22} n={s['n']:2d}  R² {s['r2']:.3f}  CCC {s['ccc']:.3f}  "
                       f"bias {s['bias']:+.1f} cells  mean |bias| "
                       f"{s.get('mean_abs_bias_percent', float('nan')):.1f} %")
-    path = write_results(args.name, res)
+    path = write_results("count_validation", res, argv=argv, out=args.out)
     print(f"written {path}; report: {out / 'report.html'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

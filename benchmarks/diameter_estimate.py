@@ -5,8 +5,8 @@ Run::
     python benchmarks/diameter_estimate.py --data ../shared/data
 
 ``Model.estimate_diameter`` (uncalibrated: the calibration factor is a deliberate
-offset) against the true cell size as training measures it (median equivalent diameter
-of the whole cells, :func:`tlseg.targets.median_diameter`), per image, for
+offset) against the true cell size as training measures it (median equivalent-circle
+diameter of the whole cells, :func:`tlseg.training.targets.median_diameter`), per image, for
 
 - the val splits of the label-free sources (``tl-cells``) and of the nuclei sources and
   the aiSEGcell paired nuclear channel (``nuclei``): real, mostly dense fields;
@@ -14,51 +14,52 @@ of the whole cells, :func:`tlseg.targets.median_diameter`), per image, for
   pasted into a corner of an empty 1536² field, so the image centre holds no cell, as
   in the low-density wells of a dilution series; and the 384² field alone (dense).
 
-Two estimators: ``central window`` (until session 16: the size head and the refinement
-read the image centre, and the three neighbouring ladder rungs that agree best win) and
-``shipped`` (:mod:`tlseg.window` puts the window where the image has structure, and a
+Two estimators: ``central window`` (the size head and the refinement read the image
+centre, and the three neighbouring ladder rungs that agree best win) and ``shipped``
+(:mod:`tlseg.inference.window` puts the window where the image has structure, and a
 reading from rungs that saw fewer than ``WEAK_EVIDENCE_CELLS`` cells loses to a
 consistent one that saw more). Error = |log2(estimate / true)|; 0.32 is a factor 1.25.
-Results: ``benchmarks/results/diameter_estimate.json``.
+Results: ``benchmarks/results/diameter_estimate.json`` (``--out`` for a trial run, with
+``--limit``).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import tifffile
+from common import add_out, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+import tlseg
+from tlseg.training.targets import median_diameter as true_diameter
 
 TL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
 NUCLEI_SOURCES = ("bbbc039", "dsb2018-examples")
 SPARSE = [(d, seed) for d in (16, 30, 45) for seed in (1, 2)]
 
 
-def fields(data: Path):
-    """(model name, set name, image, true diameter) for every image scored."""
-    from tlseg.io import read_image
-    from tlseg.synthetic import synthetic_field
-    from tlseg.targets import median_diameter as true_diameter
-
+def fields(data: Path, limit: int | None = None):
+    """(model name, set name, image, true diameter) for every image scored (the first
+    ``limit`` of each real set and of the sparse synthetic fields)."""
     for model, root, sources in (("tl-cells", data / "tl", TL_SOURCES),
                                  ("nuclei", data / "nuclei", NUCLEI_SOURCES)):
         for src in sources:
-            for p in sorted((root / src / "val" / "images").glob("*.tif")):
+            for p in sorted((root / src / "val" / "images").glob("*.tif"))[:limit]:
                 mask = tifffile.imread(root / src / "val" / "masks" / p.name)
-                yield model, src, read_image(p), true_diameter(mask)
+                yield model, src, tlseg.read_image(p), true_diameter(mask)
     paired = data / "paired" / "aisegcell"
-    for p in sorted((paired / "nuc").glob("*.tif")):
+    for p in sorted((paired / "nuc").glob("*.tif"))[:limit]:
         mask = tifffile.imread(paired / "nuc_labels" / p.name)
-        yield "nuclei", "aisegcell nuclear channel", read_image(p), true_diameter(mask)
-    for d, seed in SPARSE:
-        empty = synthetic_field((1536, 1536), n_cells=0, diameter=d, seed=seed)
-        cells = synthetic_field((384, 384), diameter=d, seed=seed + 10)
+        yield "nuclei", "aisegcell nuclear channel", tlseg.read_image(p), true_diameter(mask)
+    for d, seed in islice(SPARSE, limit):
+        empty = tlseg.synthetic_field((1536, 1536), n_cells=0, diameter=d, seed=seed)
+        cells = tlseg.synthetic_field((384, 384), diameter=d, seed=seed + 10)
         for channel, model, labels in (("tl", "tl-cells", "labels"),
                                        ("nuclei", "nuclei", "nuclei_labels")):
             patch = cells[channel].astype(np.float32)
@@ -71,9 +72,10 @@ def fields(data: Path):
 
 @contextmanager
 def central_window():
-    """The estimator as it was before session 16: central window, least spread wins."""
-    import tlseg.diameter as td
-    import tlseg.window as tw
+    """The central-window estimator: the window at the image centre whatever it holds,
+    and the ladder rungs that agree best win however few cells they saw."""
+    import tlseg.inference.diameter as td
+    import tlseg.inference.window as tw
 
     saved = tw.PREFER_CENTRE, td.WEAK_EVIDENCE_CELLS
     tw.PREFER_CENTRE, td.WEAK_EVIDENCE_CELLS = math.inf, 0.0
@@ -92,18 +94,16 @@ def summary(errors: list[float]) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    from tlseg.cli import set_threads
-    from tlseg.model import Model
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--limit", type=int,
+                   help="only the first N images of each real set and N sparse fields")
+    add_out(p, "diameter_estimate")
     args = p.parse_args(argv)
-    set_threads()
-    models = {name: Model.load(name) for name in ("tl-cells", "nuclei")}
+    tlseg.set_threads()
+    models = {name: tlseg.load_model(name) for name in ("tl-cells", "nuclei")}
     rows = []
-    for model, name, image, truth in fields(args.data):
+    for model, name, image, truth in fields(args.data, args.limit):
         row = {"model": model, "set": name, "true": round(truth, 2)}
         for estimator in ("central window", "shipped"):
             if estimator == "central window":
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                  f"{v['within_1.25x']}/{v['n']} within 1.25x" for v in by.values()]
         print(f"{s:28s} {cells[0]:>36s} {cells[1]:>36s}")
     print("(median / max |log2(estimate / true)|, uncalibrated estimate)")
-    out = write_results("diameter_estimate", {"sets": table, "images": rows}, argv=argv)
+    out = write_results("diameter_estimate", {"sets": table, "images": rows}, argv=argv,
+                        out=args.out)
     print(f"written {out}")
     return 0
 

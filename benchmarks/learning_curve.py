@@ -8,97 +8,112 @@ Simulates a user on the adaptation source ``bbbc030-cho`` (CHO, DIC), which
 ../shared/data/README.md names, or another with ``--source`` (e.g. ``usiigaci``, the only
 phase-contrast source: a base without it has never seen phase contrast):
 
-1. a base model trained like tl-cells but WITHOUT the source (``tlseg train`` on the
-   other tl-cells sources, e.g. usiigaci, ctc-dic-hela and aisegcell-bf for CHO; shorter
-   schedule: ``--epochs``, default 20, i.e. 2,000 steps instead of 4,000), trained once
-   and reused (resumable; ``--device cuda`` trains it on a GPU where there is one);
+1. a base model trained like tl-cells but WITHOUT the source (``tlseg.train``, i.e.
+   ``tlseg train``, on the other tl-cells sources, e.g. usiigaci, ctc-dic-hela and
+   aisegcell-bf for CHO; shorter schedule: ``--epochs``, default 20, i.e. 2,000 steps
+   instead of 4,000), trained once per source and reused by both modes (resumable;
+   ``--device cuda`` trains it on a GPU where there is one);
 2. for 3 seeds (``--seeds``) and two ways of choosing ROIs — ``random`` boxes (uniform
    positions among those holding at least one cell's centre) and ``suggested`` (the
-   most uncertain boxes by ``tlseg roi suggest``'s ranking over all the train images,
-   spread across them: each image's best box first)
+   most uncertain boxes over all the train images by ``tlseg.suggest_across``, spread
+   across them: each image's best box first)
    — take 0, 5 and 10 ROIs of 256x256 from the train images, put the ground truth inside
-   each box into a project (what a user's correction produces), fine-tune, and score
-   AP@0.5 on the val images, twice: with the diameter estimated automatically (what a
-   user gets without ``--diameter``) and with the cell diameter known (the median of
-   the source's training masks, what a user who passes ``--diameter`` gets) — the first
-   includes what fine-tuning teaches the size head, the second only the outlines;
+   each box into a ``tlseg.Project`` (what a user's correction produces), fine-tune
+   (``tlseg.teach``), and score AP@0.5 on the val images, twice: with the diameter
+   estimated automatically (what a user gets without ``--diameter``) and with the cell
+   diameter known (the median of the source's training masks, what a user who passes
+   ``--diameter`` gets) — the first includes what fine-tuning teaches the size head,
+   the second only the outlines;
 3. retrain vs fine-tune at 10 random ROIs (seed 0): AP@0.5 and wall time.
 
-Each taught model's scores are kept in its work folder (``score.json``) and the results
-file is rewritten after every seed, so a stopped run reports what it has and, started
-again, resumes (delete ``benchmarks/work/learning_curve*`` to start afresh).
+Each taught model's scores are kept in its work folder (``score.json``) and the curve's
+results are rewritten after every seed, so a stopped run reports what it has and,
+started again, resumes (delete ``benchmarks/work/learning_curve_<source>_<mode>`` to
+start afresh, ``benchmarks/work/base-no-<source>`` to train a new base model).
 
-``--mode retrain`` runs step 2 with ``tlseg train --mode retrain`` instead (about 4 min a
-model instead of 1; step 3 is skipped), ``--strategies random`` only one way of choosing.
+``--mode retrain`` runs step 2 with ``tlseg.teach(..., mode="retrain")`` instead (about
+4 min a model instead of 1; step 3 is skipped), ``--strategies random`` only one way of
+choosing.
 
-Results: ``benchmarks/results/learning_curve.json`` and ``learning_curve.png``
-(``learning_curve_<source>.*`` for another ``--source``, ``..._retrain.*`` for
-``--mode retrain``).
+Results: the entry ``curves["<source>_<mode>"]`` of ``benchmarks/results/learning_curve.json``
+(the other curves are kept) and the plot ``learning_curve_<source>_<mode>.png`` beside it.
+A trial run: ``--epochs 1 --seeds 1 --ks 5 --strategies random --work /tmp/lc --out
+/tmp/lc/learning_curve.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from skimage.measure import regionprops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     RESULTS,
     TL_CELLS_SOURCES,
     WORK,
+    add_out,
     split_pairs,
     train_median_diameter,
-    write_results,
+    update_results,
 )
+from skimage.measure import regionprops
 
-from tlseg.io import atomic_path, read_image, read_labels  # noqa: E402
-from tlseg.metrics import match_counts, summarize  # noqa: E402
-from tlseg.model import Model  # noqa: E402
-from tlseg.project import Project  # noqa: E402
-from tlseg.suggest import suggest_across, suggest_representative  # noqa: E402
-from tlseg.teach import teach  # noqa: E402
+import tlseg
+from tlseg.analysis.metrics import match_counts, summarize
+from tlseg.io import atomic_path
 
 SOURCE = "bbbc030-cho"
 ROI = 256
 
 
-def tag(source: str) -> str:
-    """Suffix of a non-default source's folders and result files ('' for CHO)."""
-    return "" if source == SOURCE else f"_{source}"
+def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURCE,
+               work: Path = WORK) -> tlseg.Model:
+    """The tl-cells recipe (aiSEGcell incomplete) on every tl-cells source but ``source``,
+    trained once into ``work/base-no-<source>`` and reused."""
+    name = f"base-no-{source}"
+    out = work / name
+    if (out / "weights.pt").is_file():
+        model = tlseg.load_model(out)
+        trained = model.card.get("train_config", {}).get("epochs")
+        if trained != epochs:
+            raise SystemExit(f"{out} was trained for {trained} epochs, not {epochs}: "
+                             "delete it or give --epochs to match")
+        return model
+    tl = data / "tl"
+    folders = [tl / s for s in TL_CELLS_SOURCES if s != source]
+    options = {"incomplete": [tl / "aisegcell-bf"], "exclude": ["181024TK20_p0002_*"]}
+    # the same model as `tlseg train` with these options (which trains with flows)
+    command = shlex.join(["tlseg", "train", *map(str, folders),
+                          "--incomplete", *map(str, options["incomplete"]),
+                          "--exclude", *options["exclude"], "-o", str(out), "--name", name,
+                          "--epochs", str(epochs), "--device", device])
+    resume = (out / "checkpoint.pt").exists()
+    print(f"training the base model ({'resumed' if resume else 'new'}): {command}", flush=True)
+
+    def progress(step, total, losses):
+        if step % 100 == 0 or step == total:
+            print(f"  step {step}/{total}", flush=True)
+
+    tlseg.set_threads()  # as `tlseg train` runs: tlseg's default threads
+    model = tlseg.train(folders, out, **options, name=name, epochs=epochs, flows=True,
+                        device=device, resume=resume, card={"command": command},
+                        progress=progress)
+    tlseg.set_threads(2)
+    return model
 
 
-def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURCE) -> Model:
-    """The tl-cells recipe (aiSEGcell --incomplete) on every tl-cells source but ``source``."""
-    name = "base-no-cho" if source == SOURCE else f"base-no-{source}"
-    out = WORK / ("base-no-cho-s8" if source == SOURCE else name)
-    if not (out / "weights.pt").is_file():
-        tl = data / "tl"
-        cmd = [sys.executable, "-m", "tlseg.cli", "train",
-               *(str(tl / s) for s in TL_CELLS_SOURCES if s != source), "--incomplete",
-               str(tl / "aisegcell-bf"), "--exclude", "181024TK20_p0002_*", "-o", str(out),
-               "--name", name, "--epochs", str(epochs), "--device", device]
-        if (out / "checkpoint.pt").exists():
-            cmd.append("--resume")
-        print("training the base model:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    return Model.from_folder(out)
-
-
-def score(model: Model, val, diameter: float) -> dict:
+def score(model: tlseg.Model, val, diameter: float) -> dict:
     """AP@0.5 with the diameter estimated ('auto') and given ('known')."""
     counts = {"auto": [], "known": []}
     for img, mask in val:
-        image = read_image(img)
-        true = read_labels(mask, shape=image.shape)
+        image = tlseg.read_image(img)
+        true = tlseg.read_labels(mask, shape=image.shape)
         for key, d in (("auto", None), ("known", diameter)):
             labels, _ = model.predict_instances(image, diameter=d)
             counts[key].append(match_counts(true, labels))
@@ -135,14 +150,14 @@ def _reset(root: Path) -> None:
 def random_boxes(train, k, rng, tries: int = 1000):
     """k boxes at uniformly random positions among those that hold the centre of at
     least one cell: a user picks a region with cells in it to correct, never an empty
-    one (sessions up to 8 took any position, so a box could teach only background)."""
+    one (a box placed anywhere can hold no cell and teach only background)."""
     out, cells = [], {}  # mask path -> (shape, cell centres), read once per image
     for _ in range(tries):
         if len(out) == k:
             break
         img, mask = train[rng.integers(len(train))]
         if mask not in cells:
-            lab = read_labels(mask)
+            lab = tlseg.read_labels(mask)
             cells[mask] = lab.shape, [p.centroid for p in regionprops(lab)]
         (h, w), centres = cells[mask]
         y0, x0 = int(rng.integers(0, h - ROI + 1)), int(rng.integers(0, w - ROI + 1))
@@ -153,21 +168,20 @@ def random_boxes(train, k, rng, tries: int = 1000):
     return out
 
 
-def suggested_boxes(model, train, k, *, representative: bool = False):
-    """The k most uncertain boxes over the train images, spread across them (``tlseg roi
-    suggest PROJECT IMAGE...``: each image's best box first, most uncertain first); with
-    ``representative``, the uncertain boxes that together resemble all the images' cells
-    (:func:`tlseg.suggest.suggest_representative`)."""
-    rank = suggest_representative if representative else suggest_across
-    picks = rank(model, [(i, img) for i, (img, _) in enumerate(train)], n=k, size=ROI)
+def suggested_boxes(model, train, k):
+    """The k most uncertain boxes over the train images, spread across them
+    (:func:`tlseg.suggest_across`, as ``tlseg roi suggest PROJECT IMAGE...``: each image's
+    best box first, most uncertain first)."""
+    picks = tlseg.suggest_across(model, [(i, img) for i, (img, _) in enumerate(train)],
+                                 n=k, size=ROI)
     return [(train[p["key"]][0], train[p["key"]][1], p["box"]) for p in picks]
 
 
-def build_project(root: Path, picks) -> Project:
-    project = Project.init(root)
+def build_project(root: Path, picks) -> tlseg.Project:
+    project = tlseg.Project.init(root)
     for img, mask, box in picks:
         iid = project.add_image(img)
-        lab = read_labels(mask)
+        lab = tlseg.read_labels(mask)
         y0, x0, y1, x1 = box
         project.add_roi(iid, box, lab[y0:y1, x0:x1])
     return project
@@ -187,19 +201,32 @@ def main(argv=None) -> int:
                    help="how each model is taught from the ROIs")
     p.add_argument("--strategies", nargs="+", choices=["random", "suggested"],
                    default=["random", "suggested"], help="ways of choosing the ROIs")
+    p.add_argument("--work", type=Path, default=WORK,
+                   help="where the base models and the taught models go")
+    add_out(p, "learning_curve", " (the plot beside it)")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("tlseg").setLevel(logging.INFO)
+    tlseg.set_threads(2)
     data, source = Path(args.data), args.source
     train, val = split_pairs(data, source, "train"), split_pairs(data, source, "val")
-    base = base_model(data, args.epochs, args.device, source)
+    base = base_model(data, args.epochs, args.device, source, args.work)
     diameter = train_median_diameter(data, source)
     ap0 = score(base, val, diameter)
     print(f"0 ROIs: AP50 {ap0['auto']:.3f} (known diameter {ap0['known']:.3f})", flush=True)
     runs = {strategy: {k: [] for k in args.ks} for strategy in args.strategies}
     times = []
     sugg = suggested_boxes(base, train, max(args.ks)) if "suggested" in runs else None
-    name = f"learning_curve{tag(source)}" + ("_retrain" if args.mode == "retrain" else "")
-    work = WORK / name
+    curve = f"{source}_{args.mode}"
+    work = args.work / f"learning_curve_{curve}"
+    plot = (RESULTS if args.out is None else args.out.parent) / f"learning_curve_{curve}.png"
+    plot_name = (f"benchmarks/results/{plot.name}" if plot.resolve().parent == RESULTS
+                 else str(plot))
+
+    def write(payload):
+        return update_results("learning_curve", ("curves", curve), payload, argv=argv,
+                              out=args.out)
+
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)
         rand = random_boxes(train, max(args.ks), rng)
@@ -229,22 +256,21 @@ def main(argv=None) -> int:
             f"{args.mode}_wall_s_max": float(np.max(times)),
             "results": table}
         if seed + 1 < args.seeds:
-            write_results(name, argv=argv, payload={**payload, "partial": True})
+            write({**payload, "partial": True})
     print_table(table, "ROIs")
     if args.mode == "finetune" and "random" in runs:
         payload["retrain_vs_finetune"] = retrain_vs_finetune(
             work, base, train, val, diameter, max(args.ks), runs["random"][max(args.ks)][0],
             times[len(args.ks) - 1])
-    _plot(table, args.ks, RESULTS / f"{name}.png", source, args.seeds, args.mode,
-          list(runs))
-    out = write_results(name, argv=argv, payload=payload)
-    print(f"written {out}")
+    _plot(table, args.ks, plot, source, args.seeds, args.mode, list(runs))
+    out = write({**payload, "plot": plot_name})
+    print(f"written {out} (curve {curve}) and {plot}")
     return 0
 
 
 def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: int,
                     **options) -> tuple[dict, float]:
-    """Teach a model from ``picks`` in ``root`` (``options`` go to :func:`tlseg.teach.teach`)
+    """Teach a model from ``picks`` in ``root`` (``options`` go to :func:`tlseg.teach`)
     and score it; a run finished before with the same mode and options (its
     ``score.json`` written) is read back instead, so a stopped benchmark resumes."""
     done = root / "score.json"
@@ -256,7 +282,7 @@ def teach_and_score(root: Path, picks, base, val, diameter, *, mode: str, seed: 
     _reset(root)
     project = build_project(root / "project", picks)
     t = time.time()
-    model = teach(project, base, root / "model", mode=mode, seed=seed, **options)
+    model = tlseg.teach(project, base, root / "model", mode=mode, seed=seed, **options)
     wall = time.time() - t
     ap = score(model, val, diameter)
     with atomic_path(done) as tmp:

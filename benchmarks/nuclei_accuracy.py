@@ -22,11 +22,13 @@ the set's images) plus counted vs true nuclei:
 
 ``bbbc039, fragments ignored`` scores the same bbbc039 predictions once more with the
 val masks' annotation fragments (objects under 15 % of the median area, not cut by the
-image border; :func:`tlseg.targets.ignore_fragments`) as unknown: neither missed nuclei
-nor false positives. Both rows are reported; the first is the masks as published.
+image border; :func:`tlseg.training.targets.ignore_fragments`) as unknown: neither
+missed nuclei nor false positives. Both rows are reported; the first is the masks as
+published.
 
 Several models can be compared in one run (``--models nuclei runs/nuclei-v2``).
-Results: ``benchmarks/results/nuclei_accuracy.json`` (``--name`` to change).
+Results: ``benchmarks/results/nuclei_accuracy.json`` (``--out`` for a trial run, with
+``--limit``).
 """
 
 from __future__ import annotations
@@ -36,31 +38,29 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np  # noqa: E402
-from common import write_results  # noqa: E402
-from skimage.measure import regionprops  # noqa: E402
+import numpy as np
+from common import add_out, write_results
+from skimage.measure import regionprops
 
-from tlseg.io import read_image, read_labels  # noqa: E402
-from tlseg.metrics import match_counts, overlap_counts, summarize  # noqa: E402
-from tlseg.model import Model  # noqa: E402
-from tlseg.targets import ignore_fragments  # noqa: E402
+import tlseg
+from tlseg.analysis.metrics import match_counts, overlap_counts, summarize
+from tlseg.training.targets import ignore_fragments
 
 BY_DETECTION = ("aisegcell",)
 FRAGMENTS = 0.15  # as the nuclei model's training (--fragments)
 NO_FRAGMENTS = "bbbc039, fragments ignored"
 
 
-def nuclei_sets(data: Path) -> dict[str, list[tuple[Path, Path]]]:
-    """(image, mask) paths of each scored set."""
+def nuclei_sets(data: Path, limit: int | None = None) -> dict[str, list[tuple[Path, Path]]]:
+    """(image, mask) paths of each scored set (the first ``limit`` of each)."""
     sets = {}
     for source in ("bbbc039", "dsb2018-examples"):
         folder = data / "nuclei" / source / "val"
         sets[source] = [(p, folder / "masks" / p.name)
-                        for p in sorted((folder / "images").glob("*.tif"))]
+                        for p in sorted((folder / "images").glob("*.tif"))][:limit]
     folder = data / "paired" / "aisegcell"
     sets["aisegcell"] = [(p, folder / "nuc_labels" / p.name)
-                         for p in sorted((folder / "nuc").glob("*.tif"))]
+                         for p in sorted((folder / "nuc").glob("*.tif"))][:limit]
     return sets
 
 
@@ -71,7 +71,7 @@ def detections(true, pred) -> dict:
     n_true = 0
     for r in regionprops(true):
         n_true += 1
-        y, x = (int(round(v)) for v in r.centroid)
+        y, x = (round(float(v)) for v in r.centroid)
         if pred[y, x] and pred[y, x] not in found:
             found.add(int(pred[y, x]))
     # where the extra objects come from: predictions touching no true mask, and true
@@ -98,13 +98,13 @@ def detection_summary(counts: list[dict]) -> dict:
                 [abs(c["n_pred"] - c["n_true"]) / max(c["n_true"], 1) for c in counts]))}
 
 
-def score_model(model: Model, sets: dict) -> tuple[dict, dict]:
+def score_model(model: tlseg.Model, sets: dict) -> tuple[dict, dict]:
     """Scores per set (AP sets pooled over both) and per-image counts and diameters."""
     counts, per_image = {}, {}
     for name, pairs in sets.items():
         for img_path, mask_path in pairs:
-            image = read_image(img_path)
-            true = read_labels(mask_path, shape=image.shape)
+            image = tlseg.read_image(img_path)
+            true = tlseg.read_labels(mask_path, shape=image.shape)
             labels, det = model.predict_instances(image)
             c = detections(true, labels) if name in BY_DETECTION else match_counts(true, labels)
             counts.setdefault(name, []).append(c)
@@ -129,17 +129,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--models", nargs="+", default=["nuclei"])
-    p.add_argument("--name", default="nuclei_accuracy", help="results file name")
+    p.add_argument("--limit", type=int, help="only the first N images of each set")
+    add_out(p, "nuclei_accuracy")
     args = p.parse_args(argv)
-    from tlseg.cli import set_threads
-
-    set_threads()
-    sets = nuclei_sets(args.data)
+    tlseg.set_threads()
+    sets = nuclei_sets(args.data, args.limit)
     t0 = time.time()
     results, images = {}, {}
     for m in args.models:
         print(f"{m}:", flush=True)
-        results[m], images[m] = score_model(Model.load(m), sets)
+        results[m], images[m] = score_model(tlseg.load_model(m), sets)
     names = [n for n in sets if n not in BY_DETECTION] + ["pooled AP sets", NO_FRAGMENTS]
     print(f"\n{'model':28s}" + "".join(f"{n[:17]:>18s}" for n in names) + f"{'aisegcell':>26s}")
     for m, row in results.items():
@@ -150,7 +149,7 @@ def main(argv=None) -> int:
               f"mask, {a['split_extra']} from splits")
     print("(AP@0.5 / mean AP 0.5:0.95; aisegcell: centroid detection F1, mean |count error|,"
           " where the extra objects are)")
-    out = write_results(args.name, argv=argv, payload={
+    out = write_results("nuclei_accuracy", argv=argv, out=args.out, payload={
         "diameter": "estimated automatically per image",
         "results": results,
         "images": images,

@@ -4,21 +4,23 @@ Run::
 
     python benchmarks/plate_throughput.py            # 384 sites of 1024 x 1024
 
-A synthetic ImageXpress plate (96 wells x 4 sites, or 96 x 1 for the ratio runs, transmitted light + nuclear stain,
-~150 cells a field; ``tlseg.synthetic``) is written once to ``benchmarks/work`` and then
-run through the real CLI, ``tlseg plate run``, as a user would:
+A synthetic ImageXpress plate (96 wells x 4 sites, or 96 x 1 for the ratio runs,
+transmitted light + nuclear stain, ~150 cells a field; ``tlseg.synthetic_field``) is
+written once to ``benchmarks/work`` and then run through ``tlseg.run_plate`` (what
+``tlseg plate run`` calls), each run in a fresh process as a user's would be:
 
-1. on a 96-site plate, ``--workers 1`` and ``--workers 2``, each worker single-threaded
-   (``--threads 1``), so the ratio measures what Dask's process parallelism buys;
-2. peak memory: the largest sum of resident set sizes over the whole process tree (CLI,
-   scheduler, workers), sampled every 0.25 s with psutil;
+1. on a 96-site plate, ``workers=1`` and ``workers=2``, each worker single-threaded
+   (``threads=1``), so the ratio measures what Dask's process parallelism buys;
+2. peak memory: the largest sum of resident set sizes over the whole process tree (the
+   run's process, scheduler, workers), sampled every 0.25 s with psutil;
 3. kill and resume (96 sites): a 2-worker run is killed (SIGKILL to its process group)
    when half the sites are done, then re-run; reported: the time the resumed run takes
    to produce its first new site, its total time, and whether its per-well table and
    every mask equal the uninterrupted run's;
 4. the full 384-site plate with the defaults (2 workers): sites/s and peak memory.
 
-Results: ``benchmarks/results/plate_throughput.json``.
+Results: ``benchmarks/results/plate_throughput.json``. A trial on a small plate:
+``--sites 4 --ratio-sites 2 --size 256 --work /tmp/pt --out /tmp/pt.json``.
 """
 
 from __future__ import annotations
@@ -36,13 +38,11 @@ import numpy as np
 import pandas as pd
 import psutil
 import tifffile
+from common import WORK, add_out, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, write_results  # noqa: E402
-
-from tlseg.io import atomic_path  # noqa: E402
-from tlseg.plate.layout import row_name  # noqa: E402
-from tlseg.synthetic import synthetic_field  # noqa: E402
+import tlseg
+from tlseg.io import atomic_path
+from tlseg.plate.layout import row_name
 
 DIAMETER = 28.0
 
@@ -63,9 +63,9 @@ def make_plate(folder: Path, n_sites: int, size: int) -> Path:
         for s in range(1, per_well + 1):
             if k == n_sites:
                 break
-            f = synthetic_field((size, size), n_cells=int(rng.integers(100, 200)),
-                                diameter=DIAMETER, modality="brightfield",
-                                seed=int(rng.integers(2**31)))
+            f = tlseg.synthetic_field((size, size), n_cells=int(rng.integers(100, 200)),
+                                      diameter=DIAMETER, modality="brightfield",
+                                      seed=int(rng.integers(2**31)))
             for ch, key in (("w1", "tl"), ("w2", "nuclei")):
                 path = plate / f"bench_{well}_s{s}_{ch}.tif"
                 with atomic_path(path) as tmp:
@@ -76,12 +76,24 @@ def make_plate(folder: Path, n_sites: int, size: int) -> Path:
 
 
 def _cmd(plate: Path, out: Path, workers: int, threads: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "tlseg.cli", "plate", "run", str(plate), "-o", str(out),
-           "--tl-channel", "w1", "--nuclei-channel", "w2", "--diameter", str(DIAMETER),
-           "--nuclei-diameter", str(DIAMETER * 0.5), "--workers", str(workers)]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
-    return cmd
+    """A fresh Python process that runs one plate (:func:`_run_plate`)."""
+    return [sys.executable, __file__, "--run-plate", str(plate), str(out), str(workers),
+            "none" if threads is None else str(threads)]
+
+
+def _run_plate(argv) -> int:
+    """In the fresh process: ``tlseg.run_plate`` on PLATE into OUT with the given
+    diameters, WORKERS workers and THREADS threads each ('none': tlseg's default)."""
+    import logging
+
+    plate, out, workers, threads = argv
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("tlseg").setLevel(logging.INFO)  # tlseg's progress, not Dask's
+    result = tlseg.run_plate(plate, out, tl_channel="w1", nuclei_channel="w2",
+                             diameter=DIAMETER, nuclei_diameter=DIAMETER * 0.5,
+                             workers=int(workers),
+                             threads=None if threads == "none" else int(threads))
+    return 2 if result["failed"] else 0
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -99,14 +111,17 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 def run(plate: Path, out: Path, workers: int, threads: int | None, *, kill_after: int | None = None,
         fresh: bool = True) -> dict:
-    """Run the CLI; optionally SIGKILL its process group once ``kill_after`` sites are done."""
+    """Run one plate in a fresh process; optionally SIGKILL its process group once
+    ``kill_after`` sites are done."""
     if fresh and out.exists():
         shutil.rmtree(out)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     before = len(list((out / "sites").glob("*.json"))) if out.exists() else 0
+    log = out.with_name(out.name + ".log")  # the run's messages (a file: never blocks)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_cmd(plate, out, workers, threads), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(_cmd(plate, out, workers, threads), env=env, process_group=0,
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     ps = psutil.Process(proc.pid)
     peak, first_new, killed = 0, None, False
     marks = []  # (time, sites done) whenever the count changes
@@ -124,9 +139,8 @@ def run(plate: Path, out: Path, workers: int, threads: int | None, *, kill_after
             break
         time.sleep(0.25)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
     if not killed and proc.returncode != 0:
-        raise SystemExit(f"plate run failed ({proc.returncode}):\n{err[-2000:]}")
+        raise SystemExit(f"plate run failed ({proc.returncode}):\n{log.read_text()[-2000:]}")
     n_done = len(list((out / "sites").glob("*.json")))
     # steady rate: from the first finished site to the last, without start-up and report
     steady = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
@@ -156,8 +170,11 @@ def main(argv=None) -> int:
     p.add_argument("--ratio-sites", type=int, default=96,
                    help="sites of the plate used for the 1-vs-2-worker ratio and kill/resume")
     p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--work", type=Path, default=WORK / "plate_throughput",
+                   help="where the plates and the runs' outputs go")
+    add_out(p, "plate_throughput")
     args = p.parse_args(argv)
-    work = WORK / "plate_throughput"
+    work = args.work
     small = make_plate(work, args.ratio_sites, args.size)
     rows = {}
     # on 2 cores the default --threads gives 2 workers 1 thread each, 1 worker 2 threads
@@ -194,7 +211,7 @@ def main(argv=None) -> int:
     big = run(plate, work / f"out_{args.sites}_w2", 2, None)
     print(f"{args.sites} sites, 2 workers: {big['sites_per_s']:.3f} sites/s "
           f"({big['wall_s']} s), peak RSS {big['peak_rss_mb']} MB", flush=True)
-    path = write_results("plate_throughput", argv=argv, payload={
+    path = write_results("plate_throughput", argv=argv, out=args.out, payload={
         "plate": {"sites": args.sites, "ratio_sites": args.ratio_sites, "size": args.size,
                   "channels": ["tl (brightfield)", "nuclei"], "cells_per_site": "100-200",
                   "diameter_px": DIAMETER, "nuclei_diameter_px": DIAMETER * 0.5},
@@ -210,4 +227,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--run-plate":
+        raise SystemExit(_run_plate(sys.argv[2:]))
     raise SystemExit(main())

@@ -1,15 +1,26 @@
-"""Speed and peak memory of `tlseg segment` vs Cellpose 3 inference, in one run.
+"""Speed and peak memory of tlseg segmentation vs Cellpose 3 inference, and the nuclei model per plate site.
 
 Run::
 
-    python benchmarks/speed.py            # sizes 1024 2048 4096
+    python benchmarks/speed.py            # sizes 1024 2048 4096, then the nuclei model
 
 For each size a synthetic phase-contrast field (cells 30 px across, so neither tool
 rescales) is written to a temporary TIFF. Each measurement runs in a fresh process:
-``tlseg segment`` (the CLI itself, diameter given, then estimated) and Cellpose 3
-(``benchmarks/peers/cellpose_speed.py`` in its own venv, cyto-style network, diameter 30).
-Reported: median seconds per image over repeats, seconds per megapixel, peak RSS of the
-process, and the Cellpose / tlseg time ratio. Results: ``benchmarks/results/speed.json``.
+tl-cells (``tlseg.load_model`` + ``Model.predict_instances`` + ``tlseg.write_labels``,
+what ``tlseg segment`` does per image; diameter given, then estimated) and Cellpose 3
+(``benchmarks/peers/cellpose_speed.py`` in its own venv, cyto-style network, diameter
+30). Reported: median seconds per image over repeats, seconds per megapixel, peak RSS of
+the process, and the Cellpose / tlseg time ratio.
+
+Nuclei: a synthetic 1024² nuclear-stain site (``tlseg.synthetic_field``, 150 cells,
+nuclei ~14 px) is segmented at its known nucleus diameter by each of
+``--nuclei-models`` (default: the shipped ``nuclei``), ``--nuclei-repeats`` times,
+alternating between the models so that load on the machine affects them alike; the
+median wall time per model and the ratio to the first model are reported.
+
+Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``);
+the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
+``--nuclei-only`` times only the nuclei model and rewrites only that key.
 """
 
 from __future__ import annotations
@@ -25,31 +36,27 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, write_results  # noqa: E402
+from common import REPO, add_out, results_path, stamp, update_results, write_results
 
 CELLPOSE_PY = REPO / "benchmarks" / ".venv-cellpose" / "bin" / "python"
+NUCLEUS_DIAMETER = 14.0
 
 
 def _child(argv) -> int:
     """Run in a fresh process: segment one image `repeats` times, print timings as JSON."""
-    import torch
-
-    from tlseg.io import read_image, write_labels
-    from tlseg.model import Model
+    import tlseg
 
     path, repeats, diameter = argv[0], int(argv[1]), argv[2]
-    torch.set_num_threads(2)
+    tlseg.set_threads(2)
     t0 = time.perf_counter()
-    model = Model.from_pretrained("tl-cells")
-    image = read_image(path)
+    model = tlseg.load_model("tl-cells")
+    image = tlseg.read_image(path)
     load_s = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         labels, det = model.predict_instances(image, diameter=None if diameter == "auto" else float(diameter))
-        write_labels(Path(path).with_name("out_masks.tif"), labels)
+        tlseg.write_labels(Path(path).with_name("out_masks.tif"), labels)
         times.append(time.perf_counter() - t)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"times": times, "load_s": load_s, "peak_rss_mb": rss_mb,
@@ -62,28 +69,25 @@ def _run(cmd) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="*", type=int, default=[1024, 2048, 4096])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-cellpose", action="store_true")
-    args = p.parse_args(argv)
+def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
+    """One row per image size: tl-cells with the diameter given and estimated, and
+    Cellpose 3 where its venv exists."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
+        for size in sizes:
             img = Path(tmp) / f"field_{size}.tif"
             # made in a separate process: a child's peak RSS starts at its parent's RSS
             # when forked, so the parent must never hold a large image
             subprocess.run([sys.executable, __file__, "--make", str(img), str(size)], check=True)
             mp = size * size / 1e6
-            reps = args.repeats if size <= 2048 else 1
+            reps = repeats if size <= 2048 else 1
             row = {"size": size, "megapixels": round(mp, 2)}
             for label, diam in (("tlseg", "30"), ("tlseg_auto_diameter", "auto")):
                 r = _run([sys.executable, __file__, "--child", str(img), str(reps), diam])
                 med = float(np.median(r["times"]))
                 row[label] = {"s_per_image": round(med, 3), "s_per_megapixel": round(med / mp, 3),
                               "peak_rss_mb": round(r["peak_rss_mb"]), "n_cells": r["n_cells"]}
-            if not args.no_cellpose and CELLPOSE_PY.exists():
+            if cellpose and CELLPOSE_PY.exists():
                 r = _run([str(CELLPOSE_PY), str(REPO / "benchmarks/peers/cellpose_speed.py"),
                           "--image", str(img), "--repeats", str(reps), "--threads", "2"])
                 med = float(r["seconds_per_image"])
@@ -98,14 +102,82 @@ def main(argv=None) -> int:
         print(f"{r['size']:>6} {r['tlseg']['s_per_megapixel']:>11.3f} "
               f"{r['tlseg_auto_diameter']['s_per_megapixel']:>12.3f} {r['tlseg']['peak_rss_mb']:>7} "
               f"{cp.get('s_per_megapixel', float('nan')):>14.3f} {r.get('speedup_vs_cellpose', float('nan')):>9.2f}")
-    out = write_results("speed", argv=argv, payload={"threads": 2, "rows": rows})
+    return rows
+
+
+def time_nuclei(model_names, repeats: int) -> dict:
+    """Median time per nuclei model to segment one synthetic 1024² nuclear-stain site."""
+    import tlseg
+
+    tlseg.set_threads()
+    f = tlseg.synthetic_field((1024, 1024), n_cells=150, diameter=28, modality="brightfield",
+                              seed=3)
+    image = f["nuclei"].astype(np.float32)
+    models = {m: tlseg.load_model(m) for m in model_names}
+    for m in models.values():  # warm-up
+        m.predict_instances(image, diameter=NUCLEUS_DIAMETER)
+    times: dict[str, list[float]] = {m: [] for m in models}
+    counts = {}
+    for _ in range(repeats):
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            _, det = m.predict_instances(image, diameter=NUCLEUS_DIAMETER)
+            times[name].append(time.perf_counter() - t0)
+            counts[name] = det["n_cells"]
+    first = float(np.median(times[model_names[0]]))
+    rows = {name: {"median_s": round(float(np.median(t)), 3),
+                   "ratio_to_first": round(float(np.median(t)) / first, 2),
+                   "n_nuclei": counts[name]} for name, t in times.items()}
+    for name, r in rows.items():
+        print(f"{name:24s} {r['median_s']:.2f} s  ({r['ratio_to_first']:.2f}x)  "
+              f"{r['n_nuclei']} nuclei")
+    return {"site": "1024x1024 synthetic nuclear stain, 150 cells, nuclei ~14 px",
+            "true_nuclei": int(len(np.unique(f["nuclei_labels"])) - 1),
+            "repeats": repeats, "results": rows}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="*", type=int, default=[1024, 2048, 4096])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-cellpose", action="store_true")
+    p.add_argument("--nuclei-models", nargs="+", default=["nuclei"],
+                   help="nuclei models to time (names or folders); the first is the reference")
+    p.add_argument("--nuclei-repeats", type=int, default=5)
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--nuclei-only", action="store_true",
+                      help="time only the nuclei models; rewrite only the 'nuclei' key")
+    part.add_argument("--skip-nuclei", action="store_true",
+                      help="do not time the nuclei models; keep the stored 'nuclei' key")
+    add_out(p, "speed", " (and peers.json's 'speed')")
+    args = p.parse_args(argv)
+    if args.nuclei_only:
+        nuclei = time_nuclei(args.nuclei_models, args.nuclei_repeats)
+        print(f"written {update_results('speed', ('nuclei',), nuclei, argv=argv, out=args.out)}")
+        return 0
+    rows = time_tl_cells(args.sizes, args.repeats, not args.no_cellpose)
+    path = results_path("speed", args.out)
+    if args.skip_nuclei:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        nuclei = {"nuclei": stored["nuclei"]} if "nuclei" in stored else {}
+    else:
+        nuclei = {"nuclei": {**stamp(argv),
+                             **time_nuclei(args.nuclei_models, args.nuclei_repeats)}}
+    out = write_results("speed", argv=argv, out=args.out,
+                        payload={"threads": 2, "rows": rows, **nuclei})
     print(f"written {out}")
+    if all("cellpose3" in r for r in rows) and rows:
+        peers_out = (None if args.out is None or out.resolve() == results_path("speed")
+                     else out.with_name(f"{out.stem}_peers.json"))
+        cp_rows = [{k: r[k] for k in ("size", "megapixels", "cellpose3", "tlseg",
+                                      "speedup_vs_cellpose")} for r in rows]
+        print(f"written {update_results('peers', ('speed',), {'rows': cp_rows}, argv=argv, out=peers_out)}")
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--make":
-        from tlseg.synthetic import synthetic_field
+        from tlseg import synthetic_field
 
         n = int(sys.argv[3])
         tifffile.imwrite(sys.argv[2], synthetic_field((n, n), diameter=30, seed=n)["tl"])

@@ -22,11 +22,10 @@ def main():
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from tlseg.io import read_image
+    import tlseg
     from tlseg.napari.widget import TlsegWidget
-    from tlseg.teaching.suggest import suggest_rois
 
-    image = read_image(args.image)
+    image = tlseg.read_image(args.image)
     viewer = napari.Viewer(title="tlseg", show=True)
     viewer.window.resize(1500, 950)
     viewer.add_image(image, name=args.image.stem, metadata={"path": str(args.image)})
@@ -35,7 +34,7 @@ def main():
     labels, details = widget._current_model().predict_instances(image)
     widget._segmented(f"{args.image.stem} cells", labels, details)
     viewer.layers[f"{args.image.stem} cells"].contour = 2
-    picks = suggest_rois(widget._current_model(), image, n=3, size=256)
+    picks = tlseg.suggest_rois(widget._current_model(), image, n=3, size=256)
     viewer.add_shapes([np.array([[b[0], b[1]], [b[2], b[3]]]) for b in (q["box"] for q in picks)],
                       shape_type="rectangle", edge_color="orange", face_color="transparent",
                       edge_width=4, name="suggested ROIs")

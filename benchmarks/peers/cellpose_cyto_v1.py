@@ -38,9 +38,8 @@ Choices (recorded in summary.json):
 Usage (from the repo root):
     benchmarks/.venv-cellpose/bin/python benchmarks/peers/cellpose_cyto_v1.py
     benchmarks/.venv-cellpose/bin/python benchmarks/peers/cellpose_cyto_v1.py --convert-only
-then score, e.g.:
-    .venv/bin/tlseg evaluate benchmarks/work/cellpose_cyto_v1/usiigaci \\
-        ../shared/data/tl/usiigaci/val/masks
+then score every peer's masks (tlseg's venv):
+    python benchmarks/accuracy.py --data ../shared/data --peers-only
 """
 
 from __future__ import annotations
@@ -55,10 +54,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import common as C
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
 
 WHEEL_SPEC = "cellpose==0.0.1.6"
 WHEEL_NAME = "cellpose-0.0.1.6-py3-none-any.whl"
@@ -190,7 +187,7 @@ def main() -> int:
         wheel = get_wheel(args.wheel_dir)
         buf = zipfile.ZipFile(wheel).read(MEMBER)
         mx = read_mxnet_params(buf)
-        net, sd, n_mx, n_extra = convert(mx, args.diam_mean)
+        _, sd, n_mx, n_extra = convert(mx, args.diam_mean)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(sd, pth)
         C.dump_json(args.out / "cyto_0.json", {

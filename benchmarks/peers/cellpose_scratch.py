@@ -33,7 +33,9 @@ Training (default mode):
   random initialisation. ``--epochs N`` skips the probe. The budget is soft: the
   actual wall time is recorded.
 - Output: benchmarks/work/cellpose_scratch/model/models/cellpose_scratch (cellpose 3
-  model file) and .../cellpose_scratch/train.json (wall time, epochs, losses).
+  model file) and .../cellpose_scratch/train.json (wall time, epochs, losses); the
+  training facts also go to benchmarks/results/peers.json (``training.cellpose_scratch``;
+  ``--results`` elsewhere).
 
 Prediction (``--predict``): segment every val image of usiigaci, bbbc030-cho and
 ctc-dic-hela with that model, writing
@@ -48,9 +50,8 @@ augmentation).
 Usage (from the repo root, Cellpose venv):
     nice -n 19 benchmarks/.venv-cellpose/bin/python benchmarks/peers/cellpose_scratch.py --budget-min 55
     nice -n 19 benchmarks/.venv-cellpose/bin/python benchmarks/peers/cellpose_scratch.py --predict
-then score each source:
-    .venv/bin/tlseg evaluate benchmarks/work/cellpose_scratch/usiigaci \\
-        ../shared/data/tl/usiigaci/val/masks
+then score every peer's masks (tlseg's venv):
+    python benchmarks/accuracy.py --data ../shared/data --peers-only
 """
 
 from __future__ import annotations
@@ -63,10 +64,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common as C
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
 
 MODEL_NAME = "cellpose_scratch"
 
@@ -91,7 +90,7 @@ def train(args) -> int:
     out = args.out
     (out / "model").mkdir(parents=True, exist_ok=True)
 
-    imgs, masks, names = load_train(args.data, args.sources)
+    imgs, masks, _ = load_train(args.data, args.sources)
     t = time.time()
     # the exact call train_seg makes; done once here so the probe and the real run share it
     flows = dynamics.labels_to_flows(masks, device=torch.device("cpu"))
@@ -103,10 +102,10 @@ def train(args) -> int:
     model = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None,
                                  mkldnn=False, diam_mean=30.0, nchan=2)
     init_state = copy.deepcopy(model.net.state_dict())
-    kw = dict(train_data=imgs, train_labels=flows, channels=[0, 0], normalize=True,
-              rescale=True, batch_size=args.batch_size, learning_rate=args.lr,
-              weight_decay=args.weight_decay, momentum=0.9, SGD=True,
-              min_train_masks=5, bsize=224, nimg_per_epoch=args.nimg_per_epoch or None)
+    kw = {"train_data": imgs, "train_labels": flows, "channels": [0, 0], "normalize": True,
+          "rescale": True, "batch_size": args.batch_size, "learning_rate": args.lr,
+          "weight_decay": args.weight_decay, "momentum": 0.9, "SGD": True,
+          "min_train_masks": 5, "bsize": 224, "nimg_per_epoch": args.nimg_per_epoch or None}
 
     t_probe, epoch_s = 0.0, None
     n_epochs = args.epochs
@@ -133,7 +132,7 @@ def train(args) -> int:
     wall = time.time() - t_start
     per_epoch = args.nimg_per_epoch or len(imgs)
     steps = n_epochs * -(-per_epoch // args.batch_size)
-    C.dump_json(out / "train.json", {
+    facts = {
         "peer": "cellpose_scratch", "model": str(path), "cellpose": _cp_version(),
         "sources": list(args.sources), "n_train_images": len(imgs),
         "budget_min": args.budget_min, "wall_s": round(wall, 1),
@@ -152,7 +151,11 @@ def train(args) -> int:
                   "seed": args.seed, "threads": args.threads},
         "diam_labels": float(model.net.diam_labels.item()),
         "final_train_loss": float(train_losses[-1]),
-        "train_losses": [round(float(x), 4) for x in train_losses]})
+        "train_losses": [round(float(x), 4) for x in train_losses]}
+    C.dump_json(out / "train.json", facts)
+    C.record_training("cellpose_scratch", {k: facts[k] for k in (
+        "cellpose", "n_train_images", "budget_min", "wall_s", "train_s", "n_epochs",
+        "nimg_per_epoch", "images_seen")}, args.results)
     C.eprint(f"saved {path}; {n_epochs} epochs, {t_train:.0f} s training, {wall:.0f} s total")
     return 0
 
@@ -190,6 +193,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=C.DEFAULT_DATA,
                     help="shared data root holding tl/ (default: ../shared/data from the repo)")
     ap.add_argument("--out", type=Path, default=C.WORK / "cellpose_scratch")
+    ap.add_argument("--results", type=Path, default=C.PEERS_RESULTS,
+                    help="the results file whose training.cellpose_scratch gets the "
+                         "training facts (default: benchmarks/results/peers.json)")
     ap.add_argument("--predict", action="store_true",
                     help="segment the val images with the trained model (no training)")
     ap.add_argument("--budget-min", type=float, default=55.0,

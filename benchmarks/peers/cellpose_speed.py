@@ -37,10 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+import common as C
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common as C  # noqa: E402
 
 DEFAULT_WEIGHTS = C.WORK / "cellpose_cyto_v1" / "cyto_0.pth"
 

@@ -3,17 +3,19 @@
 Run each peer script with its own venv (``benchmarks/.venv-cellpose``, ``-stardist``,
 ``-deepsea``), not with tlseg's. Only numpy, tifffile (and scikit-image for
 :func:`resize_labels`) are needed at import, so every peer venv can import this file
-(the scripts put their own folder on ``sys.path``). Nothing here imports tlseg except
-:func:`score`, which loads ``tlseg.metrics`` from ``src/`` so that sanity checks use the
-scorer of ``tlseg evaluate``. Nothing reads or writes outside ``--data`` (read only) and
-``benchmarks/work/`` (gitignored).
+(``python benchmarks/peers/<script>.py`` puts this folder on ``sys.path``). Nothing here
+imports tlseg except :func:`score`, which uses tlseg's scorer
+(``tlseg.analysis.metrics``, numpy and scipy only) where tlseg is installed in the peer
+venv without its dependencies (``pip install --no-deps -e .``). Nothing reads or writes
+outside ``--data`` (read only), ``benchmarks/work/`` (gitignored) and, for the training
+facts of the scratch peers, ``benchmarks/results/peers.json`` (:func:`record_training`).
 
 Layout of the data (see ``shared/data/README.md``)::
 
     <data>/tl/<source>/{train,val}/{images,masks}/<stem>.tif
 
 Predictions are written as ``benchmarks/work/<peer>/<source>/<stem>_masks.tif`` (uint16),
-which ``tlseg evaluate PRED_DIR <data>/tl/<source>/val/masks`` scores.
+which ``python benchmarks/accuracy.py --peers-only`` scores into ``peers.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 WORK = REPO / "benchmarks" / "work"
+PEERS_RESULTS = REPO / "benchmarks" / "results" / "peers.json"
 
 # Sources with a val split (scored) and all label-free training sources.
 VAL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
@@ -132,12 +135,42 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     )
 
 
-def score(pairs_true_pred) -> dict:
-    """Dataset AP (pooled counts) with tlseg's own metric, for sanity checks."""
-    sys.path.insert(0, str(REPO / "src"))
-    from tlseg.metrics import match_counts, summarize
+def has_scorer() -> bool:
+    """Whether tlseg's scorer can be imported in this venv (see :func:`score`)."""
+    try:
+        import tlseg.analysis.metrics  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def score(pairs_true_pred) -> dict | None:
+    """Dataset AP (pooled counts) with tlseg's own scorer, for sanity checks and
+    calibration; None (with a warning) where tlseg is not installed in this venv."""
+    if not has_scorer():
+        eprint("tlseg is not installed in this venv, so nothing is scored here "
+               "(`pip install --no-deps -e .` from the repository root adds its scorer); "
+               "`python benchmarks/accuracy.py --peers-only` scores the masks written")
+        return None
+    from tlseg.analysis.metrics import match_counts, summarize
 
     return summarize([match_counts(t, p) for t, p in pairs_true_pred])
+
+
+def format_scores(s: dict | None) -> str:
+    """'AP50 .. AP75 .. mAP ..' of :func:`score`, or 'not scored'."""
+    if s is None:
+        return "not scored"
+    return f"AP50 {s['ap50']:.3f} AP75 {s['ap75']:.3f} mAP {s['map']:.3f}"
+
+
+def record_training(peer: str, facts: dict, path: Path = PEERS_RESULTS) -> Path:
+    """Write a scratch peer's training facts to ``peers.json["training"][peer]`` (the
+    rest of the file is kept)."""
+    doc = json.loads(path.read_text()) if path.is_file() else {"benchmark": "peers"}
+    doc.setdefault("training", {})[peer] = facts
+    dump_json(path, doc)
+    return path
 
 
 def peak_rss_mb() -> float:

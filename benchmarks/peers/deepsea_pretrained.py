@@ -47,8 +47,10 @@ Examples::
     benchmarks/.venv-deepsea/bin/python benchmarks/peers/deepsea_pretrained.py --scale deepsea \\
         --out benchmarks/work/deepsea_pretrained_native
     benchmarks/.venv-deepsea/bin/python benchmarks/peers/deepsea_pretrained.py --calibrate usiigaci
-    .venv/bin/tlseg evaluate benchmarks/work/deepsea_pretrained/usiigaci \\
-        ../shared/data/tl/usiigaci/val/masks
+    python benchmarks/accuracy.py --data ../shared/data --peers-only   # tlseg's venv
+
+``--calibrate`` scores with tlseg's scorer, so it needs tlseg in this venv
+(``benchmarks/.venv-deepsea/bin/pip install --no-deps -e .``).
 """
 
 from __future__ import annotations
@@ -61,8 +63,7 @@ import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 DEEPSEA_VERSION = "0.0.3"
 # DeepSea: image_size / image_means / image_stds defaults of apply_img_segmentation().
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
     net = load_model(ensure_wheel(args.wheel_dir))
 
     if args.calibrate:
+        if not common.has_scorer():
+            raise SystemExit("--calibrate needs tlseg's scorer in this venv")
         rows = []
         for t in args.sweep:
             res, f = predict_source(net, args.data, args.calibrate, "train",
@@ -210,8 +213,8 @@ def main(argv=None) -> int:
         s = common.score(res)
         info["sources"][source] = {"scale_factor": f, "n_images": len(res),
                                    "seconds": round(time.time() - t0, 1), "scores": s}
-        print(f"{source}: {len(res)} images, factor {f}, AP50 {s['ap50']:.3f} "
-              f"AP75 {s['ap75']:.3f} mAP {s['map']:.3f} -> {args.out / source}", flush=True)
+        print(f"{source}: {len(res)} images, factor {f}, {common.format_scores(s)} -> "
+              f"{args.out / source}", flush=True)
     (args.out / f"run_{args.split}.json").write_text(json.dumps(info, indent=2))
     return 0
 

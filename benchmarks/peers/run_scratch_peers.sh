@@ -1,5 +1,7 @@
 #!/bin/bash
-# Peer training, back to back, each with a 50-min wall budget on the 2 cores.
+# Peer training, back to back, each with a 50-min wall budget on the 2 cores; each training
+# run writes its facts to benchmarks/results/peers.json (training), and the last step scores
+# every peer's val masks into peers.json (accuracy).
 set -x
 cd "$(dirname "$0")/../.."
 date

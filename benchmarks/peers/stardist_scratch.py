@@ -46,13 +46,15 @@ Outputs (``benchmarks/work/stardist_scratch/`` by default)::
     <source>/<stem>_masks.tif   predicted val masks (uint16), with --predict
     predict_info.json           wall times, epochs, thresholds, AP per source
 
+The training facts also go to ``benchmarks/results/peers.json``
+(``training.stardist_scratch``; ``--results`` elsewhere).
+
 Examples::
 
     nice -n 19 benchmarks/.venv-stardist/bin/python benchmarks/peers/stardist_scratch.py \\
         --train --budget-min 55 --predict
     benchmarks/.venv-stardist/bin/python benchmarks/peers/stardist_scratch.py --predict
-    .venv/bin/tlseg evaluate benchmarks/work/stardist_scratch/usiigaci \\
-        ../shared/data/tl/usiigaci/val/masks
+    python benchmarks/accuracy.py --data ../shared/data --peers-only   # tlseg's venv
 """
 
 from __future__ import annotations
@@ -61,12 +63,10 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 PEER = "stardist_scratch"
 
@@ -244,6 +244,17 @@ def train(args) -> None:
                      "csbdeep": __import__("csbdeep").__version__},
     }
     (args.out / args.model_name / "train_info.json").write_text(json.dumps(info, indent=2))
+    common.record_training(PEER, {
+        **{k: info[k] for k in (
+            "peer", "diameter", "budget_min", "reserve_min", "steps_per_epoch", "batch_size",
+            "epochs_done", "stopped_by_budget", "sec_per_step_first_batches", "sec_per_epoch",
+            "train_wall_s", "optimize_thresholds_wall_s", "total_wall_s", "threads")
+           if k in info},
+        "trained": f"{info['epochs_done']} epochs x {info['steps_per_epoch']} steps (batch "
+                   f"{info['batch_size']}, {patch[0]}x{patch[1]} patches) in "
+                   f"{info['train_wall_s'] / 60:.1f} min, then threshold optimisation "
+                   f"({info['optimize_thresholds_wall_s']:.0f} s); budget "
+                   f"{info['budget_min']:g} min"}, args.results)
     print(f"trained {log['epochs_done']} epochs in {t_train / 60:.1f} min, thresholds "
           f"{thresholds} ({t_thr:.0f} s)", flush=True)
 
@@ -274,8 +285,8 @@ def predict(args) -> None:
         out["sources"][source] = {"train_median_diameter": round(d_train, 2),
                                   "scale_factor": round(factor, 4), "n_images": len(res),
                                   "wall_s": round(time.time() - t0, 1), "scores": s}
-        print(f"{source}: factor {factor:.3f}, AP50 {s['ap50']:.3f} AP75 {s['ap75']:.3f} "
-              f"mAP {s['map']:.3f} -> {args.out / source}", flush=True)
+        print(f"{source}: factor {factor:.3f}, {common.format_scores(s)} -> "
+              f"{args.out / source}", flush=True)
     (args.out / f"predict_info_{args.split}.json").write_text(json.dumps(out, indent=2))
 
 
@@ -288,6 +299,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=common.WORK / PEER,
                    help="work folder: model in OUT/<model-name>, masks in OUT/<source>")
     p.add_argument("--model-name", default="model")
+    p.add_argument("--results", type=Path, default=common.PEERS_RESULTS,
+                   help="the results file whose training.stardist_scratch gets the training "
+                        "facts (default: benchmarks/results/peers.json)")
     p.add_argument("--train", action="store_true", help="train a new model (overwrites)")
     p.add_argument("--predict", action="store_true", help="segment the val images")
     p.add_argument("--budget-min", type=float, default=55.0,
