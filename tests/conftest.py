@@ -1,13 +1,10 @@
-import os
-
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
-import torch
 
+from tlseg.plate.demo import make_demo_plate
 from tlseg.synthetic import synthetic_field
-
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +23,30 @@ def image_dir(tmp_path, field):
     gt.mkdir()
     tifffile.imwrite(gt / "a.tif", field["labels"].astype(np.uint16))
     tifffile.imwrite(gt / "b.tif", f2["labels"].astype(np.uint16))
+    return d
+
+
+@pytest.fixture(scope="session")
+def plate(tmp_path_factory):
+    """2 densities x 2 replicate wells x 2 sites of 192x192, TL (w1) + nuclei (w2)."""
+    root = tmp_path_factory.mktemp("plate")
+    made = make_demo_plate(root, replicates=2, sites=2, size=192, seed=1)
+    # keep only two density levels to stay fast: rows A and B
+    for f in made["plate"].glob("*_[CD]0*"):
+        f.unlink()
+    pm = pd.read_csv(made["plate_map"])
+    pm[pm["well"].str[0].isin(["A", "B"])].to_csv(made["plate_map"], index=False)
+    return made
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A training data folder: 4 synthetic 128x128 images and their masks (cells of 24 px)."""
+    d = tmp_path_factory.mktemp("data")
+    (d / "images").mkdir()
+    (d / "masks").mkdir()
+    for i in range(4):
+        f = synthetic_field((128, 128), diameter=24, seed=100 + i)
+        tifffile.imwrite(d / "images" / f"s{i}.tif", f["tl"])
+        tifffile.imwrite(d / "masks" / f"s{i}.tif", f["labels"].astype(np.uint16))
     return d

@@ -45,6 +45,7 @@ def test_manifest_is_valid():
     assert {c.id for c in pm.contributions.commands} >= {"tlseg.widget", "tlseg.sample_phase"}
 
 
+@pytest.mark.slow
 def test_segment_and_edit_with_undo(widget):
     viewer = widget.viewer
     layer = viewer.layers["field cells"]
@@ -75,6 +76,7 @@ def test_segment_and_edit_with_undo(widget):
     assert len(np.unique(layer.data)) - 1 == n0 + 1
 
 
+@pytest.mark.slow
 def test_roi_training_in_a_worker_and_cancel(widget, qtbot, tmp_path):
     viewer = widget.viewer
     widget.project_dir.value = tmp_path / "project"
@@ -110,6 +112,7 @@ def test_roi_training_in_a_worker_and_cancel(widget, qtbot, tmp_path):
     assert widget.model.value == "tuned" and widget.train_btn.enabled
 
 
+@pytest.mark.slow
 def test_suggested_rois_layer(widget, qtbot):
     widget.n_suggest.value = 2
     widget.suggest()

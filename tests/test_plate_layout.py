@@ -6,7 +6,7 @@ import pytest
 
 from tlseg.errors import TlsegError
 from tlseg.plate.layout import normalize_well, read_plate_map, row_name, scan_plate
-from tlseg.analysis.measure import measure_site, nuclei_per_cell
+from tlseg.analysis.measure import measure_cells, nuclei_per_cell
 from tlseg.plate.validate import agreement, linear_range, lins_ccc, validate_counts
 
 
@@ -122,7 +122,7 @@ def test_measurements_and_nuclei_inside_cells():
     nuclei[0:2, 30:33] = 4  # outside every cell
     assert nuclei_per_cell(cells, nuclei).tolist() == [1, 2, 1]
     img = np.arange(1600, dtype=np.float32).reshape(40, 40)
-    df = measure_site(cells, {"w1": img, "DAPI - DAPI": img * 2}, nuclei=nuclei, pixel_size=0.5)
+    df = measure_cells(cells, {"w1": img, "DAPI - DAPI": img * 2}, nuclei=nuclei, pixel_size=0.5)
     assert df["area"].tolist() == [324, 256]
     assert df["n_nuclei"].tolist() == [2, 1]
     assert {"mean_w1", "mean_DAPI_DAPI", "area_um2", "eccentricity", "solidity",
@@ -155,3 +155,52 @@ def test_linear_range_stops_where_counts_saturate():
     assert res["density"][0]["column"] == "seeding_density"
     with pytest.raises(TlsegError, match="--nuclei-channel"):
         validate_counts(wells.drop(columns="n_nuclei"))
+
+
+def test_validate_plate_summarises_site_records_into_wells_conditions_and_a_report(tmp_path):
+    """The tables of a run, from hand-made site records (what `tlseg plate run` writes)."""
+    import json
+
+    import tlseg
+
+    out = tmp_path / "run"
+    for sub in ("sites", "cells"):
+        (out / sub).mkdir(parents=True)
+    run = {"plate": "p", "layout": "imagexpress", "skipped_sites": [], "unparsed_files": [],
+           "config": {"tl_channel": "w1", "nuclei_channel": "w2", "pixel_size": 0.5}}
+    (out / "run.json").write_text(json.dumps(run))
+    (out / "plate_map.csv").write_text("well,seeding_density\nA01,1000\nA02,1000\n"
+                                       "B01,2000\nB02,2000\n")
+    # (well, site): (cells, nuclei); each site's first cell holds no nucleus
+    counts = {("A01", 1): (10, 11), ("A01", 2): (12, 12), ("A02", 1): (9, 10),
+              ("A02", 2): (11, 11), ("B01", 1): (20, 21), ("B01", 2): (22, 23),
+              ("B02", 1): (19, 20)}
+    for (well, site), (n_cells, n_nuclei) in counts.items():
+        key = f"{well}_s{site}"
+        record = {"well": well, "site": site, "key": key, "paths": {"w1": "gone.tif"},
+                  "status": "ok", "shape": [100, 100], "diameter": 20.0, "n_cells": n_cells,
+                  "nuclei_diameter": 10.0, "n_nuclei": n_nuclei}
+        (out / "sites" / f"{key}.json").write_text(json.dumps(record))
+        pd.DataFrame({"well": well, "site": site, "label": np.arange(1, n_cells + 1),
+                      "area": 300.0, "n_nuclei": [0] + [1] * (n_cells - 1)}
+                     ).to_parquet(out / "cells" / f"{key}.parquet")
+    failed = {"well": "B02", "site": 2, "key": "B02_s2", "paths": {}, "status": "error",
+              "error": "B02_s2_w1.tif: cannot read image"}
+    (out / "sites" / "B02_s2.json").write_text(json.dumps(failed))
+    result = tlseg.validate_plate(out)
+    wells = pd.read_csv(out / "wells.csv").set_index("well")
+    assert wells["n_cells"].to_dict() == {"A01": 22, "A02": 20, "B01": 42, "B02": 19}
+    assert wells["n_nuclei"].to_dict() == {"A01": 23, "A02": 21, "B01": 44, "B02": 20}
+    assert wells["n_sites"].tolist() == [2, 2, 2, 1]
+    assert wells["n_failed_sites"].tolist() == [0, 0, 0, 1]
+    assert wells["cells_without_nucleus"].tolist() == [2, 2, 2, 1]
+    assert wells["nuclei_outside_cells"].tolist() == [3, 3, 4, 2]
+    assert wells.loc["B02", "cells_per_mm2"] == pytest.approx(19 / (100 * 100 * 0.0005**2))
+    assert wells.loc["A01", "mean_area_um2"] == pytest.approx(300 * 0.25)
+    conditions = pd.read_csv(out / "conditions.csv")
+    assert conditions["n_wells"].tolist() == [2, 2]
+    assert conditions["n_cells_mean"].tolist() == [21.0, 30.5]
+    validation = json.loads((out / "validation.json").read_text())
+    assert validation["per_well"]["n"] == 4 and validation["per_well"]["bias"] == -1.25
+    assert result["report"] == out / "report.html"
+    assert "B02 site 2: B02_s2_w1.tif: cannot read image" in result["report"].read_text()

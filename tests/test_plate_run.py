@@ -15,23 +15,9 @@ import tifffile
 from tlseg.cli import main
 from tlseg.errors import TlsegError
 from tlseg.analysis.metrics import match_counts
-from tlseg.plate.demo import make_demo_plate
 from tlseg.plate.run import open_client
 
 TLSEG = [sys.executable, "-m", "tlseg.cli"]
-
-
-@pytest.fixture(scope="module")
-def plate(tmp_path_factory):
-    """2 densities x 2 replicate wells x 2 sites of 192x192, TL (w1) + nuclei (w2)."""
-    root = tmp_path_factory.mktemp("plate")
-    made = make_demo_plate(root, replicates=2, sites=2, size=192, seed=1)
-    # keep only two density levels to stay fast: rows A and B
-    for f in made["plate"].glob("*_[CD]0*"):
-        f.unlink()
-    pm = pd.read_csv(made["plate_map"])
-    pm[pm["well"].str[0].isin(["A", "B"])].to_csv(made["plate_map"], index=False)
-    return made
 
 
 def _run_args(plate, out, *extra):
@@ -40,6 +26,7 @@ def _run_args(plate, out, *extra):
             "--threads", "1", "--diameter", "28", "--nuclei-diameter", "14", *extra]
 
 
+@pytest.mark.slow
 def test_plate_run_writes_every_table_and_resumes(plate, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(_run_args(plate, out, "--pixel-size", "0.65")) == 0
@@ -79,6 +66,7 @@ def test_plate_run_writes_every_table_and_resumes(plate, tmp_path, capsys):
     assert "other settings (model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(plate, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -113,6 +101,7 @@ def test_killed_run_resumes_to_the_same_result(plate, tmp_path):
     assert not list((killed / "masks").glob(".*")), "no temp files left behind"
 
 
+@pytest.mark.slow
 def test_run_on_an_existing_scheduler(plate, tmp_path):
     sched_file = tmp_path / "scheduler.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -147,6 +136,7 @@ def test_unreachable_scheduler_is_a_clear_error():
     assert time.time() - t0 < 30
 
 
+@pytest.mark.slow
 def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, capsys):
     from tlseg.synthetic import synthetic_field
 
@@ -183,6 +173,7 @@ def test_validate_needs_a_run_folder(tmp_path, capsys):
     assert "not a plate run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path, capsys):
     """Wells imaged with two objectives: each group gets its own automatic diameter."""
     from tlseg.synthetic import synthetic_field

@@ -221,6 +221,7 @@ def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
     assert (tmp_path / "exp" / "field_RoiSet.zip").stat().st_size > 100
 
 
+@pytest.mark.slow
 def test_finetune_on_a_background_only_roi_keeps_finding_cells(tmp_path):
     """A ROI of empty background must not teach the model that nothing is a cell.
 

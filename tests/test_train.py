@@ -10,19 +10,7 @@ from tlseg.config import ModelConfig, TrainConfig
 from tlseg.errors import TlsegError
 from tlseg.inference.model import Model
 from tlseg.synthetic import synthetic_field
-from tlseg.training.train import load_folders, train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    (d / "images").mkdir()
-    (d / "masks").mkdir()
-    for i in range(4):
-        f = synthetic_field((128, 128), diameter=24, seed=100 + i)
-        tifffile.imwrite(d / "images" / f"s{i}.tif", f["tl"])
-        tifffile.imwrite(d / "masks" / f"s{i}.tif", f["labels"].astype(np.uint16))
-    return d
+from tlseg.training.train import load_folders, train_samples
 
 
 TINY = ModelConfig(name="tiny", channels=(8, 16))
@@ -94,6 +82,7 @@ def test_annotation_fragments_are_ignored_not_cells(data_dir, tmp_path):
         load_folders([d], canonical_diameter=20, fragments=1.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.5])
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch, ema):
     # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)
@@ -103,19 +92,21 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     torch.use_deterministic_algorithms(True)
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
     tc = replace(TC, ema=ema)
-    ref = train(samples, tmp_path / "ref", model_config=TINY, train_config=tc)
+    ref = train_samples(samples, tmp_path / "ref", model_config=TINY, train_config=tc)
 
     def stop_at_3(step, total, parts):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(samples, tmp_path / "run", model_config=TINY, train_config=tc, progress=stop_at_3)
+        train_samples(samples, tmp_path / "run", model_config=TINY, train_config=tc,
+                      progress=stop_at_3)
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     assert not (tmp_path / "run" / "weights.pt").exists()
     with pytest.raises(TlsegError, match="--resume"):
-        train(samples, tmp_path / "run", model_config=TINY, train_config=tc)
-    resumed = train(samples, tmp_path / "run", model_config=TINY, train_config=tc, resume=True)
+        train_samples(samples, tmp_path / "run", model_config=TINY, train_config=tc)
+    resumed = train_samples(samples, tmp_path / "run", model_config=TINY, train_config=tc,
+                            resume=True)
     monkeypatch.undo()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
@@ -125,16 +116,17 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
 
 def test_averaged_weights_and_training_without_tuning(data_dir, tmp_path):
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
-    last = train(samples, tmp_path / "last", model_config=TINY, train_config=TC, tune=False)
-    ema = train(samples, tmp_path / "ema", model_config=TINY,
-                train_config=replace(TC, ema=0.9), tune=False)
+    last = train_samples(samples, tmp_path / "last", model_config=TINY, train_config=TC,
+                         tune=False)
+    ema = train_samples(samples, tmp_path / "ema", model_config=TINY,
+                        train_config=replace(TC, ema=0.9), tune=False)
     # the saved weights are the running average, not the last step's
     differ = [not torch.equal(a, b) for a, b in
               zip(last.net.state_dict().values(), ema.net.state_dict().values())]
     assert any(differ)
     card = Model.from_folder(tmp_path / "ema").card
     assert card["train_config"]["ema"] == 0.9
-    # held-out images are kept aside but not tuned on (scripts/retune.py does it later)
+    # held-out images are kept aside but not tuned on (tlseg tune does it later)
     assert card["n_holdout_images"] == 1 and card["holdout_scores"] == {}
     with pytest.raises(ValueError, match="ema"):
         TrainConfig(ema=1.0)
@@ -158,10 +150,11 @@ def test_exclude_and_device_arguments(data_dir, tmp_path):
     assert names == {"s0", "s2", "s3"}
     samples = load_folders([data_dir], canonical_diameter=24)
     with pytest.raises(TlsegError, match="not a device name"):
-        train(samples, tmp_path / "m", model_config=TINY, train_config=TC, device="gpu0")
+        train_samples(samples, tmp_path / "m", model_config=TINY, train_config=TC, device="gpu0")
     if not torch.cuda.is_available():
         with pytest.raises(TlsegError, match="no CUDA GPU"):
-            train(samples, tmp_path / "m", model_config=TINY, train_config=TC, device="cuda")
+            train_samples(samples, tmp_path / "m", model_config=TINY, train_config=TC,
+                          device="cuda")
 
 
 def test_crops_turn_flows_with_the_image():

@@ -11,9 +11,11 @@ atomically into the output folder:
 - ``<stem>_overlay.png`` with ``overlay``.
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
-``diameter_source``, ``mean_area_px``, ``error``), rewritten after every image: a run
-stopped part-way keeps the rows of the images it finished, and a re-run (which skips
-images whose masks exist) keeps the rows it does not redo.
+``diameter_source``, ``mean_area_px``, ``error``), rewritten after every image. An
+image's row is its last write, so it is the completion marker: a re-run skips an image
+only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
+and redoes any other; a run killed between two writes loses nothing on the re-run.
+Hidden temporary files left by a killed run are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ def _write_counts(path: Path, rows: dict[str, dict]) -> None:
     write_table(path, pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS)))
 
 
+def _output_folder(out) -> Path:
+    """``out`` made if needed and cleared of hidden temporary files of a killed run; a
+    one-line error when it cannot be a folder we write to."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TlsegError(f"{out}: is a file, not a folder; give a folder for -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*"):  # atomic writes' temp files (.<name>.<random><suffix>)
+            if stale.is_file() and stale.suffix in (".tif", ".csv", ".png"):
+                stale.unlink(missing_ok=True)
+        probe = out / ".tlseg-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TlsegError(f"{out}: cannot write there ({exc.strerror or exc}); choose "
+                         "another -o") from None
+    return out
+
+
 def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                    model: Model | str | Path | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None,
@@ -155,19 +177,23 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
         raise TypeError("segment_folder: give a SegmentConfig or keywords, not both")
     files = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
     model = model if model is not None else Model.load(config.model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(out)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
     for f in (progress or (lambda it: it))(files):
         mask_path = out / f"{f.stem}_masks.tif"
-        if mask_path.exists() and not config.overwrite:
-            log.info("%s: %s exists, skipped (use --overwrite to redo)", f.name, mask_path.name)
+        outputs = [mask_path, out / f"{f.stem}_cells.csv"]
+        if config.overlay:
+            outputs.append(out / f"{f.stem}_overlay.png")
+        done = (rows.get(f.name) or {}).get("status") == "ok" and all(
+            p.exists() for p in outputs)
+        if done and not config.overwrite:
+            log.info("%s: done in %s, skipped (use --overwrite to redo)", f.name, out)
             continue
         try:
             image = read_image(f, channel=config.channel, plane=config.plane)
-            done = segment_and_measure(model, image, diameter=config.diameter,
-                                       tile=config.tile, tta=config.tta)
+            result = segment_and_measure(model, image, diameter=config.diameter,
+                                         tile=config.tile, tta=config.tta)
         except TlsegError as exc:
             msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
             if len(files) == 1:
@@ -176,17 +202,23 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
             rows[f.name] = {"image": f.name, "status": "error", "error": msg}
             _write_counts(counts_path, rows)
             continue
-        labels, details, cells = done.labels, done.details, done.cells
-        write_table(out / f"{f.stem}_cells.csv", cells)
-        write_labels(mask_path, labels)
-        if config.overlay:
-            write_overlay(out / f"{f.stem}_overlay.png", image, labels)
+        labels, details, cells = result.labels, result.details, result.cells
         rows[f.name] = {"image": f.name, "status": "ok", "n_cells": details["n_cells"],
                         "diameter": round(details["diameter"], 2),
                         "diameter_source": details["diameter_source"],
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
                         else 0.0, "error": ""}
-        _write_counts(counts_path, rows)
+        try:  # the counts row last: it marks the image done
+            write_table(out / f"{f.stem}_cells.csv", cells)
+            write_labels(mask_path, labels)
+            if config.overlay:
+                write_overlay(out / f"{f.stem}_overlay.png", image, labels)
+            _write_counts(counts_path, rows)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise TlsegError(f"{out}: cannot write the results of {f.name} ({why}); free "
+                             "some space or choose another -o, then run again to resume"
+                             ) from None
         log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
                  details["diameter"], details["diameter_source"])
     return pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))

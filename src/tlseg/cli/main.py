@@ -170,17 +170,31 @@ class _Printer(logging.Handler):
             print(msg, file=stream)
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("tlseg")
-    if not any(isinstance(h, _Printer) for h in logger.handlers):
-        logger.addHandler(_Printer())
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+class _Printing:
+    """While a command runs, the library's log records are printed (:class:`_Printer`);
+    afterwards the ``tlseg`` logger is as it was (the CLI can be called from Python)."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("tlseg")
+        self.saved = self.logger.level, self.logger.propagate
+        self.handler = _Printer()
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    _setup_logging()
+    with _Printing():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return {
             "segment": _segment,
@@ -239,16 +253,17 @@ def _segment(args) -> int:
     import tlseg
 
     tlseg.set_threads()
-    n_files = len(tlseg.list_images(args.inputs))
+    names = {f.name for f in tlseg.list_images(args.inputs)}
     counts = tlseg.segment_folder(
         args.inputs, args.out, model=args.model, diameter=args.diameter, channel=args.channel,
         plane=args.plane, tile=args.tile, tta=args.tta, overlay=args.overlay,
         overwrite=args.overwrite,
         progress=lambda items: tqdm(items, unit="image", disable=len(items) < 2,
                                     file=sys.stderr))
-    failed = int((counts["status"] == "error").sum())
+    mine = counts[counts["image"].isin(names)]  # counts.csv also keeps earlier runs' rows
+    failed = int((mine["status"] == "error").sum())
     if failed:
-        print(f"{failed} of {n_files} images failed; see the errors above", file=sys.stderr)
+        print(f"{failed} of {len(names)} images failed; see the errors above", file=sys.stderr)
         return 2
     return 0
 

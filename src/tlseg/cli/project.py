@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import TlsegError
+
 
 def add_parsers(sub) -> None:
     pr = sub.add_parser("project", help="manage a training-set project")
@@ -78,13 +80,18 @@ def roi(args) -> int:
 
     project = tlseg.Project.open(args.project)
     if args.roi_command == "add":
-        image_id = project.add_image(args.image, copy=args.copy)
-        shape = tuple(project.images[image_id]["shape"])
+        # read and check everything before the project changes: a failed add adds nothing
+        shape = tlseg.read_image(args.image).shape
         if Path(args.labels).suffix.lower() in (".zip", ".roi"):
             labels = tlseg.imagej_to_labels(args.labels, shape)
         else:
             labels = tlseg.read_labels(args.labels, shape=shape)
-        y0, x0, y1, x1 = args.box  # add_roi checks the box against the image first
+        y0, x0, y1, x1 = args.box
+        if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+            raise TlsegError(f"ROI box {y0} {x0} {y1} {x1} is empty or outside the "
+                             f"{shape[0]}x{shape[1]} image {args.image}; give Y0 X0 Y1 X1 "
+                             f"with Y0<Y1<={shape[0]}, X0<X1<={shape[1]}")
+        image_id = project.add_image(args.image, copy=args.copy)
         roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
         n = len(set(roi.labels[roi.labels > 0].tolist()))
         print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")

@@ -17,6 +17,7 @@ downloaded.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from importlib import resources
@@ -32,7 +33,15 @@ from ..errors import TlsegError
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
-from .preprocess import is_constant, normalize, rescale
+from .preprocess import clip_outliers, is_constant, normalize, rescale
+
+
+log = logging.getLogger(__name__)
+
+#: the largest image, in pixels at the canonical scale, that is segmented in one piece:
+#: the maps (5 float32 per pixel) and the post-processing grow with it, to about 5 GB
+#: here (docs/reliability.md); larger images are refused with a clear message
+MAX_CANONICAL_PIXELS = 8192 * 8192
 
 
 def set_threads(n: int | None = None) -> int:
@@ -252,7 +261,9 @@ class Model:
 
     def estimate_diameter(self, image: np.ndarray, **kwargs) -> float | None:
         """The cell diameter (input pixels) to segment ``image`` at, or None when no cells
-        are found: :func:`tlseg.inference.diameter.estimate_diameter` (keywords as there)."""
+        are found: :func:`tlseg.inference.diameter.estimate_diameter` (keywords as there).
+        Absurd pixel values are clipped first (:func:`~tlseg.inference.preprocess.clip_outliers`)."""
+        image, _ = clip_outliers(np.asarray(image, dtype=np.float32))
         return estimate_diameter(self, image, **kwargs)
 
     def segment(self, image: np.ndarray, *, diameter: float | None = None, tile: int = 1024,
@@ -329,6 +340,9 @@ class Model:
             raise TlsegError(
                 "image is constant (every pixel has the same value); nothing to segment"
             )
+        image, clipped = clip_outliers(image)
+        if clipped:
+            log.warning("%d pixel(s) far outside the image's range clipped to it", clipped)
         source = "given"
         if diameter is None:
             diameter = self.estimate_diameter(image)
@@ -339,6 +353,13 @@ class Model:
             raise TlsegError(f"--diameter must be > 0 pixels, got {diameter}")
         scale = self.config.canonical_diameter / diameter
         h, w = image.shape
+        work = h * w * scale**2
+        if work > MAX_CANONICAL_PIXELS:
+            raise TlsegError(
+                f"image of {h}x{w} pixels with cells of {diameter:.0f} px is "
+                f"{work / 1e6:.0f} MP at the network's scale, over the {MAX_CANONICAL_PIXELS / 1e6:.0f}"
+                " MP that fit a laptop's memory; cut it into fields (e.g. with tifffile) "
+                "or check --diameter")
         small = rescale(image, scale)
         if min(small.shape) < 8:
             raise TlsegError(

@@ -182,3 +182,33 @@ def display_gray(image: np.ndarray) -> np.ndarray:
 def is_constant(image: np.ndarray) -> bool:
     """True when an image has no contrast at all (nothing to segment)."""
     return bool(np.ptp(image) <= 1e-6 * max(1.0, float(np.abs(image).max())))
+
+
+#: pixels further than this many robust ranges (0.1-99.9 percentile) outside that range
+#: are clipped to it: a hot or corrupt pixel of 3e38 would otherwise overflow float32
+#: statistics, while real bright debris stays far inside this bound
+OUTLIER_RANGES = 100.0
+
+
+def clip_outliers(image: np.ndarray, *, ranges: float = OUTLIER_RANGES) -> tuple[np.ndarray, int]:
+    """Clip absurd pixel values; return the image and how many pixels were clipped.
+
+    The bound is ``ranges`` robust ranges beyond the 0.1 and 99.9 percentiles (read on
+    every 4th pixel of every 4th row). An image with no such pixel is returned as it is.
+
+    Examples
+    --------
+    >>> image = np.tile(np.linspace(100, 200, 64, dtype=np.float32), (64, 1))
+    >>> image[5, 5] = 3e38
+    >>> clipped, n = clip_outliers(image)
+    >>> n, bool(clipped.max() < 1e5), bool((clipped == image)[image < 1e5].all())
+    (1, True, True)
+    """
+    lo, hi = np.percentile(image[::4, ::4], [0.1, 99.9])
+    span = max(float(hi - lo), 1e-6 * max(1.0, abs(float(hi))))
+    low, high = lo - ranges * span, hi + ranges * span
+    outside = (image < low) | (image > high)
+    n = int(outside.sum())
+    if n == 0:
+        return image, 0
+    return np.clip(image, low, high).astype(image.dtype, copy=False), n

@@ -278,4 +278,7 @@ def read_labels(path, *, shape: tuple[int, int] | None = None) -> np.ndarray:
         )
     if data.min() < 0:
         raise TlsegError(f"{path}: labels must be >= 0 (0 = background)")
+    if data.max() > np.iinfo(np.int32).max:
+        raise TlsegError(f"{path}: label values up to {data.max()} do not fit in 32 bits; "
+                         "renumber the cells 1..n (e.g. skimage.segmentation.relabel_sequential)")
     return data.astype(np.int32)

@@ -28,6 +28,16 @@ from ..errors import TlsegError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
+#: columns tlseg writes into wells.csv beside the plate map's (:mod:`~tlseg.plate.summary`)
+WELL_COLUMNS = ("well", "n_sites", "n_cells", "n_nuclei", "cells_per_site", "mean_area_px",
+                "mean_area_um2", "cells_per_mm2", "cells_without_nucleus",
+                "cells_with_several_nuclei", "nuclei_outside_cells", "n_failed_sites")
+#: wells.csv columns that conditions.csv summarises as a mean and an SD
+COUNT_COLUMNS = ("n_cells", "n_nuclei", "cells_per_mm2")
+#: columns tlseg writes into conditions.csv beside the plate map's
+CONDITION_COLUMNS = ("n_wells", *(f"{c}_{s}" for c in COUNT_COLUMNS for s in ("mean", "sd")),
+                     "wells")
+
 LAYOUTS: dict[str, str] = {
     "imagexpress": r"^(?P<plate>.+?)_(?P<well>[A-Za-z]{1,2}\d{1,3})(?:_s(?P<site>\d+))?"
                    r"(?:_(?P<channel>w\d+)(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f-]{27})?)?\.(?:tif|tiff)$",
@@ -95,6 +105,9 @@ class Plate:
         One row per image: well, site, channel, plane, path.
     unparsed : list of Path
         Image files whose names the layout could not parse.
+    duplicates : list of str
+        One message per (well, site, channel) that more than one file claims: which file
+        is used (the first by name) and which are ignored.
     """
 
     folder: Path
@@ -102,6 +115,7 @@ class Plate:
     pattern: str
     files: pd.DataFrame
     unparsed: list[Path] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     @property
     def channels(self) -> list[str]:
@@ -220,10 +234,36 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
         raise TlsegError(f"{folder}: no file name matches {tried} (e.g. {names[0].name}); "
                          "give --layout or --pattern with (?P<well>...) (?P<site>...) (?P<channel>...)")
     files = pd.DataFrame(rows)
-    # z-stacks: keep the first plane of each (well, site, channel)
-    files = files.sort_values("plane").drop_duplicates(["well", "site", "channel"], keep="first")
-    files = files.sort_values(["well", "site", "channel"]).reset_index(drop=True)
-    return Plate(folder=folder, layout=name, pattern=regex, files=files, unparsed=bad)
+    # z-stacks: keep the first plane of each (well, site, channel); rows arrive sorted by
+    # name, and a stable sort keeps that order among files of the same plane
+    files = files.sort_values(["well", "site", "channel", "plane"], kind="stable")
+    duplicates = _duplicates(files)
+    files = files.drop_duplicates(["well", "site", "channel"], keep="first")
+    files = files.reset_index(drop=True)
+    return Plate(folder=folder, layout=name, pattern=regex, files=files, unparsed=bad,
+                 duplicates=duplicates)
+
+
+def _duplicates(files: pd.DataFrame) -> list[str]:
+    """A message per (well, site, channel) whose image several files claim.
+
+    Such files are a copy (``x.tif`` beside ``x.TIF``), a re-acquisition, or a
+    ``--pattern`` too loose to tell two images apart. The run keeps going with the first
+    file by name, a choice that does not depend on the disk's listing order, and says so
+    as a warning (log, run.json, report.html): refusing would stop a 384-well overnight
+    run for one stray copy, while the warning names every file involved, so the screener
+    can check that the right image was counted and rerun that site if not.
+    """
+    out = []
+    first = files.groupby(["well", "site", "channel"])["plane"].transform("min")
+    used = files[files["plane"] == first]  # the other planes of a z-stack are not read
+    for (well, site, channel), group in used.groupby(["well", "site", "channel"], sort=False):
+        if len(group) < 2:
+            continue
+        names = [Path(p).name for p in group["path"]]
+        out.append(f"{well} site {site} channel {channel}: {len(names)} files "
+                   f"({', '.join(names)}); {names[0]} used, the others ignored")
+    return out
 
 
 def read_plate_map(path, wells: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -243,6 +283,15 @@ def read_plate_map(path, wells: list[str] | None = None) -> tuple[pd.DataFrame, 
     if "well" not in cols:
         raise TlsegError(f"{path}: the plate map needs a 'well' column (found: {', '.join(pm.columns)})")
     pm = pm.rename(columns={cols["well"]: "well"})
+    # A condition column named like a column tlseg writes would collide in wells.csv and
+    # conditions.csv. Refused rather than renamed: a silently renamed column would not
+    # be the name the screener looks for, nor the one --density-column refers to.
+    reserved = [c for c in pm.columns if c != "well" and c in WELL_COLUMNS + CONDITION_COLUMNS]
+    if reserved:
+        raise TlsegError(
+            f"{path}: plate-map column {reserved[0]!r} is a name tlseg writes into wells.csv "
+            f"or conditions.csv (reserved: {', '.join(WELL_COLUMNS + CONDITION_COLUMNS)}); "
+            "rename it in the plate map")
     try:
         pm["well"] = [normalize_well(w) for w in pm["well"]]
     except TlsegError as exc:

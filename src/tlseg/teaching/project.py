@@ -10,12 +10,16 @@ Layout of a project folder::
 Pixels outside every ROI are *unknown*, never background: a user annotates regions, not
 whole images. Adding or changing a ROI writes a new file (a new id, or a new version of
 the id) atomically and never overwrites an earlier one; a ROI file that cannot be read is
-reported and skipped, the others still load.
+reported and skipped, the others still load. Writers hold the project's lock file
+(``.lock``, an OS file lock) while they choose an id and write, so concurrent
+``tlseg roi add`` processes each add exactly their ROI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +96,9 @@ class Project:
             raise TlsegError(f"{root}: not a tlseg project (no project.yaml); "
                              "create one with `tlseg project init`")
         meta = _read_yaml(f)
+        if not isinstance(meta, dict):
+            raise TlsegError(f"{f}: not a tlseg project file (expected a mapping of "
+                             "settings); restore it from a backup or re-create the project")
         v = meta.get("format_version")
         if not isinstance(v, int) or v > FORMAT_VERSION:
             raise TlsegError(f"{root}: project format version {v} is newer than this tlseg "
@@ -101,12 +108,21 @@ class Project:
     # --- images -----------------------------------------------------------------------
     @property
     def images(self) -> dict:
-        return _read_yaml(self.root / "images.yaml") or {}
+        """Registered images: id -> ``{"path": ..., "shape": [h, w]}``."""
+        images = _read_yaml(self.root / "images.yaml") or {}
+        if not isinstance(images, dict):
+            raise TlsegError(f"{self.root / 'images.yaml'}: expected a mapping of image ids; "
+                             "restore it from a backup")
+        return images
 
     def add_image(self, path, *, copy: bool = False) -> str:
         """Register an image (by reference, or copied into ``images/``); returns its id."""
         path = Path(path)
         image = read_image(path)  # validates it
+        with _locked(self.root):
+            return self._register(path, image, copy)
+
+    def _register(self, path: Path, image: np.ndarray, copy: bool) -> str:
         images = self.images
         for iid, info in images.items():
             if Path(self._resolve(info["path"])).resolve() == path.resolve():
@@ -134,7 +150,12 @@ class Project:
         info = self.images.get(image_id)
         if info is None:
             raise TlsegError(f"{self.root}: no image {image_id!r} in this project")
-        return self._resolve(info["path"])
+        path = self._resolve(info["path"])
+        if not path.is_file():
+            raise TlsegError(f"{path}: image {image_id!r} of project {self.root} is not "
+                             "there (moved or deleted); put it back, or edit its path in "
+                             "images.yaml")
+        return path
 
     # --- ROIs -------------------------------------------------------------------------
     def add_roi(self, image_id: str, box, labels: np.ndarray, *, polygon=None,
@@ -156,6 +177,14 @@ class Project:
                              f"box is {y1 - y0}x{x1 - x0}; they must match")
         if labels.min(initial=0) < UNKNOWN:
             raise TlsegError("ROI labels must be >= -1 (-1 unknown, 0 background, 1.. cells)")
+        if labels.max(initial=0) > np.iinfo(np.int32).max:
+            raise TlsegError(f"ROI labels up to {labels.max()} do not fit in 32 bits; "
+                             "renumber the cells 1..n (e.g. skimage.segmentation.relabel_sequential)")
+        with _locked(self.root):
+            return self._store_roi(image_id, (y0, x0, y1, x1), labels, polygon, roi_id)
+
+    def _store_roi(self, image_id, box, labels, polygon, roi_id) -> ROI:
+        y0, x0, y1, x1 = box
         existing = self._roi_files()
         if roi_id is None:
             roi_id = 1 + max((i for i, _ in existing), default=0)
@@ -243,6 +272,36 @@ class Project:
         return out
 
 
+@contextlib.contextmanager
+def _locked(root: Path):
+    """Hold the project's lock file exclusively (an OS lock, released if the process
+    dies): one writer at a time chooses ids and writes."""
+    with open(Path(root) / ".lock", "a+b") as fh:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            fh.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _write_yaml(path: Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -250,6 +309,9 @@ def _write_yaml(path: Path, data) -> None:
 
 def _read_yaml(path: Path):
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TlsegError(f"{path}: not a text file (not UTF-8); restore it from a "
+                         "backup or re-create the project") from None
     except (OSError, yaml.YAMLError) as exc:
         raise TlsegError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None

@@ -65,7 +65,8 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
         Fields of :class:`~tlseg.config.TrainConfig` (``epochs``, ``steps_per_epoch``,
         ``batch_size``, ``lr``, ``seed``, ``ema``, ``texture``, ``specks``, ...) and of
         :class:`~tlseg.config.ModelConfig` (``name``, ``channels``,
-        ``canonical_diameter``, ``flatfield``, ``flows``; ignored with ``base``).
+        ``canonical_diameter``, ``flatfield``, and ``flows``, which defaults to True here
+        as in ``tlseg train``; ignored with ``base``).
 
     Returns
     -------
@@ -82,6 +83,7 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
         tc = TrainConfig(**{k: v for k, v in settings.items() if k in train_keys})
         model_settings = {k: v for k, v in settings.items() if k in _MODEL_KEYS}
         model_settings.setdefault("name", out.name)
+        model_settings.setdefault("flows", True)  # the recipe of `tlseg train`
         if "channels" in model_settings:
             model_settings["channels"] = tuple(model_settings["channels"])
         mc = ModelConfig(**model_settings)

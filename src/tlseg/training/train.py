@@ -194,6 +194,10 @@ def train_samples(
             f"{out}: holds a checkpoint of an unfinished run; pass --resume to continue it "
             "or choose another output folder"
         )
+    if (out / "weights.pt").exists() and not ckpt_path.exists() and not resume:
+        raise TlsegError(f"{out}: holds a trained model; choose another output folder "
+                         "(or move that model away first)")
+    settings = {"train": asdict(train_config), "model": model_config.to_dict()}
     torch.manual_seed(tc.seed)
     np_rng = np.random.default_rng(tc.seed)
     torch_rng = torch.Generator().manual_seed(tc.seed)
@@ -214,6 +218,13 @@ def train_samples(
     step, elapsed_before = 0, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        before = state["meta"].get("settings")
+        if before is not None and before != settings:
+            diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
+                          if before[part].get(k) != settings[part][k])
+            raise TlsegError(f"{out}: the unfinished run used other settings "
+                             f"({', '.join(diff)}); resume with the same ones, or choose "
+                             "another output folder")
         net.load_state_dict(state["net"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
@@ -261,7 +272,7 @@ def train_samples(
                 log.flush()
             if step % tc.checkpoint_every == 0 and step < tc.total_steps:
                 _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
-                                 {"elapsed_s": elapsed}, ema)
+                                 {"elapsed_s": elapsed, "settings": settings}, ema)
             if progress:
                 progress(step, tc.total_steps, parts)
     finally:
