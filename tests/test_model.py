@@ -64,7 +64,7 @@ def test_diameter_is_estimated_within_a_factor(tl_cells):
 
 def test_diameter_is_estimated_in_a_sparse_field(tl_cells):
     # the only cells sit in a corner of a large empty field (a low-density well): the
-    # estimate reads them, not the empty centre (it read ~300 px there until session 16)
+    # estimate reads them, not the empty centre (read there, it gives ~300 px)
     empty = synthetic_field((1536, 1536), n_cells=0, diameter=16, seed=1)["tl"]
     cells = synthetic_field((384, 384), diameter=16, seed=11)
     image = empty.astype(np.float32)

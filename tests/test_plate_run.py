@@ -207,7 +207,7 @@ def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path,
 
 def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatch):
     """Sites' estimates are weighted by the cells found at them: a field of noise whose
-    estimate runs away must not move the group's size (aiSEGcell A04/A05, session 11)."""
+    estimate runs away must not move the group's size (aiSEGcell A04/A05)."""
     import tlseg.inference.model
     from tlseg.plate.layout import Site
     from tlseg.plate.run import _estimate

@@ -90,26 +90,24 @@ def test_duplicate_files_for_one_site_are_reported_and_the_first_name_kept(tmp_p
     plate = scan_plate(d)
     sites, _ = plate.sites(["w1", "w2"])
     assert sites[0].paths["w1"].name == "p_A01_s1_w1.TIF"  # first by sorted name
-    assert plate.duplicates == ["A01 site 1 channel w1: 2 files (p_A01_s1_w1.TIF, "
-                                "p_A01_s1_w1.tif); p_A01_s1_w1.TIF used, the others ignored"]
+    assert plate.duplicates == [("A01 site 1 channel w1: 2 files (p_A01_s1_w1.TIF, "
+                                 "p_A01_s1_w1.tif); p_A01_s1_w1.TIF used, the others ignored")]
     # two names a --pattern reads as the same site and channel
     d = _touch(tmp_path / "rx", ["exp_D7_f1_BF.png", "exp_D7_f1_BF_copy.png", "exp_D8_f1_BF.png"])
     plate = scan_plate(d, pattern=r"exp_(?P<well>\w\d+)_f(?P<site>\d+)_(?P<channel>BF)")
     assert len(plate.duplicates) == 1 and "exp_D7_f1_BF_copy.png" in plate.duplicates[0]
     assert plate.sites(["BF"])[0][0].paths["BF"].name == "exp_D7_f1_BF.png"
     # the planes of a z-stack are not duplicates
-    d = _touch(tmp_path / "op", ["r01c01f01p01-ch1sk1fk1fl1.tiff", "r01c01f01p02-ch1sk1fk1fl1.tiff"])
+    d = _touch(tmp_path / "op", ["r01c01f01p01-ch1sk1fk1fl1.tiff",
+                                 "r01c01f01p02-ch1sk1fk1fl1.tiff"])
     assert scan_plate(d).duplicates == []
 
 
 def test_duplicate_files_reach_run_json_the_log_and_the_report(tmp_path, serial, capsys):
-    folder = tmp_path / "plate"
-    folder.mkdir()
-    f = tlseg.synthetic_field((96, 96), n_cells=4, diameter=20, modality="brightfield", seed=1)
-    for name in ("p_A01_s1_w1.tif", "p_A01_s1_w1.TIF", "p_A02_s1_w1.tif"):
-        tifffile.imwrite(folder / name, f["tl"])
+    folder = _corrupt_plate(tmp_path / "plate")  # no segmentation needed to see the warning
+    (folder / "p_A01_s1_w1.TIF").write_bytes(b"II*\x00garbage")
     out = tmp_path / "out"
-    assert main(_run_args(folder, out)) == 0
+    assert main(_run_args(folder, out)) == 2
     assert "warning: A01 site 1 channel w1: 2 files" in capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     assert any("p_A01_s1_w1.tif" in w and "ignored" in w for w in run["warnings"])
@@ -203,6 +201,19 @@ def test_plate_where_every_site_fails_ends_in_a_report(tmp_path, serial, capsys)
     assert "A01 site 1" in (out2 / "report.html").read_text()
 
 
+@pytest.mark.slow
+def test_every_site_corrupt_in_a_real_run(tmp_path):
+    """The same through the command line's process and a Dask cluster."""
+    folder = _corrupt_plate(tmp_path / "plate")
+    out = tmp_path / "out"
+    done = subprocess.run(TLSEG + _run_args(folder, out), capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "error: A01 site 1:" in done.stderr
+    assert pd.read_csv(out / "wells.csv")["n_failed_sites"].tolist() == [1, 1]
+    assert "p_A02_s1_w1.tif" in (out / "report.html").read_text()
+
+
 # -- 5. two runs on one output folder ---------------------------------------------------
 
 def test_second_run_on_a_locked_output_folder_is_refused(tmp_path, capsys):
@@ -246,7 +257,7 @@ def test_two_plate_run_processes_on_one_folder(plate, tmp_path):
             time.sleep(0.1)
         assert first.poll() is None, "the first run should be waiting for workers"
         second = subprocess.run(TLSEG + args + ["--workers", "1"], env=env,
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, check=False)
         assert second.returncode == 2
         assert "another `tlseg plate run` is writing to" in second.stderr
         assert "Traceback" not in second.stderr
@@ -255,7 +266,8 @@ def test_two_plate_run_processes_on_one_folder(plate, tmp_path):
         first.wait()
         # the lock went with the process: the next run gets as far as the settings check
         third = subprocess.run(TLSEG + args + ["--workers", "1", "--model", "nuclei"],
-                               env=env, capture_output=True, text=True, timeout=120)
+                               env=env, capture_output=True, text=True, timeout=120,
+                               check=False)
         assert third.returncode == 2 and "other settings (model" in third.stderr
     finally:
         for p in (first, sched):
@@ -300,13 +312,21 @@ def test_segment_counts_csv_reads_back_with_a_formula_like_image_name(tmp_path, 
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "=ok.tif"), str(tmp_path / "-bad.tif"),
                  "-o", str(out), "--diameter", "30"]) == 2  # one image failed
-    counts = pd.read_csv(out / "counts.csv", keep_default_na=False)
+    counts = pd.read_csv(out / "counts.csv")
     assert counts["image"].tolist() == ["'=ok.tif", "'-bad.tif"]
     assert counts["status"].tolist() == ["ok", "error"]
+    assert pd.api.types.is_numeric_dtype(counts["n_cells"])
     assert counts["n_cells"].iloc[0] > 5 and counts["diameter"].iloc[0] == 30.0
+    assert counts["error"].iloc[1].startswith(str(tmp_path))
     cells = pd.read_csv(out / "=ok_cells.csv")
     assert pd.api.types.is_numeric_dtype(cells["area"]) and len(cells) == counts["n_cells"][0]
 
+
+def test_segment_resume_skips_a_formula_like_image_name(tmp_path, field):
+    tifffile.imwrite(tmp_path / "=ok.tif", field["tl"])
+    args = ["segment", str(tmp_path / "=ok.tif"), "-o", str(tmp_path / "out"), "--diameter", "30"]
+    assert main(args) == 0 and main(args) == 0
+    assert len(pd.read_csv(tmp_path / "out" / "counts.csv")) == 1
 
 # -- 7. an output path that cannot be a folder we write to ---------------------------------
 
@@ -328,7 +348,7 @@ def test_read_only_output_folder_is_a_one_line_error(tmp_path, capsys, monkeypat
     out.mkdir()
     out.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere: say what the OS says to everyone else
-        import tlseg.plate.run as run
+        from tlseg.plate import run
 
         def denied(path, *args, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
@@ -341,3 +361,4 @@ def test_read_only_output_folder_is_a_one_line_error(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out}: cannot write there (Permission denied)")
     assert err.count("\n") == 1
+

@@ -32,6 +32,7 @@ from ..config import SegmentConfig
 from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_labels, write_table
+from ..io.files import undo_defuse
 from .measure import measure_cells
 from .overlay import write_overlay
 
@@ -94,7 +95,8 @@ def _read_counts(path: Path) -> dict[str, dict]:
         table = pd.read_csv(path, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return {}  # damaged by hand: rebuilt from this run's rows
-    return {r["image"]: r for r in table.to_dict("records") if "image" in r}
+    rows = [{k: undo_defuse(v) for k, v in r.items()} for r in table.to_dict("records")]
+    return {r["image"]: r for r in rows if "image" in r}
 
 
 def _write_counts(path: Path, rows: dict[str, dict]) -> None:

@@ -62,13 +62,67 @@ def write_labels(path, labels: np.ndarray) -> None:
 def write_table(path, table) -> None:
     """Write a pandas table as CSV, atomically, floats to 6 significant digits.
 
+    Text that a spreadsheet would run as a formula is defused, as OWASP recommends
+    against CSV injection: a text cell (a column of object or string dtype, and the
+    column names) that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    gets a leading single quote, so ``=HYPERLINK(...)`` from a plate map is written as
+    ``'=HYPERLINK(...)`` and shown, not run. Numbers are never touched: a float or int
+    column keeps ``-3.5``, and so does a text cell that is a plain number.
+
     Parameters
     ----------
     path : path
         CSV file to write.
     table : pandas.DataFrame
         Written without its index (the plate's wells/sites/conditions tables,
-        ``tlseg segment``'s per-cell and counts tables).
+        ``tlseg segment``'s per-cell and counts tables); left unchanged.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> path = Path(tempfile.mkdtemp()) / "t.csv"
+    >>> write_table(path, pd.DataFrame({"drug": ["=1+2", "-", "-3.5"], "dose": [-3.5, 0, 1]}))
+    >>> print(path.read_text().strip())
+    drug,dose
+    '=1+2,-3.5
+    '-,0
+    -3.5,1
     """
+    import re
+
+    import pandas as pd
+
+    formula_start = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list
+    number = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # not a formula
+
+    def defuse(v):
+        if isinstance(v, str) and v[:1] in formula_start and not number.fullmatch(v):
+            return "'" + v
+        return v
+
+    text = [c for c in table.columns
+            if pd.api.types.is_object_dtype(table[c]) or pd.api.types.is_string_dtype(table[c])]
+    if text or any(defuse(c) is not c for c in table.columns):
+        table = table.copy()
+        for c in text:
+            table[c] = table[c].map(defuse)
+        table.columns = [defuse(c) for c in table.columns]
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def undo_defuse(value):
+    """The text :func:`write_table` wrote for ``value`` read back as it was: a leading
+    ``'`` before ``= + - @``, tab or carriage return is dropped (tlseg reading its own
+    tables, e.g. ``counts.csv`` on a resumed run).
+
+    Examples
+    --------
+    >>> undo_defuse("'=ok.tif"), undo_defuse("it's"), undo_defuse(3)
+    ('=ok.tif', "it's", 3)
+    """
+    if isinstance(value, str) and value[:1] == "'" and value[1:2] in ("=", "+", "-", "@",
+                                                                      "\t", "\r"):
+        return value[1:]
+    return value

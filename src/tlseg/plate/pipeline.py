@@ -12,7 +12,7 @@ from ..config import PlateConfig
 from ..errors import TlsegError
 from ..io import atomic_path
 from .layout import read_plate_map, scan_plate
-from .run import prepare_run, run_sites
+from .run import lock_output, prepare_run, run_sites
 from .summary import summarize
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         or ``pattern``).
     out : path
         Output folder: ``masks/``, ``cells/*.parquet``, ``sites/``, ``run.json``,
-        ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``.
+        ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``. One
+        run at a time: while this one writes, another on the same folder is refused.
     config : PlateConfig, optional
         The settings that change the results; keywords of :class:`~tlseg.config.PlateConfig`
         (``tl_channel``, ``nuclei_channel``, ``model``, ``nuclei_model``, ``diameter``,
@@ -78,7 +79,7 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     log(f"{plate.folder}: {plate.layout} layout, {len(plate.wells)} wells, "
         f"channels {', '.join(plate.channels)}")
-    warnings = []
+    warnings = list(plate.duplicates)
     if plate.unparsed:
         warnings.append(f"{len(plate.unparsed)} file name(s) do not match the pattern "
                         f"{plate.pattern!r} and were skipped: "
@@ -88,19 +89,23 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     if plate_map is not None:
         pm, pm_warnings = read_plate_map(plate_map, plate.wells)
         warnings += pm_warnings
-    sites, record, config = prepare_run(plate, out, config, plate_map=pm)
-    warnings += record["skipped_sites"]
-    for w in warnings:
-        logger.warning(w)
-    record["warnings"] = warnings
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-    records = run_sites(sites, out, config, workers=workers, scheduler=scheduler,
-                        threads=threads, progress=progress)
-    failed = [r for r in records if r["status"] != "ok"]
-    for r in failed:
-        logger.error("%s site %s: %s (skipped)", r["well"], r["site"], r["error"])
-    result = validate_plate(out, density=density)
+    with lock_output(out):  # held to the end: a second run on this folder is refused
+        sites, record, config = prepare_run(plate, out, config, plate_map=pm)
+        warnings += record["skipped_sites"]
+        for w in warnings:
+            logger.warning(w)
+        record["warnings"] = warnings
+        with atomic_path(out / "run.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2, default=str))
+        records = run_sites(sites, out, config, workers=workers, scheduler=scheduler,
+                            threads=threads, progress=progress)
+        failed = [r for r in records if r["status"] != "ok"]
+        for r in failed:
+            logger.error("%s site %s: %s (skipped)", r["well"], r["site"], r["error"])
+        result = validate_plate(out, density=density)
+    if not (result["sites"]["status"] == "ok").any():
+        logger.error("no site of the plate was segmented; the errors are listed in "
+                     f"{result['report']} and sites.csv")
     result.update(record=record, processed=len(records), failed=failed)
     return result
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from ..io import atomic_path
 from .layout import split_well
+from .validate import conditions_keys
 
 LF, NUC = "#1b7837", "#5e3c99"  # label-free green, nuclei purple (colour-blind safe pair)
 
@@ -22,6 +23,12 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _plain(text) -> str:
+    """``text`` for a matplotlib label, shown as written: matplotlib reads ``$...$`` as
+    mathtext (and fails on ``$\\foo$``), unless the dollar signs are escaped."""
+    return str(text).replace("$", r"\$")
 
 
 def _value(v) -> str:
@@ -46,8 +53,10 @@ def bar_chart(conds: pd.DataFrame, keys: list[str]) -> str:
     if has_nuc:
         ax.bar(x + w / 2, conds["n_nuclei_mean"], w, yerr=conds["n_nuclei_sd"], capsize=3,
                color=NUC, label="nuclei", error_kw={"lw": 1})
-    ax.set_xticks(x, [_cond_label(r, keys) for _, r in conds.iterrows()], rotation=30, ha="right")
-    ax.set_xlabel(" · ".join(keys))
+    # plate-map names and values are the user's text: every one goes through _plain
+    ax.set_xticks(x, [_plain(_cond_label(r, keys)) for _, r in conds.iterrows()], rotation=30,
+                  ha="right")
+    ax.set_xlabel(_plain(" · ".join(map(str, keys))))
     ax.set_ylabel("cells per well (mean ± SD)")
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False)
@@ -69,7 +78,7 @@ def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
     ax.set_ylabel("label-free count per well")
     ax.set_aspect("equal")
     if c is not None:
-        fig.colorbar(sc, ax=ax, shrink=0.8, label=color_by)
+        fig.colorbar(sc, ax=ax, shrink=0.8, label=_plain(color_by))
     ax.legend(frameon=False, loc="upper left")
     return _png(fig)
 
@@ -111,7 +120,7 @@ def heat_map(wells: pd.DataFrame, column: str, title: str) -> str:
 
     ax.set_xticks(range(ncol), [str(i + 1) for i in range(ncol)], fontsize=6)
     ax.set_yticks(range(nrow), [row_name(i + 1) for i in range(nrow)], fontsize=6)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_plain(title), fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _png(fig)
 
@@ -191,8 +200,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                  validation: dict | None, run: dict) -> Path:
     """Write ``out/report.html`` and return its path."""
     out = Path(out)
-    keys = [c for c in (conds.columns if conds is not None else [])
-            if not c.startswith(("n_cells", "n_nuclei", "cells_per", "n_wells", "wells"))]
+    keys = conditions_keys(conds) if conds is not None else []
     used = wells[wells["n_sites"] > 0]
     parts = [f"<h1>tlseg plate report</h1><p>Plate <code>{html.escape(run.get('plate', ''))}</code>"
              f" ({html.escape(str(run.get('layout')))} layout), {len(used)} wells, "
@@ -215,8 +223,10 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
             density = validation["density"][0]["column"]
         figs.append(("Label-free vs nuclei count, one point per well", scatter(used, density)))
         figs.append(("Bland–Altman", bland_altman(used, validation["per_well"])))
-    figs.append(("Label-free count per well", heat_map(used, "n_cells", "label-free cells per well")))
-    if "n_nuclei" in used:
+    if len(used):  # a plate where no site was segmented has nothing to draw
+        figs.append(("Label-free count per well",
+                     heat_map(used, "n_cells", "label-free cells per well")))
+    if "n_nuclei" in used and len(used):
         figs.append(("Nuclei count per well", heat_map(used, "n_nuclei", "nuclei per well")))
     parts.append("<div class='figs'>" + "".join(
         f"<figure><img src='{src}'><figcaption>{html.escape(cap)}</figcaption></figure>"

@@ -7,6 +7,9 @@ Each site is one task: read its channels, segment cells in the transmitted-light
 - ``OUTDIR/cells/<well>_s<site>.parquet``: one row per cell (the plate's Parquet dataset);
 - ``OUTDIR/sites/<well>_s<site>.json``: counts and status, written LAST.
 
+While a run writes, it holds ``OUTDIR/.lock`` (an OS file lock, :func:`lock_output`), so
+a second run on the same folder is refused instead of racing the first.
+
 Every file is written atomically (temp file + rename), and a site counts as done only
 when its JSON exists, so a run killed at any moment loses only the sites in flight and a
 re-run skips the finished ones. A site whose image is corrupt is recorded as failed (and
@@ -15,11 +18,13 @@ retried on the next run) without stopping the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +45,62 @@ _ESTIMATED = ("diameter", "nuclei_diameter", "well_diameters")
 def _write_json(path: Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def lock_output(out) -> Iterator[Path]:
+    """Make the output folder ``out`` and hold its lock file (``out/.lock``) exclusively.
+
+    An OS file lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows) on a file that
+    stays: the operating system drops it when the holder ends, however it ends (killed,
+    crashed, power cut on a network share's client), so there is no stale lock to clean
+    up. A second run on the same folder is refused rather than queued: two runs meant for
+    one folder are almost always a double start, and a queued one would only resume a
+    finished plate or, with other settings, be refused after the wait.
+
+    Raises
+    ------
+    TlsegError
+        ``out`` is a file, cannot be made or written, or another run holds it.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TlsegError(f"{out}: is a file, not a folder; give -o a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tlseg-write-test"):
+            pass  # the folder may hold a writable .lock and still refuse new files
+        fh = open(out / ".lock", "a+b")  # noqa: SIM115 - closed by `with fh` below
+    except OSError as exc:
+        raise TlsegError(f"{out}: cannot write there ({exc.strerror or exc}); give -o a "
+                         "folder you can write to") from None
+    busy = TlsegError(f"another `tlseg plate run` is writing to {out}; wait for it to "
+                      "finish (or stop it), or give another -o")
+    with fh:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            fh.seek(0)
+            try:
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            except OSError:
+                raise busy from None
+            try:
+                yield out
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise busy from None
+            except OSError as exc:  # e.g. ENOLCK: a network share without locks
+                raise TlsegError(f"{out}: cannot lock {out / '.lock'} ({exc.strerror or exc}); "
+                                 "give -o a folder on a disk that supports file locks") from None
+            yield out  # closing the file (here, or when the process ends) unlocks it
 
 
 # -- worker side ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import TlsegError
 from ..io import write_table
-from .layout import split_well
+from .layout import COUNT_COLUMNS, split_well
 
 
 def load_sites(out) -> pd.DataFrame:
@@ -60,6 +60,8 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     px = (run.get("config") or {}).get("pixel_size")
     sites = load_sites(out)
     ok = sites[sites["status"] == "ok"].copy()
+    if ok.empty:  # no site segmented: failed records carry no counts
+        ok = ok.reindex(columns=[*ok.columns, *(c for c in ("n_cells", "shape") if c not in ok)])
     has_nuclei = "n_nuclei" in ok.columns and ok["n_nuclei"].notna().any()
     agg = {"n_sites": ("site", "size"), "n_cells": ("n_cells", "sum")}
     if has_nuclei:
@@ -132,7 +134,7 @@ def nucleus_check(cells: pd.DataFrame, wells: pd.DataFrame) -> pd.DataFrame:
 
 def conditions(wells: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Mean and SD (ddof=1) of the counts over the replicate wells of each condition."""
-    counts = [c for c in ("n_cells", "n_nuclei", "cells_per_mm2") if c in wells]
+    counts = [c for c in COUNT_COLUMNS if c in wells]
     used = wells[wells["n_sites"] > 0].dropna(subset=columns, how="all")
     g = used.groupby(columns, dropna=False, sort=True)
     df = g.size().rename("n_wells").to_frame()

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import TlsegError
+from .layout import CONDITION_COLUMNS, WELL_COLUMNS
 
 LINEAR_R2 = 0.95
 AGREEMENT = 0.10
@@ -133,8 +134,7 @@ def validate_counts(wells: pd.DataFrame, conditions: pd.DataFrame | None = None,
     res = {"per_well": agreement(used["n_cells"], used["n_nuclei"])}
     if conditions is not None and len(conditions) >= 2:
         res["per_condition"] = agreement(conditions["n_cells_mean"], conditions["n_nuclei_mean"])
-        keys = [c for c in conditions.columns if not c.startswith(("n_cells", "n_nuclei",
-                                                                    "cells_per", "n_wells", "wells"))]
+        keys = conditions_keys(conditions)
         tests = []
         for _, row in conditions.iterrows():
             mask = np.ones(len(used), bool)
@@ -156,8 +156,7 @@ def validate_counts(wells: pd.DataFrame, conditions: pd.DataFrame | None = None,
     if col is not None:
         # one linear range per cell line / treatment: the other condition columns that vary
         keys = conditions_keys(wells) if conditions is None else [
-            c for c in conditions.columns if c in wells and not c.startswith(
-                ("n_cells", "n_nuclei", "cells_per", "n_wells", "wells"))]
+            c for c in conditions_keys(conditions) if c in wells]
         by = [c for c in keys if c != col and used[c].nunique(dropna=False) > 1]
         if by:
             res["density"] = []
@@ -170,8 +169,13 @@ def validate_counts(wells: pd.DataFrame, conditions: pd.DataFrame | None = None,
     return res
 
 
-def conditions_keys(wells: pd.DataFrame) -> list[str]:
-    """Plate-map columns of a wells table (everything after the count columns)."""
-    known = {"well", "n_sites", "n_cells", "n_nuclei", "cells_per_site", "mean_area_px",
-             "mean_area_um2", "cells_per_mm2", "n_failed_sites"}
-    return [c for c in wells.columns if c not in known]
+def conditions_keys(table: pd.DataFrame) -> list[str]:
+    """The plate-map columns of a wells or conditions table: every column tlseg did not
+    write. Matched by name, not by prefix: a plate map's ``cells_per_well`` is a condition.
+
+    Examples
+    --------
+    >>> conditions_keys(pd.DataFrame(columns=["well", "n_cells", "cells_per_well", "n_wells"]))
+    ['cells_per_well']
+    """
+    return [c for c in table.columns if c not in WELL_COLUMNS + CONDITION_COLUMNS]
