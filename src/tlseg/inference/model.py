@@ -39,8 +39,8 @@ from .preprocess import clip_outliers, is_constant, normalize, rescale
 log = logging.getLogger(__name__)
 
 #: the largest image, in pixels at the canonical scale, that is segmented in one piece:
-#: the maps (5 float32 per pixel) and the post-processing grow with it, to about 5 GB
-#: here (docs/reliability.md); larger images are refused with a clear message
+#: the maps (5 float32 per pixel) and the post-processing grow with it: at this size the
+#: peak is 3.7 GiB (docs/reliability.md); larger images are refused with a clear message
 MAX_CANONICAL_PIXELS = 8192 * 8192
 
 
