@@ -204,3 +204,21 @@ def test_validate_plate_summarises_site_records_into_wells_conditions_and_a_repo
     assert validation["per_well"]["n"] == 4 and validation["per_well"]["bias"] == -1.25
     assert result["report"] == out / "report.html"
     assert "B02 site 2: B02_s2_w1.tif: cannot read image" in result["report"].read_text()
+
+
+def test_linear_range_is_judged_on_level_means_not_replicate_scatter():
+    """A proportional dilution series whose replicate wells scatter by ~10 % (like a real
+    plate): the R² over single wells of the low levels stays under 0.95, but the means lie
+    on a line and the lack-of-fit test does not reject it, so all four levels are linear."""
+    dens = np.repeat([1250, 2500, 5000, 10000], 4)
+    scatter = np.tile([0.9, 1.05, 1.1, 0.95], 4)
+    nuclei = dens / 50 * scatter
+    wells = pd.DataFrame({"well": [f"A{i + 1:02d}" for i in range(16)], "n_sites": 1,
+                          "n_cells": nuclei * 1.02, "n_nuclei": nuclei,
+                          "seeding_density": dens})
+    low = wells[wells["seeding_density"] <= 2500]
+    r_wells = np.corrcoef(low["seeding_density"], low["n_cells"])[0, 1] ** 2
+    assert r_wells < 0.95  # what the old single-well criterion stopped at
+    lr = linear_range(wells, "seeding_density")["linear_range"]
+    assert (lr["low"], lr["high"], lr["n_levels"]) == (1250, 10000, 4)
+    assert lr["r2_means"] > 0.99 and lr["lack_of_fit_p"] > 0.05

@@ -83,6 +83,32 @@ def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
     return _png(fig)
 
 
+def density_plot(d: dict) -> str:
+    """Counts against seeding density, label-free and nuclei side by side: level means ±
+    SD over replicate wells, the line fitted over the linear range, the range shaded."""
+    panels = [(c, name, colour) for c, name, colour in
+              (("n_cells", "label-free (tl-cells)", LF), ("n_nuclei", "nuclei", NUC))
+              if c in d["means"]]
+    fig = Figure(figsize=(4 * len(panels), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    lr = d["linear_range"]
+    for ax, (count, name, colour) in zip(axes, panels):
+        m = pd.DataFrame(d["means"][count])
+        ax.errorbar(m["density"], m["mean"], yerr=m["sd"].fillna(0), fmt="o", color=colour,
+                    capsize=3, label=f"{name}, mean ± SD")
+        if lr is not None:
+            ax.axvspan(lr["low"], lr["high"], color="0.9", zorder=0, label="linear range")
+            if count == "n_cells":
+                x = np.linspace(lr["low"], lr["high"], 20)
+                ax.plot(x, lr["intercept"] + lr["slope"] * x, "k-", lw=1,
+                        label=f"fit, R² of means {lr['r2_means']:.3f}")
+        ax.set_xlabel(_plain(d["column"]))
+        ax.set_ylim(bottom=0)
+        ax.legend(frameon=False, fontsize=8, loc="upper left")
+    axes[0].set_ylabel("count per well")
+    return _png(fig)
+
+
 def bland_altman(wells: pd.DataFrame, stats: dict) -> str:
     m = (wells["n_cells"] + wells["n_nuclei"]) / 2
     d = wells["n_cells"] - wells["n_nuclei"]
@@ -223,6 +249,11 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
             density = validation["density"][0]["column"]
         figs.append(("Label-free vs nuclei count, one point per well", scatter(used, density)))
         figs.append(("Bland–Altman", bland_altman(used, validation["per_well"])))
+        for d in validation.get("density") or []:
+            if d.get("means"):
+                group = ", ".join(f"{k} = {v}" for k, v in d["group"].items())
+                figs.append((f"Counts vs {d['column']}{' — ' + group if group else ''}: "
+                             "means ± SD, linear range shaded", density_plot(d)))
     if len(used):  # a plate where no site was segmented has nothing to draw
         figs.append(("Label-free count per well",
                      heat_map(used, "n_cells", "label-free cells per well")))
@@ -239,12 +270,18 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
         for d in validation.get("density") or []:
             lr = d["linear_range"]
             group = ", ".join(f"{k} = {v}" for k, v in d["group"].items())
-            text = (f"{d['column']} {lr['low']:g} to {lr['high']:g} (R² {lr['r2']:.3f}, "
-                    f"{lr['n_levels']} levels)" if lr else "no range of two or more levels meets both criteria")
+            lof = lr and lr.get("lack_of_fit_p")
+            text = (f"{d['column']} {lr['low']:g} to {lr['high']:g} ({lr['n_levels']} levels; "
+                    f"R² of the means {lr['r2_means']:.3f}"
+                    + (f", lack-of-fit p {lof:.2f}" if lof is not None else "") + ")"
+                    if lr else "no run of two or more levels meets the criteria")
+            c = d["criteria"]
             parts.append(f"<h2>Linear range{(' — ' + html.escape(group)) if group else ''}</h2>"
                          f"<p>Label-free count linear in {html.escape(str(d['column']))} "
-                         f"(R² ≥ {d['criteria']['r2_min']}) and within "
-                         f"{100 * d['criteria']['max_rel_diff']:.0f} % of the nuclei count: "
+                         f"(R² of the level means ≥ {c['r2_means_min']}, and a lack-of-fit "
+                         f"F-test against the replicate wells not significant at "
+                         f"{c['lack_of_fit_alpha']}) and each level's mean within "
+                         f"{100 * c['max_rel_diff']:.0f} % of the nuclei count: "
                          f"<b>{html.escape(text)}</b>.</p>")
     if validation is not None and "parting" in validation:
         parts.append(_parting(used, validation["parting"]))
