@@ -18,6 +18,11 @@ nuclei ~14 px) is segmented at its known nucleus diameter by each of
 alternating between the models so that load on the machine affects them alike; the
 median wall time per model and the ratio to the first model are reported.
 
+ONNX (``--onnx-only``, needs ``pip install -e '.[export]'``): the tl-cells network alone
+on a 1024² canonical-scale input, in PyTorch, in PyTorch with BatchNorm folded into the
+convolutions, and exported to ONNX in onnxruntime, 2 threads each, interleaved; median
+seconds and the speed-up over PyTorch (docs/export.md), under the key ``onnx``.
+
 Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``);
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
@@ -136,6 +141,54 @@ def time_nuclei(model_names, repeats: int) -> dict:
             "repeats": repeats, "results": rows}
 
 
+def time_onnx(repeats: int) -> dict:
+    """Network only (no pre- or post-processing): the tl-cells U-Net on a 1024² normalised
+    canonical-scale input in PyTorch, in PyTorch with BatchNorm folded into the
+    convolutions, and as ONNX in onnxruntime (``tlseg export``), 2 threads each,
+    interleaved so that load on the machine affects them alike."""
+    import copy
+
+    import onnxruntime as ort
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    import tlseg
+    from tlseg.inference.export import example_input
+
+    torch.set_num_threads(2)
+    model = tlseg.load_model("tl-cells")
+    folded = copy.deepcopy(model.net)
+    for seq in [m for m in folded.modules() if isinstance(m, torch.nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], torch.nn.Conv2d) and isinstance(seq[i + 1], torch.nn.BatchNorm2d):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), torch.nn.Identity()
+    x = example_input(model, (1024, 1024))
+    xt = torch.from_numpy(x)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort.InferenceSession(str(tlseg.export_model(model, tmp)), opts,
+                                       providers=["CPUExecutionProvider"])
+    runs = {"pytorch": lambda: model.net(xt), "pytorch_bn_folded": lambda: folded(xt),
+            "onnxruntime": lambda: session.run(None, {"image": x})}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.inference_mode():
+        for run in runs.values():  # warm-up
+            run()
+        for _ in range(repeats):
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    rows = {k: {"median_s": round(v, 3), "speedup_vs_pytorch": round(med["pytorch"] / v, 2)}
+            for k, v in med.items()}
+    for name, r in rows.items():
+        print(f"{name:18s} {r['median_s']:.3f} s  ({r['speedup_vs_pytorch']:.2f}x)")
+    return {"input": "tl-cells network, 1x1x1024x1024 canonical-scale input", "threads": 2,
+            "repeats": repeats, "onnxruntime_version": ort.__version__, "results": rows}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="*", type=int, default=[1024, 2048, 4096])
@@ -149,8 +202,15 @@ def main(argv=None) -> int:
                       help="time only the nuclei models; rewrite only the 'nuclei' key")
     part.add_argument("--skip-nuclei", action="store_true",
                       help="do not time the nuclei models; keep the stored 'nuclei' key")
+    part.add_argument("--onnx-only", action="store_true",
+                      help="time only the network in PyTorch vs onnxruntime (needs "
+                           "'tlseg[export]'); rewrite only the 'onnx' key")
     add_out(p, "speed", " (and peers.json's 'speed')")
     args = p.parse_args(argv)
+    if args.onnx_only:
+        onnx = time_onnx(max(args.repeats, 7))
+        print(f"written {update_results('speed', ('onnx',), onnx, argv=argv, out=args.out)}")
+        return 0
     if args.nuclei_only:
         nuclei = time_nuclei(args.nuclei_models, args.nuclei_repeats)
         print(f"written {update_results('speed', ('nuclei',), nuclei, argv=argv, out=args.out)}")

@@ -20,7 +20,13 @@ import yaml
 import tlseg
 from tlseg.cli import main
 from tlseg.cli.main import _build_parser
-from tlseg.config import InstanceConfig, ModelConfig, PlateConfig, SegmentConfig, TrainConfig
+from tlseg.config import (
+    InstanceConfig,
+    ModelConfig,
+    PlateConfig,
+    SegmentConfig,
+    TrainConfig,
+)
 from tlseg.synthetic import synthetic_field
 
 

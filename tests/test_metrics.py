@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from tlseg.analysis.metrics import average_precision, match_counts, matched_pairs, summarize
+from tlseg.analysis.metrics import (
+    average_precision,
+    match_counts,
+    matched_pairs,
+    summarize,
+)
 
 
 def _two_cells():

@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from tlseg.inference import diameter
+from tlseg.analysis.metrics import average_precision
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
-from tlseg.analysis.metrics import average_precision
+from tlseg.inference import diameter
 from tlseg.inference.model import Model, shipped_models
 from tlseg.inference.network import UNet
+from tlseg.inference.window import pick_window, structure_map
 from tlseg.synthetic import synthetic_field
 from tlseg.training.targets import median_diameter
-from tlseg.inference.window import pick_window, structure_map
 
 
 def test_save_load_round_trip(tmp_path):

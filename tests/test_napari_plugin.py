@@ -9,8 +9,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 napari = pytest.importorskip("napari")
 
 from tlseg.napari.widget import TlsegWidget  # noqa: E402
-from tlseg.teaching.project import Project  # noqa: E402
 from tlseg.synthetic import synthetic_field  # noqa: E402
+from tlseg.teaching.project import Project  # noqa: E402
 
 WAIT = 120_000  # ms; generous, CI machines are shared
 

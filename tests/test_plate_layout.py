@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tlseg.analysis.measure import measure_cells, nuclei_per_cell
 from tlseg.errors import TlsegError
 from tlseg.plate.layout import normalize_well, read_plate_map, row_name, scan_plate
-from tlseg.analysis.measure import measure_cells, nuclei_per_cell
 from tlseg.plate.validate import agreement, linear_range, lins_ccc, validate_counts
 
 

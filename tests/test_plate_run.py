@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import tifffile
 
+from tlseg.analysis.metrics import match_counts
 from tlseg.cli import main
 from tlseg.errors import TlsegError
-from tlseg.analysis.metrics import match_counts
 from tlseg.plate.run import open_client
 
 TLSEG = [sys.executable, "-m", "tlseg.cli"]

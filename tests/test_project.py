@@ -3,15 +3,15 @@ import pytest
 import tifffile
 import yaml
 
-from tlseg.inference import diameter
 from tlseg.cli import main
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
+from tlseg.inference import diameter
 from tlseg.inference.model import Model
-from tlseg.teaching.project import Project
 from tlseg.synthetic import synthetic_field
-from tlseg.training.targets import UNKNOWN
+from tlseg.teaching.project import Project
 from tlseg.teaching.teach import project_samples, teach
+from tlseg.training.targets import UNKNOWN
 
 
 @pytest.fixture
@@ -118,8 +118,8 @@ def test_teaching_calibrates_the_diameter_to_the_annotated_cells(proj, tmp_path,
                                                                 box, factor):
     """After teaching, the automatic diameter matches the size of the user's cells when
     enough whole cells are annotated; with a few, the taught model's own reading stands."""
-    from tlseg.training.targets import whole_cell_diameters
     from tlseg.teaching.teach import PRIOR_CELLS
+    from tlseg.training.targets import whole_cell_diameters
 
     p, img, lab, f = proj
     project = Project.open(p)

@@ -12,7 +12,6 @@ from tlseg.inference.model import Model
 from tlseg.synthetic import synthetic_field
 from tlseg.training.train import load_folders, train_samples
 
-
 TINY = ModelConfig(name="tiny", channels=(8, 16))
 TC = TrainConfig(epochs=1, steps_per_epoch=6, batch_size=2, crop=64, checkpoint_every=2,
                  holdout_fraction=0.25)

@@ -43,6 +43,7 @@ _API = {
     # inference
     "Model": "inference.model", "load_model": "inference.model",
     "shipped_models": "inference.model", "set_threads": "inference.model",
+    "export_model": "inference.export",
     # analysis
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
     "measure_cells": "analysis.measure", "write_overlay": "analysis.overlay",
@@ -54,7 +55,8 @@ _API = {
     "suggest_rois": "teaching.suggest", "suggest_across": "teaching.suggest",
     # plates
     "run_plate": "plate.pipeline", "validate_plate": "plate.pipeline",
-    "make_demo_plate": "plate.demo", "compare_truth": "plate.demo",
+    "calibrate": "plate.calibrate", "make_demo_plate": "plate.demo", "compare_truth": "plate.demo",
+    "convert_plate": "plate.convert",
     # synthetic data with known cells
     "synthetic_field": "synthetic", "write_demo_images": "synthetic",
 }
@@ -63,14 +65,48 @@ _API = {
 _MODULES = {"edit": "teaching.edit"}
 
 __all__ = [
-    "InstanceConfig", "Model", "ModelConfig", "PlateConfig", "Project", "SegmentConfig",
-    "TeachConfig", "TlsegError", "TrainConfig", "UNKNOWN", "__version__",
-    "compare_truth", "edit", "evaluate", "evaluate_folders", "imagej_to_labels",
-    "labels_to_imagej", "list_images", "load_model", "make_demo_plate", "measure_cells",
-    "read_image", "read_labels", "run_plate", "segment_and_measure", "segment_folder",
-    "set_threads", "shipped_models", "suggest_across", "suggest_rois",
-    "synthetic_field", "teach", "train", "tune", "validate_plate", "write_demo_images",
-    "write_labels", "write_overlay", "write_table",
+    "UNKNOWN",
+    "InstanceConfig",
+    "Model",
+    "ModelConfig",
+    "PlateConfig",
+    "Project",
+    "SegmentConfig",
+    "TeachConfig",
+    "TlsegError",
+    "TrainConfig",
+    "__version__",
+    "calibrate",
+    "compare_truth",
+    "convert_plate",
+    "edit",
+    "evaluate",
+    "evaluate_folders",
+    "export_model",
+    "imagej_to_labels",
+    "labels_to_imagej",
+    "list_images",
+    "load_model",
+    "make_demo_plate",
+    "measure_cells",
+    "read_image",
+    "read_labels",
+    "run_plate",
+    "segment_and_measure",
+    "segment_folder",
+    "set_threads",
+    "shipped_models",
+    "suggest_across",
+    "suggest_rois",
+    "synthetic_field",
+    "teach",
+    "train",
+    "tune",
+    "validate_plate",
+    "write_demo_images",
+    "write_labels",
+    "write_overlay",
+    "write_table",
 ]
 
 
@@ -95,11 +131,20 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from .analysis.metrics import evaluate, evaluate_folders
     from .analysis.overlay import write_overlay
     from .analysis.pipeline import segment_and_measure, segment_folder
-    from .config import (InstanceConfig, ModelConfig, PlateConfig, SegmentConfig,
-                         TeachConfig, TrainConfig)
+    from .config import (
+        InstanceConfig,
+        ModelConfig,
+        PlateConfig,
+        SegmentConfig,
+        TeachConfig,
+        TrainConfig,
+    )
+    from .inference.export import export_model
     from .inference.model import Model, load_model, set_threads, shipped_models
     from .io import list_images, read_image, read_labels, write_labels, write_table
     from .io.imagej import imagej_to_labels, labels_to_imagej
+    from .plate.calibrate import calibrate
+    from .plate.convert import convert_plate
     from .plate.demo import compare_truth, make_demo_plate
     from .plate.pipeline import run_plate, validate_plate
     from .synthetic import synthetic_field, write_demo_images

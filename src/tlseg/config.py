@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+
 def default(cls, name: str):
     """The default of field ``name`` of the dataclass ``cls`` (for argparse).
 

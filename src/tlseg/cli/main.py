@@ -64,6 +64,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the shipped models and their model cards")
 
+    x = sub.add_parser("export", help="write a model's network for other tools: ONNX or a "
+                       "bioimage.io package (needs: pip install 'tlseg[export]')")
+    x.add_argument("model", help="shipped model name (tl-cells, nuclei) or model folder")
+    x.add_argument("-o", "--out", required=True,
+                   help="onnx: the .onnx file or a folder for NAME.onnx (NAME.json, the "
+                        "preprocessing, goes beside it); bioimageio: the package folder or a .zip")
+    x.add_argument("--format", choices=EXPORT_FORMATS, default="onnx")
+
     d = sub.add_parser("demo", help="make synthetic images, segment them and score the result")
     d.add_argument("out", help="output directory")
     d.add_argument("--model", default=default(seg, "model"))
@@ -202,6 +210,7 @@ def _run(args) -> int:
             "train": _train,
             "tune": _tune,
             "models": _models,
+            "export": _export,
             "demo": _demo,
             "project": _project,
             "roi": _roi,
@@ -214,6 +223,11 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _project(args) -> int:
@@ -385,6 +399,39 @@ def _models(args) -> int:
         readme = folder / "README.md"
         if readme.is_file():
             print(f"  model card: {readme}")
+    return 0
+
+
+#: `tlseg export --format` choices (tlseg.inference.export.FORMATS; not imported here, so
+#: that --help stays instant)
+EXPORT_FORMATS = ("onnx", "bioimageio")
+
+
+def _export(args) -> int:
+    import json
+    import zipfile
+
+    import tlseg
+
+    path = tlseg.export_model(args.model, args.out, format=args.format)
+    if args.format == "onnx":
+        info = json.loads(path.with_suffix(".json").read_text())
+        print(f"wrote {path} and {path.with_suffix('.json')} (the preprocessing)")
+    else:
+        name = tlseg.load_model(args.model).config.name
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as z:
+                info = json.loads(z.read(f"{name}.json"))
+        else:
+            info = json.loads((path / f"{name}.json").read_text())
+        print(f"wrote the bioimage.io package {path} (rdf.yaml; weights: pytorch_state_dict, "
+              "torchscript, onnx)")
+        rdf = path if path.suffix == ".zip" else path / "rdf.yaml"
+        print(f"test it (offline) with: bioimageio test {rdf}")
+    check = info["check"]
+    sizes = ", ".join(f"{h}x{w}" for h, w in check["sizes"])
+    print(f"onnxruntime vs PyTorch maps: max abs difference {check['max_abs_difference']:.2e} "
+          f"(tolerance {check['tolerance']:g}) on {sizes}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``tlseg plate run|validate`` and ``tlseg demo-plate``: the command line of :mod:`tlseg.plate`."""
+"""``tlseg plate run|validate|convert`` and ``tlseg demo-plate``: the command line of
+:mod:`tlseg.plate`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def add_parsers(sub) -> None:
     pls = pl.add_subparsers(dest="plate_command", required=True)
     r = pls.add_parser("run", help="segment every site of a plate folder (Dask, resumable)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("plate_dir", help="folder of the plate's images")
+    r.add_argument("plate_dir", help="folder of the plate's images, or an OME-Zarr plate "
+                                     "(PLATE.zarr)")
     r.add_argument("-o", "--out", required=True, help="output folder (a re-run resumes it)")
     r.add_argument("--tl-channel", required=True,
                    help="transmitted-light channel as in the file names (e.g. w1, ch1)")
@@ -43,9 +45,48 @@ def add_parsers(sub) -> None:
     r.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. "
                                        "tcp://10.0.0.5:8786 (default: a local cluster)")
     r.add_argument("--density-column", help="plate-map column with the seeding density")
+    r.add_argument("--write-zarr", action="store_true",
+                   help="OME-Zarr plate: also write each field's labels/cells, labels/nuclei "
+                        "and tables/cells into the plate")
     v = pls.add_parser("validate", help="(re)compute wells.csv, validation.json and report.html")
     v.add_argument("out", help="output folder of `tlseg plate run`")
     v.add_argument("--density-column", help="plate-map column with the seeding density")
+    for p in (r, v):
+        p.add_argument("--table-style", choices=["tlseg", "cellprofiler"], default="tlseg",
+                       help="cellprofiler: also write cellprofiler/Image.csv and Cells.csv "
+                            "with CellProfiler's column names (for pycytominer)")
+    c = pls.add_parser("convert", help="turn a plate folder into an OME-Zarr plate",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("plate_dir", help="folder of the plate's images")
+    c.add_argument("-o", "--out", required=True, help="the OME-Zarr plate to make (PLATE.zarr)")
+    c.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
+    c.add_argument("--pattern", help="regex for file names with named groups well (or row, col), "
+                                     "site, channel; overrides --layout")
+    c.add_argument("--pixel-size", type=float, help="µm per pixel, written as the pixel scale")
+    c.add_argument("--ngff-version", default="0.4", choices=["0.4", "0.5"],
+                   help="0.4 (Zarr v2) opens in every NGFF viewer; 0.5 (Zarr v3) in newer ones")
+
+    k = pls.add_parser("calibrate", help="fine-tune the label-free model on this plate's "
+                       "cells, with the paired nuclear stain as labels (no annotation)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    k.add_argument("plate_dir", help="folder of the plate's images")
+    k.add_argument("-o", "--out", required=True, help="model folder to write (then "
+                   "`tlseg plate run ... --model OUT` counts without the stain)")
+    k.add_argument("--tl-channel", required=True, help="transmitted-light channel")
+    k.add_argument("--nuclei-channel", required=True, help="nuclear-stain channel")
+    k.add_argument("--wells", help="calibration wells, e.g. A01,B03 (the others are held "
+                   "aside to measure it; default: all but every third well)")
+    k.add_argument("--base", default=default(PlateConfig, "model"),
+                   help="label-free model to calibrate (name or folder)")
+    k.add_argument("--nuclei-model", default=default(PlateConfig, "nuclei_model"))
+    k.add_argument("--diameter", type=float, help="cell diameter in pixels (default: estimate)")
+    k.add_argument("--nuclei-diameter", type=float, help="nucleus diameter in pixels")
+    k.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--resume", action="store_true", help="continue an interrupted calibration")
+    k.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
+    k.add_argument("--pattern", help="regex for file names with named groups well (or row, "
+                   "col), site, channel; overrides --layout")
 
     d = sub.add_parser("demo-plate", help="write a synthetic ImageXpress dilution plate "
                                           "(known counts), optionally run it")
@@ -61,8 +102,17 @@ def add_parsers(sub) -> None:
 def plate(args) -> int:
     import tlseg
 
+    if args.plate_command == "convert":
+        out = tlseg.convert_plate(args.plate_dir, args.out, layout=args.layout,
+                                  pattern=args.pattern, pixel_size=args.pixel_size,
+                                  ngff_version=args.ngff_version)
+        print(f"OME-Zarr plate written to {out}")
+        return 0
+    if args.plate_command == "calibrate":
+        return _calibrate(args)
     if args.plate_command == "validate":
-        tlseg.validate_plate(args.out, density=args.density_column)
+        tlseg.validate_plate(args.out, density=args.density_column,
+                             table_style=args.table_style)
         return 0
     return _run(args.plate_dir, args.out, args)
 
@@ -89,11 +139,49 @@ def _run(plate_dir, out, args) -> int:
                        layout=getattr(args, "layout", "auto"), pattern=getattr(args, "pattern", None),
                        workers=args.workers, scheduler=getattr(args, "scheduler", None),
                        threads=getattr(args, "threads", None),
-                       density=getattr(args, "density_column", None), progress=progress)
+                       density=getattr(args, "density_column", None),
+                       table_style=getattr(args, "table_style", "tlseg"), progress=progress,
+                       write_zarr=getattr(args, "write_zarr", False))
     if bar is not None:
         bar.close()
     print(f"{result['processed']} site(s) segmented this run; results in {out}")
     return 2 if result["failed"] else 0
+
+
+def _calibrate(args) -> int:
+    from tqdm import tqdm
+
+    import tlseg
+
+    tlseg.set_threads()
+    bar = None
+
+    def on_step(step, total, parts):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="calibrating", unit="step", file=sys.stderr)
+        bar.n = step
+        bar.refresh()
+
+    wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
+    model = tlseg.calibrate(args.plate_dir, args.out, tl_channel=args.tl_channel,
+                            nuclei_channel=args.nuclei_channel, wells=wells, base=args.base,
+                            nuclei_model=args.nuclei_model, diameter=args.diameter,
+                            nuclei_diameter=args.nuclei_diameter, steps=args.steps,
+                            seed=args.seed, resume=args.resume, layout=args.layout,
+                            pattern=args.pattern, progress=on_step)
+    if bar is not None:
+        bar.close()
+    c = model.card["calibration"]
+    print(f"calibrated model written to {args.out} (wells {', '.join(c['wells'])})")
+    if "before" in c:
+        for when in ("before", "after"):
+            s = c[when]
+            err = s.get("mean_abs_rel_error")
+            print(f"  {when:6s} on held-aside wells {', '.join(c['held_aside_wells'])}: "
+                  f"{s['label_free']} label-free cells for {s['nuclei']} nuclei"
+                  + (f", mean |relative error| {err:.1%}" if err is not None else ""))
+    return 0
 
 
 def demo_plate(args) -> int:

@@ -20,7 +20,6 @@ from .postprocess import instances_from_maps
 from .window import estimation_crop, structure_map
 
 
-
 class Model(Protocol):
     """What the estimate needs of a :class:`tlseg.inference.model.Model` (which calls in
     here): its settings and its maps."""

@@ -28,13 +28,12 @@ import torch
 import yaml
 
 from ..config import ModelConfig
-from .diameter import estimate_diameter
 from ..errors import TlsegError
+from .diameter import estimate_diameter
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
 from .preprocess import clip_outliers, is_constant, normalize, rescale
-
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from ..config import FLATFIELD_MODES
 
 
-
 def rescale(image: np.ndarray, factor: float) -> np.ndarray:
     """Resize a 2-D float image by ``factor``.
 

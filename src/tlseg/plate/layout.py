@@ -184,7 +184,9 @@ def _parse(names: list[Path], regex: re.Pattern) -> tuple[list[dict], list[Path]
 
 
 def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> Plate:
-    """Parse the image file names in ``folder`` (not recursive).
+    """Parse the image file names in ``folder`` (not recursive), or read the layout of
+    an OME-Zarr HCS plate (a ``.zarr`` folder, :mod:`~tlseg.plate.zarr`; ``layout`` and
+    ``pattern`` are then ignored).
 
     Parameters
     ----------
@@ -203,6 +205,10 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
     folder = Path(folder)
     if not folder.is_dir():
         raise TlsegError(f"{folder}: no such plate folder")
+    from .zarr import is_zarr
+
+    if is_zarr(folder):
+        return _zarr_plate(folder)
     names = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and "_thumb" not in p.name.lower() and not p.name.startswith("."))
@@ -242,6 +248,30 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
     files = files.reset_index(drop=True)
     return Plate(folder=folder, layout=name, pattern=regex, files=files, unparsed=bad,
                  duplicates=duplicates)
+
+
+def _zarr_plate(folder: Path) -> Plate:
+    """An OME-Zarr HCS plate: its fields (:func:`~tlseg.plate.zarr.plate_fields`), with
+    wells named from the plate's row and column names as a folder's are (``A01``)."""
+    from .zarr import plate_fields
+
+    fields, problems = plate_fields(folder)
+    rows = []
+    for f in fields:
+        try:
+            row = row_name(int(f["row"])) if f["row"].isdigit() else f["row"]
+            well = normalize_well(row + f["col"])
+        except TlsegError:
+            problems.append(f"{folder}: row {f['row']!r} column {f['col']!r} is not a well "
+                            "like A01; skipped")
+            continue
+        rows.append({"well": well, **{k: f[k] for k in ("site", "channel", "plane", "path")}})
+    if not rows:
+        raise TlsegError(f"{folder}: the OME-Zarr plate lists no well with an image field")
+    rows.sort(key=lambda r: (split_well(r["well"]), r["site"]))
+    # skipped wells and fields travel as the plate's warnings (log, run.json, report)
+    return Plate(folder=folder, layout="ome-zarr", pattern="", files=pd.DataFrame(rows),
+                 duplicates=sorted(set(problems), key=problems.index))
 
 
 def _duplicates(files: pd.DataFrame) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import PlateConfig
 from ..errors import TlsegError
 from ..io import atomic_path
+from .cellprofiler import check_table_style, write_cellprofiler_tables
 from .layout import read_plate_map, scan_plate
 from .run import lock_output, prepare_run, run_sites
 from .summary import summarize
@@ -21,9 +22,9 @@ logger = logging.getLogger(__name__)
 def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=None,
               layout: str = "auto", pattern: str | None = None, workers: int = 2,
               scheduler: str | None = None, threads: int | None = None,
-              density: str | None = None,
+              density: str | None = None, table_style: str = "tlseg",
               progress: Callable[[dict, int, int], None] | None = None,
-              **settings) -> dict:
+              write_zarr: bool = False, **settings) -> dict:
     """Segment, measure, summarise and (with a nuclei channel) validate one plate:
     ``tlseg plate run``.
 
@@ -34,7 +35,7 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     ----------
     plate_dir : path
         Folder of the plate's images (ImageXpress, IN Cell Analyzer or Operetta names,
-        or ``pattern``).
+        or ``pattern``), or an OME-Zarr HCS plate (a ``.zarr`` folder).
     out : path
         Output folder: ``masks/``, ``cells/*.parquet``, ``sites/``, ``run.json``,
         ``wells.csv``, ``conditions.csv``, ``validation.json`` and ``report.html``. One
@@ -54,8 +55,15 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         threads per worker (default: CPU cores / workers).
     density : str, optional
         Plate-map column with the seeding density (for the linear range).
+    table_style : {'tlseg', 'cellprofiler'}
+        ``'cellprofiler'`` also writes ``cellprofiler/Image.csv`` and ``Cells.csv`` with
+        CellProfiler's column names (:mod:`tlseg.plate.cellprofiler`), for pycytominer.
     progress : callable(site_record, done, total), optional
         Called as each site finishes.
+    write_zarr : bool
+        Also write each site's labels (``labels/cells``, ``labels/nuclei``) and per-cell
+        table (``tables/cells``) into its field of the OME-Zarr plate
+        (:mod:`~tlseg.plate.zarr`).
 
     Returns
     -------
@@ -74,9 +82,13 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         config = PlateConfig(**settings)
     elif settings:
         raise TypeError("run_plate: give a PlateConfig or keywords, not both")
+    check_table_style(table_style)  # before the long run, not after it
     log = logger.info
     out = Path(out)
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
+    if write_zarr and plate.layout != "ome-zarr":
+        raise TlsegError(f"{plate.folder}: --write-zarr needs an OME-Zarr plate; convert "
+                         "the folder first with `tlseg plate convert`")
     log(f"{plate.folder}: {plate.layout} layout, {len(plate.wells)} wells, "
         f"channels {', '.join(plate.channels)}")
     warnings = list(plate.duplicates)
@@ -98,11 +110,11 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         with atomic_path(out / "run.json") as tmp:
             tmp.write_text(json.dumps(record, indent=2, default=str))
         records = run_sites(sites, out, config, workers=workers, scheduler=scheduler,
-                            threads=threads, progress=progress)
+                            threads=threads, progress=progress, write_zarr=write_zarr)
         failed = [r for r in records if r["status"] != "ok"]
         for r in failed:
             logger.error("%s site %s: %s (skipped)", r["well"], r["site"], r["error"])
-        result = validate_plate(out, density=density)
+        result = validate_plate(out, density=density, table_style=table_style)
     if not (result["sites"]["status"] == "ok").any():
         logger.error("no site of the plate was segmented; the errors are listed in "
                      f"{result['report']} and sites.csv")
@@ -110,7 +122,7 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     return result
 
 
-def validate_plate(out, *, density: str | None = None) -> dict:
+def validate_plate(out, *, density: str | None = None, table_style: str = "tlseg") -> dict:
     """Summarise a finished (or partly finished) plate run and, if nuclei were counted,
     validate the label-free counts against them: ``tlseg plate validate``.
 
@@ -122,22 +134,31 @@ def validate_plate(out, *, density: str | None = None) -> dict:
         Output folder of :func:`run_plate`.
     density : str, optional
         Plate-map column with the seeding density (for the linear range).
+    table_style : {'tlseg', 'cellprofiler'}
+        ``'cellprofiler'`` also (re)writes ``cellprofiler/Image.csv`` and ``Cells.csv``
+        with CellProfiler's column names (:mod:`tlseg.plate.cellprofiler`).
 
     Returns
     -------
     dict
         The tables ``sites``, ``wells`` and ``conditions``, ``validation`` (None without
-        nuclei) and ``report`` (the report's path).
+        nuclei), ``report`` (the report's path) and ``cellprofiler`` (the paths of
+        ``Image.csv`` and ``Cells.csv`` by table name; None in the tlseg style).
     """
     log = logger.info
     from .report import write_report
     from .validate import validate_counts
 
     out = Path(out)
+    check_table_style(table_style)
     if not (out / "run.json").is_file():
         raise TlsegError(f"{out}: not a plate run folder (no run.json); run `tlseg plate run` first")
     run = json.loads((out / "run.json").read_text())
     tables = summarize(out)
+    cellprofiler = None
+    if table_style == "cellprofiler":
+        cellprofiler = write_cellprofiler_tables(out, sites=tables["sites"],
+                                                 cells=tables["cells"])
     wells, conds = tables["wells"], tables.get("conditions")
     validation = None
     if "n_nuclei" in wells:
@@ -161,4 +182,5 @@ def validate_plate(out, *, density: str | None = None) -> dict:
     report = write_report(out, wells=wells, conds=conds, sites=tables["sites"],
                           validation=validation, run=run)
     log(f"wells.csv, report.html written to {out}")
-    return {**tables, "validation": validation, "report": report}
+    return {**tables, "validation": validation, "report": report,
+            "cellprofiler": cellprofiler}

@@ -185,6 +185,35 @@ def _settings(cfg: dict) -> str:
     return f"<p class='set'>Settings: {' · '.join(items)}</p>" if items else ""
 
 
+def _calibration(model: str | None) -> str:
+    """A paragraph on the label-free model's calibration, when it was made by
+    ``tlseg plate calibrate`` (its card says on which wells, and how it agreed)."""
+    import yaml
+
+    card_file = Path(str(model)) / "card.yaml" if model else None
+    if card_file is None or not card_file.is_file():
+        return ""
+    try:
+        c = (yaml.safe_load(card_file.read_text()) or {}).get("calibration")
+    except (OSError, yaml.YAMLError):
+        return ""
+    if not c:
+        return ""
+    text = (f"Label-free model <code>{html.escape(str(model))}</code>, calibrated with the "
+            f"nuclear stain on wells {html.escape(', '.join(c.get('wells', [])))}.")
+    if c.get("before") and c.get("after"):
+        b, a = c["before"], c["after"]
+
+        def err(s):
+            e = s.get("mean_abs_rel_error")
+            return f", mean |relative error| {100 * e:.1f} %" if e is not None else ""
+
+        text += (f" On the held-aside wells {html.escape(', '.join(c['held_aside_wells']))}"
+                 f" ({b['n_sites']} sites, {b['nuclei']} nuclei): {b['label_free']} "
+                 f"label-free cells before{err(b)}; {a['label_free']} after{err(a)}.")
+    return f"<h2>Calibration</h2><p>{text}</p>"
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0,
                       classes="t")
@@ -231,7 +260,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     parts = [f"<h1>tlseg plate report</h1><p>Plate <code>{html.escape(run.get('plate', ''))}</code>"
              f" ({html.escape(str(run.get('layout')))} layout), {len(used)} wells, "
              f"{int((sites['status'] == 'ok').sum())} of {len(sites)} sites segmented. "
-             f"</p>{_settings(run.get('config') or {})}"]
+             f"</p>{_settings(run.get('config') or {})}"
+             + _calibration((run.get("config") or {}).get("model"))]
     problems = list(run.get("skipped_sites", [])) + [f"unparsed file name: {f}"
                                                       for f in run.get("unparsed_files", [])]
     problems += run.get("warnings", [])

@@ -120,14 +120,19 @@ def _model(name: str, threads: int):
     return _MODELS[name]
 
 
-def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
+def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
+                 write_zarr: bool = False) -> dict:
     """Segment and measure one site; write its outputs. Runs on a Dask worker.
+
+    A site of an OME-Zarr plate is read from its field; with ``write_zarr`` its labels
+    and per-cell table are also written into the field (:mod:`~tlseg.plate.zarr`).
 
     Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
     bad image: the record then has ``status: 'error'`` and the message.
     """
     from ..analysis.pipeline import segment_and_measure
-    from ..io import read_image, write_labels
+    from ..io import write_labels
+    from .zarr import field_of, read_channel, write_field_results
 
     out = Path(out)
     key = f"{site['well']}_s{site['site']}"
@@ -136,11 +141,11 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
     t0 = time.perf_counter()
     try:
         tl_name, nuc_name = cfg["tl_channel"], cfg.get("nuclei_channel")
-        tl = read_image(site["paths"][tl_name])
+        tl = read_channel(site["paths"][tl_name])
         channels = {tl_name: tl}
         nuc = None
         if nuc_name:
-            nuc = read_image(site["paths"][nuc_name])
+            nuc = read_channel(site["paths"][nuc_name])
             if nuc.shape != tl.shape:
                 raise TlsegError(f"{site['paths'][nuc_name]}: {nuc.shape[0]}x{nuc.shape[1]} "
                                  f"pixels but the {tl_name} image is {tl.shape[0]}x{tl.shape[1]}")
@@ -167,6 +172,10 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1) -> dict:
             write_labels(out / "masks" / f"{key}_nuclei.tif", nuclei)
         with atomic_path(out / "cells" / f"{key}.parquet") as tmp:
             table.to_parquet(tmp, index=False)
+        field = field_of(site["paths"][tl_name])
+        if write_zarr and field is not None:  # last: sites/<key>.json records it done
+            write_field_results(field, cells=cells, nuclei=nuclei, table=table)
+            rec["zarr"] = str(field)
         rec["status"] = "ok"
     except TlsegError as exc:
         rec.update(status="error", error=str(exc))
@@ -210,16 +219,16 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     """
     import numpy as np
 
-    from ..io import read_image
     from ..inference.diameter import weighted_median
     from ..inference.model import Model
+    from .zarr import read_channel
 
     model = Model.load(model_name)
     picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]
     found, cells = [], []
     for s in picks:
         try:
-            image = read_image(s.paths[channel]).astype(np.float32)
+            image = read_channel(s.paths[channel]).astype(np.float32)
             d = model.estimate_diameter(image)
             if d:
                 cells.append(model.predict_instances(image, diameter=d)[1]["n_cells"])
@@ -348,15 +357,20 @@ def done_sites(out) -> dict[str, dict]:
 
 def run_sites(sites: list[Site], out, cfg: PlateConfig, *, workers: int = 2,
               scheduler: str | None = None, threads: int | None = None,
-              progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
-    """Process every site not yet done in ``out``; returns the records of this run's sites."""
+              progress: Callable[[dict, int, int], None] | None = None,
+              write_zarr: bool = False) -> list[dict]:
+    """Process every site not yet done in ``out``; returns the records of this run's sites.
+
+    With ``write_zarr`` (an OME-Zarr plate), a site done by an earlier run without it is
+    done again, so that its field gets its labels.
+    """
     out = Path(out)
     for sub in ("masks", "cells", "sites"):
         (out / sub).mkdir(parents=True, exist_ok=True)
         for stale in (out / sub).glob(".*"):  # temp files of a killed run
             stale.unlink(missing_ok=True)
     done = done_sites(out)
-    todo = [s for s in sites if s.key not in done]
+    todo = [s for s in sites if s.key not in done or (write_zarr and "zarr" not in done[s.key])]
     if not todo:
         return []
     if threads is None:
@@ -369,7 +383,7 @@ def run_sites(sites: list[Site], out, cfg: PlateConfig, *, workers: int = 2,
         payload = [{"well": s.well, "site": s.site, "paths": {k: str(v) for k, v in s.paths.items()}}
                    for s in todo]
         futures = client.map(process_site, payload, cfg=cfg.result_keys(), out=str(out),
-                             threads=threads, pure=False)
+                             threads=threads, write_zarr=write_zarr, pure=False)
         for i, fut in enumerate(as_completed(futures), start=1):
             rec = fut.result()
             records.append(rec)

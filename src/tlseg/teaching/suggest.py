@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..io import read_image
 from ..inference.model import Model
 from ..inference.preprocess import rescale
+from ..io import read_image
 
 
 def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None = None

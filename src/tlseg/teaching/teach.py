@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TEACH_MODES, TrainConfig
-from ..training.data import Sample, make_sample
 from ..errors import TlsegError
-from ..io import read_image
 from ..inference.diameter import weighted_median
 from ..inference.model import Model
-from .project import Project
+from ..io import read_image
+from ..training.data import Sample, make_sample
 from ..training.targets import whole_cell_diameters
+from .project import Project
+
 
 def default_steps(mode: str, n_rois: int) -> int:
     """Training steps for a project of ``n_rois`` ROIs (:data:`tlseg.config.TEACH_MODES`).

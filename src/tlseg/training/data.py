@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TlsegError
-from ..io import IMAGE_SUFFIXES, read_image, read_labels
 from ..inference.labels import resize_labels
 from ..inference.preprocess import rescale
+from ..io import IMAGE_SUFFIXES, read_image, read_labels
 from .targets import (
     UNKNOWN,
     ignore_fragments,

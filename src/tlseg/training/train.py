@@ -30,8 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .augment import augment_normalized, augment_raw
 from ..config import ModelConfig, TrainConfig
+from ..errors import TlsegError
+from ..inference.model import Model
+from ..inference.network import UNet
+from ..inference.preprocess import normalize
+from ..io import atomic_path
+from .augment import augment_normalized, augment_raw
 from .data import (
     CropSampler,
     Sample,
@@ -40,11 +45,6 @@ from .data import (
     resolve_data_dir,
     split_holdout,
 )
-from ..errors import TlsegError
-from ..io import atomic_path
-from ..inference.model import Model
-from ..inference.network import UNet
-from ..inference.preprocess import normalize
 from .tune import tune_model
 
 CHECKPOINT = "checkpoint.pt"

@@ -16,9 +16,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .data import Sample
-from ..inference.flows import flows_to_instances
 from ..analysis.metrics import match_counts, summarize
+from ..inference.flows import flows_to_instances
 from ..inference.model import Model
 from ..inference.postprocess import (
     InstanceConfig,
@@ -26,6 +25,7 @@ from ..inference.postprocess import (
     drop_incoherent,
     instances_from_maps,
 )
+from .data import Sample
 
 
 def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:

@@ -1,0 +1,441 @@
+"""Exporting a model for other tools: an ONNX network, and a bioimage.io model package.
+
+Both hold the *network* only: it maps the normalised image at the canonical cell scale,
+shape (1, 1, H, W) float32 with H and W multiples of the network's stride (32), to its
+raw maps, shape (1, C, H, W): foreground and normalised-distance logits, log2 cell size
+and, for models with flows, the flow y and x (:mod:`tlseg.inference.network`). The
+steps before (rescaling to the canonical cell diameter, shading correction,
+normalisation) and after (sigmoid, instances) are tlseg's, written down in a JSON file
+beside the network (:func:`preprocessing`) so that another tool can repeat them.
+
+- ``onnx``: ``NAME.onnx`` and ``NAME.json``. The file is checked with onnxruntime
+  against PyTorch on two synthetic fields; the largest difference is kept in the JSON
+  (``check``).
+- ``bioimageio``: a BioImage Model Zoo package (``rdf.yaml``, format 0.5): the weights
+  as a PyTorch state dict with the network's source, as TorchScript and as ONNX, a test
+  input and output made by tlseg, the model card as documentation and the licence.
+
+Exporting needs the ``export`` extra (``pip install 'tlseg[export]'``: onnx,
+onnxruntime; bioimageio.core to test a package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..errors import TlsegError
+from . import network
+from .model import Model, shipped_models
+
+#: what :func:`export_model` writes
+FORMATS = ("onnx", "bioimageio")
+#: ONNX operator set: 17 runs in every onnxruntime since 1.13 (2022)
+OPSET = 17
+#: canonical-scale sizes (H, W) of the synthetic fields an ONNX file is checked on
+CHECK_SIZES = ((256, 256), (192, 320))
+#: largest difference between onnxruntime's maps and PyTorch's that passes the check
+TOLERANCE = 1e-4
+#: side of the bioimage.io package's test image (canonical-scale pixels)
+TEST_SIZE = 256
+
+_CHANNELS = (
+    ("foreground", "logit of the foreground (cell) probability; sigmoid gives it"),
+    ("distance", "logit of the normalised distance to the cell border (1 at the centre); "
+                 "sigmoid gives it"),
+    ("log2_size", "log2 of the apparent cell diameter over the canonical diameter"),
+    ("flow_y", "flow towards the cell's centre, y"),
+    ("flow_x", "flow towards the cell's centre, x"),
+)
+
+
+def export_model(model_or_name, out, *, format: str = "onnx") -> Path:
+    """Write a model's network for use outside tlseg.
+
+    Parameters
+    ----------
+    model_or_name : Model, str or path
+        A :class:`~tlseg.Model`, a shipped model name (``tl-cells``, ``nuclei``) or a
+        model folder.
+    out : path
+        ``onnx``: the ``.onnx`` file, or a folder to write ``NAME.onnx`` into; the
+        preprocessing goes beside it as ``.json``. ``bioimageio``: the package folder,
+        or a ``.zip`` file.
+    format : {'onnx', 'bioimageio'}
+        ONNX network, or a BioImage Model Zoo package (docs/export.md).
+
+    Returns
+    -------
+    Path
+        The ``.onnx`` file, or the package folder or zip.
+
+    Raises
+    ------
+    TlsegError
+        Unknown model or format, the ``export`` extra is missing, or the exported
+        network does not reproduce PyTorch's maps within :data:`TOLERANCE`.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> import tlseg
+    >>> path = tlseg.export_model("nuclei", tempfile.mkdtemp())  # doctest: +SKIP
+    >>> json.loads(path.with_suffix(".json").read_text())["check"]["passed"]  # doctest: +SKIP
+    True
+    """
+    if format not in FORMATS:
+        raise TlsegError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(model_or_name, Model):
+        model, folder = model_or_name, None
+    else:
+        model = Model.load(model_or_name)
+        folder = Path(str(model_or_name))
+        folder = folder if folder.is_dir() else shipped_models()[str(model_or_name)]
+    out = Path(out)
+    if format == "onnx":
+        path = out if out.suffix == ".onnx" else out / f"{model.config.name}.onnx"
+        return export_onnx(model, path)
+    return export_bioimageio(model, out, folder=folder)
+
+
+# --- ONNX -----------------------------------------------------------------------------
+def export_onnx(model: Model, path, *, check: bool = True) -> Path:
+    """Write the network as ONNX to ``path`` and its preprocessing to ``path``.json.
+
+    The legacy TorchScript exporter (``dynamo=False``) is used: it needs no onnxscript,
+    exports this network in ~3 s against ~15-19 s for the ``torch.export`` exporter (which
+    also needs the sizes declared as multiples of 32), and its graph runs faster in
+    onnxruntime (docs/export.md). With ``check`` the file is run in onnxruntime on
+    :data:`CHECK_SIZES` and refused when its maps differ from PyTorch's by more than
+    :data:`TOLERANCE`.
+    """
+    from ..io import atomic_path
+
+    _require("onnx", "onnxruntime")
+    path = Path(path)
+    info = preprocessing(model)
+    info["onnx"] = path.name
+    x = torch.zeros(1, 1, model.net.stride * 2, model.net.stride * 2)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # torch 2.13 calls the TorchScript exporter deprecated; it is still the one that
+        # exports this network quickly and runs fastest (see above)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        with torch.no_grad():
+            torch.onnx.export(
+                model.net.eval(), (x,), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=["image"], output_names=["maps"], do_constant_folding=True,
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                              "maps": {0: "batch", 2: "height", 3: "width"}})
+        if check:
+            diff = onnx_difference(model, tmp)
+            info["check"] = {"max_abs_difference": diff, "tolerance": TOLERANCE,
+                             "passed": diff <= TOLERANCE,
+                             "sizes": [list(s) for s in CHECK_SIZES],
+                             "input": "synthetic fields at the canonical scale, normalised"}
+            if not diff <= TOLERANCE:
+                raise TlsegError(f"the ONNX network's maps differ from PyTorch's by {diff:.2e} "
+                                 f"(over {TOLERANCE:g}); not written")
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def onnx_difference(model: Model, path, sizes=CHECK_SIZES) -> float:
+    """Largest absolute difference between the maps of the ONNX file at ``path``
+    (run in onnxruntime) and of ``model``'s network, on synthetic fields of ``sizes``
+    at the canonical scale, normalised as tlseg does."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, shape in enumerate(sizes):
+        x = example_input(model, shape, seed=i)
+        with torch.inference_mode():
+            expected = model.net(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"image": x})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def example_input(model: Model, shape: tuple[int, int], *, seed: int = 0) -> np.ndarray:
+    """A network input made by tlseg: a synthetic field whose cells (or nuclei, for a
+    fluorescence model) are the canonical diameter across, normalised as tlseg does,
+    shape (1, 1, H, W) float32."""
+    from ..synthetic import synthetic_field
+
+    cfg = model.config
+    nuclei = cfg.flatfield == "subtract"  # fluorescence: the nuclear stain channel
+    # synthetic nuclei are about half the cell diameter
+    field = synthetic_field(shape, diameter=cfg.canonical_diameter * (2 if nuclei else 1),
+                            seed=seed)
+    image = field["nuclei" if nuclei else "tl"].astype(np.float32)
+    return model._network_input(image).numpy()
+
+
+def preprocessing(model: Model) -> dict:
+    """What another tool needs to run the exported network as tlseg does: the input,
+    the steps that make it, the output channels and the instance settings (the JSON
+    written beside an ONNX file and into a bioimage.io package).
+
+    Examples
+    --------
+    >>> import tlseg
+    >>> info = preprocessing(tlseg.load_model("tl-cells"))
+    >>> info["preprocessing"]["canonical_diameter"], info["preprocessing"]["flatfield"]
+    (30.0, 'divide')
+    >>> [c["name"] for c in info["output"]["channels"]]
+    ['foreground', 'distance', 'log2_size', 'flow_y', 'flow_x']
+    """
+    cfg = model.config
+    s = model.net.stride
+    sigma_px = cfg.background_sigma * cfg.canonical_diameter
+    shading = {
+        "divide": [
+            "clamp values below 0 to 0",
+            "divide by a smooth shading surface: a degree-3 polynomial fitted robustly to the "
+            "log image (3 rounds dropping residuals over 2.5 robust SD), on a copy averaged "
+            "down to about 64 px (tlseg.inference.preprocess.polynomial_shading)",
+            f"divide by the smooth background (Gaussian blur, sigma {sigma_px:g} px, on a "
+            "copy averaged down by sigma // 8, then upsampled bilinearly) plus 1e-3 of its "
+            "mean (tlseg.inference.preprocess.smooth_background)",
+        ],
+        "subtract": [
+            f"subtract the smooth background (Gaussian blur, sigma {sigma_px:g} px, on a "
+            "copy averaged down by sigma // 8, then upsampled bilinearly; "
+            "tlseg.inference.preprocess.smooth_background)",
+        ],
+        "none": [],
+    }[cfg.flatfield]
+    return {
+        "model": cfg.name,
+        "tlseg_version": version("tlseg"),
+        "input": {
+            "name": "image", "shape": ["N", 1, "H", "W"], "dtype": "float32",
+            "size_multiple_of": s,
+            "description": "one gray image at the canonical cell scale, normalised",
+        },
+        "preprocessing": {
+            "canonical_diameter": cfg.canonical_diameter,
+            "flatfield": cfg.flatfield,
+            "background_sigma": cfg.background_sigma,
+            "background_sigma_px": sigma_px,
+            "steps": [
+                "clip absurd pixel values to 100 robust ranges beyond the 0.1 and 99.9 "
+                "percentiles (tlseg.inference.preprocess.clip_outliers)",
+                f"rescale by canonical_diameter / cell diameter in pixels ({cfg.canonical_diameter:g}"
+                " / d): shrink bilinearly with antialiasing, enlarge bicubically "
+                "(tlseg.inference.preprocess.rescale)",
+                *shading,
+                "subtract the median and divide by the distance between the 0.5th and "
+                "99.5th percentiles (read on at most ~250,000 pixels, every n-th)",
+                f"pad bottom and right to a multiple of {s} (reflect); tlseg runs images "
+                "over 1024 px in 1024-px tiles with 96 px of context on each side",
+            ],
+            "normalisation": "shading-corrected, then (x - median) / (p99.5 - p0.5): "
+                             "background near 0, contrast range about 1",
+            "reference": "tlseg.Model._network_input (tlseg.inference.preprocess.normalize)",
+        },
+        "output": {
+            "name": "maps", "shape": ["N", cfg.n_outputs, "H", "W"], "dtype": "float32",
+            "channels": [{"index": i, "name": n, "meaning": m}
+                         for i, (n, m) in enumerate(_CHANNELS[: cfg.n_outputs])],
+        },
+        "instances": {
+            **asdict(cfg.instances),
+            "reference": "tlseg.inference.postprocess.instances_from_maps on the maps with "
+                         "sigmoid applied to channels 0 and 1, then resized back to the image",
+        },
+        "diameter": {"default_diameter": cfg.default_diameter,
+                     "diameter_calibration": cfg.diameter_calibration,
+                     "taught_diameter": cfg.taught_diameter},
+    }
+
+
+# --- bioimage.io ----------------------------------------------------------------------
+def export_bioimageio(model: Model, out, *, folder=None) -> Path:
+    """Write a BioImage Model Zoo package (rdf.yaml, format 0.5) to the folder ``out``,
+    or to the zip file ``out`` when it ends in ``.zip``.
+
+    The package's input and output are those of the ONNX file (:func:`export_onnx`):
+    the normalised canonical-scale image in, the raw maps out. bioimage.io's own
+    preprocessing operations cannot express tlseg's shading correction, so it is
+    described in the package (``NAME.json``, the description) and tools apply it first.
+    ``folder``, the model folder, gives the model card (its README.md).
+    """
+    _require("onnx", "onnxruntime")  # before anything is written
+    out = Path(out)
+    if out.suffix == ".zip":
+        with tempfile.TemporaryDirectory() as tmp:
+            package = export_bioimageio(model, Path(tmp) / "package", folder=folder)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in sorted(package.iterdir()):
+                    z.write(f, f.name)
+        return out
+    if out.exists() and any(out.iterdir()):
+        raise TlsegError(f"{out}: folder exists and is not empty; give a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, card = model.config, model.card
+    net = model.net.eval()
+    name = cfg.name
+
+    x = example_input(model, (TEST_SIZE, TEST_SIZE), seed=0)
+    with torch.inference_mode():
+        y = net(torch.from_numpy(x)).numpy()
+    np.save(out / "test_input.npy", x)
+    np.save(out / "test_output.npy", y)
+    torch.save(net.state_dict(), out / "weights.pt")
+    shutil.copyfile(network.__file__, out / "network.py")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        torch.jit.save(torch.jit.trace(net, torch.from_numpy(x)), str(out / "weights_torchscript.pt"))
+    export_onnx(model, out / f"{name}.onnx")  # with its check, and the tlseg json beside it
+
+    (out / "README.md").write_text(_model_card(model, folder))
+    licence = _licence(card)
+    if licence == "LICENSE.md":
+        (out / licence).write_text(_licence_text(card))
+
+    def file(name: str) -> dict:
+        return {"source": name, "sha256": _sha256(out / name)}
+
+    space = [{"type": "space", "id": a, "size": {"min": net.stride, "step": net.stride}}
+             for a in ("y", "x")]
+    outputs_space = [{"type": "space", "id": a, "size": {"tensor_id": "image", "axis_id": a}}
+                     for a in ("y", "x")]
+    torch_version = torch.__version__.split("+")[0]
+    rdf = {
+        "type": "model",
+        "format_version": "0.5.4",
+        "name": f"tlseg {name}",
+        "description": _description(model),
+        "authors": card.get("authors") or [{"name": "tlseg contributors"}],
+        "cite": card.get("cite") or [],
+        "license": file(licence) if licence == "LICENSE.md" else licence,
+        "documentation": "README.md",
+        "tags": ["tlseg", "unet", "2d", "instance-segmentation", "cells",
+                 *card.get("modalities", [])],
+        "version": version("tlseg"),
+        "inputs": [{
+            "id": "image",
+            # at most 128 characters: the steps are in NAME.json and the README
+            "description": f"gray image, cells {cfg.canonical_diameter:g} px across, "
+                           f"shading-corrected and normalised as tlseg does ({name}.json)",
+            "axes": [{"type": "batch"},
+                     {"type": "channel", "channel_names": ["gray"]}, *space],
+            "test_tensor": file("test_input.npy"),
+            "data": {"type": "float32"},
+        }],
+        "outputs": [{
+            "id": "maps",
+            "description": "raw maps: foreground and distance logits, log2 cell size"
+                           + (", flow y and x" if cfg.flows else "") + f" ({name}.json)",
+            "axes": [{"type": "batch"},
+                     {"type": "channel",
+                      "channel_names": [n for n, _ in _CHANNELS[: cfg.n_outputs]]},
+                     *outputs_space],
+            "test_tensor": file("test_output.npy"),
+            "data": {"type": "float32"},
+        }],
+        "weights": {
+            "pytorch_state_dict": {
+                **file("weights.pt"),
+                "architecture": {**file("network.py"), "callable": "UNet",
+                                 "kwargs": {"channels": list(cfg.channels),
+                                            "n_outputs": cfg.n_outputs}},
+                "pytorch_version": torch_version,
+            },
+            "torchscript": {**file("weights_torchscript.pt"),
+                            "pytorch_version": torch_version,
+                            "parent": "pytorch_state_dict"},
+            "onnx": {**file(f"{name}.onnx"), "opset_version": OPSET,
+                     "parent": "pytorch_state_dict"},
+        },
+        "attachments": [file(f"{name}.json")],
+    }
+    (out / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True))
+    return out
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TlsegError(f"exporting needs {', '.join(missing)}: "
+                         "pip install 'tlseg[export]'")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _description(model: Model) -> str:
+    card = model.card
+    what = card.get("description") or f"tlseg model {model.config.name}"
+    return (f"{what}. tlseg U-Net (tlseg.inference.network.UNet); input: the image at "
+            f"the canonical cell scale, shading-corrected and normalised by tlseg's "
+            f"preprocessing ({model.config.name}.json), output: raw maps; instances are "
+            "made by tlseg.")
+
+
+def _model_card(model: Model, folder: Path | None) -> str:
+    """The model card (the model folder's README.md) with a note on the package."""
+    card = folder / "README.md" if folder is not None else None
+    text = card.read_text() if card is not None and card.is_file() \
+        else f"# Model card: `{model.config.name}`\n\n{model.card.get('description', '')}\n"
+    return text.rstrip() + "\n\n" + _PACKAGE_NOTE.format(d=model.config.canonical_diameter,
+                                                      name=model.config.name)
+
+
+def _licence(card: dict) -> str:
+    """The package's licence: tlseg's BSD-3-Clause when every training data set is CC0
+    (nothing then restricts the weights), else a licence file that names each data
+    set's terms (a model trained on research-use data cannot honestly carry one SPDX
+    identifier)."""
+    data = card.get("licences") or {}
+    if data and all(str(v).startswith("CC0") for v in data.values()):
+        return "BSD-3-Clause"
+    return "LICENSE.md"
+
+
+def _licence_text(card: dict) -> str:
+    data = card.get("licences") or {}
+    rows = "\n".join(f"- {k}: {v}" for k, v in data.items()) or \
+        "- not recorded in the model's card.yaml: ask the model's author"
+    return (
+        "# Licence\n\n"
+        "The network's code (network.py) and tlseg are BSD-3-Clause.\n\n"
+        "The weights were learned from the training data below, each under its own "
+        "terms. They ship with tlseg under BSD-3-Clause, but some of those terms (e.g. "
+        "research use only, attribution) may bear on what you may do with the weights: "
+        "check them before any use other than research, and cite the data sets.\n\n"
+        f"{rows}\n"
+    )
+
+
+_PACKAGE_NOTE = """\
+## This bioimage.io package
+
+Exported by `tlseg export --format bioimageio`. The package holds the network only:
+
+- input `image`: (1, 1, H, W) float32, H and W multiples of 32: the gray image rescaled
+  so that cells are {d:g} px across and normalised by tlseg (shading correction, then
+  (x - median) / (p99.5 - p0.5)); `{name}.json` lists the steps;
+- output `maps`: the raw maps (1, C, H, W): foreground and distance logits (apply a
+  sigmoid), log2 cell size and, for models with flows, flow y and x;
+- instances (cells) are made from the maps by tlseg
+  (`tlseg.inference.postprocess.instances_from_maps`, settings in `{name}.json`).
+"""

@@ -1,0 +1,271 @@
+"""Calibrating the label-free model on a plate's own cells from a paired nuclear stain:
+``tlseg plate calibrate``.
+
+A lab images one plate with a nuclear stain; the stain is free supervision. On the
+calibration wells both models run, and their agreement becomes training labels with no
+human input (:func:`calibration_labels`):
+
+- a label-free cell holding exactly one nucleus stays a cell;
+- a label-free object holding no nucleus and lying entirely farther than one cell
+  diameter from every nucleus is background (debris, structures, well edges), and so is
+  every other pixel that far from every nucleus;
+- a cell holding two or more nuclei, an object without a nucleus near one, and
+  everything near a nucleus outside every cell (a missed cell) are *unknown* to the loss.
+
+The base model is then fine-tuned on these labels with the masked loss (the settings of
+:data:`tlseg.config.TEACH_MODES` ``finetune``; outside the known pixels the base model's
+own maps are the targets, as in teaching), and the model folder's card records the
+calibration wells and the label-free vs nuclei agreement before and after on wells held
+aside from the calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..analysis.measure import nuclei_per_cell
+from ..config import TEACH_MODES, TrainConfig
+from ..errors import TlsegError
+from ..inference.diameter import weighted_median
+from ..inference.model import Model
+from ..io import read_image
+from ..training.data import make_sample
+from ..training.targets import UNKNOWN
+from ..training.train import train_samples
+from .layout import Site, scan_plate
+from .validate import agreement
+
+log = logging.getLogger(__name__)
+
+#: fewer nuclei than this over the calibration wells is too little to learn from
+MIN_NUCLEI = 30
+#: fine-tuning steps (crops of 128 px at the canonical scale, batch 8)
+STEPS = 300
+#: sites of the held-aside wells counted before and after (at most)
+MAX_CHECK_SITES = 8
+
+
+def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
+                       ) -> np.ndarray:
+    """Training labels from label-free cells and nuclei (see the module docstring).
+
+    Parameters
+    ----------
+    cells, nuclei : ndarray (H, W) of int
+        Label-free cells and nuclei of one site, 0 = background.
+    diameter : float
+        Cell diameter in pixels: background must be farther than this from every
+        nucleus.
+
+    Returns
+    -------
+    ndarray of int32 (H, W)
+        Cell ids (> 0), background (0) and unknown (-1).
+
+    Examples
+    --------
+    >>> cells = np.zeros((60, 60), int)
+    >>> cells[5:15, 5:15] = 1; cells[5:15, 40:50] = 2; cells[40:50, 40:50] = 3
+    >>> nuclei = np.zeros_like(cells); nuclei[8:12, 8:12] = 1
+    >>> labels = calibration_labels(cells, nuclei, diameter=10)
+    >>> int(labels[10, 10]), int(labels[10, 45]), int(labels[45, 45]), int(labels[10, 20])
+    (1, 0, 0, -1)
+    """
+    counts = nuclei_per_cell(cells, nuclei)
+    far = ndi.distance_transform_edt(nuclei == 0) > diameter
+    labels = np.where(far, 0, UNKNOWN).astype(np.int32)
+    ids = np.arange(len(counts))
+    one = ids[(counts == 1) & (ids > 0)]
+    # an object without a nucleus is background only if all of it is far from nuclei
+    if cells.max() > 0:
+        near = ndi.maximum(~far, cells, index=ids[1:]) if len(ids) > 1 else np.zeros(0)
+        doubtful = ids[1:][(counts[1:] == 0) & (near > 0)]
+        several = ids[(counts >= 2) & (ids > 0)]
+        labels[np.isin(cells, np.concatenate([doubtful, several]))] = UNKNOWN
+    keep = np.isin(cells, one)
+    labels[keep] = cells[keep]
+    return labels
+
+
+def _split_wells(wells: list[str], chosen: list[str] | None) -> tuple[list[str], list[str]]:
+    """Calibration wells and wells held aside to measure it: the chosen ones and the
+    rest, or, when none are chosen, every well but every third one."""
+    if chosen:
+        unknown = sorted(set(chosen) - set(wells))
+        if unknown:
+            raise TlsegError(f"--wells {','.join(unknown)}: not in the plate (wells "
+                             f"{', '.join(wells[:12])}{' ...' if len(wells) > 12 else ''})")
+        return [w for w in wells if w in chosen], [w for w in wells if w not in chosen]
+    if len(wells) < 3:
+        return list(wells), []
+    return ([w for i, w in enumerate(wells) if i % 3 != 2],
+            [w for i, w in enumerate(wells) if i % 3 == 2])
+
+
+def _read_pair(site: Site, tl: str, nuc: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = read_image(site.paths[tl]), read_image(site.paths[nuc])
+    if a.shape != b.shape:
+        raise TlsegError(f"{site.paths[nuc]}: {b.shape[0]}x{b.shape[1]} pixels but the "
+                         f"{tl} image is {a.shape[0]}x{a.shape[1]}; the two channels must "
+                         "be the same field")
+    return a, b
+
+
+def _diameter(model: Model, images: list[np.ndarray]) -> float:
+    found, cells = [], []
+    for image in images[:4]:
+        d = model.estimate_diameter(image)
+        if d:
+            found.append(d)
+            cells.append(model.predict_instances(image, diameter=d)[1]["n_cells"])
+    if not found:
+        return model.config.default_diameter
+    return weighted_median(found, cells) if sum(cells) else float(np.median(found))
+
+
+def _counts(model: Model, nuclei_model: Model, pairs, d: float, nd: float) -> list[dict]:
+    rows = []
+    for key, tl, nuc in pairs:
+        rows.append({"site": key,
+                     "nuclei": int(nuclei_model.predict_instances(nuc, diameter=nd)[1]["n_cells"]),
+                     "label_free": int(model.predict_instances(tl, diameter=d)[1]["n_cells"])})
+    return rows
+
+
+def _agreement(rows: list[dict], column: str) -> dict:
+    lf = np.array([r[column] for r in rows], float)
+    nu = np.array([r["nuclei"] for r in rows], float)
+    out = {"n_sites": len(rows), "label_free": int(lf.sum()), "nuclei": int(nu.sum())}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(lf - nu) / nu
+    rel = rel[np.isfinite(rel)]
+    out["mean_abs_rel_error"] = float(rel.mean()) if len(rel) else None
+    if len(rows) >= 3:
+        s = agreement(lf, nu)
+        out.update(r2=s.get("r2"), ccc=s.get("ccc"), bias=s.get("bias"),
+                   paired_p=s.get("paired_p"))
+    return out
+
+
+def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
+              wells: list[str] | None = None, base="tl-cells", nuclei_model="nuclei",
+              diameter: float | None = None, nuclei_diameter: float | None = None,
+              steps: int = STEPS, seed: int = 0, resume: bool = False,
+              layout: str = "auto", pattern: str | None = None,
+              progress: Callable[[int, int, dict], None] | None = None) -> Model:
+    """Fine-tune the label-free model on a plate's paired nuclear stain:
+    ``tlseg plate calibrate``.
+
+    Parameters
+    ----------
+    plate_dir : path
+        Plate folder (as for :func:`tlseg.run_plate`).
+    out_dir : path
+        Model folder to write; then ``tlseg plate run --model OUT`` counts label-free
+        plates without the stain.
+    tl_channel, nuclei_channel : str
+        The transmitted-light and nuclear-stain channels as the file names call them.
+    wells : list of str, optional
+        Calibration wells (e.g. ``["A01", "B03"]``); the plate's other wells are held
+        aside to measure the calibration. Default: every well but every third one,
+        which is held aside.
+    base, nuclei_model : Model, str or path
+        The label-free model to calibrate and the nuclei model.
+    diameter, nuclei_diameter : float, optional
+        Cell and nucleus diameters in pixels (default: estimated on the calibration
+        sites).
+    steps : int
+        Fine-tuning steps.
+    seed : int
+        Random seed.
+    resume : bool
+        Continue an interrupted calibration in ``out_dir``.
+    layout, pattern
+        File-name layout of the plate, as for :func:`tlseg.run_plate`.
+    progress : callable(step, total, losses), optional
+        Called after every training step.
+
+    Returns
+    -------
+    Model
+        The calibrated model (also written to ``out_dir``); ``model.card["calibration"]``
+        holds the wells, the labels' make-up and the agreement before and after.
+
+    Raises
+    ------
+    TlsegError
+        A missing channel, channels of different shapes, unknown wells, or fewer than
+        :data:`MIN_NUCLEI` nuclei on the calibration wells; nothing is written then.
+    """
+    plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
+    tl, nuc = plate.resolve_channel(tl_channel), plate.resolve_channel(nuclei_channel)
+    sites, problems = plate.sites([tl, nuc])
+    for p in problems:
+        log.warning(p)
+    if not sites:
+        raise TlsegError(f"{plate.folder}: no site has both channels {tl} and {nuc}")
+    calib_wells, held_wells = _split_wells(sorted({s.well for s in sites}), wells)
+    base = base if isinstance(base, Model) else Model.load(base)
+    nuclei_model = (nuclei_model if isinstance(nuclei_model, Model)
+                    else Model.load(nuclei_model))
+    pairs = [(s.key, *_read_pair(s, tl, nuc)) for s in sites if s.well in calib_wells]
+    d = diameter or _diameter(base, [p[1] for p in pairs])
+    nd = nuclei_diameter or _diameter(nuclei_model, [p[2] for p in pairs])
+    log.info("calibration wells %s; cell diameter %.1f px, nucleus diameter %.1f px",
+             ", ".join(calib_wells), d, nd)
+    canon = base.config.canonical_diameter
+    samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0,
+                            "background_fraction": 0.0, "known_fraction": 0.0}
+    for key, image, stain in pairs:
+        cells = base.predict_instances(image, diameter=d)[0]
+        nuclei = nuclei_model.predict_instances(stain, diameter=nd)[0]
+        labels = calibration_labels(cells, nuclei, diameter=d)
+        make_up["sites"] += 1
+        make_up["nuclei"] += int(len(np.unique(nuclei[nuclei > 0])))
+        make_up["cells_kept"] += int(len(np.unique(labels[labels > 0])))
+        make_up["background_fraction"] += float((labels == 0).mean())
+        make_up["known_fraction"] += float((labels != UNKNOWN).mean())
+        samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,
+                                   name=key, source="calibration",
+                                   teacher=lambda small: base.predict_maps(small)))
+    for k in ("background_fraction", "known_fraction"):
+        make_up[k] = round(make_up[k] / max(make_up["sites"], 1), 3)
+    if make_up["nuclei"] < MIN_NUCLEI:
+        raise TlsegError(f"only {make_up['nuclei']} nuclei found on the calibration wells "
+                         f"({', '.join(calib_wells)}); at least {MIN_NUCLEI} are needed: "
+                         "give more or denser wells with --wells")
+    settings = TEACH_MODES["finetune"].train_settings()
+    tc = TrainConfig(**settings, epochs=1, steps_per_epoch=steps, seed=seed,
+                     holdout_fraction=0.0, checkpoint_every=50)
+    held = [s for s in sites if s.well in held_wells][:MAX_CHECK_SITES]
+    card = {"parent": base.card.get("name") or base.config.name, "mode": "calibrate",
+            "plate": str(plate.folder), "tl_channel": tl, "nuclei_channel": nuc,
+            "calibration": {"wells": calib_wells, "held_aside_wells": held_wells,
+                            "diameter": round(float(d), 2),
+                            "nuclei_diameter": round(float(nd), 2), "labels": make_up}}
+    model = train_samples(samples, out_dir, model_config=replace(base.config,
+                                                                 name=Path(out_dir).name),
+                          train_config=tc, init=base, resume=resume, progress=progress,
+                          card=card)
+    if held:
+        check = [(s.key, *_read_pair(s, tl, nuc)) for s in held]
+        before = _counts(base, nuclei_model, check, d, nd)
+        after = _counts(model, nuclei_model, check, d, nd)
+        for b, a in zip(before, after):
+            b["calibrated"] = a["label_free"]
+        card = dict(model.card)
+        card["calibration"] = {**card["calibration"], "sites": before,
+                               "before": _agreement(before, "label_free"),
+                               "after": _agreement(before, "calibrated")}
+        model.save_tuning(out_dir, card=card)
+        log.info("held-aside sites: label-free %d -> %d cells for %d nuclei",
+                 card["calibration"]["before"]["label_free"],
+                 card["calibration"]["after"]["label_free"],
+                 card["calibration"]["before"]["nuclei"])
+    return model

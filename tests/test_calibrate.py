@@ -1,0 +1,78 @@
+"""tlseg plate calibrate: the label-free model fine-tuned on a plate's nuclear stain."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+import tlseg
+from tlseg.cli import main
+from tlseg.plate.calibrate import calibration_labels
+
+
+def test_labels_keep_one_nucleus_cells_trust_far_background_and_doubt_the_rest():
+    cells = np.zeros((80, 80), int)
+    cells[5:15, 5:15] = 1    # one nucleus: a cell
+    cells[5:15, 60:70] = 2   # no nucleus, far from every nucleus: debris, background
+    cells[20:32, 5:30] = 3   # two nuclei: touching cells drawn as one, unknown
+    cells[5:15, 20:28] = 4   # no nucleus but next to one: unknown
+    nuclei = np.zeros_like(cells)
+    nuclei[8:12, 8:12] = 1
+    nuclei[24:28, 8:12] = 2
+    nuclei[24:28, 22:26] = 3
+    nuclei[60:64, 60:64] = 4  # a nucleus outside every cell: a missed cell, unknown near it
+    labels = calibration_labels(cells, nuclei, diameter=10)
+    assert set(np.unique(labels[cells == 1])) == {1}
+    assert set(np.unique(labels[cells == 2])) == {0}
+    assert set(np.unique(labels[cells == 3])) == {tlseg.UNKNOWN}
+    assert set(np.unique(labels[cells == 4])) == {tlseg.UNKNOWN}
+    assert labels[62, 62] == tlseg.UNKNOWN and labels[45, 75] == 0
+
+
+@pytest.fixture(scope="module")
+def small_plate(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cal")
+    return tlseg.make_demo_plate(root, replicates=2, sites=1, size=320, seed=4)
+
+
+def test_missing_channel_other_shapes_and_too_few_nuclei_write_nothing(small_plate, tmp_path,
+                                                                      capsys):
+    folder = small_plate["plate"]
+    out = tmp_path / "model"
+    assert main(["plate", "calibrate", str(folder), "-o", str(out), "--tl-channel", "w1",
+                 "--nuclei-channel", "w9"]) == 2
+    assert "w9" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(tlseg.TlsegError, match="at least 30 are needed"):
+        tlseg.calibrate(folder, out, tl_channel="w1", nuclei_channel="w2", wells=["A01"],
+                        diameter=28, nuclei_diameter=14)
+    assert not out.exists()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for f in folder.glob("*_A01_*"):
+        image = tifffile.imread(f)
+        tifffile.imwrite(odd / f.name, image if "_w1" in f.name else image[:-8])
+    with pytest.raises(tlseg.TlsegError, match="must be the same field"):
+        tlseg.calibrate(odd, out, tl_channel="w1", nuclei_channel="w2", diameter=28,
+                        nuclei_diameter=14)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path, capsys):
+    out = tmp_path / "calibrated"
+    rc = main(["plate", "calibrate", str(small_plate["plate"]), "-o", str(out),
+               "--tl-channel", "w1", "--nuclei-channel", "w2", "--wells",
+               "C01,C02,D01", "--steps", "4", "--diameter", "28", "--nuclei-diameter", "14"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "before" in printed and "after" in printed
+    card = tlseg.load_model(out).card["calibration"]
+    assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
+    assert card["labels"]["cells_kept"] > 0 and card["before"]["nuclei"] > 0
+    results = tmp_path / "results"
+    assert main(["plate", "run", str(small_plate["plate"]), "-o", str(results),
+                 "--tl-channel", "w1", "--model", str(out), "--diameter", "28",
+                 "--workers", "1"]) == 0
+    assert pd.read_csv(results / "wells.csv")["n_cells"].sum() > 0
+    report = (results / "report.html").read_text()
+    assert "calibrated with the nuclear stain on wells C01, C02, D01" in report
