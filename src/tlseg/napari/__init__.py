@@ -1,4 +1,4 @@
-"""napari plugin (npe2): the tlseg dock widget and a sample image.
+"""napari plugin (npe2): the tlseg dock widget, the plate browser and a sample image.
 
 Only napari imports this subpackage; the rest of tlseg never needs Qt.
 """
@@ -8,6 +8,12 @@ def make_widget(viewer):
     from .widget import TlsegWidget
 
     return TlsegWidget(viewer)
+
+
+def make_plate_browser(viewer):
+    from .plate_browser import PlateBrowser
+
+    return PlateBrowser(viewer)
 
 
 def sample_phase():
