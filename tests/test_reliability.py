@@ -133,10 +133,12 @@ def test_labels_beyond_32_bits_are_refused_not_wrapped(tmp_path):
 
 def test_image_too_large_for_memory_is_refused_with_the_limit():
     model = tlseg.load_model("tl-cells")
-    huge = np.broadcast_to(np.float32(1), (20000, 20000)).copy()
+    # 3000² with cells of 10 px is 81 MP at the canonical 30 px, as a 9000² field of
+    # 30 px cells would be
+    huge = np.ones((3000, 3000), np.float32)
     huge[0, 0] = 2  # not constant
-    with pytest.raises(tlseg.TlsegError, match="MP at the network's scale"):
-        model.segment(huge, diameter=30)
+    with pytest.raises(tlseg.TlsegError, match="81 MP at the network's scale"):
+        model.segment(huge, diameter=10)
 
 
 def test_damaged_or_foreign_project_files_are_one_line_errors(project_with_image):
