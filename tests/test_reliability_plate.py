@@ -348,12 +348,12 @@ def test_read_only_output_folder_is_a_one_line_error(tmp_path, capsys, monkeypat
     out.mkdir()
     out.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere: say what the OS says to everyone else
-        from tlseg.plate import run
+        from tlseg.io import files
 
-        def denied(path, *args, **kwargs):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        def denied(*args, dir=None, **kwargs):  # the output folder's write probe
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
 
-        monkeypatch.setattr(run, "open", denied, raising=False)
+        monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", denied)
     try:
         assert main(_run_args(folder, out)) == 2
     finally:

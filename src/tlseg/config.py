@@ -32,6 +32,26 @@ def default(cls, name: str):
     raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
+def settings_or_config(cls, config, settings: dict, *, what: str):
+    """``config`` (an instance of the dataclass ``cls``) or one built from keyword
+    ``settings``, for functions that take either; a :class:`TypeError` for unknown
+    keywords or for both given.
+
+    Examples
+    --------
+    >>> settings_or_config(SegmentConfig, None, {"diameter": 30}, what="f").diameter
+    30
+    """
+    if config is not None:
+        if settings:
+            raise TypeError(f"{what}: give a {cls.__name__} or keywords, not both")
+        return config
+    unknown = set(settings) - {f.name for f in fields(cls)}
+    if unknown:
+        raise TypeError(f"{what}: unknown setting(s) {sorted(unknown)}")
+    return cls(**settings)
+
+
 #: shading corrections: divide (transmitted light), subtract (fluorescence), none
 FLATFIELD_MODES = ("divide", "subtract", "none")
 

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..config import SegmentConfig
+from ..config import SegmentConfig, settings_or_config
 from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_labels, write_table
-from ..io.files import undo_defuse
+from ..io.files import output_folder, undo_defuse
 from .measure import measure_cells
 from .overlay import write_overlay
 
@@ -104,22 +104,12 @@ def _write_counts(path: Path, rows: dict[str, dict]) -> None:
 
 
 def _output_folder(out) -> Path:
-    """``out`` made if needed and cleared of hidden temporary files of a killed run; a
-    one-line error when it cannot be a folder we write to."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TlsegError(f"{out}: is a file, not a folder; give a folder for -o")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*"):  # atomic writes' temp files (.<name>.<random><suffix>)
-            if stale.is_file() and stale.suffix in (".tif", ".csv", ".png"):
-                stale.unlink(missing_ok=True)
-        probe = out / ".tlseg-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise TlsegError(f"{out}: cannot write there ({exc.strerror or exc}); choose "
-                         "another -o") from None
+    """``out`` as an output folder (:func:`tlseg.io.files.output_folder`), cleared of the
+    hidden temporary files of a killed run."""
+    out = output_folder(out)
+    for stale in out.glob(".*"):  # atomic writes' temp files (.<name>.<random><suffix>)
+        if stale.is_file() and stale.suffix in (".tif", ".csv", ".png"):
+            stale.unlink(missing_ok=True)
     return out
 
 
@@ -166,17 +156,10 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
             raise TypeError("segment_folder: name the model in the SegmentConfig or as "
                             "model=, not both")
         settings["model"], model = str(model), None
-    if config is None:
-        known = {f.name for f in fields(SegmentConfig)}
-        unknown = set(settings) - known
-        if unknown:
-            raise TypeError(f"segment_folder: unknown setting(s) {sorted(unknown)}")
-        try:
-            config = SegmentConfig(**settings)
-        except ValueError as exc:
-            raise TlsegError(str(exc)) from None
-    elif settings:
-        raise TypeError("segment_folder: give a SegmentConfig or keywords, not both")
+    try:
+        config = settings_or_config(SegmentConfig, config, settings, what="segment_folder")
+    except ValueError as exc:
+        raise TlsegError(str(exc)) from None
     files = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
     model = model if model is not None else Model.load(config.model)
     out = _output_folder(out)

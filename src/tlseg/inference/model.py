@@ -344,7 +344,7 @@ class Model:
             log.warning("%d pixel(s) far outside the image's range clipped to it", clipped)
         source = "given"
         if diameter is None:
-            diameter = self.estimate_diameter(image)
+            diameter = estimate_diameter(self, image)  # image already clipped
             source = "taught" if self.config.taught_diameter else "estimated"
             if diameter is None:
                 diameter, source = self.config.default_diameter, "default"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import TlsegError
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -126,3 +128,60 @@ def undo_defuse(value):
                                                                       "\t", "\r"):
         return value[1:]
     return value
+
+
+@contextlib.contextmanager
+def file_lock(path, *, wait: bool = True):
+    """Hold an exclusive OS file lock on ``path`` (made if missing) for the ``with`` block.
+
+    ``flock`` on POSIX, ``msvcrt.locking`` on Windows: the operating system drops the
+    lock when its holder ends, however it ends, so there is no stale lock to clean up.
+    With ``wait=False`` a lock held elsewhere raises :class:`BlockingIOError` at once.
+    A file system without locks raises :class:`OSError`.
+    """
+    with open(path, "a+b") as fh:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            fh.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:
+                    if not wait:
+                        raise BlockingIOError(f"{path} is locked") from None
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def output_folder(out) -> Path:
+    """``out`` as an output folder: made if needed and checked to take new files.
+
+    Raises
+    ------
+    TlsegError
+        ``out`` is a file, or a folder that cannot be made or written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TlsegError(f"{out}: is a file, not a folder; give -o a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tlseg-write-test"):
+            pass  # a folder may hold writable files and still refuse new ones
+    except OSError as exc:
+        raise TlsegError(f"{out}: cannot write there ({exc.strerror or exc}); give -o a "
+                         "folder you can write to") from None
+    return out

@@ -32,13 +32,13 @@ from scipy import ndimage as ndi
 from ..analysis.measure import nuclei_per_cell
 from ..config import TEACH_MODES, TrainConfig
 from ..errors import TlsegError
-from ..inference.diameter import weighted_median
 from ..inference.model import Model
 from ..io import read_image
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
 from .layout import Site, scan_plate
+from .run import weighted_diameter
 from .validate import agreement
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,6 @@ def _read_pair(site: Site, tl: str, nuc: str) -> tuple[np.ndarray, np.ndarray]:
                          f"{tl} image is {a.shape[0]}x{a.shape[1]}; the two channels must "
                          "be the same field")
     return a, b
-
-
-def _diameter(model: Model, images: list[np.ndarray]) -> float:
-    found, cells = [], []
-    for image in images[:4]:
-        d = model.estimate_diameter(image)
-        if d:
-            found.append(d)
-            cells.append(model.predict_instances(image, diameter=d)[1]["n_cells"])
-    if not found:
-        return model.config.default_diameter
-    return weighted_median(found, cells) if sum(cells) else float(np.median(found))
 
 
 def _counts(model: Model, nuclei_model: Model, pairs, d: float, nd: float) -> list[dict]:
@@ -215,8 +203,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     nuclei_model = (nuclei_model if isinstance(nuclei_model, Model)
                     else Model.load(nuclei_model))
     pairs = [(s.key, *_read_pair(s, tl, nuc)) for s in sites if s.well in calib_wells]
-    d = diameter or _diameter(base, [p[1] for p in pairs])
-    nd = nuclei_diameter or _diameter(nuclei_model, [p[2] for p in pairs])
+    d = (diameter or weighted_diameter(base, [p[1] for p in pairs[:4]])
+         or base.config.default_diameter)
+    nd = (nuclei_diameter or weighted_diameter(nuclei_model, [p[2] for p in pairs[:4]])
+          or nuclei_model.config.default_diameter)
     log.info("calibration wells %s; cell diameter %.1f px, nucleus diameter %.1f px",
              ", ".join(calib_wells), d, nd)
     canon = base.config.canonical_diameter

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 
-from ..config import PlateConfig
+from ..config import PlateConfig, settings_or_config
 from ..errors import TlsegError
 from ..io import atomic_path
 from .cellprofiler import check_table_style, write_cellprofiler_tables
@@ -72,16 +71,9 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         ``sites``, ``wells`` and ``conditions`` (pandas), ``validation`` (with a nuclei
         channel) and ``report`` (the report's path).
     """
-    if config is None:
-        known = {f.name for f in fields(PlateConfig)}
-        unknown = set(settings) - known
-        if unknown:
-            raise TypeError(f"run_plate: unknown setting(s) {sorted(unknown)}")
-        if "tl_channel" not in settings:
-            raise TlsegError("run_plate: name the transmitted-light channel (tl_channel=)")
-        config = PlateConfig(**settings)
-    elif settings:
-        raise TypeError("run_plate: give a PlateConfig or keywords, not both")
+    if config is None and "tl_channel" not in settings:
+        raise TlsegError("run_plate: name the transmitted-light channel (tl_channel=)")
+    config = settings_or_config(PlateConfig, config, settings, what="run_plate")
     check_table_style(table_style)  # before the long run, not after it
     log = logger.info
     out = Path(out)

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -31,6 +30,7 @@ from pathlib import Path
 from ..config import PlateConfig
 from ..errors import TlsegError
 from ..io import atomic_path
+from ..io.files import file_lock, output_folder
 from .layout import Plate, Site
 
 RUN_FORMAT = 1
@@ -63,44 +63,16 @@ def lock_output(out) -> Iterator[Path]:
     TlsegError
         ``out`` is a file, cannot be made or written, or another run holds it.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TlsegError(f"{out}: is a file, not a folder; give -o a folder")
+    out = output_folder(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".tlseg-write-test"):
-            pass  # the folder may hold a writable .lock and still refuse new files
-        fh = open(out / ".lock", "a+b")  # noqa: SIM115 - closed by `with fh` below
-    except OSError as exc:
-        raise TlsegError(f"{out}: cannot write there ({exc.strerror or exc}); give -o a "
-                         "folder you can write to") from None
-    busy = TlsegError(f"another `tlseg plate run` is writing to {out}; wait for it to "
-                      "finish (or stop it), or give another -o")
-    with fh:
-        if os.name == "nt":  # pragma: no cover - Windows
-            import msvcrt
-
-            fh.seek(0)
-            try:
-                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-            except OSError:
-                raise busy from None
-            try:
-                yield out
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise busy from None
-            except OSError as exc:  # e.g. ENOLCK: a network share without locks
-                raise TlsegError(f"{out}: cannot lock {out / '.lock'} ({exc.strerror or exc}); "
-                                 "give -o a folder on a disk that supports file locks") from None
-            yield out  # closing the file (here, or when the process ends) unlocks it
+        with file_lock(out / ".lock", wait=False):
+            yield out
+    except BlockingIOError:
+        raise TlsegError(f"another `tlseg plate run` is writing to {out}; wait for it to "
+                         "finish (or stop it), or give another -o") from None
+    except OSError as exc:  # e.g. ENOLCK: a network share without locks, or no .lock
+        raise TlsegError(f"{out}: cannot lock {out / '.lock'} ({exc.strerror or exc}); "
+                         "give -o a folder on a disk that supports file locks") from None
 
 
 # -- worker side ---------------------------------------------------------------------
@@ -208,27 +180,22 @@ def open_client(workers: int, scheduler: str | None, *, timeout: float = 10.0):
     return Client(cluster)
 
 
-def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> float | None:
-    """Automatic diameter over up to ``n`` sites spread over the plate: the median of the
-    sites' estimates, each weighted by the number of cells found at it.
+def weighted_diameter(model, images) -> float | None:
+    """One diameter for several fields: the median of their estimates, each weighted by
+    the number of cells found at it (None when no field has cells).
 
-    Weighting keeps a near-empty site from setting the size of a well-filled one: in a
+    Weighting keeps a near-empty field from setting the size of a well-filled one: in a
     field of 3 nuclei and camera noise the estimate can read the noise (136 px for
-    nuclei of 10 px in the real aiSEGcell field A04), and an unweighted
-    median of two sites is their mean.
+    nuclei of 10 px in the real aiSEGcell field A04), and an unweighted median of two
+    fields is their mean. A field the model cannot segment (a constant image) is skipped.
     """
     import numpy as np
 
     from ..inference.diameter import weighted_median
-    from ..inference.model import Model
-    from .zarr import read_channel
 
-    model = Model.load(model_name)
-    picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]
     found, cells = [], []
-    for s in picks:
+    for image in images:
         try:
-            image = read_channel(s.paths[channel]).astype(np.float32)
             d = model.estimate_diameter(image)
             if d:
                 cells.append(model.predict_instances(image, diameter=d)[1]["n_cells"])
@@ -240,6 +207,24 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     if sum(cells) == 0:
         return float(np.median(found))
     return weighted_median(found, cells)
+
+
+def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> float | None:
+    """Automatic diameter over up to ``n`` sites spread over the plate
+    (:func:`weighted_diameter`)."""
+    import numpy as np
+
+    from ..inference.model import Model
+    from .zarr import read_channel
+
+    picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]
+    images = []
+    for s in picks:
+        try:
+            images.append(read_channel(s.paths[channel]).astype(np.float32))
+        except TlsegError:  # a corrupt site is reported when it is run
+            continue
+    return weighted_diameter(Model.load(model_name), images)
 
 
 def _estimate_by_group(cfg: PlateConfig, sites: list[Site], plate_map) -> dict:

@@ -17,9 +17,7 @@ reported and skipped, the others still load. Writers hold the project's lock fil
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import yaml
 
 from ..errors import TlsegError
 from ..io import atomic_path, read_image
+from ..io.files import file_lock
 from ..training.targets import UNKNOWN
 
 FORMAT_VERSION = 1
@@ -272,34 +271,9 @@ class Project:
         return out
 
 
-@contextlib.contextmanager
 def _locked(root: Path):
-    """Hold the project's lock file exclusively (an OS lock, released if the process
-    dies): one writer at a time chooses ids and writes."""
-    with open(Path(root) / ".lock", "a+b") as fh:
-        if os.name == "nt":  # pragma: no cover - Windows
-            import msvcrt
-
-            fh.seek(0)
-            while True:
-                try:
-                    msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    """The project's lock (``.lock``): one writer at a time chooses ids and writes."""
+    return file_lock(Path(root) / ".lock")
 
 
 def _write_yaml(path: Path, data) -> None:
