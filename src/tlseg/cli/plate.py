@@ -15,11 +15,13 @@ def add_parsers(sub) -> None:
     pls = pl.add_subparsers(dest="plate_command", required=True)
     r = pls.add_parser("run", help="segment every site of a plate folder (Dask, resumable)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("plate_dir", help="folder of the plate's images, or an OME-Zarr plate "
-                                     "(PLATE.zarr)")
+    r.add_argument("plate_dir", help="folder of the plate's images (with its .HTD file if "
+                                     "any), a MetaXpress acquisition (folder with a .jdce "
+                                     "descriptor), or an OME-Zarr plate (PLATE.zarr)")
     r.add_argument("-o", "--out", required=True, help="output folder (a re-run resumes it)")
     r.add_argument("--tl-channel", required=True,
-                   help="transmitted-light channel as in the file names (e.g. w1, ch1)")
+                   help="transmitted-light channel as in the file names (e.g. w1, ch1) or "
+                        "the instrument's metadata (e.g. TL)")
     r.add_argument("--nuclei-channel", help="nuclear-stain channel, for nuclei counts and validation")
     r.add_argument("--plate-map", help="CSV with a 'well' column and condition columns")
     r.add_argument("--model", default=default(PlateConfig, "model"),
@@ -97,6 +99,10 @@ def add_parsers(sub) -> None:
     d.add_argument("--run", action="store_true", help="then run `tlseg plate run` on it and "
                                                       "compare the counts with the truth")
     d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--metadata", choices=("htd", "acquisition"),
+                   help="also write the ImageXpress .HTD file (channels TL, DAPI), or write "
+                        "the plate as a MetaXpress acquisition (.jdce descriptor, manifest, "
+                        "timepoint0/)")
 
 
 def plate(args) -> int:
@@ -187,12 +193,16 @@ def _calibrate(args) -> int:
 def demo_plate(args) -> int:
     import tlseg
 
-    made = tlseg.make_demo_plate(args.out, replicates=args.replicates, sites=args.sites, size=args.size)
+    from ..plate.demo import WAVE_NAMES
+
+    made = tlseg.make_demo_plate(args.out, replicates=args.replicates, sites=args.sites,
+                                 size=args.size, metadata=args.metadata)
     print(f"synthetic plate written to {made['plate']} (plate map {made['plate_map']})")
     if not args.run:
         return 0
     out = Path(args.out) / "results"
-    ns = argparse.Namespace(tl_channel="w1", nuclei_channel="w2", model="tl-cells",
+    tl, nuc = WAVE_NAMES if args.metadata == "acquisition" else ("w1", "w2")
+    ns = argparse.Namespace(tl_channel=tl, nuclei_channel=nuc, model="tl-cells",
                             nuclei_model="nuclei", diameter=None, nuclei_diameter=None,
                             pixel_size=0.65, plate_map=str(made["plate_map"]), workers=args.workers)
     rc = _run(made["plate"], out, ns)

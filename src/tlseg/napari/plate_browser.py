@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 import tlseg
 from tlseg import TlsegError
+from tlseg.plate.layout import read_channel
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class PlateBrowser(Container):
                 tl = next(iter(paths), None)
             if tl is None:
                 raise TlsegError(f"{key}: the site record names no image")
-            image = tlseg.read_image(paths[tl])
+            image = read_channel(paths[tl])
             masks = {}
             for name, suffix in ((CELLS_LAYER, "cells"), (NUCLEI_LAYER, "nuclei")):
                 path = self.root / "masks" / f"{key}_{suffix}.tif"

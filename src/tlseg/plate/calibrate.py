@@ -33,11 +33,10 @@ from ..analysis.measure import nuclei_per_cell
 from ..config import TEACH_MODES, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
-from ..io import read_image
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
-from .layout import Site, scan_plate
+from .layout import Site, read_channel, scan_plate
 from .run import weighted_diameter
 from .validate import agreement
 
@@ -109,7 +108,7 @@ def _split_wells(wells: list[str], chosen: list[str] | None) -> tuple[list[str],
 
 
 def _read_pair(site: Site, tl: str, nuc: str) -> tuple[np.ndarray, np.ndarray]:
-    a, b = read_image(site.paths[tl]), read_image(site.paths[nuc])
+    a, b = read_channel(site.paths[tl]), read_channel(site.paths[nuc])
     if a.shape != b.shape:
         raise TlsegError(f"{site.paths[nuc]}: {b.shape[0]}x{b.shape[1]} pixels but the "
                          f"{tl} image is {a.shape[0]}x{a.shape[1]}; the two channels must "

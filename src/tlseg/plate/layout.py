@@ -14,6 +14,12 @@ Supported layouts (``layout=`` in :func:`scan_plate`):
   optionally, ``site`` and ``channel``.
 
 ``layout="auto"`` picks the built-in layout that parses the most files.
+
+Read from the instrument's metadata instead (:mod:`~tlseg.plate.vendor`): a MetaXpress
+acquisition (``.jdce`` descriptor, through bioio-imagexpress), and the ``.HTD`` file
+beside an ImageXpress folder, which names the channels (``w1`` becomes e.g. ``TL``; the
+``w1`` form is still accepted) and says which wells and sites must be there. OME-Zarr
+HCS plates: :mod:`~tlseg.plate.zarr`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import TlsegError
@@ -107,7 +114,9 @@ class Plate:
         Image files whose names the layout could not parse.
     duplicates : list of str
         One message per (well, site, channel) that more than one file claims: which file
-        is used (the first by name) and which are ignored.
+        is used (the first by name) and which are ignored; and the plate's other warnings.
+    aliases : dict
+        Other names of channels (``w1`` for the HTD file's wavelength name).
     """
 
     folder: Path
@@ -116,6 +125,7 @@ class Plate:
     files: pd.DataFrame
     unparsed: list[Path] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def channels(self) -> list[str]:
@@ -130,6 +140,8 @@ class Plate:
         chans = self.channels
         if name in chans:
             return name
+        if name in self.aliases:
+            return self.aliases[name]
         short = [c for c in chans if c.split(" - ")[0] == name]
         if len(short) == 1:
             return short[0]
@@ -202,11 +214,15 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
     TlsegError
         The folder holds no images, or no file name matches the layout.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TlsegError(f"{folder}: no such plate folder")
+    from .vendor import find_descriptor
     from .zarr import is_zarr
 
+    folder = Path(folder)
+    descriptor = find_descriptor(folder)
+    if descriptor is not None:
+        return _acquisition_plate(descriptor)
+    if not folder.is_dir():
+        raise TlsegError(f"{folder}: no such plate folder")
     if is_zarr(folder):
         return _zarr_plate(folder)
     names = sorted(p for p in folder.iterdir()
@@ -246,8 +262,43 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
     duplicates = _duplicates(files)
     files = files.drop_duplicates(["well", "site", "channel"], keep="first")
     files = files.reset_index(drop=True)
+    aliases = {}
+    if name == "imagexpress" and pattern is None:
+        from .vendor import check_htd, find_htd, read_htd
+
+        htd = find_htd(folder)
+        if htd is not None:
+            waves, notes = check_htd(files, read_htd(htd), htd)
+            files["channel"] = [waves.get(c, c) for c in files["channel"]]
+            aliases = {k: v for k, v in waves.items() if k != v}
+            duplicates += notes
     return Plate(folder=folder, layout=name, pattern=regex, files=files, unparsed=bad,
-                 duplicates=duplicates)
+                 duplicates=duplicates, aliases=aliases)
+
+
+def _acquisition_plate(descriptor: Path) -> Plate:
+    """A MetaXpress acquisition (:func:`~tlseg.plate.vendor.acquisition_files`)."""
+    from .vendor import acquisition_files
+
+    rows, notes = acquisition_files(descriptor)
+    for r in rows:
+        r["well"] = normalize_well(r["well"])
+    rows.sort(key=lambda r: (split_well(r["well"]), r["site"], r["channel"]))
+    return Plate(folder=descriptor.parent, layout="imagexpress-acquisition", pattern="",
+                 files=pd.DataFrame(rows), duplicates=notes)
+
+
+def read_channel(path) -> np.ndarray:
+    """One channel of one site as a 2-D float32 image, whatever the plate's kind: an image
+    file (:func:`tlseg.read_image`), a channel of an OME-Zarr field
+    (:func:`tlseg.plate.zarr.read_channel`) or a site of a MetaXpress acquisition
+    (:func:`tlseg.plate.vendor.read_acquisition_plane`)."""
+    from .vendor import is_acquisition_plane, read_acquisition_plane
+    from .zarr import read_channel as read_zarr_or_file
+
+    if is_acquisition_plane(path):
+        return read_acquisition_plane(path)
+    return read_zarr_or_file(path)
 
 
 def _zarr_plate(folder: Path) -> Plate:

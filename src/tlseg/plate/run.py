@@ -104,7 +104,8 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
     """
     from ..analysis.pipeline import segment_and_measure
     from ..io import write_labels
-    from .zarr import field_of, read_channel, write_field_results
+    from .layout import read_channel
+    from .zarr import field_of, write_field_results
 
     out = Path(out)
     key = f"{site['well']}_s{site['site']}"
@@ -215,7 +216,7 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
     import numpy as np
 
     from ..inference.model import Model
-    from .zarr import read_channel
+    from .layout import read_channel
 
     picks = [sites[i] for i in np.unique(np.linspace(0, len(sites) - 1, n).round().astype(int))]
     images = []
