@@ -59,7 +59,11 @@ FLATFIELD_MODES = ("divide", "subtract", "none")
 #: version of a model folder's config.yaml; 0 (no ``format`` key) = everything in one file
 MODEL_FORMAT = 1
 #: ModelConfig fields kept in a model folder's tuning.yaml
-TUNING_KEYS = ("instances", "diameter_calibration", "default_diameter", "taught_diameter")
+TUNING_KEYS = ("instances", "diameter_calibration", "size_statistic", "default_diameter",
+               "taught_diameter")
+#: how the diameter estimate reads the typical size of the cells it segmented
+#: (:data:`tlseg.inference.diameter.SIZE_STATISTICS`)
+SIZE_STATISTICS = ("area-weighted", "robust")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,11 @@ class ModelConfig:
         Factor applied to the automatic diameter estimate: the estimate of the median
         diameter is not exactly the diameter at which the model segments best. Chosen on
         held-out training images (:func:`tlseg.training.tune.calibrate_diameter`); 1 = none.
+    size_statistic : str
+        How the diameter estimate reads the typical size of the cells it segmented:
+        ``'area-weighted'`` (the area-weighted median) or ``'robust'`` (the median of the
+        objects of at least half that diameter, which a few merged cells do not
+        inflate); chosen with the calibration on the held-out images.
     taught_diameter : float or None
         Set by teaching when the model's own estimate read the taught images' cell size
         worse than one fixed diameter did (:func:`tlseg.teaching.teach.choose_diameter`): then
@@ -169,6 +178,7 @@ class ModelConfig:
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     flows: bool = False
     diameter_calibration: float = 1.0
+    size_statistic: str = "area-weighted"
     taught_diameter: float | None = None
 
     @property
@@ -188,6 +198,8 @@ class ModelConfig:
             raise ValueError("default_diameter and background_sigma must be > 0")
         if not 0.25 <= self.diameter_calibration <= 4:
             raise ValueError("diameter_calibration must be within [0.25, 4]")
+        if self.size_statistic not in SIZE_STATISTICS:
+            raise ValueError(f"size_statistic must be one of {SIZE_STATISTICS}")
         if self.taught_diameter is not None and not self.taught_diameter > 0:
             raise ValueError("taught_diameter must be > 0 pixels")
 
@@ -278,6 +290,16 @@ class TrainConfig:
         specks (ellipses of 2-10 px radius at the canonical scale, 30-70 % darker, left
         as whatever the pixels under them were labelled), so that in-focus debris
         smaller than a cell is not read as a cell.
+    crowded : float
+        Crowded-field augmentation (0 = off): this fraction of the crops come from fields
+        filled to 60-90 % with real annotated cells of one source, pasted with feathered
+        edges at their new background level (:func:`tlseg.training.crowd.crowded_samples`;
+        16 fields of 384² canonical pixels per source, built from the training images
+        only), so that confluent monolayers are not read as a few big cells.
+    border_weight : float
+        Extra loss weight (0 = off) on pixels within 3 canonical pixels of two different
+        cells, where touching cells must be told apart
+        (:func:`tlseg.training.crowd.border_weights`).
     """
 
     epochs: int = 40
@@ -296,6 +318,8 @@ class TrainConfig:
     max_noise: float = 0.06
     texture: float = 0.0
     specks: float = 0.0
+    crowded: float = 0.0
+    border_weight: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -315,6 +339,10 @@ class TrainConfig:
             raise ValueError("texture must be in [0, 1]")
         if not 0 <= self.specks <= 1:
             raise ValueError("specks must be in [0, 1]")
+        if not 0 <= self.crowded <= 1:
+            raise ValueError("crowded must be in [0, 1]")
+        if self.border_weight < 0:
+            raise ValueError("border_weight must be >= 0")
         if self.lr <= 0 or self.max_log2_scale < 0:
             raise ValueError("lr must be > 0 and max_log2_scale >= 0")
 

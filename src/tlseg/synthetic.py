@@ -48,13 +48,33 @@ def _place_centres(shape, n, diameter, rng, cluster_fraction):
     return centres
 
 
-def _shapes(shape, centres, diameter, rng):
-    """Label image where each pixel goes to the cell whose shape function is smallest."""
+def _grid_centres(shape, diameter, rng):
+    """Centres of a confluent monolayer: a hexagonal grid of pitch ``diameter``, each
+    point moved at random by up to a fifth of it, the whole grid turned at random."""
+    h, w = shape
+    ang = rng.uniform(0, np.pi / 3)
+    c, s = np.cos(ang), np.sin(ang)
+    reach = int(np.hypot(h, w) / diameter) + 2
+    centres = []
+    for i in range(-reach, reach + 1):
+        for j in range(-reach, reach + 1):
+            u = (j + 0.5 * (i % 2)) * diameter
+            v = i * diameter * np.sqrt(3) / 2
+            y = h / 2 + s * u + c * v + rng.uniform(-0.2, 0.2) * diameter
+            x = w / 2 + c * u - s * v + rng.uniform(-0.2, 0.2) * diameter
+            if 0 <= y < h and 0 <= x < w:
+                centres.append((y, x))
+    return centres
+
+
+def _shapes(shape, centres, diameter, rng, fill=1.0):
+    """Label image where each pixel goes to the cell whose shape function is smallest;
+    ``fill`` > 1 grows every shape so that neighbours meet (a monolayer)."""
     h, w = shape
     best = np.full(shape, np.inf, np.float32)
     labels = np.zeros(shape, np.int32)
     nuclei = np.zeros(shape, np.int32)
-    r_max = int(diameter)
+    r_max = int(diameter * fill)
     for i, (cy, cx) in enumerate(centres, start=1):
         y0, y1 = max(0, int(cy) - r_max), min(h, int(cy) + r_max + 1)
         x0, x1 = max(0, int(cx) - r_max), min(w, int(cx) + r_max + 1)
@@ -65,7 +85,7 @@ def _shapes(shape, centres, diameter, rng):
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
         ang = np.arctan2(v, u)
-        radius = diameter / 2 * rng.uniform(0.85, 1.15)
+        radius = fill * diameter / 2 * rng.uniform(0.85, 1.15)
         wobble = 1 + sum(rng.uniform(-0.08, 0.08) * np.cos(k * ang + rng.uniform(0, 6.28))
                          for k in (2, 3, 5))
         rho = np.hypot(u / np.sqrt(ecc), v * np.sqrt(ecc)) / (radius * wobble)
@@ -73,7 +93,7 @@ def _shapes(shape, centres, diameter, rng):
         take = (rho < 1) & (rho < win)
         win[take] = rho[take]
         labels[y0:y1, x0:x1][take] = i
-        nuc = np.hypot(u / np.sqrt(ecc) - 0.1 * radius, v * np.sqrt(ecc)) < 0.45 * radius
+        nuc = np.hypot(u / np.sqrt(ecc) - 0.1 * radius, v * np.sqrt(ecc)) < 0.45 * radius / fill
         nuclei[y0:y1, x0:x1][nuc & take] = i
     return labels, nuclei
 
@@ -89,6 +109,7 @@ def synthetic_field(
     debris: int | None = None,
     noise: float = 0.02,
     texture: float | None = None,
+    confluent: bool = False,
     seed: int | None = None,
 ) -> dict:
     """One synthetic field with a transmitted-light and a nuclei channel.
@@ -114,6 +135,10 @@ def synthetic_field(
     texture : float, optional
         Amplitude of the cells' inner texture in phase contrast and brightfield
         (default :data:`TEXTURE` of the modality).
+    confluent : bool
+        A confluent monolayer: cells on a jittered hexagonal grid of pitch ``diameter``,
+        grown until every cell meets its neighbours, with no background between them
+        (``n_cells`` and ``cluster_fraction`` are then unused).
     seed : int, optional
         Random seed.
 
@@ -129,11 +154,18 @@ def synthetic_field(
     h, w = shape
     if n_cells is None:
         n_cells = max(1, int(0.25 * h * w / (np.pi * (diameter / 2) ** 2)))
-    centres = _place_centres(shape, n_cells, diameter, rng, cluster_fraction)
-    labels, nuclei_labels = _shapes(shape, centres, diameter, rng)
+    if confluent:
+        centres = _grid_centres(shape, diameter, rng)
+        labels, nuclei_labels = _shapes(shape, centres, diameter, rng, fill=1.4)
+    else:
+        centres = _place_centres(shape, n_cells, diameter, rng, cluster_fraction)
+        labels, nuclei_labels = _shapes(shape, centres, diameter, rng)
     # keep only cells with a visible part (a cell cut by the border still counts)
     present = np.unique(labels[labels > 0])
     cell = (labels > 0).astype(np.float32)
+    if confluent:  # cells are thinner towards their borders, which then show
+        cell = np.sqrt(np.clip(ndi.distance_transform_edt(labels == ndi.grey_erosion(
+            labels, size=3)) / (0.25 * diameter), 0, 1)).astype(np.float32) * cell
     nuc = (nuclei_labels > 0).astype(np.float32)
     border = (labels != ndi.grey_erosion(labels, size=3)) | (labels != ndi.grey_dilation(labels, size=3))
     border &= labels > 0

@@ -139,6 +139,13 @@ def _add_train_parser(sub) -> None:
                    help="debris augmentation: this fraction of the crops get sharp dark specks "
                         "smaller than a cell, which stay labelled as what lies under them "
                         "(0 = off)")
+    t.add_argument("--crowded", type=float, default=default(tc, "crowded"), metavar="FRACTION",
+                   help="crowded-field augmentation: this fraction of the crops come from "
+                        "fields filled densely with the training images' own annotated "
+                        "cells (0 = off)")
+    t.add_argument("--border-weight", type=float, default=default(tc, "border_weight"),
+                   metavar="W", help="extra loss weight on pixels where two cells meet "
+                                     "(0 = off)")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
@@ -301,7 +308,7 @@ def _evaluate(args) -> int:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
-                "exclude", "no_tune", "name", "device")
+                "crowded", "border_weight", "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)
@@ -358,7 +365,8 @@ def _train(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
-        specks=args.specks, name=args.name or out.name, flatfield=args.flatfield,
+        specks=args.specks, crowded=args.crowded, border_weight=args.border_weight,
+        name=args.name or out.name, flatfield=args.flatfield,
         channels=args.channels, canonical_diameter=args.canonical_diameter,
         flows=not args.no_flows)
     loading.close()

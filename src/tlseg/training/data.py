@@ -161,20 +161,29 @@ class CropSampler:
     max_log2_scale : float
         Zoom factor 2**u with u drawn from a normal of SD max/2, clipped to +-max.
     rng : numpy Generator
+    crowded : list of Sample, optional
+        Crowded fields (:func:`tlseg.training.crowd.crowded_samples`), drawn for a
+        ``crowded_fraction`` of the crops.
     """
 
-    def __init__(self, samples: list[Sample], *, crop: int, max_log2_scale: float, rng):
+    def __init__(self, samples: list[Sample], *, crop: int, max_log2_scale: float, rng,
+                 crowded: list[Sample] = (), crowded_fraction: float = 0.0):
         if not samples:
             raise TlsegError("no annotated images to train on")
         self.samples = samples
         self.crop = crop
         self.max_log2_scale = max_log2_scale
         self.rng = rng
+        self.crowded = list(crowded)
+        self.crowded_fraction = crowded_fraction if self.crowded else 0.0
         self.by_source: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
             self.by_source.setdefault(s.source, []).append(i)
 
     def _pick(self) -> Sample:
+        # no random number is drawn without crowded fields: old recipes train as before
+        if self.crowded_fraction and self.rng.random() < self.crowded_fraction:
+            return self.crowded[self.rng.integers(len(self.crowded))]
         sources = list(self.by_source)
         src = sources[self.rng.integers(len(sources))]
         idx = self.by_source[src]

@@ -18,6 +18,7 @@ tuned on held-out training images (:mod:`tlseg.training.tune`) and the model fol
 
 from __future__ import annotations
 
+import copy
 import csv
 import fnmatch
 import time
@@ -37,6 +38,7 @@ from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..io import atomic_path
 from .augment import augment_normalized, augment_raw
+from .crowd import crowded_samples, weight_borders
 from .data import (
     CropSampler,
     Sample,
@@ -48,6 +50,9 @@ from .data import (
 from .tune import tune_model
 
 CHECKPOINT = "checkpoint.pt"
+# crowded fields (TrainConfig.crowded): how many per source, and their side (canonical px)
+CROWDED_PER_SOURCE = 16
+CROWDED_SIZE = 384
 
 
 def load_folders(
@@ -104,6 +109,8 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.
     known = (valid > 0).float()  # the foreground is known
     whole = (valid >= 1).float()  # the shape targets are known too (not a cut cell)
     n_valid = known.sum().clamp_min(1.0)
+    # ``valid`` above 1 is a border weight (TrainConfig.border_weight)
+    weight = torch.where(valid >= 1, valid, known)
 
     def bce(k, t, w):
         return (F.binary_cross_entropy_with_logits(pred[:, k], t, reduction="none") * w).sum()
@@ -111,15 +118,15 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.
     def sq(p, t, w):
         return (((p - t) ** 2).sum(1) * w).sum()
 
-    l_fg = bce(0, fg, known) / n_valid
-    l_dist = bce(1, dist, whole) / n_valid
+    l_fg = bce(0, fg, weight) / n_valid
+    l_dist = bce(1, dist, whole * weight) / n_valid
     cells = fg * whole
     l_size = ((pred[:, 2] - logsize).abs() * cells).sum() / cells.sum().clamp_min(1.0)
     total = l_fg + l_dist + 0.2 * l_size
     parts = {"fg": l_fg.item(), "dist": l_dist.item(), "size": l_size.item(), "flow": 0.0}
     flows = pred.shape[1] >= 5
     if flows:
-        l_flow = sq(pred[:, 3:5], target[:, 4:6], whole) / n_valid
+        l_flow = sq(pred[:, 3:5], target[:, 4:6], whole * weight) / n_valid
         total = total + flow_weight * l_flow
         parts["flow"] = l_flow.item()
     if distill > 0 and target.shape[1] > 6:
@@ -202,7 +209,18 @@ def train_samples(
     np_rng = np.random.default_rng(tc.seed)
     torch_rng = torch.Generator().manual_seed(tc.seed)
     train_set, held = split_holdout(samples, tc.holdout_fraction)
-    sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng)
+    crowded = []
+    if tc.crowded > 0:  # from the training images only, on a random stream of their own
+        crowded = crowded_samples(train_set, n=CROWDED_PER_SOURCE, size=CROWDED_SIZE,
+                                  canonical_diameter=model_config.canonical_diameter,
+                                  rng=np.random.default_rng([tc.seed, 1]))
+    if tc.border_weight > 0:
+        train_set = [copy.copy(s) for s in train_set]  # the caller's samples stay as given
+        for s in train_set + crowded:
+            s.targets = s.targets.clone()
+            weight_borders(s, tc.border_weight)
+    sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng,
+                          crowded=crowded, crowded_fraction=tc.crowded)
     dev = _device(device)
     net = UNet(model_config.channels, model_config.n_outputs)
     if init is not None:

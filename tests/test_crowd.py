@@ -1,0 +1,102 @@
+"""Crowded training fields (copy-paste of real annotated cells), border weights in the
+loss, and synthetic confluent monolayers."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tlseg.config import ModelConfig, TrainConfig
+from tlseg.synthetic import synthetic_field
+from tlseg.training.crowd import border_weights, crowded_samples, weight_borders
+from tlseg.training.data import make_sample
+from tlseg.training.targets import UNKNOWN
+from tlseg.training.train import load_folders, masked_loss, train_samples
+
+
+def _samples(n=3, size=192, diameter=24):
+    out = []
+    for i in range(n):
+        f = synthetic_field((size, size), diameter=diameter, seed=40 + i)
+        out.append(make_sample(f["tl"].astype(np.float32), f["labels"], diameter=diameter,
+                               canonical_diameter=diameter, name=f"s{i}", source="syn"))
+    return out
+
+
+def test_crowded_fields_are_denser_and_their_labels_consistent():
+    samples = _samples()
+    crowded = crowded_samples(samples, n=3, size=160, canonical_diameter=24,
+                              rng=np.random.default_rng(0))
+    assert len(crowded) == 3
+    base_fill = np.mean([(s.labels > 0).mean() for s in samples])
+    for c in crowded:
+        assert c.source == "syn" and c.name.startswith("crowded-syn-")
+        assert c.image.shape == (1, 160, 160) and c.targets.shape[1:] == (160, 160)
+        fill = (c.labels > 0).mean()
+        assert fill > 0.55 > base_fill + 0.2
+        # every cell is one connected piece of the size of a real cell, and the loss
+        # knows nothing of the unknown remnants
+        ids = np.unique(c.labels[c.labels > 0])
+        assert len(ids) > 20
+        assert (c.targets[3].numpy()[c.labels == UNKNOWN] == 0).all()
+        assert not c.complete
+    # the same random stream gives the same fields (a resumed run rebuilds them)
+    again = crowded_samples(samples, n=3, size=160, canonical_diameter=24,
+                            rng=np.random.default_rng(0))
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(crowded, again))
+
+
+def test_crowded_fields_need_fully_labelled_images():
+    samples = _samples()
+    for s in samples:
+        s.labels = np.where(s.labels == 0, UNKNOWN, s.labels)  # partial labels
+    assert crowded_samples(samples, n=2, size=128, canonical_diameter=24,
+                           rng=np.random.default_rng(0)) == []
+
+
+def test_border_weights_ride_in_the_valid_target_and_weigh_the_loss():
+    s = _samples(1)[0]
+    before = s.targets.clone()
+    weight_borders(s, 3.0)
+    valid = s.targets[3]
+    touching = border_weights(s.labels, weight=3.0) > 1
+    assert touching.any()
+    assert torch.equal(valid[~torch.from_numpy(touching)],
+                       before[3][~torch.from_numpy(touching)])
+    assert (valid[torch.from_numpy(touching)] == 4.0).all()
+    # the loss is that of weight 0 where no pixel is weighted, and larger otherwise
+    pred = torch.zeros((1, 5) + valid.shape)
+    plain, _ = masked_loss(pred, before[None])
+    weighted, _ = masked_loss(pred, s.targets[None])
+    assert weighted > plain
+    same, _ = masked_loss(pred, before[None])
+    assert same == plain
+
+
+def test_training_with_crowded_fields_and_border_weights(data_dir, tmp_path):
+    samples = load_folders([data_dir], canonical_diameter=24)
+    targets = [s.targets.clone() for s in samples]
+    tc = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, crop=64, crowded=0.5,
+                     border_weight=2.0, holdout_fraction=0.25)
+    model = train_samples(samples, tmp_path / "m", train_config=tc,
+                          model_config=ModelConfig(name="tiny", channels=(8, 16),
+                                                   canonical_diameter=24), tune=False)
+    assert model.card["train_config"]["crowded"] == 0.5
+    # the caller's samples are left as they were
+    assert all(torch.equal(a, s.targets) for a, s in zip(targets, samples))
+    with pytest.raises(ValueError, match="crowded must be in"):
+        replace(tc, crowded=1.5)
+    with pytest.raises(ValueError, match="border_weight must be"):
+        replace(tc, border_weight=-1)
+
+
+@pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
+def test_synthetic_confluent_monolayer(modality):
+    f = synthetic_field((256, 256), diameter=24, modality=modality, confluent=True, seed=1)
+    labels = f["labels"]
+    assert (labels > 0).mean() > 0.95  # no background between the cells
+    n = len(np.unique(labels[labels > 0]))
+    hexagon = np.sqrt(3) / 2 * 24**2  # area per cell of a hexagonal grid of pitch 24
+    assert 0.8 < n * hexagon / labels.size < 1.4
+    assert f["n_cells"] == n and f["tl"].dtype == np.uint16
