@@ -9,7 +9,12 @@ estimated automatically (as a user would run it) and scores AP@0.5, AP@0.75 and 
 0.5:0.95 (pooled over the source's images). It also runs tl-cells on the same images
 (a) rescaled 0.5x and 2x (scale robustness: the estimate must follow),
 (b) with a synthetic illumination gradient and vignette added (shading robustness),
-and a classical watershed floor. Peers whose masks exist under
+(c) crowded: the source's val cells pasted densely into 512² canonical-pixel fields of
+its val images (60-90 % cells, :func:`tlseg.training.crowd.crowded_samples`, four per
+source), shown at the source's own scale,
+and a classical watershed floor. AP@0.5 is also pooled by density (cells per
+canonical cell area, :func:`common.density`; bins :data:`common.DENSITY_BINS`) over the
+val images of every source. Peers whose masks exist under
 ``benchmarks/work/<peer>/<source>/`` (written by ``benchmarks/peers/*.py``) are scored on
 the same images. Results: ``benchmarks/results/accuracy.json``; the peers' scores go to
 ``benchmarks/results/peers.json`` (key ``accuracy``), which ``--peers-only`` rewrites
@@ -29,6 +34,8 @@ from common import (
     VAL_SOURCES,
     WORK,
     add_out,
+    density,
+    density_bin,
     results_path,
     train_median_diameter,
     update_results,
@@ -84,6 +91,24 @@ def watershed_floor(image: np.ndarray, diameter: float) -> np.ndarray:
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask)
+
+
+def crowded_fields(data: Path, source: str, limit: int | None = None, n: int = 4):
+    """(image, labels) of ``n`` crowded fields of a source's val cells, at the source's
+    median val cell size."""
+    from tlseg.training.crowd import crowded_samples
+    from tlseg.training.data import load_sample
+
+    samples = [load_sample(p, m, canonical_diameter=30.0, source=source)
+               for p, m in val_pairs(data, source)[:limit]]
+    samples = [s for s in samples if s is not None]
+    d = float(np.median([s.diameter for s in samples]))
+    for c in crowded_samples(samples, n=n, size=512, canonical_diameter=30.0,
+                             rng=np.random.default_rng(0)):
+        image = rescale(c.image[0].numpy(), d / 30.0)
+        # remnants of cells mostly covered by pasted ones are unknown to training; here
+        # they are background
+        yield image, resize_labels(np.maximum(c.labels, 0), image.shape)
 
 
 def _score_peers(data: Path, sources, limit: int | None = None) -> dict:
@@ -151,7 +176,8 @@ def main(argv=None) -> int:
     model = tlseg.load_model(args.model)
     conditions = ["tl-cells", "watershed"]
     if not args.no_variants:
-        conditions += ["tl-cells 0.5x", "tl-cells 2x", "tl-cells shading"]
+        conditions += ["tl-cells 0.5x", "tl-cells 2x", "tl-cells shading", "tl-cells crowded"]
+    by_density: dict = {}
     counts: dict = {c: {} for c in conditions}
     diam_log = {}
     t_start = time.time()
@@ -162,6 +188,8 @@ def main(argv=None) -> int:
             true = tlseg.read_labels(mask_path, shape=image.shape)
             labels, det = model.predict_instances(image)
             counts["tl-cells"].setdefault(source, []).append(match_counts(true, labels))
+            by_density.setdefault(density_bin(density(true)), []).append(
+                (source, img_path.stem, round(density(true), 3), counts["tl-cells"][source][-1]))
             diam_log.setdefault(source, []).append(det["diameter"])
             counts["watershed"].setdefault(source, []).append(
                 match_counts(true, watershed_floor(image, d_train)))
@@ -175,17 +203,29 @@ def main(argv=None) -> int:
                 counts["tl-cells shading"].setdefault(source, []).append(match_counts(true, lab))
             print(f"{source}/{img_path.stem}: {det['n_cells']} cells, "
                   f"{len(np.unique(true)) - 1} true, diameter {det['diameter']:.1f}", flush=True)
+        if not args.no_variants:
+            for image, true in crowded_fields(Path(args.data), source, args.limit):
+                lab, _ = model.predict_instances(image)
+                counts["tl-cells crowded"].setdefault(source, []).append(match_counts(true, lab))
     table = {}
     for method, per_source in counts.items():
         row = {src: summarize(c) for src, c in per_source.items()}
         row["pooled"] = summarize([x for c in per_source.values() for x in c])
         table[method] = row
     _print_table(table, args.sources)
+    density_table = {b: {"n_images": len(v), "densities": [x[2] for x in v],
+                         **summarize([x[3] for x in v])}
+                     for b, v in sorted(by_density.items(), key=lambda kv: kv[1][0][2])}
+    print("\ntl-cells AP@0.5 by density (cells per canonical cell area), val images pooled")
+    for b, row in density_table.items():
+        print(f"  {b:>10s}: {row['ap50']:.3f} over {row['n_images']} images "
+              f"({row['n_true']} cells)")
     out = write_results("accuracy", argv=argv, out=args.out, payload={
         "model": args.model,
         "diameter": "estimated automatically per image",
         "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},
         "results": table,
+        "by_density": density_table,
         "wall_s": round(time.time() - t_start, 1),
     })
     print(f"written {out}")

@@ -41,6 +41,44 @@ def val_pairs(data: Path, source: str) -> list[tuple[Path, Path]]:
     return split_pairs(data, source, "val")
 
 
+#: density bins (:func:`density`) the benchmarks report AP in
+DENSITY_BINS = (0.0, 0.15, 0.3, 0.5, np.inf)
+
+
+def density(mask: np.ndarray, canonical_diameter: float = 30.0) -> float:
+    """Cells per canonical cell area at the canonical scale: the number of cells times
+    the area of a disc of the canonical diameter, over the image's area once rescaled so
+    that its median cell is ``canonical_diameter`` across. 1 is a monolayer of round
+    cells touching edge to edge; usiigaci's val fields are 0.07-0.3.
+
+    Examples
+    --------
+    >>> m = np.zeros((100, 100), int); m[10:20, 10:20] = 1; m[40:50, 40:50] = 2
+    >>> round(density(m, 30.0), 3)   # two cells of 11.3 px in 100²: 2 x pi/4 x 11.3² / 100²
+    0.02
+    """
+    d = median_diameter(mask)
+    if d is None:
+        return 0.0
+    n = len(np.unique(mask[mask > 0]))
+    return float(n * (np.pi / 4 * canonical_diameter**2)
+                 / (mask.size * (canonical_diameter / d) ** 2))
+
+
+def density_bin(value: float) -> str:
+    """The :data:`DENSITY_BINS` bin of a density, e.g. ``'0.15-0.3'``.
+
+    Examples
+    --------
+    >>> density_bin(0.2), density_bin(0.7)
+    ('0.15-0.3', '>=0.5')
+    """
+    for lo, hi in zip(DENSITY_BINS, DENSITY_BINS[1:]):
+        if lo <= value < hi:
+            return f">={lo:g}" if hi == np.inf else f"{lo:g}-{hi:g}"
+    return f">={DENSITY_BINS[-2]:g}"
+
+
 def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:
     """Median over a source's TRAIN masks of each image's median cell diameter."""
     folder = Path(data) / kind / source / "train" / "masks"

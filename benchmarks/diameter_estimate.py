@@ -12,13 +12,22 @@ diameter of the whole cells, :func:`tlseg.training.targets.median_diameter`), pe
   the aiSEGcell paired nuclear channel (``nuclei``): real, mostly dense fields;
 - sparse synthetic fields: a 384² synthetic field of cells (16, 30 or 45 px, two seeds)
   pasted into a corner of an empty 1536² field, so the image centre holds no cell, as
-  in the low-density wells of a dilution series; and the 384² field alone (dense).
+  in the low-density wells of a dilution series; and the 384² field alone (dense);
+- dense fields: the densest val image of each label-free source (cells per canonical
+  cell area), and its densest quarter as a crop;
+- crowded real cells: val cells of each label-free source pasted densely (60-90 % of
+  the field, :func:`tlseg.training.crowd.crowded_samples`, 512² canonical pixels),
+  shown with cells of 18, 30 and 45 px;
+- synthetic confluent monolayers (``synthetic_field(confluent=True)``, 512²): cells of
+  16, 24 and 40 px in phase contrast, brightfield and DIC, no background between them.
 
-Two estimators: ``central window`` (the size head and the refinement read the image
-centre, and the three neighbouring ladder rungs that agree best win) and ``shipped``
+Three estimators: ``central window`` (the size head and the refinement read the image
+centre, and the three neighbouring ladder rungs that agree best win), ``shipped``
 (:mod:`tlseg.inference.window` puts the window where the image has structure, and a
 reading from rungs that saw fewer than ``WEAK_EVIDENCE_CELLS`` cells loses to a
-consistent one that saw more). Error = |log2(estimate / true)|; 0.32 is a factor 1.25.
+consistent one that saw more; the refinement reads the model's ``size_statistic``) and
+``other statistic`` (the shipped estimator with the other size statistic).
+Error = |log2(estimate / true)|; 0.32 is a factor 1.25, 0.5 a factor 1.41.
 Results: ``benchmarks/results/diameter_estimate.json`` (``--out`` for a trial run, with
 ``--limit``).
 """
@@ -29,19 +38,68 @@ import argparse
 import math
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import add_out, write_results
+from common import add_out, density, write_results
 
 import tlseg
+from tlseg.config import SIZE_STATISTICS
+from tlseg.inference.labels import resize_labels
+from tlseg.inference.preprocess import rescale
+from tlseg.training.crowd import crowded_samples
+from tlseg.training.data import load_sample
 from tlseg.training.targets import median_diameter as true_diameter
 
 TL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
+ESTIMATORS = ("central window", "shipped", "other statistic")
 NUCLEI_SOURCES = ("bbbc039", "dsb2018-examples")
 SPARSE = [(d, seed) for d in (16, 30, 45) for seed in (1, 2)]
+CONFLUENT = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
+CANON = 30.0
+
+
+def densest_quarter(mask: np.ndarray) -> tuple[slice, slice]:
+    """The half-height, half-width window holding the most cell pixels (in steps of an
+    eighth of the image)."""
+    h, w = mask.shape
+    best = None
+    for y in range(0, h // 2 + 1, max(1, h // 8)):
+        for x in range(0, w // 2 + 1, max(1, w // 8)):
+            fg = int((mask[y:y + h // 2, x:x + w // 2] > 0).sum())
+            if best is None or fg > best[0]:
+                best = (fg, y, x)
+    _, y, x = best
+    return slice(y, y + h // 2), slice(x, x + w // 2)
+
+
+def dense_fields(data: Path, limit: int | None = None):
+    """The densest val image of each label-free source, its densest quarter, and crowded
+    fields of its val cells at three cell sizes (density: :func:`common.density`)."""
+    for src in TL_SOURCES[:limit]:
+        pairs = [(p, data / "tl" / src / "val" / "masks" / p.name)
+                 for p in sorted((data / "tl" / src / "val" / "images").glob("*.tif"))]
+        masks = {p: tifffile.imread(m) for p, m in pairs}
+        p = max(masks, key=lambda q: density(masks[q]))
+        image, mask = tlseg.read_image(p), masks[p]
+        yield "tl-cells", "densest val image", image, true_diameter(mask)
+        ys, xs = densest_quarter(mask)
+        yield "tl-cells", "densest val quarter", image[ys, xs], true_diameter(mask[ys, xs])
+        samples = [load_sample(p, m, canonical_diameter=CANON, source=src) for p, m in pairs]
+        crowded = crowded_samples([s for s in samples if s is not None], n=1, size=512,
+                                  canonical_diameter=CANON, rng=np.random.default_rng(0))
+        for c in crowded:
+            for d in (18, 30, 45):
+                img = rescale(c.image[0].numpy(), d / CANON)
+                lab = resize_labels(np.maximum(c.labels, 0), img.shape)
+                yield "tl-cells", "crowded real cells", img, true_diameter(lab)
+    for modality, d in CONFLUENT[: None if limit is None else 3 * limit]:
+        f = tlseg.synthetic_field((512, 512), diameter=d, modality=modality, confluent=True,
+                                  seed=d)
+        yield "tl-cells", f"synthetic confluent ({modality})", f["tl"], true_diameter(f["labels"])
 
 
 def fields(data: Path, limit: int | None = None):
@@ -68,6 +126,7 @@ def fields(data: Path, limit: int | None = None):
             truth = true_diameter(cells[labels])
             yield model, f"synthetic sparse ({channel})", sparse, truth
             yield model, f"synthetic dense ({channel})", patch, truth
+    yield from dense_fields(data, limit)
 
 
 @contextmanager
@@ -103,18 +162,23 @@ def main(argv=None) -> int:
     tlseg.set_threads()
     models = {name: tlseg.load_model(name) for name in ("tl-cells", "nuclei")}
     rows = []
+    other = {name: tlseg.Model(replace(m.config, size_statistic=next(
+        s for s in SIZE_STATISTICS if s != m.config.size_statistic)), m.net)
+        for name, m in models.items()}
     for model, name, image, truth in fields(args.data, args.limit):
         row = {"model": model, "set": name, "true": round(truth, 2)}
-        for estimator in ("central window", "shipped"):
+        for estimator in ESTIMATORS:
             if estimator == "central window":
                 with central_window():
                     est = models[model].estimate_diameter(image, calibrate=False)
-            else:
+            elif estimator == "shipped":
                 est = models[model].estimate_diameter(image, calibrate=False)
+            else:
+                est = other[model].estimate_diameter(image, calibrate=False)
             row[estimator] = None if est is None else round(est, 2)
         rows.append(row)
-        print(f"{name:28s} true {truth:6.1f}  central {row['central window']}  "
-              f"shipped {row['shipped']}", flush=True)
+        print(f"{name:28s} true {truth:6.1f}  " + "  ".join(
+            f"{e} {row[e]}" for e in ESTIMATORS), flush=True)
 
     def err(row, estimator):  # no estimate counts as a factor 2**9 off
         est = row[estimator]
@@ -122,15 +186,16 @@ def main(argv=None) -> int:
 
     sets = list(dict.fromkeys(r["set"] for r in rows))
     table = {s: {e: summary([err(r, e) for r in rows if r["set"] == s])
-                 for e in ("central window", "shipped")} for s in sets}
-    print(f"\n{'set':28s} {'central window':>36s} {'shipped':>36s}")
+                 for e in ESTIMATORS} for s in sets}
+    print(f"\n{'set':32s} " + " ".join(f"{e:>36s}" for e in ESTIMATORS))
     for s, by in table.items():
         cells = [f"{v['median_log2_error']:.2f} / {v['max_log2_error']:.2f}, "
                  f"{v['within_1.25x']}/{v['n']} within 1.25x" for v in by.values()]
-        print(f"{s:28s} {cells[0]:>36s} {cells[1]:>36s}")
+        print(f"{s:32s} " + " ".join(f"{c:>36s}" for c in cells))
     print("(median / max |log2(estimate / true)|, uncalibrated estimate)")
-    out = write_results("diameter_estimate", {"sets": table, "images": rows}, argv=argv,
-                        out=args.out)
+    statistics = {name: m.config.size_statistic for name, m in models.items()}
+    out = write_results("diameter_estimate", {"size_statistic": statistics, "sets": table,
+                                              "images": rows}, argv=argv, out=args.out)
     print(f"written {out}")
     return 0
 

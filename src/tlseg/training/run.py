@@ -150,11 +150,13 @@ def tune(model_dir, folders, *, partial=(), incomplete=(), exclude=(),
                          "labelled source (--partial/--incomplete folders are never held out)")
     log.info("%d held-out images; before: %s", len(held), model.config.instances)
     before = {**asdict(model.config.instances),
-              "diameter_calibration": model.config.diameter_calibration}
+              "diameter_calibration": model.config.diameter_calibration,
+              "size_statistic": model.config.size_statistic}
     tuned, scores, auto = tune_model(model, held)
     log.info("after: %s", tuned.config.instances)
-    log.info("diameter calibration: %s (pooled AP50 by factor: %s)",
-             tuned.config.diameter_calibration, auto.get("pooled_ap50_by_factor"))
+    log.info("diameter calibration: %s, size statistic %s (pooled AP50 by factor: %s)",
+             tuned.config.diameter_calibration, tuned.config.size_statistic,
+             auto.get("pooled_ap50_by_statistic_and_factor", auto.get("pooled_ap50_by_factor")))
     card = {**model.card, "holdout_scores": scores, "holdout_scores_estimated_diameter": auto,
             "retuned": {"by": command or "tlseg.tune", "before": before}}
     tuned.save_tuning(model_dir, card=card)

@@ -5,7 +5,8 @@ chooses on them, at their known cell size, the instance settings (foreground and
 thresholds, ridge merging, flow splitting, minimum size, then the strictest faint-cell
 and flow-coherence filters that score no worse: :func:`tune_thresholds`), then, with
 the cell size estimated as users run it, the factor on the automatic diameter estimate
-that scores best (:func:`calibrate_diameter`). ``tlseg tune`` (:func:`tlseg.tune`) runs the same on a
+and the size statistic the estimate reads (``ModelConfig.size_statistic``) that score
+best (:func:`calibrate_diameter`). ``tlseg tune`` (:func:`tlseg.tune`) runs the same on a
 finished model folder.
 """
 
@@ -34,10 +35,14 @@ def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
     Returns the tuned model, the held-out scores at the known diameter
     (:func:`tune_thresholds`) and the calibration record (:func:`calibrate_diameter`).
     """
+    from ..config import SIZE_STATISTICS
+
     tuned, scores = tune_thresholds(model, held)
     model = Model(replace(model.config, instances=tuned), model.net)
-    factor, calibration = calibrate_diameter(model, held)
-    return Model(replace(model.config, diameter_calibration=factor), model.net), scores, calibration
+    factor, calibration = calibrate_diameter(model, held, statistics=SIZE_STATISTICS)
+    stat = calibration.get("size_statistic", model.config.size_statistic)
+    return (Model(replace(model.config, diameter_calibration=factor, size_statistic=stat),
+                  model.net), scores, calibration)
 
 
 def _scores_by_source(held: list[Sample], counts: list) -> dict:
@@ -136,31 +141,42 @@ CALIBRATION_FACTORS = tuple(np.round(np.arange(0.7, 1.301, 0.05), 2))
 
 
 def calibrate_diameter(model: Model, held: list[Sample], *,
-                       factors=CALIBRATION_FACTORS) -> tuple[float, dict]:
+                       factors=CALIBRATION_FACTORS,
+                       statistics=(None,)) -> tuple[float, dict]:
     """The factor on the automatic diameter estimate that segments held-out images best.
 
     Users mostly let the model estimate the diameter, so the whole path is scored: each
     held-out image (at the canonical scale) gets the model's uncalibrated estimate, is
     segmented at estimate x factor, and the factor with the best pooled AP@0.5 wins (ties
-    go to the factor nearest 1). Returns the factor and a record: the pooled AP@0.5 at
-    each factor and the per-source scores at the chosen one.
+    go to the factor nearest 1). With several ``statistics`` (``ModelConfig.size_statistic``
+    values; None = the model's own) each is calibrated and the best pair wins (ties go to
+    the first). Returns the factor and a record: the pooled AP@0.5 at each factor (per
+    statistic), the statistic chosen and the per-source scores at the chosen pair.
     """
-    runs = []
-    for s in held:
-        image = _image_at_canonical(s)
-        d = model.estimate_diameter(image, calibrate=False)
-        if d is not None:
-            runs.append((s, image, d, s.labels))
-    if not runs:
+    best, curves = None, {}
+    for stat in statistics:
+        m = model if stat is None else Model(replace(model.config, size_statistic=stat),
+                                             model.net)
+        runs = []
+        for s in held:
+            image = _image_at_canonical(s)
+            d = m.estimate_diameter(image, calibrate=False)
+            if d is not None:
+                runs.append((s, image, d, s.labels))
+        curve = {}
+        for f in sorted(factors, key=lambda f: abs(np.log(f))):
+            counts = [match_counts(true, m.predict_instances(image, diameter=d * f)[0])
+                      for _, image, d, true in runs]
+            curve[float(f)] = round(summarize(counts)["ap50"], 4)
+            if best is None or curve[float(f)] > best[2]:
+                best = (float(f), counts, curve[float(f)], m.config.size_statistic,
+                        [s for s, *_ in runs])
+        curves[m.config.size_statistic] = dict(sorted(curve.items()))
+    if best is None or not best[4]:
         return 1.0, {}
-    best, curve = None, {}
-    for f in sorted(factors, key=lambda f: abs(np.log(f))):
-        counts = [match_counts(true, model.predict_instances(image, diameter=d * f)[0])
-                  for _, image, d, true in runs]
-        curve[float(f)] = round(summarize(counts)["ap50"], 4)
-        if best is None or curve[float(f)] > best[2]:
-            best = (float(f), counts, curve[float(f)])
-    factor, counts, _ = best
-    return factor, {"diameter_calibration": factor,
-                    "pooled_ap50_by_factor": dict(sorted(curve.items())),
-                    **_scores_by_source([s for s, *_ in runs], counts)}
+    factor, counts, _, stat, used = best
+    record = {"diameter_calibration": factor, "pooled_ap50_by_factor": curves[stat]}
+    if len(curves) > 1:
+        record["size_statistic"] = stat
+        record["pooled_ap50_by_statistic_and_factor"] = curves
+    return factor, {**record, **_scores_by_source(used, counts)}
