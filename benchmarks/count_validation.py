@@ -6,6 +6,10 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
 
 - ``aisegcell``: 7 brightfield + nuclear-marker fields of primary (blood) cells, with
   true nucleus counts (3 to 71 per field; one nucleus per cell, so the true cell count).
+- ``aisegcell-s10``: 33 brightfield + nuclear fields of 5 experiments (6 to 103 true
+  nuclei; one nucleus per cell). None of these fields is trained on; tl-cells trains on
+  other fields of the same experiments (``tl/aisegcell-bf``). Reported per experiment;
+  181024TK20 is imaged in a microfluidic chip whose pillars show in every field.
 - ``isl-phase-dapi``: one 1024² phase-contrast + DAPI field of a neuronal culture, cut
   into 4 quadrants of 512² (so its count varies); no ground truth, nuclei counts only.
 
@@ -16,8 +20,10 @@ acquisition (``diameter_by="acquisition"``, ``tlseg plate run --diameter-by
 acquisition``), as a user imaging with one objective per acquisition would;
 ``--per-site-diameter`` estimates on every field.
 
-Reports R², Lin's CCC and the mean absolute relative bias of label-free vs nuclei counts,
-and of each against the true count (aisegcell only). Writes
+Reports, for label-free vs nuclei counts and each against the true count: R², Lin's
+CCC, Bland–Altman bias with 95 % limits, the paired t-test, the mean |relative error|
+over fields with >= 20 true nuclei, the mean absolute error in cells over fields with
+fewer, and the largest count / true ratio; per source and per set of experiments. Writes
 benchmarks/results/count_validation.json (``--out`` for a trial run).
 
     python benchmarks/count_validation.py --data ../shared/data
@@ -40,6 +46,24 @@ import tlseg
 from tlseg.plate.validate import agreement
 
 
+def errors(counts, truth) -> dict:
+    """Count errors as a user judges them: mean |relative error| over fields with >= 20
+    true cells, mean absolute error in cells below 20, the largest count / true ratio.
+
+    Examples
+    --------
+    >>> errors([22, 35, 5], [20, 40, 3])
+    {'mean_abs_rel_error_20plus': 0.1125, 'mean_abs_error_below_20': 2.0, 'max_ratio': 1.667}
+    """
+    got, true = np.asarray(counts, float), np.asarray(truth, float)
+    big = true >= 20
+    return {"mean_abs_rel_error_20plus": round(float(np.mean(np.abs(got - true)[big] / true[big])), 4)
+            if big.any() else None,
+            "mean_abs_error_below_20": round(float(np.mean(np.abs(got - true)[~big])), 2)
+            if (~big).any() else None,
+            "max_ratio": round(float(np.max(got / np.maximum(true, 1))), 3)}
+
+
 def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
     """Write the paired fields as an ImageXpress plate; return the plate map."""
     if plate.exists():
@@ -55,6 +79,14 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         rows.append({"well": well, "source": "aisegcell", "field": f.field,
                      "acquisition": f.field.split("_")[1],  # experiment id, e.g. 210930MA20
                      "true_count": int(f.n_nuclei)})
+    s10 = data / "paired" / "aisegcell-s10"
+    fields = pd.read_csv(s10 / "fields.csv").sort_values("field")
+    for i, f in enumerate(fields.itertuples()):
+        well = f"{'CDEFG'[i // 12]}{i % 12 + 1:02d}"
+        for ch, sub in (("w1", "tl"), ("w2", "nuc")):
+            shutil.copy(s10 / sub / f"{f.field}.tif", plate / f"paired_{well}_s1_{ch}.tif")
+        rows.append({"well": well, "source": "aisegcell-s10", "field": f.field,
+                     "acquisition": f.experiment, "true_count": int(f.n_nuclei)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
     h, w = tl.shape
@@ -100,7 +132,8 @@ def main(argv=None) -> int:
     sites = pd.read_csv(out / "sites.csv").set_index("well")
     wells["diameter"] = wells["well"].map(sites["diameter"]).round(1)
     wells["nuclei_diameter"] = wells["well"].map(sites["nuclei_diameter"]).round(1)
-    cols = ["well", "source", "field", "true_count", "n_nuclei", "n_cells", "diameter",
+    cols = ["well", "source", "field", "acquisition", "true_count", "n_nuclei",
+            "n_cells", "diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
             "nuclei_outside_cells"]
     print(wells[cols].to_string(index=False))
@@ -108,19 +141,28 @@ def main(argv=None) -> int:
            "diameters": "per field" if args.per_site_diameter else "once per acquisition "
                         "(tlseg plate run --diameter-by acquisition)",
            "exit_code": rc, "wall_s": round(wall, 1), "wells": wells[cols].to_dict("records")}
-    for name, sub in (("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
-                      ("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])):
+    s10 = wells[wells["source"] == "aisegcell-s10"]
+    sets = [("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
+            ("aisegcell-s10", s10)]
+    sets += [(f"aisegcell-s10 {e}", s10[s10["acquisition"] == e])
+             for e in sorted(s10["acquisition"].unique())]
+    sets += [("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])]
+    for name, sub in sets:
         entry = {"label_free_vs_nuclei": agreement(sub["n_cells"], sub["n_nuclei"])}
         truth = sub.dropna(subset=["true_count"])
         if len(truth) >= 2:
-            entry["label_free_vs_true"] = agreement(truth["n_cells"], truth["true_count"])
-            entry["nuclei_vs_true"] = agreement(truth["n_nuclei"], truth["true_count"])
+            entry["label_free_vs_true"] = {**agreement(truth["n_cells"], truth["true_count"]),
+                                           **errors(truth["n_cells"], truth["true_count"])}
+            entry["nuclei_vs_true"] = {**agreement(truth["n_nuclei"], truth["true_count"]),
+                                       **errors(truth["n_nuclei"], truth["true_count"])}
         res[name] = entry
         for k, s in entry.items():
             if s.get("r2") is not None:
-                print(f"{name:>15} {k:<22} n={s['n']:2d}  R² {s['r2']:.3f}  CCC {s['ccc']:.3f}  "
-                      f"bias {s['bias']:+.1f} cells  mean |bias| "
-                      f"{s.get('mean_abs_bias_percent', float('nan')):.1f} %")
+                rel = s.get("mean_abs_rel_error_20plus")
+                print(f"{name[:40]:>40} {k:<22} n={s['n']:2d}  R² {s['r2']:.3f}  CCC "
+                      f"{s['ccc']:.3f}  bias {s['bias']:+.1f} cells  mean |bias| "
+                      f"{s.get('mean_abs_bias_percent', float('nan')):.1f} %"
+                      + (f"  |rel err| >=20: {rel:.1%}" if rel is not None else ""))
     path = write_results("count_validation", res, argv=argv, out=args.out)
     print(f"written {path}; report: {out / 'report.html'}")
     return 0

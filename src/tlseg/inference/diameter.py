@@ -6,8 +6,7 @@ cells are ``canonical_diameter`` pixels across. When the user gives no ``--diame
 (:mod:`tlseg.inference.window` picks where): the network's size head reads the apparent size over a
 ladder of zooms (:func:`size_head_diameter`), then segmenting at that reading and
 measuring the cells found refines it (:func:`refine_diameter`), as Cellpose's size
-model does, and a last check makes sure that touching cells were not read as one
-(:func:`split_check`). Measured by ``benchmarks/diameter_estimate.py``.
+model does. Measured by ``benchmarks/diameter_estimate.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from .postprocess import instances_from_maps
-from .preprocess import rescale
-from .window import estimation_crop, estimation_region, structure_map
+from .window import estimation_crop, structure_map
 
 
 class Model(Protocol):
@@ -39,12 +37,6 @@ DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 38
 # cells and agrees within this many octaves (benchmarks/diameter_estimate.py)
 WEAK_EVIDENCE_CELLS = 5.0
 CONSISTENT_OCTAVES = 0.4
-# the split check (:func:`split_check`): a half octave smaller diameter wins when it finds
-# this many times the cells in the same region and reads its own size within this many
-# octaves; at most this many half-octave steps are taken
-SPLIT_FACTOR = 1.6
-SPLIT_CONSISTENT_OCTAVES = 0.3
-SPLIT_STEPS = 2
 
 
 def estimate_diameter(model: Model, image: np.ndarray, *, window: int = 384,
@@ -66,7 +58,6 @@ def estimate_diameter(model: Model, image: np.ndarray, *, window: int = 384,
     if d is not None and refine:
         d = refine_diameter(model, image, d, structure=structure,
                             statistic=getattr(model.config, "size_statistic", "area-weighted"))
-        d = split_check(model, image, d, structure=structure)
     if d is not None and calibrate:
         d *= model.config.diameter_calibration
     return d
@@ -110,50 +101,6 @@ def refine_diameter(model: Model, image: np.ndarray, diameter: float, *, window:
         diameter = new
         if done:
             break
-    return diameter
-
-
-def _cells(model: Model, region: np.ndarray, diameter: float) -> tuple[int, float]:
-    """Objects found in ``region`` segmented as if its cells were ``diameter`` px across
-    (specks under a quarter of a canonical cell left out), and their median diameter in
-    input pixels (0 without any)."""
-    canon = model.config.canonical_diameter
-    labels = instances_from_maps(model.predict_maps(rescale(region, canon / diameter)),
-                                 canonical_diameter=canon, config=model.config.instances)
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas >= 0.25 * math.pi / 4 * canon**2]
-    if not areas.size:
-        return 0, 0.0
-    return int(areas.size), float(2 * math.sqrt(np.median(areas) / math.pi) * diameter / canon)
-
-
-def split_check(model: Model, image: np.ndarray, diameter: float, *, window: int = 768,
-                structure: tuple[np.ndarray, int] | None = None) -> float:
-    """Guard against reading a clump or a confluent monolayer as one cell.
-
-    Where touching cells merge at the estimated size, segmenting the same region as if
-    its cells were half an octave smaller separates them: many more cells are found, and
-    they measure the smaller size they were segmented at. Where the estimate is right,
-    the smaller size finds about the same cells, measured larger than assumed (or cut in
-    pieces that measure smaller still). So a diameter ``d / sqrt(2)`` replaces ``d``
-    when it finds ``SPLIT_FACTOR`` times the cells of ``d`` in the same region (the
-    window of :func:`refine_diameter`) and their median diameter is within
-    ``SPLIT_CONSISTENT_OCTAVES`` of it; at most ``SPLIT_STEPS`` steps.
-    """
-    canon = model.config.canonical_diameter
-    if structure is None:
-        structure = structure_map(image)
-    region = estimation_region(image, canon / diameter, window, structure)
-    if min(region.shape) * canon / diameter < 32:
-        return diameter
-    n, _ = _cells(model, region, diameter)
-    for _ in range(SPLIT_STEPS):
-        smaller = diameter / math.sqrt(2)
-        n2, measured = _cells(model, region, smaller)
-        if (n2 < max(5, SPLIT_FACTOR * n)
-                or abs(math.log2(measured / smaller)) > SPLIT_CONSISTENT_OCTAVES):
-            break
-        diameter, n = smaller, n2
     return diameter
 
 
@@ -253,7 +200,6 @@ __all__ = [
     "refine_diameter",
     "robust_area",
     "size_head_diameter",
-    "split_check",
     "typical_area",
 ]
 
