@@ -34,6 +34,7 @@ from common import (
     VAL_SOURCES,
     WORK,
     add_out,
+    crowded_val_fields,
     density,
     density_bin,
     results_path,
@@ -94,21 +95,11 @@ def watershed_floor(image: np.ndarray, diameter: float) -> np.ndarray:
 
 
 def crowded_fields(data: Path, source: str, limit: int | None = None, n: int = 4):
-    """(image, labels) of ``n`` crowded fields of a source's val cells, at the source's
-    median val cell size."""
-    from tlseg.training.crowd import crowded_samples
-    from tlseg.training.data import load_sample
-
-    samples = [load_sample(p, m, canonical_diameter=30.0, source=source)
-               for p, m in val_pairs(data, source)[:limit]]
-    samples = [s for s in samples if s is not None]
-    d = float(np.median([s.diameter for s in samples]))
-    for c in crowded_samples(samples, n=n, size=512, canonical_diameter=30.0,
-                             rng=np.random.default_rng(0)):
-        image = rescale(c.image[0].numpy(), d / 30.0)
-        # remnants of cells mostly covered by pasted ones are unknown to training; here
-        # they are background
-        yield image, resize_labels(np.maximum(c.labels, 0), image.shape)
+    """(image, labels) of ``n`` crowded fields of a source's val cells
+    (:func:`common.crowded_val_fields`), at the source's median val cell size."""
+    for image, labels, d in crowded_val_fields(data, source, n, limit):
+        image = rescale(image, d / 30.0)
+        yield image, resize_labels(labels, image.shape)
 
 
 def _score_peers(data: Path, sources, limit: int | None = None) -> dict:

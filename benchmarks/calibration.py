@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, write_results
+from common import WORK, count_errors, write_results
 
 import tlseg
 
@@ -44,13 +44,7 @@ def layout_experiment(src, fields: pd.DataFrame, plate):
 def summary(rows, column):
     true = np.array([r["true"] for r in rows], float)
     got = np.array([r[column] for r in rows], float)
-    big = true >= 20
-    return {"mean_abs_rel_error_20plus": float(np.mean(np.abs(got - true)[big] / true[big]))
-            if big.any() else None,
-            "mean_abs_error_below_20": float(np.mean(np.abs(got - true)[~big]))
-            if (~big).any() else None,
-            "max_ratio": float(np.max(got / true)), "total": int(got.sum()),
-            "true_total": int(true.sum())}
+    return {**count_errors(got, true), "total": int(got.sum()), "true_total": int(true.sum())}
 
 
 def main(argv=None) -> int:

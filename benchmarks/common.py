@@ -79,6 +79,42 @@ def density_bin(value: float) -> str:
     return f">={DENSITY_BINS[-2]:g}"
 
 
+def count_errors(counts, truth) -> dict:
+    """Count errors as a user judges them: mean |relative error| over fields with >= 20
+    true cells, mean absolute error in cells below 20, the largest count / true ratio.
+
+    Examples
+    --------
+    >>> count_errors([22, 35, 5], [20, 40, 3])
+    {'mean_abs_rel_error_20plus': 0.1125, 'mean_abs_error_below_20': 2.0, 'max_ratio': 1.667}
+    """
+    got, true = np.asarray(counts, float), np.asarray(truth, float)
+    big = true >= 20
+    return {"mean_abs_rel_error_20plus": round(float(np.mean(np.abs(got - true)[big] / true[big])), 4)
+            if big.any() else None,
+            "mean_abs_error_below_20": round(float(np.mean(np.abs(got - true)[~big])), 2)
+            if (~big).any() else None,
+            "max_ratio": round(float(np.max(got / np.maximum(true, 1))), 3)}
+
+
+def crowded_val_fields(data: Path, source: str, n: int, limit: int | None = None):
+    """``n`` crowded fields of a source's val cells (copy-paste,
+    :func:`tlseg.training.crowd.crowded_samples`, 512² at a canonical diameter of 30 px,
+    seed 0), built from its first ``limit`` val images: (image, labels) at the canonical
+    scale, and the median cell diameter of those images. Remnants of cells mostly covered
+    by pasted ones, unknown to training, are background here."""
+    from tlseg.training.crowd import crowded_samples
+    from tlseg.training.data import load_sample
+
+    samples = [load_sample(p, m, canonical_diameter=30.0, source=source)
+               for p, m in val_pairs(data, source)[:limit]]
+    samples = [s for s in samples if s is not None]
+    d = float(np.median([s.diameter for s in samples]))
+    return [(c.image[0].numpy(), np.maximum(c.labels, 0), d)
+            for c in crowded_samples(samples, n=n, size=512, canonical_diameter=30.0,
+                                     rng=np.random.default_rng(0))]
+
+
 def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:
     """Median over a source's TRAIN masks of each image's median cell diameter."""
     folder = Path(data) / kind / source / "train" / "masks"

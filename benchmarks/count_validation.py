@@ -40,28 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, add_out, write_results
+from common import WORK, add_out, count_errors, write_results
 
 import tlseg
 from tlseg.plate.validate import agreement
-
-
-def errors(counts, truth) -> dict:
-    """Count errors as a user judges them: mean |relative error| over fields with >= 20
-    true cells, mean absolute error in cells below 20, the largest count / true ratio.
-
-    Examples
-    --------
-    >>> errors([22, 35, 5], [20, 40, 3])
-    {'mean_abs_rel_error_20plus': 0.1125, 'mean_abs_error_below_20': 2.0, 'max_ratio': 1.667}
-    """
-    got, true = np.asarray(counts, float), np.asarray(truth, float)
-    big = true >= 20
-    return {"mean_abs_rel_error_20plus": round(float(np.mean(np.abs(got - true)[big] / true[big])), 4)
-            if big.any() else None,
-            "mean_abs_error_below_20": round(float(np.mean(np.abs(got - true)[~big])), 2)
-            if (~big).any() else None,
-            "max_ratio": round(float(np.max(got / np.maximum(true, 1))), 3)}
 
 
 def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
@@ -152,9 +134,9 @@ def main(argv=None) -> int:
         truth = sub.dropna(subset=["true_count"])
         if len(truth) >= 2:
             entry["label_free_vs_true"] = {**agreement(truth["n_cells"], truth["true_count"]),
-                                           **errors(truth["n_cells"], truth["true_count"])}
+                                           **count_errors(truth["n_cells"], truth["true_count"])}
             entry["nuclei_vs_true"] = {**agreement(truth["n_nuclei"], truth["true_count"]),
-                                       **errors(truth["n_nuclei"], truth["true_count"])}
+                                       **count_errors(truth["n_nuclei"], truth["true_count"])}
         res[name] = entry
         for k, s in entry.items():
             if s.get("r2") is not None:

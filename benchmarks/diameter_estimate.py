@@ -44,14 +44,12 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import add_out, density, write_results
+from common import add_out, crowded_val_fields, density, write_results
 
 import tlseg
 from tlseg.config import SIZE_STATISTICS
 from tlseg.inference.labels import resize_labels
 from tlseg.inference.preprocess import rescale
-from tlseg.training.crowd import crowded_samples
-from tlseg.training.data import load_sample
 from tlseg.training.targets import median_diameter as true_diameter
 
 TL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
@@ -88,13 +86,10 @@ def dense_fields(data: Path, limit: int | None = None):
         yield "tl-cells", "densest val image", image, true_diameter(mask)
         ys, xs = densest_quarter(mask)
         yield "tl-cells", "densest val quarter", image[ys, xs], true_diameter(mask[ys, xs])
-        samples = [load_sample(p, m, canonical_diameter=CANON, source=src) for p, m in pairs]
-        crowded = crowded_samples([s for s in samples if s is not None], n=1, size=512,
-                                  canonical_diameter=CANON, rng=np.random.default_rng(0))
-        for c in crowded:
+        for crowded, labels, _ in crowded_val_fields(data, src, 1):
             for d in (18, 30, 45):
-                img = rescale(c.image[0].numpy(), d / CANON)
-                lab = resize_labels(np.maximum(c.labels, 0), img.shape)
+                img = rescale(crowded, d / CANON)
+                lab = resize_labels(labels, img.shape)
                 yield "tl-cells", "crowded real cells", img, true_diameter(lab)
     for modality, d in CONFLUENT[: None if limit is None else 3 * limit]:
         f = tlseg.synthetic_field((512, 512), diameter=d, modality=modality, confluent=True,

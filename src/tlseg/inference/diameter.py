@@ -57,7 +57,7 @@ def estimate_diameter(model: Model, image: np.ndarray, *, window: int = 384,
     d = size_head_diameter(model, image, window=window, structure=structure)
     if d is not None and refine:
         d = refine_diameter(model, image, d, structure=structure,
-                            statistic=getattr(model.config, "size_statistic", "area-weighted"))
+                            statistic=model.config.size_statistic)
     if d is not None and calibrate:
         d *= model.config.diameter_calibration
     return d
@@ -161,9 +161,8 @@ def typical_area(areas: np.ndarray) -> float:
 
     Weighting by area keeps the few cells of a sparse field from being outvoted by specks
     of debris. In dense fields a few merged pairs inflate it (10-15 % on usiigaci), which
-    the model's ``diameter_calibration`` absorbs; the plain median of the objects above
-    a quarter of it tracks the true size more closely but segmented the held-out images
-    no better (docs/decisions.md).
+    the model's ``diameter_calibration`` absorbs; :func:`robust_area`, the other
+    ``size_statistic``, tracks the true size more closely (docs/decisions.md).
 
     Examples
     --------
@@ -185,8 +184,7 @@ def robust_area(areas: np.ndarray) -> float:
     >>> robust_area(np.array([4, 5, 6, 100, 110, 120, 130, 400]))  # specks, cells, a merge
     120.0
     """
-    areas = np.asarray(areas, dtype=float)
-    areas = areas[areas > 0]
+    areas = np.asarray(areas, dtype=float)  # the bound is > 0: empty labels drop out too
     return float(np.median(areas[areas >= typical_area(areas) / 4]))
 
 

@@ -94,10 +94,10 @@ def pick_window(structure: np.ndarray, side: int, *,
     return cy, cx
 
 
-def estimation_region(image: np.ndarray, scale: float, window: int,
-                      structure: tuple[np.ndarray, int] | None = None) -> np.ndarray:
-    """The part of ``image`` that is ``window`` pixels a side after rescaling by ``scale``
-    (smaller where the image is smaller), not rescaled: placed by :func:`pick_window` on
+def estimation_crop(image: np.ndarray, scale: float, window: int,
+                    structure: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """The part of ``image`` that is ``window`` pixels a side after rescaling by ``scale``,
+    rescaled (smaller where the image is smaller): placed by :func:`pick_window` on
     ``structure`` (:func:`structure_map`'s result), or central without it."""
     h, w = image.shape
     side = math.ceil(window / scale)
@@ -106,10 +106,4 @@ def estimation_region(image: np.ndarray, scale: float, window: int,
         grid, f = structure
         by, bx = pick_window(grid, max(1, side // f))
         y0, x0 = min(by * f, max(0, h - side)), min(bx * f, max(0, w - side))
-    return image[y0 : y0 + side, x0 : x0 + side]
-
-
-def estimation_crop(image: np.ndarray, scale: float, window: int,
-                    structure: tuple[np.ndarray, int] | None = None) -> np.ndarray:
-    """:func:`estimation_region`, rescaled by ``scale``."""
-    return rescale(estimation_region(image, scale, window, structure), scale)
+    return rescale(image[y0 : y0 + side, x0 : x0 + side], scale)

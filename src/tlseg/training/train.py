@@ -216,8 +216,9 @@ def train_samples(
                                   rng=np.random.default_rng([tc.seed, 1]))
     if tc.border_weight > 0:
         train_set = [copy.copy(s) for s in train_set]  # the caller's samples stay as given
-        for s in train_set + crowded:
+        for s in train_set:
             s.targets = s.targets.clone()
+        for s in train_set + crowded:  # the crowded fields are this run's own
             weight_borders(s, tc.border_weight)
     sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng,
                           crowded=crowded, crowded_fraction=tc.crowded)

@@ -154,12 +154,12 @@ def calibrate_diameter(model: Model, held: list[Sample], *,
     statistic), the statistic chosen and the per-source scores at the chosen pair.
     """
     best, curves = None, {}
+    images = [_image_at_canonical(s) for s in held]
     for stat in statistics:
         m = model if stat is None else Model(replace(model.config, size_statistic=stat),
                                              model.net)
         runs = []
-        for s in held:
-            image = _image_at_canonical(s)
+        for s, image in zip(held, images):
             d = m.estimate_diameter(image, calibrate=False)
             if d is not None:
                 runs.append((s, image, d, s.labels))
