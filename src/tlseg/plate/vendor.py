@@ -18,14 +18,11 @@ Two layouts that Molecular Devices MetaXpress writes:
 from __future__ import annotations
 
 import csv
-import functools
 import re
-import threading
 from pathlib import Path
 
 from ..errors import TlsegError
 
-_READ_LOCK = threading.Lock()
 #: how a site of an acquisition is addressed in a plate's file table
 _ADDRESS = re.compile(r"^(?P<descriptor>.+\.jdce)#(?P<scene>[^#]+)#(?P<c>\d+)$", re.IGNORECASE)
 
@@ -46,26 +43,13 @@ def find_descriptor(folder) -> Path | None:
 
 
 def _reader(descriptor: Path):
-    """bioio-imagexpress's reader of an acquisition, kept while the descriptor is
-    unchanged: opening one parses the descriptor and the whole manifest, which a read
-    per plane would repeat for every site of the plate."""
-    try:
-        mtime = descriptor.stat().st_mtime_ns
-    except OSError as exc:
-        raise TlsegError(f"{descriptor}: cannot read the acquisition descriptor "
-                         f"({exc.strerror})") from None
-    return _cached_reader(str(descriptor), mtime)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_reader(descriptor: str, mtime_ns: int):
     try:
         from bioio_imagexpress import Reader
     except ImportError:  # pragma: no cover - a dependency of tlseg
         raise TlsegError("reading MetaXpress acquisitions needs bioio-imagexpress: "
                          "pip install bioio-imagexpress") from None
     try:
-        return Reader(descriptor)
+        return Reader(str(descriptor))
     except Exception as exc:  # bioio raises its own and fsspec's error types
         raise TlsegError(f"{descriptor}: not a readable MetaXpress acquisition "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
@@ -95,10 +79,9 @@ def acquisition_files(descriptor) -> tuple[list[dict], list[str]]:
             notes.append(f"{descriptor}: scene {scene!r} is not <well>-s<site>; skipped")
             continue
         try:
-            with _READ_LOCK:
-                reader.set_scene(scene)
-                dims = reader.dims
-                names = list(reader.channel_names)
+            reader.set_scene(scene)
+            dims = reader.dims
+            names = list(reader.channel_names)
         except Exception as exc:
             raise TlsegError(f"{descriptor}: scene {scene} cannot be read "
                              f"({type(exc).__name__}: {exc})") from None
@@ -130,9 +113,8 @@ def read_acquisition_plane(path):
     descriptor, scene, c = Path(m.group("descriptor")), m.group("scene"), int(m.group("c"))
     reader = _reader(descriptor)
     try:
-        with _READ_LOCK:  # the reader's current scene is shared by the process's threads
-            reader.set_scene(scene)
-            data = reader.get_image_data("YX", T=0, C=c, Z=0)
+        reader.set_scene(scene)
+        data = reader.get_image_data("YX", T=0, C=c, Z=0)
     except Exception as exc:
         raise TlsegError(f"{descriptor}: scene {scene} channel {c} cannot be read "
                          f"({type(exc).__name__}: {exc}); is a plane file missing?") from None
