@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 import yaml
 
 import tlseg
@@ -210,7 +211,10 @@ def test_train_then_tune_rewrites_only_the_tuning(data_dir, tmp_path):
     again = tlseg.load_model(out)
     assert again.config == model.config and again.config.channels == (8, 16)
     image = synthetic_field((64, 64), diameter=20, seed=3)["tl"]
-    np.testing.assert_allclose(again.predict_maps(image), model.predict_maps(image), atol=1e-6)
+    saved = again.net.state_dict()
+    assert all(torch.equal(w, saved[k]) for k, w in model.net.state_dict().items())
+    # same weights; oneDNN may pick another convolution algorithm on a first call (~1e-5)
+    np.testing.assert_allclose(again.predict_maps(image), model.predict_maps(image), atol=1e-4)
     files = sorted(p.name for p in out.iterdir())
     network = {f: (out / f).read_bytes() for f in ("config.yaml", "weights.pt")}
     tuned = tlseg.tune(out, [data_dir])

@@ -20,7 +20,10 @@ def test_save_load_round_trip(tmp_path):
     again = Model.from_folder(tmp_path / "m")
     assert again.config == model.config
     img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-    np.testing.assert_allclose(model.predict_maps(img), again.predict_maps(img), atol=1e-6)
+    saved = again.net.state_dict()
+    assert all(torch.equal(w, saved[k]) for k, w in model.net.state_dict().items())
+    # same weights; oneDNN may pick another convolution algorithm on a first call (~1e-5)
+    np.testing.assert_allclose(model.predict_maps(img), again.predict_maps(img), atol=1e-4)
     assert again.card == {"parent": None}
 
 
