@@ -4,7 +4,7 @@ import torch
 
 from tlseg.inference.labels import raster_order
 from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
-from tlseg.inference.preprocess import normalize, rescale
+from tlseg.inference.preprocess import normalize, repair_edge_lines, rescale
 from tlseg.synthetic import synthetic_field
 from tlseg.training.targets import UNKNOWN, make_targets, median_diameter
 
@@ -95,3 +95,20 @@ def test_synthetic_cells_are_textured_like_real_ones(modality):
     ids = np.unique(inner[inner > 0])
     texture = np.median(ndi.standard_deviation(image, inner, ids))
     assert texture > 3 * noise
+
+
+@pytest.mark.parametrize("modality", ["phase", "dic", "brightfield"])
+def test_only_edge_lines_unlike_the_image_are_repaired(modality):
+    for seed in range(3):  # shading, cells at the border and noise are left alone
+        f = synthetic_field((256, 320), diameter=30, modality=modality, shading=0.5, seed=seed)
+        clean = f["tl"].astype(np.float32)
+        assert repair_edge_lines(clean)[1] == 0
+    lo, hi = np.percentile(clean, [0.1, 99.9])
+    dark = clean.copy()
+    dark[-1] -= 0.08 * (hi - lo)  # a sensor's darker last row
+    dark[:, :2] += 0.06 * (hi - lo)  # and two brighter first columns
+    fixed, n = repair_edge_lines(dark)
+    assert n == 3
+    np.testing.assert_array_equal(fixed[-1, 2:], clean[-2, 2:])
+    np.testing.assert_array_equal(fixed[:-1, 0], fixed[:-1, 2])
+    np.testing.assert_array_equal(fixed[:-1, 2:], clean[:-1, 2:])

@@ -181,7 +181,8 @@ def synthetic_field(
         relief += grain * pattern * cell - 0.05 * ndi.gaussian_filter(nuc, 1.0)
     else:  # DIC: directional derivative of the optical path
         opl = ndi.gaussian_filter(cell + 0.4 * nuc + 0.2 * pattern * cell, 2.0)
-        relief = 0.8 * (ndi.shift(opl, (1, 1), order=1) - ndi.shift(opl, (-1, -1), order=1))
+        relief = 0.8 * (ndi.shift(opl, (1, 1), order=1, mode="nearest")
+                          - ndi.shift(opl, (-1, -1), order=1, mode="nearest"))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy, xx = yy / max(h, w), xx / max(h, w)
     ang = rng.uniform(0, 2 * np.pi)

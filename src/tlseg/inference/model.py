@@ -33,7 +33,7 @@ from .diameter import estimate_diameter
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
-from .preprocess import clip_outliers, is_constant, normalize, rescale
+from .preprocess import clip_outliers, is_constant, normalize, repair_edge_lines, rescale
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,10 @@ class Model:
     def estimate_diameter(self, image: np.ndarray, **kwargs) -> float | None:
         """The cell diameter (input pixels) to segment ``image`` at, or None when no cells
         are found: :func:`tlseg.inference.diameter.estimate_diameter` (keywords as there).
-        Absurd pixel values are clipped first (:func:`~tlseg.inference.preprocess.clip_outliers`)."""
+        Absurd pixel values are clipped first (:func:`~tlseg.inference.preprocess.clip_outliers`)
+        and sensor edge lines repaired (:func:`~tlseg.inference.preprocess.repair_edge_lines`)."""
         image, _ = clip_outliers(np.asarray(image, dtype=np.float32))
+        image, _ = repair_edge_lines(image)
         return estimate_diameter(self, image, **kwargs)
 
     def segment(self, image: np.ndarray, *, diameter: float | None = None, tile: int = 1024,
@@ -332,6 +334,34 @@ class Model:
         details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
             'taught', 'default'), ``scale`` and ``n_cells``.
         """
+        maps, details = self.canonical_maps(image, diameter=diameter, tile=tile,
+                                            augment=augment, progress=progress)
+        h, w = np.shape(image)  # 2-D: checked by canonical_maps
+        scale = details["scale"]
+        labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
+                                     config=self.config.instances)
+        prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
+        del maps
+        if prob is None:
+            labels = resize_labels(labels, (h, w))
+        else:
+            labels = upsample_labels(labels, prob, (h, w),
+                                     fg_threshold=self.config.instances.fg_threshold)
+        labels = raster_order(labels)
+        details["n_cells"] = int(labels.max(initial=0))  # raster_order numbers them 1..n
+        return labels, details
+
+    def canonical_maps(self, image: np.ndarray, *, diameter: float | None = None,
+                       tile: int = 1024, augment: bool = False,
+                       progress: Callable[[int, int], None] | None = None
+                       ) -> tuple[np.ndarray, dict]:
+        """The network maps of a raw image at the canonical scale: the first half of
+        :meth:`predict_instances` (checks, outlier clipping, edge-line repair, diameter,
+        rescaling, :meth:`predict_maps`).
+
+        Returns the maps (3 or 5, h, w) and a dict with ``diameter``,
+        ``diameter_source`` and ``scale`` (canonical / input pixels).
+        """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
             raise TlsegError(f"expected a 2-D image, got shape {image.shape}")
@@ -342,9 +372,13 @@ class Model:
         image, clipped = clip_outliers(image)
         if clipped:
             log.warning("%d pixel(s) far outside the image's range clipped to it", clipped)
+        image, repaired = repair_edge_lines(image)
+        if repaired:
+            log.debug("%d edge line(s) unlike the image inside replaced by their neighbour",
+                      repaired)
         source = "given"
         if diameter is None:
-            diameter = estimate_diameter(self, image)  # image already clipped
+            diameter = estimate_diameter(self, image)  # image already clipped and repaired
             source = "taught" if self.config.taught_diameter else "estimated"
             if diameter is None:
                 diameter, source = self.config.default_diameter, "default"
@@ -366,23 +400,8 @@ class Model:
             )
         maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
         del small
-        labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
-                                     config=self.config.instances)
-        prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
-        del maps
-        if prob is None:
-            labels = resize_labels(labels, (h, w))
-        else:
-            labels = upsample_labels(labels, prob, (h, w),
-                                     fg_threshold=self.config.instances.fg_threshold)
-        labels = raster_order(labels)
-        details = {
-            "diameter": float(diameter),
-            "diameter_source": source,
-            "scale": float(scale),
-            "n_cells": int(labels.max(initial=0)),  # raster_order numbers them 1..n
-        }
-        return labels, details
+        return maps, {"diameter": float(diameter), "diameter_source": source,
+                      "scale": float(scale)}
 
 
 def load_model(name_or_dir) -> Model:

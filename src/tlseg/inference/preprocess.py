@@ -211,3 +211,68 @@ def clip_outliers(image: np.ndarray, *, ranges: float = OUTLIER_RANGES) -> tuple
     if n == 0:
         return image, 0
     return np.clip(image, low, high).astype(image.dtype, copy=False), n
+
+
+#: a line at the image's edge is a sensor artefact when its median departs from the trend
+#: of the lines inside by more than this fraction of the image's robust range (0.1-99.9
+#: percentile) and by more than EDGE_LINE_Z times the scatter of the inner lines' medians
+EDGE_LINE_CONTRAST = 0.05
+EDGE_LINE_Z = 6.0
+
+
+def repair_edge_lines(image: np.ndarray, *, max_lines: int = 2) -> tuple[np.ndarray, int]:
+    """Replace darker or brighter edge rows and columns (sensor edge artefacts) by the
+    nearest normal line; return the image and how many lines were replaced.
+
+    Some cameras record their outermost row or column a few percent darker than the rest.
+    Mirrored at the border for the network, such a line reads as a cell outline and
+    brings a row of false cells along that edge. On each side, the medians of the 12
+    outermost lines are compared with a straight-line trend fitted to lines
+    ``max_lines`` to 11 (illumination gradients keep to the trend); the outermost
+    ``max_lines`` lines that depart from it by more than :data:`EDGE_LINE_CONTRAST` of
+    the robust range and :data:`EDGE_LINE_Z` times the trend's scatter (or the noise of
+    a line median, when larger) are replaced by the first line inside them. An image
+    with no such line is returned as it is.
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).normal(100, 2, (64, 64)).astype(np.float32)
+    >>> image[-1] -= 8
+    >>> repaired, n = repair_edge_lines(image)
+    >>> n, bool((repaired[-1] == image[-2]).all()), bool((repaired[:-1] == image[:-1]).all())
+    (1, True, True)
+    >>> repair_edge_lines(image[:-1])[1]
+    0
+    """
+    k = 12
+    if min(image.shape) < 4 * k:
+        return image, 0
+    lo, hi = np.percentile(image[::4, ::4], [0.1, 99.9])
+    span = float(hi - lo)
+    if span <= 0:
+        return image, 0
+    # noise of one pixel (robust, from neighbour differences) -> of a line's median
+    noise = 1.4826 * float(np.median(np.abs(np.diff(image[::4], axis=1)))) / np.sqrt(2)
+    idx = np.arange(max_lines, k)
+    design = np.stack([np.ones(len(idx)), idx], 1)
+    out, n = image, 0
+    for axis, flip in ((0, False), (0, True), (1, False), (1, True)):
+        view = image if axis == 0 else image.T
+        lines = (view[::-1] if flip else view)[:k]
+        med = np.median(lines, axis=1).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(design, med[max_lines:], rcond=None)
+        scatter = 1.4826 * float(np.median(np.abs(med[max_lines:] - design @ coef)))
+        scatter = max(scatter, 1.25 * noise / np.sqrt(lines.shape[1]))
+        dev = np.abs(med[:max_lines] - (coef[0] + coef[1] * np.arange(max_lines)))
+        bad = np.flatnonzero((dev > EDGE_LINE_CONTRAST * span) & (dev > EDGE_LINE_Z * scatter))
+        if len(bad) == 0:
+            continue
+        depth = int(bad.max()) + 1  # lines 0..depth-1 from this edge are replaced
+        if out is image:
+            out = image.copy()
+        target = out if axis == 0 else out.T
+        size = target.shape[0]
+        rows = np.arange(size - depth, size) if flip else np.arange(depth)
+        target[rows] = target[size - depth - 1] if flip else target[depth]
+        n += depth
+    return out, n
