@@ -7,7 +7,8 @@ import tifffile
 
 import tlseg
 from tlseg.cli import main
-from tlseg.plate.calibrate import calibration_labels
+from tlseg.config import ModelConfig
+from tlseg.plate.calibrate import calibration_labels, tune_to_nuclei
 
 
 def test_labels_keep_one_nucleus_cells_trust_far_background_and_doubt_the_rest():
@@ -27,6 +28,31 @@ def test_labels_keep_one_nucleus_cells_trust_far_background_and_doubt_the_rest()
     assert set(np.unique(labels[cells == 3])) == {tlseg.UNKNOWN}
     assert set(np.unique(labels[cells == 4])) == {tlseg.UNKNOWN}
     assert labels[62, 62] == tlseg.UNKNOWN and labels[45, 75] == 0
+
+
+def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
+    yy, xx = np.mgrid[:120, :200]
+    prob, dist = np.zeros((120, 200), np.float32), np.zeros((120, 200), np.float32)
+    centres = []
+    for i, (y, x) in enumerate([(30, 30), (30, 90), (30, 150), (90, 30), (90, 90), (90, 150)]):
+        r = np.hypot(yy - y, xx - x)
+        inside = r < 14
+        dist[inside] = np.maximum(dist[inside], 1 - r[inside] / 14)
+        if i < 4:  # cells, each with its nucleus
+            prob[inside] = 0.97
+            centres.append((y, x))
+        else:  # faint debris with no nucleus
+            prob[inside] = 0.62
+    maps = np.stack([prob, dist, np.zeros_like(prob)])
+    model = tlseg.Model(ModelConfig(name="t", channels=(8, 16), canonical_diameter=30,
+                                    flows=False))
+    tuned, record = tune_to_nuclei(model, [(maps, np.array(centres))])
+    assert record["match_model_settings"] == [4, 2, 0]
+    assert record["match_tuned_settings"] == [4, 0, 0] and record["settings_changed"]
+    assert tuned.min_mean_prob > 0.62 or tuned.fg_threshold > 0.62
+    # already right: the model's own settings are kept
+    kept, record = tune_to_nuclei(model, [(maps[:, :60], np.array(centres)[:3])])
+    assert kept == model.config.instances and record["f1_model_settings"] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +95,8 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
     assert card["labels"]["cells_kept"] > 0 and card["before"]["nuclei"] > 0
+    tuning = card["instances"]
+    assert tuning["f1_tuned_settings"] >= tuning["f1_model_settings"]
     results = tmp_path / "results"
     assert main(["plate", "run", str(small_plate["plate"]), "-o", str(results),
                  "--tl-channel", "w1", "--model", str(out), "--diameter", "28",

@@ -14,9 +14,13 @@ human input (:func:`calibration_labels`):
 
 The base model is then fine-tuned on these labels with the masked loss (the settings of
 :data:`tlseg.config.TEACH_MODES` ``finetune``; outside the known pixels the base model's
-own maps are the targets, as in teaching), and the model folder's card records the
-calibration wells and the label-free vs nuclei agreement before and after on wells held
-aside from the calibration.
+own maps are the targets, as in teaching). Last, the fine-tuned model's instance settings
+(thresholds, merging, splitting, minimum size, the faint-cell and flow filters) are tuned
+on the calibration sites so that its cells match the nuclei one to one
+(:func:`tune_to_nuclei`): a lab's debris, optics and culture decide what is a cell and
+where touching cells part. The model folder's card records the calibration wells, the
+settings and the label-free vs nuclei agreement before and after on wells held aside from
+the calibration.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..analysis.measure import nuclei_per_cell
-from ..config import TEACH_MODES, TrainConfig
+from ..config import TEACH_MODES, InstanceConfig, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
+from ..inference.postprocess import instances_from_maps
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
@@ -90,6 +95,106 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     keep = np.isin(cells, one)
     labels[keep] = cells[keep]
     return labels
+
+
+def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """How cells and nuclei pair up: matched (cells holding exactly one nucleus centre),
+    cells holding none, and nuclei left unmatched (outside every cell, or the second and
+    later nucleus of a cell), as an int array of 3.
+
+    ``centres`` are (N, 2) integer pixel positions in ``cells``.
+
+    Examples
+    --------
+    >>> cells = np.zeros((10, 10), int); cells[1:4, 1:4] = 1; cells[6:9, 6:9] = 2
+    >>> cells[1:4, 6:9] = 3
+    >>> nucleus_match(cells, np.array([[2, 2], [7, 7], [7, 8], [5, 5]])).tolist()
+    [1, 1, 2]
+    """
+    per = np.bincount(cells[centres[:, 0], centres[:, 1]], minlength=int(cells.max()) + 1)
+    return np.array([(per[1:] == 1).sum(), (per[1:] == 0).sum(),
+                     per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
+
+
+def _f1(counts: np.ndarray) -> float:
+    tp, fp, fn = (int(c) for c in counts)
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+#: the instance settings :func:`tune_to_nuclei` tries, one at a time
+NUCLEI_TUNING_AXES = {
+    "fg_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "merge_threshold": (0.0, 0.3, 0.4, 0.5, 0.6),
+    "flow_split": (0.0, 0.15, 0.25, 0.35, 0.5),
+    "min_area_fraction": (0.08, 0.15, 0.25, 0.4, 0.6),
+    "min_mean_prob": (0.0, 0.5, 0.6, 0.7, 0.8),
+    "min_flow_coherence": (0.0, 0.25, 0.35, 0.45, 0.55),
+}
+#: the tuned settings replace the model's only when they match this much better (F1)
+MIN_F1_GAIN = 0.01
+
+
+def tune_to_nuclei(model: Model, sites: list[tuple[np.ndarray, np.ndarray]], *,
+                   passes: int = 2) -> tuple[InstanceConfig, dict]:
+    """Instance settings under which the model's cells match the nuclei one to one.
+
+    Parameters
+    ----------
+    model : Model
+    sites : list of (maps, centres)
+        Per calibration site, the model's maps at the canonical scale
+        (:meth:`~tlseg.inference.model.Model.canonical_maps`) and the nuclei's centres in
+        those maps' pixels.
+    passes : int
+        Rounds of coordinate ascent: each setting of :data:`NUCLEI_TUNING_AXES` in turn
+        takes the value with the best pooled F1 of :func:`nucleus_match`, the others
+        held.
+
+    Returns
+    -------
+    InstanceConfig
+        The tuned settings, or the model's own when they do not match at least
+        :data:`MIN_F1_GAIN` better.
+    dict
+        F1 and :func:`nucleus_match` counts with the model's settings and the tuned ones,
+        and whether the settings changed.
+    """
+    canon = model.config.canonical_diameter
+    axes = dict(NUCLEI_TUNING_AXES)
+    if not model.config.flows:
+        axes.pop("flow_split"), axes.pop("min_flow_coherence")
+
+    def score(cfg: InstanceConfig) -> np.ndarray:
+        return sum(nucleus_match(instances_from_maps(maps, canonical_diameter=canon,
+                                                     config=cfg), centres)
+                   for maps, centres in sites)
+
+    start = model.config.instances
+    best, best_counts = start, score(start)
+    first = best_counts
+    for _ in range(passes):
+        changed = False
+        for name, values in axes.items():
+            if name == "seed_threshold" and best.use_flows:
+                continue
+            for v in values:
+                if v == getattr(best, name):
+                    continue
+                cfg = replace(best, **{name: v})
+                counts = score(cfg)
+                if _f1(counts) > _f1(best_counts):
+                    best, best_counts, changed = cfg, counts, True
+        if not changed:
+            break
+    keep = _f1(best_counts) >= _f1(first) + MIN_F1_GAIN
+    record = {"f1_model_settings": round(_f1(first), 4),
+              "f1_tuned_settings": round(_f1(best_counts), 4),
+              # matched cells, cells without a nucleus, unmatched nuclei
+              "match_model_settings": first.tolist(),
+              "match_tuned_settings": best_counts.tolist(),
+              "settings_changed": bool(keep and best != start)}
+    return (best if keep else start), record
 
 
 def _split_wells(wells: list[str], chosen: list[str] | None) -> tuple[list[str], list[str]]:
@@ -211,9 +316,13 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     canon = base.config.canonical_diameter
     samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0,
                             "background_fraction": 0.0, "known_fraction": 0.0}
+    centres = []  # nucleus centres per calibration site, input pixels
     for key, image, stain in pairs:
         cells = base.predict_instances(image, diameter=d)[0]
         nuclei = nuclei_model.predict_instances(stain, diameter=nd)[0]
+        ids = np.arange(1, int(nuclei.max()) + 1)
+        centres.append(np.asarray(ndi.center_of_mass(np.ones_like(nuclei, np.uint8), nuclei,
+                                                     ids)).reshape(-1, 2))
         labels = calibration_labels(cells, nuclei, diameter=d)
         make_up["sites"] += 1
         make_up["nuclei"] += int(len(np.unique(nuclei[nuclei > 0])))
@@ -242,6 +351,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                                                                  name=Path(out_dir).name),
                           train_config=tc, init=base, resume=resume, progress=progress,
                           card=card)
+    model = _tune_instances(model, pairs, centres, d, out_dir)
     if held:
         check = [(s.key, *_read_pair(s, tl, nuc)) for s in held]
         before = _counts(base, nuclei_model, check, d, nd)
@@ -257,4 +367,26 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                  card["calibration"]["before"]["label_free"],
                  card["calibration"]["after"]["label_free"],
                  card["calibration"]["before"]["nuclei"])
+    return model
+
+
+def _tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
+    """The calibrated model with instance settings tuned to the calibration sites' nuclei
+    (:func:`tune_to_nuclei`), saved to ``out_dir`` with the record in its card."""
+    sites = []
+    for (_, image, _), yx in zip(pairs, centres):
+        maps, details = model.canonical_maps(image, diameter=d)
+        h, w = maps.shape[1:]
+        # a pixel's centre maps to (i + 0.5) * scale - 0.5 at the canonical scale
+        at = np.rint((yx + 0.5) * details["scale"] - 0.5).astype(np.int64)
+        at[:, 0], at[:, 1] = at[:, 0].clip(0, h - 1), at[:, 1].clip(0, w - 1)
+        sites.append((maps, at))
+    tuned, record = tune_to_nuclei(model, sites)
+    log.info("instance settings tuned to the nuclei: one-to-one F1 %.3f -> %.3f%s",
+             record["f1_model_settings"], record["f1_tuned_settings"],
+             "" if record["settings_changed"] else " (kept the model's own)")
+    model = Model(replace(model.config, instances=tuned), model.net, card=model.card)
+    card = dict(model.card)
+    card["calibration"] = {**card["calibration"], "instances": record}
+    model.save_tuning(out_dir, card=card)
     return model
