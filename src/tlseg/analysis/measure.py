@@ -16,21 +16,33 @@ def _safe(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "channel"
 
 
+def nucleus_centres(nuclei: np.ndarray) -> np.ndarray:
+    """Centre of mass (y, x) of every nucleus, an (N, 2) float array in label order."""
+    ids = np.unique(nuclei[nuclei > 0])
+    if len(ids) == 0:
+        return np.zeros((0, 2))
+    centres = ndi.center_of_mass(np.ones_like(nuclei, dtype=np.uint8), nuclei, ids)
+    return np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+
+
+def centres_per_cell(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Number of points (an (N, 2) array of y, x in ``cells``' pixels, rounded to the
+    nearest pixel and clipped to the image) inside each cell.
+
+    Returns an array indexed by cell label (index 0 counts points outside every cell).
+    """
+    yx = np.rint(np.asarray(centres, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
+    yx[:, 0] = yx[:, 0].clip(0, cells.shape[0] - 1)
+    yx[:, 1] = yx[:, 1].clip(0, cells.shape[1] - 1)
+    return np.bincount(cells[yx[:, 0], yx[:, 1]], minlength=int(cells.max()) + 1)
+
+
 def nuclei_per_cell(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     """Number of nuclei whose centre lies inside each cell.
 
     Returns an array indexed by cell label (index 0 counts nuclei outside every cell).
     """
-    n_cells = int(cells.max())
-    ids = np.unique(nuclei[nuclei > 0])
-    if len(ids) == 0:
-        return np.zeros(n_cells + 1, dtype=np.int64)
-    centres = ndi.center_of_mass(np.ones_like(nuclei, dtype=np.uint8), nuclei, ids)
-    yx = np.rint(np.asarray(centres)).astype(np.int64)
-    yx[:, 0] = yx[:, 0].clip(0, cells.shape[0] - 1)
-    yx[:, 1] = yx[:, 1].clip(0, cells.shape[1] - 1)
-    host = cells[yx[:, 0], yx[:, 1]]
-    return np.bincount(host, minlength=n_cells + 1)
+    return centres_per_cell(cells, nucleus_centres(nuclei))
 
 
 def measure_cells(

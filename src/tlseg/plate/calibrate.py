@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..analysis.measure import nuclei_per_cell
+from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
 from ..config import TEACH_MODES, InstanceConfig, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
-from ..inference.postprocess import instances_from_maps
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
+from ..training.tune import instance_maker
 from .layout import Site, read_channel, scan_plate
 from .run import weighted_diameter
 from .validate import agreement
@@ -102,7 +102,8 @@ def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
     cells holding none, and nuclei left unmatched (outside every cell, or the second and
     later nucleus of a cell), as an int array of 3.
 
-    ``centres`` are (N, 2) integer pixel positions in ``cells``.
+    ``centres`` are (N, 2) positions (y, x) in ``cells``' pixels
+    (:func:`~tlseg.analysis.measure.centres_per_cell`).
 
     Examples
     --------
@@ -111,7 +112,7 @@ def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
     >>> nucleus_match(cells, np.array([[2, 2], [7, 7], [7, 8], [5, 5]])).tolist()
     [1, 1, 2]
     """
-    per = np.bincount(cells[centres[:, 0], centres[:, 1]], minlength=int(cells.max()) + 1)
+    per = centres_per_cell(cells, centres)
     return np.array([(per[1:] == 1).sum(), (per[1:] == 0).sum(),
                      per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
 
@@ -160,15 +161,14 @@ def tune_to_nuclei(model: Model, sites: list[tuple[np.ndarray, np.ndarray]], *,
         F1 and :func:`nucleus_match` counts with the model's settings and the tuned ones,
         and whether the settings changed.
     """
-    canon = model.config.canonical_diameter
     axes = dict(NUCLEI_TUNING_AXES)
     if not model.config.flows:
         axes.pop("flow_split"), axes.pop("min_flow_coherence")
+    instances = instance_maker([maps for maps, _ in sites], model.config.canonical_diameter)
 
     def score(cfg: InstanceConfig) -> np.ndarray:
-        return sum(nucleus_match(instances_from_maps(maps, canonical_diameter=canon,
-                                                     config=cfg), centres)
-                   for maps, centres in sites)
+        return sum(nucleus_match(instances(k, cfg), centres)
+                   for k, (_, centres) in enumerate(sites))
 
     start = model.config.instances
     best, best_counts = start, score(start)
@@ -320,12 +320,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     for key, image, stain in pairs:
         cells = base.predict_instances(image, diameter=d)[0]
         nuclei = nuclei_model.predict_instances(stain, diameter=nd)[0]
-        ids = np.arange(1, int(nuclei.max()) + 1)
-        centres.append(np.asarray(ndi.center_of_mass(np.ones_like(nuclei, np.uint8), nuclei,
-                                                     ids)).reshape(-1, 2))
+        centres.append(nucleus_centres(nuclei))
         labels = calibration_labels(cells, nuclei, diameter=d)
         make_up["sites"] += 1
-        make_up["nuclei"] += int(len(np.unique(nuclei[nuclei > 0])))
+        make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += int(len(np.unique(labels[labels > 0])))
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
@@ -376,11 +374,8 @@ def _tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
     sites = []
     for (_, image, _), yx in zip(pairs, centres):
         maps, details = model.canonical_maps(image, diameter=d)
-        h, w = maps.shape[1:]
         # a pixel's centre maps to (i + 0.5) * scale - 0.5 at the canonical scale
-        at = np.rint((yx + 0.5) * details["scale"] - 0.5).astype(np.int64)
-        at[:, 0], at[:, 1] = at[:, 0].clip(0, h - 1), at[:, 1].clip(0, w - 1)
-        sites.append((maps, at))
+        sites.append((maps, (yx + 0.5) * details["scale"] - 0.5))
     tuned, record = tune_to_nuclei(model, sites)
     log.info("instance settings tuned to the nuclei: one-to-one F1 %.3f -> %.3f%s",
              record["f1_model_settings"], record["f1_tuned_settings"],

@@ -13,6 +13,7 @@ finished model folder.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -78,6 +79,28 @@ def _grid(flows: bool):
                                          merge_threshold=merge, use_flows=True)
 
 
+def instance_maker(maps: list[np.ndarray], canonical_diameter: float
+                   ) -> Callable[[int, InstanceConfig], np.ndarray]:
+    """``instances(k, cfg)``: the instances of ``maps[k]`` (a model's maps at the
+    canonical scale) under the settings ``cfg``. A tuner tries many settings on the same
+    maps, so each map's flow following is done once per foreground threshold."""
+    flow_cache: dict[tuple[int, float], np.ndarray] = {}
+
+    def instances(k: int, cfg: InstanceConfig) -> np.ndarray:
+        flow_labels = None
+        if cfg.needs_flows:
+            key = (k, cfg.fg_threshold)
+            if key not in flow_cache:
+                flow_cache[key] = flows_to_instances(maps[k][0] > cfg.fg_threshold,
+                                                     maps[k][3:5],
+                                                     canonical_diameter=canonical_diameter)
+            flow_labels = flow_cache[key]
+        return instances_from_maps(maps[k], canonical_diameter=canonical_diameter,
+                                   config=cfg, flow_labels=flow_labels)
+
+    return instances
+
+
 def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, dict]:
     """Grid-search the instance settings for the best pooled AP@0.5 on held-out images.
 
@@ -85,27 +108,15 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
     flows, splitting by flows and pure flow following compete with distance seeds alone;
     whichever scores best is kept.
     """
-    canon = model.config.canonical_diameter
     cache = []
     for s in held:
         maps = model.predict_maps(_image_at_canonical(s))
         cache.append((maps, s.labels))  # UNKNOWN pixels (ignored fragments) score nothing
-    flow_cache: dict[tuple[int, float], np.ndarray] = {}
-
-    def instances(k, maps, cfg):
-        flow_labels = None
-        if cfg.needs_flows:
-            key = (k, cfg.fg_threshold)
-            if key not in flow_cache:
-                flow_cache[key] = flows_to_instances(maps[0] > cfg.fg_threshold, maps[3:5],
-                                                     canonical_diameter=canon)
-            flow_labels = flow_cache[key]
-        return instances_from_maps(maps, canonical_diameter=canon, config=cfg,
-                                   flow_labels=flow_labels)
+    instances = instance_maker([m for m, _ in cache], model.config.canonical_diameter)
 
     best = None
     for cfg in _grid(model.config.flows):
-        counts = [match_counts(true, instances(k, m, cfg)) for k, (m, true) in enumerate(cache)]
+        counts = [match_counts(true, instances(k, cfg)) for k, (_, true) in enumerate(cache)]
         score = summarize(counts)
         if best is None or score["ap50"] > best[1]["ap50"]:
             best = (cfg, score, counts)
@@ -113,7 +124,7 @@ def tune_thresholds(model: Model, held: list[Sample]) -> tuple[InstanceConfig, d
     # (it removes background enclosed by cells and faint debris, which held-out images of
     # sparse or fully labelled fields seldom show); the filter only removes cells, so the
     # instances are grown once and filtered at each level
-    grown = [instances(k, m, best[0]) for k, (m, _) in enumerate(cache)]
+    grown = [instances(k, best[0]) for k in range(len(cache))]
     for min_prob in MIN_MEAN_PROBS:
         counts = [match_counts(true, drop_faint(g, m[0], min_prob))
                   for g, (m, true) in zip(grown, cache)]
