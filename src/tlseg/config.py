@@ -300,6 +300,11 @@ class TrainConfig:
         Extra loss weight (0 = off) on pixels within 3 canonical pixels of two different
         cells, where touching cells must be told apart
         (:func:`tlseg.training.crowd.border_weights`).
+    structures : float
+        Structure negatives (0 = off): this fraction of the crops get one structure that
+        is not a cell (microfluidic posts, walls and channels, scratches, bubbles, a
+        well's rim) drawn over their known background, which stays background
+        (:func:`tlseg.training.structures.add_structures`).
     """
 
     epochs: int = 40
@@ -320,6 +325,7 @@ class TrainConfig:
     specks: float = 0.0
     crowded: float = 0.0
     border_weight: float = 0.0
+    structures: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -339,6 +345,8 @@ class TrainConfig:
             raise ValueError("texture must be in [0, 1]")
         if not 0 <= self.specks <= 1:
             raise ValueError("specks must be in [0, 1]")
+        if not 0 <= self.structures <= 1:
+            raise ValueError("structures must be in [0, 1]")
         if not 0 <= self.crowded <= 1:
             raise ValueError("crowded must be in [0, 1]")
         if self.border_weight < 0:

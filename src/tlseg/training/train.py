@@ -39,6 +39,7 @@ from ..inference.preprocess import normalize
 from ..io import atomic_path
 from .augment import augment_normalized, augment_raw
 from .crowd import crowded_samples, weight_borders
+from .structures import add_structures
 from .data import (
     CropSampler,
     Sample,
@@ -269,6 +270,8 @@ def train_samples(
     try:
         while step < tc.total_steps:
             raw, target, ref = sampler.batch(tc.batch_size)
+            raw = add_structures(raw, target, torch_rng, fraction=tc.structures,
+                                 diameter=model_config.canonical_diameter)
             x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
                             specks=tc.specks)
             x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)

@@ -1,0 +1,181 @@
+"""False cells on fields without cells: empty background and structures that are not cells.
+
+Run::
+
+    python benchmarks/false_cells.py --data ../shared/data [--model tl-cells other/model]
+
+Every cell found on a field that holds no cell is a false count. The fields are real:
+384² crops of the ``paired/aisegcell-s10`` brightfield fields that lie at least
+``MARGIN`` px from every annotated whole cell (80 crops from 5 experiments; the whole-cell
+masks are complete there). Each is segmented as it is (``empty``) and with one kind of
+structure drawn over it, as a multiplicative relief, by this script's own renderer (not
+the one training uses, :mod:`tlseg.training.structures`; its shapes and profiles differ):
+
+- ``round posts``: a hexagonal lattice of posts 0.6-2 cells across, a dark edge with a
+  bright halo outside (phase-like) and a slightly darker inside;
+- ``square posts``: a lattice of rounded squares 0.6-1.5 cells across, dark outline;
+- ``traps``: a row of U-shaped cell traps (rings open on one side, 0.6-1 cell radius);
+- ``curved channel``: a meandering channel 3-6 cells wide with dark walls;
+- ``dust and fibres``: sharp dark particles of 2-6 px and a curly fibre.
+
+Each crop is segmented at its experiment's true median cell diameter (as a plate run
+would use a diameter estimated over the whole plate). Reported per model and kind: mean
+and largest number of false cells per field, and the share of fields with at most one
+(the target is at most one false cell on a field with structures but no cells).
+Results: ``benchmarks/results/false_cells.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from common import add_out, write_results
+from scipy import ndimage as ndi
+
+import tlseg
+from tlseg.training.targets import median_diameter
+
+CROP = 384
+MARGIN = 40  # px between a crop and the nearest annotated cell
+KINDS = ("empty", "round posts", "square posts", "traps", "curved channel", "dust and fibres")
+PER_KIND = 20  # crops drawn (with a fixed seed) for each structure kind
+
+
+def empty_crops(data: Path) -> list[dict]:
+    """Cell-free crops of the aisegcell-s10 fields, with their experiment's diameter."""
+    root = data / "paired" / "aisegcell-s10"
+    crops, diameters = [], {}
+    for path in sorted((root / "tl").glob("*.tif")):
+        experiment = path.name.split("_")[0]
+        image = tifffile.imread(path)
+        cells = tifffile.imread(root / "cell_labels" / path.name)
+        diameters.setdefault(experiment, []).append(median_diameter(cells))
+        far = ndi.distance_transform_edt(cells == 0) > MARGIN
+        for y in range(0, image.shape[0] - CROP + 1, CROP):
+            for x in range(0, image.shape[1] - CROP + 1, CROP):
+                if far[y:y + CROP, x:x + CROP].all():
+                    crops.append({"field": path.stem, "experiment": experiment, "y": y,
+                                  "x": x, "image": image[y:y + CROP, x:x + CROP]})
+    for c in crops:
+        c["diameter"] = float(np.median([d for d in diameters[c["experiment"]] if d]))
+    return crops
+
+
+def _g(d, width):
+    return np.exp(-0.5 * (d / width) ** 2)
+
+
+def _lattice(h, w, pitch, rng, hexagonal=True):
+    oy, ox = rng.uniform(0, pitch, 2)
+    row = pitch * (np.sqrt(3) / 2 if hexagonal else 1)
+    for i, y in enumerate(np.arange(oy - pitch, h + pitch, row)):
+        shift = pitch / 2 if hexagonal and i % 2 else 0
+        for x in np.arange(ox - pitch + shift, w + pitch, pitch):
+            yield y, x
+
+
+def structure(kind: str, shape, d: float, rng) -> np.ndarray:
+    """Relief (H, W) of one structure kind for cells ``d`` px across (module docstring)."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    rel = np.zeros(shape, np.float32)
+    if kind == "round posts":
+        r = d * rng.uniform(0.3, 1.0)
+        edge, halo = rng.uniform(1.5, 3), rng.uniform(0.1, 0.35)
+        for y, x in _lattice(h, w, r * rng.uniform(2.4, 3.5), rng):
+            dr = np.hypot(yy - y, xx - x) - r
+            rel += -0.35 * _g(dr, edge) + halo * _g(dr - 2 * edge, 1.5 * edge) - 0.08 * (dr < 0)
+    elif kind == "square posts":
+        a, t = d * rng.uniform(0.3, 0.75), rng.uniform(0, np.pi / 2)
+        c, s = np.cos(t), np.sin(t)
+        for y, x in _lattice(h, w, a * rng.uniform(2.5, 4), rng, hexagonal=False):
+            u, v = (yy - y) * c + (xx - x) * s, -(yy - y) * s + (xx - x) * c
+            dr = (np.abs(u) ** 6 + np.abs(v) ** 6) ** (1 / 6) - a
+            rel += -rng.uniform(0.25, 0.45) * _g(dr, 2.0)
+    elif kind == "traps":
+        r = d * rng.uniform(0.6, 1.0)
+        opening = rng.uniform(0, 2 * np.pi)
+        for y, x in _lattice(h, w, r * rng.uniform(3, 4), rng):
+            dr = np.hypot(yy - y, xx - x) - r
+            angle = np.angle(np.exp(1j * (np.arctan2(yy - y, xx - x) - opening)))
+            rel += -0.4 * _g(dr, 2.5) * (np.abs(angle) > 0.9)
+    elif kind == "curved channel":
+        width, period = d * rng.uniform(3, 6), rng.uniform(0.7, 1.5) * w
+        amp, y0 = rng.uniform(0.05, 0.2) * h, rng.uniform(0.3, 0.7) * h
+        centre = y0 + amp * np.sin(2 * np.pi * xx / period + rng.uniform(0, 6.3))
+        slope = np.gradient(centre, axis=1)
+        across = (yy - centre) / np.sqrt(1 + slope ** 2)
+        for side in (-1, 1):
+            rel += -0.45 * _g(across - side * width / 2, 2.5)
+        rel += rng.uniform(0.05, 0.2) * (np.abs(across) < width / 2)
+    elif kind == "dust and fibres":
+        for _ in range(rng.integers(5, 20)):
+            rr = np.hypot(yy - rng.uniform(0, h), xx - rng.uniform(0, w))
+            rel += -rng.uniform(0.3, 0.7) * (rr < rng.uniform(2, 6))
+        steps = np.cumsum(rng.normal(0, 0.25, 400))  # a curly fibre: a smooth random walk
+        py = rng.uniform(0, h) + np.cumsum(np.sin(steps)) * 1.5
+        px = rng.uniform(0, w) + np.cumsum(np.cos(steps)) * 1.5
+        fibre = np.zeros(shape, np.float32)
+        ok = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+        fibre[py[ok].astype(int), px[ok].astype(int)] = 1
+        rel += -0.5 * np.clip(ndi.gaussian_filter(fibre, 0.8) * 4, 0, 1)
+    return ndi.gaussian_filter(rel, 0.6)
+
+
+def false_cells(model: tlseg.Model, crops: list[dict], seed: int = 0) -> dict:
+    """Per kind: the number of cells found on each cell-free field."""
+    rng = np.random.default_rng(seed)
+    found = {}
+    for kind in KINDS:
+        picks = range(len(crops)) if kind == "empty" else rng.choice(
+            len(crops), PER_KIND, replace=False)
+        found[kind] = []
+        for i in picks:
+            c = crops[int(i)]
+            image = c["image"].astype(np.float32)
+            if kind != "empty":
+                image = image * np.clip(1 + structure(kind, image.shape, c["diameter"], rng),
+                                        0.05, None)
+            labels, _ = model.predict_instances(image, diameter=c["diameter"])
+            found[kind].append(int(labels.max()))
+    return found
+
+
+def summary(counts: list[int]) -> dict:
+    counts = np.asarray(counts)
+    return {"fields": int(len(counts)), "mean": round(float(counts.mean()), 2),
+            "max": int(counts.max()), "at_most_one": round(float((counts <= 1).mean()), 3)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--model", nargs="+", default=["tl-cells"],
+                   help="models to compare (names of shipped models or model folders)")
+    add_out(p, "false_cells")
+    args = p.parse_args(argv)
+    tlseg.set_threads()
+    crops = empty_crops(args.data)
+    print(f"{len(crops)} cell-free {CROP}² crops from "
+          f"{len({c['field'] for c in crops})} fields")
+    results = {}
+    for name in args.model:
+        counts = false_cells(tlseg.load_model(name), crops)
+        results[name] = {kind: summary(v) for kind, v in counts.items()}
+        results[name]["all structures"] = summary(
+            [n for kind, v in counts.items() if kind != "empty" for n in v])
+        print(f"\n{name}\n{'kind':18s} {'mean':>6s} {'max':>5s} {'<=1':>6s}")
+        for kind, s in results[name].items():
+            print(f"{kind:18s} {s['mean']:6.2f} {s['max']:5d} {s['at_most_one']:6.2f}")
+    out = write_results("false_cells", {"crop": CROP, "margin_px": MARGIN,
+                                        "models": results}, argv=argv, out=args.out)
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
