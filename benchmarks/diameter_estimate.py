@@ -19,7 +19,9 @@ diameter of the whole cells, :func:`tlseg.training.targets.median_diameter`), pe
   the field, :func:`tlseg.training.crowd.crowded_samples`, 512² canonical pixels),
   shown with cells of 18, 30 and 45 px;
 - synthetic confluent monolayers (``synthetic_field(confluent=True)``, 512²): cells of
-  16, 24 and 40 px in phase contrast, brightfield and DIC, no background between them.
+  16, 24 and 40 px in phase contrast, brightfield and DIC, no background between them;
+- the 33 brightfield fields of ``paired/aisegcell-s10`` (1024²-2304², sparse to
+  crowded, some vignetted to black in a corner), against their whole-cell masks.
 
 Three estimators: ``central window`` (the size head and the refinement read the image
 centre, and the three neighbouring ladder rungs that agree best win), ``shipped``
@@ -29,12 +31,13 @@ consistent one that saw more; the refinement reads the model's ``size_statistic`
 ``other statistic`` (the shipped estimator with the other size statistic).
 Error = |log2(estimate / true)|; 0.32 is a factor 1.25, 0.5 a factor 1.41.
 Results: ``benchmarks/results/diameter_estimate.json`` (``--out`` for a trial run, with
-``--limit``).
+``--limit``; ``--sets`` rescores some sets and keeps the others' rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from contextlib import contextmanager
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import add_out, crowded_val_fields, density, write_results
+from common import add_out, crowded_val_fields, density, results_path, write_results
 
 import tlseg
 from tlseg.config import SIZE_STATISTICS
@@ -110,6 +113,11 @@ def fields(data: Path, limit: int | None = None):
     for p in sorted((paired / "nuc").glob("*.tif"))[:limit]:
         mask = tifffile.imread(paired / "nuc_labels" / p.name)
         yield "nuclei", "aisegcell nuclear channel", tlseg.read_image(p), true_diameter(mask)
+    s10 = data / "paired" / "aisegcell-s10"
+    for p in sorted((s10 / "tl").glob("*.tif"))[:limit]:
+        mask = tifffile.imread(s10 / "cell_labels" / p.name)
+        yield "tl-cells", "aisegcell-s10 brightfield fields", tlseg.read_image(p), \
+            true_diameter(mask)
     for d, seed in islice(SPARSE, limit):
         empty = tlseg.synthetic_field((1536, 1536), n_cells=0, diameter=d, seed=seed)
         cells = tlseg.synthetic_field((384, 384), diameter=d, seed=seed + 10)
@@ -152,6 +160,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--limit", type=int,
                    help="only the first N images of each real set and N sparse fields")
+    p.add_argument("--sets", nargs="+", metavar="SET",
+                   help="score only these sets (names as in the results) and keep the "
+                        "other sets' rows of the results file")
     add_out(p, "diameter_estimate")
     args = p.parse_args(argv)
     tlseg.set_threads()
@@ -160,7 +171,14 @@ def main(argv=None) -> int:
     other = {name: tlseg.Model(replace(m.config, size_statistic=next(
         s for s in SIZE_STATISTICS if s != m.config.size_statistic)), m.net)
         for name, m in models.items()}
+    if args.sets:
+        kept = results_path("diameter_estimate", args.out)
+        if kept.is_file():
+            rows = [r for r in json.loads(kept.read_text())["images"]
+                    if r["set"] not in args.sets]
     for model, name, image, truth in fields(args.data, args.limit):
+        if args.sets and name not in args.sets:
+            continue
         row = {"model": model, "set": name, "true": round(truth, 2)}
         for estimator in ESTIMATORS:
             if estimator == "central window":

@@ -90,12 +90,16 @@ def test_estimation_window_goes_where_the_cells_are():
 def test_structure_map_marks_cells_not_noise_or_shading():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:600, :600]
-    image = 100 + 0.05 * xx + 0.03 * yy + rng.standard_t(3, (600, 600))  # heavy-tailed
-    image[500:520, 40:60] += 25  # one cell
+    image = 100 + 0.05 * xx + 0.03 * yy
+    # a vignetted corner falling smoothly to black over 60 px, as a field stop makes it
+    image = image * np.clip((820 - np.hypot(yy, xx)) / 60, 0, 1)
+    image = image + rng.standard_t(3, (600, 600))  # heavy-tailed camera noise
+    image[500:520, 40:60] += 25 + 5 * rng.normal(size=(20, 20))  # one grainy cell
     grid, f = structure_map(image.astype(np.float32), max_grid=200)
     assert f == 3 and grid.shape == (200, 200)
     assert grid[167:173, 14:20].all()
-    assert grid.sum() < 2 * 7 * 7  # the cell's blocks, not the noise or the gradient
+    assert grid.sum() < 2 * 9 * 9  # the cell's blocks, not the noise, gradient or corner
+    assert not grid[150:, 150:].any()
 
 
 def test_diameter_calibration_scales_the_estimate(tl_cells, monkeypatch):
