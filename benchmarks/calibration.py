@@ -20,7 +20,7 @@ each calibration then sees only its own fields and the left-out one), and the ag
 is also pooled over all fields.
 
     python benchmarks/calibration.py --data ../shared/data [--experiments E ...] [--k 1]
-    python benchmarks/calibration.py --data ../shared/data --leave-one-out --k 3
+    python benchmarks/calibration.py --data ../shared/data --leave-one-out --k 1
 
 Results: ``benchmarks/results/calibration.json``, one entry per protocol (``one_field``,
 ``leave_one_out``).
