@@ -89,7 +89,8 @@ def calibrate_on(base, work, plate, wells, fields, d, steps):
     shutil.rmtree(work / "model", ignore_errors=True)
     t0 = time.perf_counter()
     model = tlseg.calibrate(plate, work / "model", tl_channel="w1", nuclei_channel="w2",
-                            wells=[wells[f] for f in fields], steps=steps, diameter=d)
+                            wells=[wells[f] for f in fields], base=base, steps=steps,
+                            diameter=d)
     return model, round(time.perf_counter() - t0, 1)
 
 

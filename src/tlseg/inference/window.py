@@ -34,15 +34,14 @@ def structure_map(image: np.ndarray, *, max_grid: int = MAX_GRID) -> tuple[np.nd
     Texture is the root mean square, over ``2 f + 1`` pixels around each block of ``f`` x
     ``f`` pixels, of the image less its local mean over as many (which a linear ramp
     equals), capped at 2.5 robust SDs (``f`` makes the longest side at most ``max_grid``
-    blocks). A
-    block counts as structure where its texture exceeds the local background texture (the
-    median of tiles of 1/8 of the grid, interpolated) by more than 4 robust SDs (1.4826 x the median absolute
-    deviation) of all blocks, and has such a neighbour (an opening with a 2 x 2 square
-    drops lone noisy blocks). Cells, bright or dark, in transmitted light or
-    fluorescence, have edges and grain; flat background and camera noise do not, and
-    neither does shading, however steep: a vignetted corner that falls to black is
-    smooth, where a deviation of the block means from a smoothed background read it as
-    structure and sent the window to an empty corner.
+    blocks). A block counts as structure where its texture exceeds the local background
+    texture (the median of tiles of 1/8 of the grid, interpolated) by more than 4 robust
+    SDs (1.4826 x the median absolute deviation) of all blocks, and has such a neighbour
+    (an opening with a 2 x 2 square drops lone noisy blocks). Cells, bright or dark, in
+    transmitted light or fluorescence, have edges and grain; flat background and camera
+    noise do not, and neither does shading, however steep: a corner vignetted to black
+    is smooth (block means departing from a smoothed background would mark it, and send
+    the window to an empty corner).
 
     Returns the boolean block map and ``f``.
 
@@ -87,8 +86,7 @@ def _tile_median(values: np.ndarray, tile: int) -> np.ndarray:
     medians = np.median(padded.reshape(th, tile, tw, tile), axis=(1, 3))
     if medians.size == 1:
         return np.full_like(values, medians.item())
-    full = ndi.zoom(medians, (th * tile / th, tw * tile / tw), order=1, mode="nearest",
-                    grid_mode=True)
+    full = ndi.zoom(medians, tile, order=1, mode="nearest", grid_mode=True)
     return full[:h, :w]
 
 

@@ -29,13 +29,10 @@ import math
 import torch
 
 from ..inference.preprocess import gaussian_blur
+from .augment import _p, _u
 
 KINDS = ("posts", "wall", "channel", "scratch", "bubble", "well_edge")
 CLEARANCE = 3.0  # canonical pixels between a drawn structure and a cell or unknown pixel
-
-
-def _u(rng: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=rng))
 
 
 def _gauss(d: torch.Tensor, width: float) -> torch.Tensor:
@@ -105,7 +102,7 @@ def add_structures(x: torch.Tensor, targets: torch.Tensor, rng: torch.Generator,
     out = x.clone()
     _, _, h, w = x.shape
     for i in range(x.shape[0]):
-        if _u(rng, 0, 1) >= fraction:
+        if not _p(rng, fraction):
             continue
         fg, valid = targets[i, 0], targets[i, 3]
         background = ((fg == 0) & (valid >= 1)).float()[None, None]
