@@ -111,3 +111,56 @@ def test_browse_wells_and_sites(browser, results):
     assert "not in this plate run" in browser.status.value
     browser.folder.value = out / "sites"
     assert browser.status.value.startswith("error:")
+
+
+def test_calibration_summary_line():
+    from tlseg.napari.plate_calibrate import summary
+
+    assert summary({"wells": ["B03"]}) == "calibrated on B03; no well held aside to check it on"
+
+
+def test_calibration_needs_a_nuclear_channel(browser, results):
+    out, _ = results
+    (out / "run.json").write_text(json.dumps({"plate": str(out), "config": {"tl_channel": "w1"}}))
+    browser.folder.value = out
+    panel = browser.calibration
+    assert not panel.button.enabled and "nuclear channel" in panel.result.value
+    assert panel.calibrate() is None and panel.result.value.startswith("error:")
+
+
+@pytest.mark.slow
+def test_calibrate_the_well_shown_from_the_browser(browser, tmp_path, qtbot):
+    import tlseg
+
+    made = tlseg.make_demo_plate(tmp_path / "p", replicates=2, sites=1, size=320, seed=4)
+    out = tmp_path / "results"
+    (out / "sites").mkdir(parents=True)
+    wells = sorted({f.name.split("_")[1] for f in made["plate"].glob("*_w1.tif")})
+    for well in wells:
+        paths = {c: str(next(made["plate"].glob(f"*_{well}_s1_{c}.tif"))) for c in ("w1", "w2")}
+        (out / "sites" / f"{well}_s1.json").write_text(json.dumps(
+            {"well": well, "site": 1, "key": f"{well}_s1", "paths": paths, "status": "ok"}))
+    pd.DataFrame({"well": wells, "n_cells": range(len(wells))}).to_csv(out / "wells.csv",
+                                                                        index=False)
+    (out / "run.json").write_text(json.dumps({"plate": str(made["plate"]), "layout": "auto",
+                                              "config": {"tl_channel": "w1",
+                                                         "nuclei_channel": "w2",
+                                                         "diameter": 28,
+                                                         "nuclei_diameter": 14}}))
+    browser.folder.value = out
+    panel = browser.calibration
+    assert panel.button.enabled and panel.out_dir.value.endswith("results-calibrated")
+    browser.select("D01")
+    panel.wells.value = "C01, c02,D01"
+    panel.steps.value = 4
+    worker = panel.calibrate()
+    qtbot.waitUntil(lambda: panel.button.enabled, timeout=300_000)
+    assert worker is not None and not panel.result.value.startswith("error"), panel.result.value
+    card = tlseg.load_model(panel.out_dir.value).card["calibration"]
+    assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
+    assert "held-aside wells" in panel.result.value and "--model" in panel.result.value
+    assert panel.progress.value == panel.progress.max == 4
+    # a second click refuses to overwrite the model it wrote
+    panel.calibrate()
+    qtbot.waitUntil(lambda: panel.button.enabled, timeout=60_000)
+    assert "holds a trained model" in panel.result.value

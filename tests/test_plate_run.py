@@ -249,3 +249,41 @@ def test_bar_chart_draws_no_error_bar_for_a_single_well():
     finite = [s for s in segments if len(s) and np.isfinite(s).all()]
     assert len(finite) == 2
     plt.close("all")
+
+
+def test_exclude_edge_drops_cut_cells_and_nuclei_from_counts_and_tables(plate, tmp_path):
+    import tlseg
+    from tlseg.plate.layout import scan_plate
+    from tlseg.plate.run import process_site
+
+    site = next(s for s in scan_plate(plate["plate"]).sites(["w1", "w2"])[0] if s.well == "B01")
+    payload = {"well": site.well, "site": site.site, "paths": site.paths}
+    cfg = tlseg.PlateConfig(tl_channel="w1", nuclei_channel="w2", diameter=28,
+                            nuclei_diameter=14).result_keys()
+    every = process_site(payload, cfg, str(tmp_path / "all"), threads=1)
+    inner = process_site(payload, {**cfg, "exclude_edge": True}, str(tmp_path / "inner"),
+                         threads=1)
+    key, dropped = every["key"], 0
+    for what, n in (("cells", "n_cells"), ("nuclei", "n_nuclei")):
+        full = tlseg.read_labels(tmp_path / "all" / "masks" / f"{key}_{what}.tif")
+        kept = tlseg.read_labels(tmp_path / "inner" / "masks" / f"{key}_{what}.tif")
+        edge = np.concatenate([kept[0], kept[-1], kept[:, 0], kept[:, -1]])
+        assert not edge.any() and kept.max() == len(np.unique(kept)) - 1
+        assert inner[n] == kept.max() == tlseg.discard_edge(full).max() <= every[n]
+        dropped += every[n] - inner[n]
+    assert dropped > 0
+    table = pd.read_parquet(tmp_path / "inner" / "cells" / f"{key}.parquet")
+    assert len(table) == inner["n_cells"]
+
+
+def test_discard_edge_keeps_inner_objects_and_refuses_a_stack():
+    import tlseg
+
+    lab = np.zeros((10, 10), np.int32)
+    lab[0:3, 4:6] = 7  # touches the top edge
+    lab[4:6, 4:6] = 3
+    lab[7:9, 1:3] = 9
+    kept = tlseg.discard_edge(lab)
+    assert kept.max() == 2 and (kept > 0).sum() == 8 and not kept[0].any()
+    with pytest.raises(ValueError, match="2-D label image"):
+        tlseg.discard_edge(np.zeros((2, 4, 4), int))

@@ -46,7 +46,7 @@ _API = {
     "export_model": "inference.export",
     # analysis
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
-    "measure_cells": "analysis.measure", "write_overlay": "analysis.overlay",
+    "measure_cells": "analysis.measure", "discard_edge": "analysis.measure", "write_overlay": "analysis.overlay",
     "segment_and_measure": "analysis.pipeline", "segment_folder": "analysis.pipeline",
     # training
     "train": "training.run", "tune": "training.run",
@@ -79,6 +79,7 @@ __all__ = [
     "calibrate",
     "compare_truth",
     "convert_plate",
+    "discard_edge",
     "edit",
     "evaluate",
     "evaluate_folders",
@@ -127,7 +128,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
-    from .analysis.measure import measure_cells
+    from .analysis.measure import discard_edge, measure_cells
     from .analysis.metrics import evaluate, evaluate_folders
     from .analysis.overlay import write_overlay
     from .analysis.pipeline import segment_and_measure, segment_folder

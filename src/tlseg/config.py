@@ -467,6 +467,10 @@ class PlateConfig:
     well_diameters : dict or None
         The diameters estimated per group, by well: ``{well: [cells, nuclei]}`` (filled
         in by the run; a given diameter wins over these).
+    exclude_edge : bool
+        Discard the cells and nuclei that touch a site's edge before counting and
+        measuring (:func:`tlseg.discard_edge`), as annotations that leave cut cells out
+        do. Off: every object counts, cut ones included.
     """
 
     tl_channel: str
@@ -479,6 +483,7 @@ class PlateConfig:
     diameter_mode: str = "plate"
     diameter_by: str | None = None
     well_diameters: dict | None = None
+    exclude_edge: bool = False
 
     def result_keys(self) -> dict:
         return asdict(self)

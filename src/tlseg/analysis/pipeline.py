@@ -33,7 +33,7 @@ from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
-from .measure import measure_cells
+from .measure import discard_edge, measure_cells
 from .overlay import write_overlay
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class Segmented:
 def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | None = None,
                         channels: dict[str, np.ndarray] | None = None,
                         nuclei: np.ndarray | None = None, pixel_size: float | None = None,
-                        tile: int = 1024, tta: bool = False) -> Segmented:
+                        tile: int = 1024, tta: bool = False,
+                        exclude_edge: bool = False) -> Segmented:
     """Segment an image and measure every cell: the per-image step of
     :func:`segment_folder` and of a plate run.
 
@@ -75,6 +76,10 @@ def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | No
         µm per pixel: adds µm² areas.
     tile, tta
         As :meth:`tlseg.Model.segment`.
+    exclude_edge : bool
+        Drop the cells that touch the image's edge (:func:`tlseg.discard_edge`) before
+        they are counted and measured; ``details["n_cells"]`` counts those kept and
+        ``details["n_edge"]`` those dropped.
 
     Returns
     -------
@@ -83,6 +88,11 @@ def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | No
         ``cells`` (:func:`tlseg.measure_cells`).
     """
     labels, details = model.predict_instances(image, diameter=diameter, tile=tile, augment=tta)
+    if exclude_edge:
+        kept = discard_edge(labels)
+        details = {**details, "n_cells": int(kept.max()),
+                   "n_edge": int(details["n_cells"]) - int(kept.max())}
+        labels = kept
     cells = measure_cells(labels, channels if channels is not None else {"image": image},
                          nuclei=nuclei, pixel_size=pixel_size)
     return Segmented(labels, details, cells)

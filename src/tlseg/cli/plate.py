@@ -38,6 +38,9 @@ def add_parsers(sub) -> None:
                    help="plate-map column (e.g. objective): wells sharing its value share "
                         "one automatic diameter, estimated per group")
     r.add_argument("--pixel-size", type=float, help="µm per pixel (adds µm² areas and cells/mm²)")
+    r.add_argument("--exclude-edge", action="store_true",
+                   help="discard cells and nuclei that touch a site's edge before counting "
+                        "and measuring (as annotations that leave cut cells out)")
     r.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
     r.add_argument("--pattern", help="regex for file names with named groups well (or row, col), "
                                      "site, channel; overrides --layout")
@@ -132,7 +135,8 @@ def _run(plate_dir, out, args) -> int:
                     model=args.model, nuclei_model=args.nuclei_model, diameter=args.diameter,
                     nuclei_diameter=args.nuclei_diameter, pixel_size=args.pixel_size,
                     diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate",
-                    diameter_by=getattr(args, "diameter_by", None))
+                    diameter_by=getattr(args, "diameter_by", None),
+                    exclude_edge=getattr(args, "exclude_edge", False))
     bar = None
 
     def progress(rec, i, n):

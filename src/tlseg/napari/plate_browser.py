@@ -10,7 +10,9 @@ The dock widget reads the results folder written by ``tlseg plate run PLATE -o O
 
 Clicking a well in the grid (or choosing well and site in the combo boxes) loads the
 site's transmitted-light image as an image layer and its cell and nucleus masks as labels
-layers drawn as outlines, and shows the well's row of ``wells.csv``.
+layers drawn as outlines, and shows the well's row of ``wells.csv``. Below, a run with a
+nuclear channel can calibrate its label-free model on the well shown
+(:mod:`tlseg.napari.plate_calibrate`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from qtpy.QtWidgets import (
 import tlseg
 from tlseg import TlsegError
 from tlseg.plate.layout import read_channel
+
+from .plate_calibrate import CalibratePanel
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +106,9 @@ class PlateBrowser(Container):
         self.grid.setToolTip("cells per well (wells.csv n_cells); grey: no images")
         self.grid.cellClicked.connect(self._grid_clicked)
 
-        self.extend([self.folder, self.well, self.site, self.info, self.status])
+        self.calibration = CalibratePanel(self)
+        self.extend([self.folder, self.well, self.site, self.info, self.status,
+                     self.calibration])
         # the grid is a plain Qt widget: put it right under the folder chooser
         self.native.layout().insertWidget(1, self.grid)
 
@@ -134,9 +140,10 @@ class PlateBrowser(Container):
             raise TlsegError(f"{root}: not a plate results folder (needs wells.csv and "
                              "sites/; run `tlseg plate run PLATE -o OUT` first)")
         wells = pd.read_csv(root / "wells.csv", dtype={"well": str}).set_index("well")
-        config = {}
+        record = {}
         if (root / "run.json").is_file():
-            config = json.loads((root / "run.json").read_text()).get("config", {}) or {}
+            record = json.loads((root / "run.json").read_text())
+        config = record.get("config", {}) or {}
         sites: dict[str, list[dict]] = {}
         for path in sorted((root / "sites").glob("*.json")):
             try:
@@ -151,6 +158,7 @@ class PlateBrowser(Container):
             recs.sort(key=lambda r: int(r.get("site", 0) or 0))
         self.root, self.wells, self.sites, self.config = root, wells, sites, config
         self._draw_grid()
+        self.calibration.opened(root, record)
         names = sorted(set(wells.index) | set(sites), key=self._well_key)
         self._loading = True
         try:

@@ -102,6 +102,7 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
     Returns the site's record (also written to ``sites/<key>.json``). Never raises for a
     bad image: the record then has ``status: 'error'`` and the message.
     """
+    from ..analysis.measure import discard_edge
     from ..analysis.pipeline import segment_and_measure
     from ..io import write_labels
     from .layout import read_channel
@@ -128,12 +129,16 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
         if by_well:
             d_cells, d_nuclei = d_cells or by_well[0], d_nuclei or by_well[1]
         nuclei = ndet = None
+        edge = bool(cfg.get("exclude_edge"))
         if nuc is not None:
             nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
                 nuc, diameter=d_nuclei)
+            if edge:
+                nuclei = discard_edge(nuclei)
+                ndet = {**ndet, "n_cells": int(nuclei.max())}
         done = segment_and_measure(_model(cfg["model"], threads), tl, diameter=d_cells,
                                    channels=channels, nuclei=nuclei,
-                                   pixel_size=cfg.get("pixel_size"))
+                                   pixel_size=cfg.get("pixel_size"), exclude_edge=edge)
         cells, det, table = done.labels, done.details, done.cells
         rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"])
         if ndet is not None:
