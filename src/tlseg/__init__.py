@@ -46,7 +46,8 @@ _API = {
     "export_model": "inference.export",
     # analysis
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
-    "measure_cells": "analysis.measure", "discard_edge": "analysis.measure", "write_overlay": "analysis.overlay",
+    "measure_cells": "analysis.measure", "discard_edge": "analysis.measure",
+    "write_overlay": "analysis.overlay",
     "segment_and_measure": "analysis.pipeline", "segment_folder": "analysis.pipeline",
     # training
     "train": "training.run", "tune": "training.run",

@@ -21,24 +21,19 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QObject, Signal
 
 import tlseg
 from tlseg import TlsegError
 from tlseg.plate.calibrate import STEPS
 
+from .widget import _Relay
+
 logger = logging.getLogger(__name__)
 
 
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    step = Signal(int, int)
-
-
 def summary(card: dict) -> str:
-    """One line per check of a calibrated model's card: wells, and the held-aside
-    agreement before and after.
+    """A calibrated model's card in one line: its wells, and the label-free vs nuclei
+    agreement on the held-aside wells before and after.
 
     Examples
     --------
