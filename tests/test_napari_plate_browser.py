@@ -151,6 +151,8 @@ def test_calibrate_the_well_shown_from_the_browser(browser, tmp_path, qtbot):
     panel = browser.calibration
     assert panel.button.enabled and panel.out_dir.value.endswith("results-calibrated")
     browser.select("D01")
+    assert panel.wells.native.placeholderText().startswith("D01")
+    assert panel.settings()["wells"] == ["D01"]  # the well shown, by default
     panel.wells.value = "C01, c02,D01"
     panel.steps.value = 4
     worker = panel.calibrate()

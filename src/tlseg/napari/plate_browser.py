@@ -248,6 +248,7 @@ class PlateBrowser(Container):
         well = self.well.value
         self.info.value = self._well_html(well)
         self._mark(well)
+        self.calibration.well_shown(well)
         numbers = [int(rec.get("site", i + 1)) for i, rec in enumerate(self.sites.get(well, []))]
         self._loading = True
         try:

@@ -87,6 +87,10 @@ class CalibratePanel(Container):
         self.result.value = ("" if ready else
                              "calibration needs a run with a nuclear channel (--nuclei-channel)")
 
+    def well_shown(self, well: str) -> None:
+        """The browser shows ``well``: the default calibration well."""
+        self.wells.native.setPlaceholderText(f"{well} (the well shown)")
+
     def settings(self) -> dict:
         """Keyword arguments of :func:`tlseg.calibrate` for the chosen wells."""
         config, record = self.record.get("config") or {}, self.record
