@@ -14,8 +14,10 @@ whole-cell count. The nucleus masks leave out every nucleus that touches the fie
 cells touching the edge are not counted (:func:`tlseg.discard_edge`); against the
 whole-cell masks every cell is. (The masks are connected components, so touching cells
 count as one; in 210930MA20 and 220524DS30 the nucleus masks miss up to a third of the
-cells.) Per field, mean |relative error| over fields with >= 20 true objects, mean absolute error in
-cells below 20, the paired t-test over the experiment's counted fields.
+cells.) Reported per field, and over the experiment's counted fields: mean |relative
+error| over fields with >= 20 true objects, mean absolute error in cells below 20, the
+largest count / true ratio, R², Lin's CCC, Bland–Altman bias with 95 % limits and the
+paired t-test.
 
 With ``--leave-one-out`` every field of an experiment is counted once, by a model
 calibrated on the experiment's other fields (the ``--k`` of them with the most nuclei),
@@ -72,7 +74,8 @@ def summary(rows, column, truth="true"):
     out = {**count_errors(got, true), "total": int(got.sum()), "true_total": int(true.sum())}
     if len(rows) >= 3:
         a = agreement(got, true)
-        out.update(paired_p=a.get("paired_p"), bias=a.get("bias"))
+        out.update({k: a.get(k) for k in ("r2", "ccc", "bias", "loa_low", "loa_high",
+                                          "paired_p")})
     return out
 
 
