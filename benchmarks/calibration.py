@@ -51,6 +51,7 @@ import tifffile
 from common import WORK, count_errors, update_results
 
 import tlseg
+from tlseg.io import atomic_path
 from tlseg.plate.run import weighted_diameter
 from tlseg.plate.validate import agreement
 
@@ -182,9 +183,8 @@ def main(argv=None) -> int:
                               "instances_changed": (card.get("instances") or {}).get(
                                   "settings_changed")})
                 done[key] = {"row": rows[-1], "fold": folds[-1]}
-                tmp = done_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(done, indent=1))
-                os.replace(tmp, done_path)
+                with atomic_path(done_path) as tmp:
+                    tmp.write_text(json.dumps(done, indent=1))
                 print(f"{exp} {rows[-1]}", flush=True)
             results[exp] = {"diameter": d, "folds": folds, "fields": rows, **summaries(rows)}
             # the folds calibrated on the top --k fields are the one-field protocol

@@ -97,14 +97,15 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def nucleus_breakdown(found: np.ndarray, nuclei: np.ndarray, cells: np.ndarray) -> dict:
-    """Where a model's nuclei lie against the annotation: touching the edge (which the
-    masks leave out), on an annotated nucleus (the first ``matched``, any further one a
+def nucleus_breakdown(kept: np.ndarray, edge: int, nuclei: np.ndarray,
+                      cells: np.ndarray) -> dict:
+    """Where a model's nuclei lie against the annotation: ``edge`` of them touched the
+    field's edge (which the masks leave out) and were dropped from ``kept``; each of the
+    others lies on an annotated nucleus (the first ``matched``, any further one a
     ``split``), inside an annotated cell whose nucleus is not annotated, or outside
     every annotated cell; ``missed``: annotated nuclei no object overlaps."""
-    kept = tlseg.discard_edge(found)
-    out = {"edge": int(found.max() - kept.max()), "matched": 0, "split": 0,
-           "in_cell_without_nucleus": 0, "outside_cells": 0}
+    out = {"edge": int(edge), "matched": 0, "split": 0, "in_cell_without_nucleus": 0,
+           "outside_cells": 0}
     hit = np.zeros(int(nuclei.max()) + 1, bool)
     for i, sl in enumerate(ndi.find_objects(kept), start=1):
         if sl is None:
@@ -157,10 +158,12 @@ def main(argv=None) -> int:
     sites = pd.read_csv(out / "sites.csv").set_index("well")
     wells["diameter"] = wells["well"].map(sites["diameter"]).round(1)
     wells["nuclei_diameter"] = wells["well"].map(sites["nuclei_diameter"]).round(1)
-    for what in ("cells", "nuclei"):  # the nucleus masks' convention: no object on the edge
-        wells[f"n_{what}_inner"] = [
-            int(tlseg.discard_edge(tlseg.read_labels(out / "masks" / f"{w}_s1_{what}.tif")).max())
-            for w in wells["well"]]
+    def inner(well, what):  # the nucleus masks' convention: no object on the edge
+        return tlseg.discard_edge(tlseg.read_labels(out / "masks" / f"{well}_s1_{what}.tif"))
+
+    inner_nuclei = {w: inner(w, "nuclei") for w in wells["well"]}  # also for the break-down
+    wells["n_nuclei_inner"] = [int(inner_nuclei[w].max()) for w in wells["well"]]
+    wells["n_cells_inner"] = [int(inner(w, "cells").max()) for w in wells["well"]]
     cols = ["well", "source", "field", "acquisition", "true_count", "true_cells", "n_nuclei",
             "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
     s10 = wells[wells["source"] == "aisegcell-s10"]
     src = args.data / "paired" / "aisegcell-s10"
     parts = pd.DataFrame([{"acquisition": r.acquisition, **nucleus_breakdown(
-        tlseg.read_labels(out / "masks" / f"{r.well}_s1_nuclei.tif"),
+        inner_nuclei[r.well], r.n_nuclei - r.n_nuclei_inner,
         tifffile.imread(src / "nuc_labels" / f"{r.field}.tif"),
         tifffile.imread(src / "cell_labels" / f"{r.field}.tif"))} for r in s10.itertuples()])
     parts = parts.groupby("acquisition").sum()
