@@ -35,6 +35,10 @@ start afresh, ``benchmarks/work/base-no-<source>`` to train a new base model).
 4 min a model instead of 1; step 3 is skipped), ``--strategies random`` only one way of
 choosing.
 
+``--base MODEL_DIR`` starts from a model already trained without the source instead of
+step 1, e.g. a model of ``leave_one_source_out.py`` (``benchmarks/work/loso-e8/
+without-ctc-dic-hela`` for the dense HeLa line: 800 steps of the tl-cells recipe).
+
 Results: the entry ``curves["<source>_<mode>"]`` of ``benchmarks/results/learning_curve.json``
 (the other curves are kept) and the plot ``learning_curve_<source>_<mode>.png`` beside it.
 A trial run: ``--epochs 1 --seeds 1 --ks 5 --strategies random --work /tmp/lc --out
@@ -203,6 +207,10 @@ def main(argv=None) -> int:
                    default=["random", "suggested"], help="ways of choosing the ROIs")
     p.add_argument("--work", type=Path, default=WORK,
                    help="where the base models and the taught models go")
+    p.add_argument("--base", type=Path, default=None,
+                   help="a model trained without --source to start from instead of "
+                        "training one (e.g. benchmarks/work/loso-e8/without-<source> of "
+                        "leave_one_source_out.py); --epochs is then read from its card")
     add_out(p, "learning_curve", " (the plot beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")
@@ -210,7 +218,14 @@ def main(argv=None) -> int:
     tlseg.set_threads(2)
     data, source = Path(args.data), args.source
     train, val = split_pairs(data, source, "train"), split_pairs(data, source, "val")
-    base = base_model(data, args.epochs, args.device, source, args.work)
+    if args.base is not None:
+        base = tlseg.load_model(args.base)
+        if source in base.card.get("sources", []):
+            raise SystemExit(f"{args.base} was trained on {source}: give a model trained "
+                             "without it")
+        args.epochs = base.card.get("train_config", {}).get("epochs", args.epochs)
+    else:
+        base = base_model(data, args.epochs, args.device, source, args.work)
     diameter = train_median_diameter(data, source)
     ap0 = score(base, val, diameter)
     print(f"0 ROIs: AP50 {ap0['auto']:.3f} (known diameter {ap0['known']:.3f})", flush=True)
