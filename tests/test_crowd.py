@@ -9,8 +9,13 @@ import torch
 
 from tlseg.config import ModelConfig, TrainConfig
 from tlseg.synthetic import synthetic_field
-from tlseg.training.crowd import border_weights, crowded_samples, weight_borders
-from tlseg.training.data import make_sample
+from tlseg.training.crowd import (
+    border_weights,
+    crowded_samples,
+    monolayer_samples,
+    weight_borders,
+)
+from tlseg.training.data import CropSampler, make_sample
 from tlseg.training.targets import UNKNOWN
 from tlseg.training.train import load_folders, masked_loss, train_samples
 
@@ -89,6 +94,40 @@ def test_training_with_crowded_fields_and_border_weights(data_dir, tmp_path):
         replace(tc, crowded=1.5)
     with pytest.raises(ValueError, match="border_weight must be"):
         replace(tc, border_weight=-1)
+
+
+def test_monolayers_fill_the_field_and_are_drawn_for_their_fraction():
+    layers = monolayer_samples(n=2, size=128, canonical_diameter=24,
+                               rng=np.random.default_rng(0))
+    assert [s.name for s in layers[::2]] == ["monolayer-phase-0", "monolayer-brightfield-0",
+                                             "monolayer-dic-0"]
+    for s in layers:
+        assert s.source == "synthetic monolayer" and not s.complete
+        assert (s.labels > 0).mean() > 0.85  # background only in gaps along the edges
+        assert s.labels.max() > 15  # many cells of about the canonical size
+        assert s.targets[0].mean() > 0.8 and s.image.shape[1:] == s.labels.shape
+    again = monolayer_samples(n=2, size=128, canonical_diameter=24,
+                              rng=np.random.default_rng(0))
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(layers, again))
+    # the sampler draws them for their fraction of the crops, the images for the rest
+    images = _samples(n=2)
+    sampler = CropSampler(images, crop=64, max_log2_scale=0.0, rng=np.random.default_rng(1),
+                          monolayers=layers, monolayer_fraction=0.25)
+    picks = [sampler._pick().source for _ in range(2000)]
+    assert 0.2 < picks.count("synthetic monolayer") / len(picks) < 0.3
+    with pytest.raises(ValueError, match="crowded \\+ monolayers"):
+        TrainConfig(crowded=0.6, monolayers=0.6)
+
+
+def test_training_with_monolayers_records_them(data_dir, tmp_path):
+    samples = load_folders([data_dir], canonical_diameter=24)
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, crop=64, monolayers=0.5,
+                     holdout_fraction=0.25)
+    model = train_samples(samples, tmp_path / "m", train_config=tc,
+                          model_config=ModelConfig(name="tiny", channels=(8, 16),
+                                                   canonical_diameter=24), tune=False)
+    assert model.card["train_config"]["monolayers"] == 0.5
+    assert "synthetic monolayer" not in model.card.get("sources", [])
 
 
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])

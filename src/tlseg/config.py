@@ -296,6 +296,12 @@ class TrainConfig:
         edges at their new background level (:func:`tlseg.training.crowd.crowded_samples`;
         16 fields of 384² canonical pixels per source, built from the training images
         only), so that confluent monolayers are not read as a few big cells.
+    monolayers : float
+        Monolayer augmentation (0 = off): this fraction of the crops come from synthetic
+        confluent monolayers in phase contrast, brightfield and DIC, cells filling the
+        field with no background between them
+        (:func:`tlseg.training.crowd.monolayer_samples`; 16 fields of 384² canonical
+        pixels per modality).
     border_weight : float
         Extra loss weight (0 = off) on pixels within 3 canonical pixels of two different
         cells, where touching cells must be told apart
@@ -324,6 +330,7 @@ class TrainConfig:
     texture: float = 0.0
     specks: float = 0.0
     crowded: float = 0.0
+    monolayers: float = 0.0
     border_weight: float = 0.0
     structures: float = 0.0
 
@@ -349,6 +356,8 @@ class TrainConfig:
             raise ValueError("structures must be in [0, 1]")
         if not 0 <= self.crowded <= 1:
             raise ValueError("crowded must be in [0, 1]")
+        if not 0 <= self.monolayers <= 1 or self.crowded + self.monolayers > 1:
+            raise ValueError("monolayers must be in [0, 1], and crowded + monolayers <= 1")
         if self.border_weight < 0:
             raise ValueError("border_weight must be >= 0")
         if self.lr <= 0 or self.max_log2_scale < 0:

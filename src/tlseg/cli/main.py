@@ -143,6 +143,11 @@ def _add_train_parser(sub) -> None:
                    help="crowded-field augmentation: this fraction of the crops come from "
                         "fields filled densely with the training images' own annotated "
                         "cells (0 = off)")
+    t.add_argument("--monolayers", type=float, default=default(tc, "monolayers"),
+                   metavar="FRACTION",
+                   help="monolayer augmentation: this fraction of the crops come from "
+                        "synthetic confluent monolayers (phase contrast, brightfield, DIC) "
+                        "with no background between the cells (0 = off)")
     t.add_argument("--structures", type=float, default=default(tc, "structures"),
                    metavar="FRACTION",
                    help="structure negatives: this fraction of the crops get a microfluidic "
@@ -313,7 +318,8 @@ def _evaluate(args) -> int:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
-                "crowded", "border_weight", "structures", "exclude", "no_tune", "name", "device")
+                "crowded", "monolayers", "border_weight", "structures", "exclude", "no_tune",
+                "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)
@@ -370,7 +376,8 @@ def _train(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
-        specks=args.specks, crowded=args.crowded, border_weight=args.border_weight,
+        specks=args.specks, crowded=args.crowded, monolayers=args.monolayers,
+        border_weight=args.border_weight,
         structures=args.structures,
         name=args.name or out.name, flatfield=args.flatfield,
         channels=args.channels, canonical_diameter=args.canonical_diameter,

@@ -9,13 +9,17 @@ sparse or half full. Two additions to training show a network crowded fields:
   brought to its local background level, until 60-90 % of the field is cells. Pasted
   cells may touch and overlap their neighbours a little; a cell left with less than half
   its area under later pastes becomes unknown to the loss.
+- :func:`monolayer_samples`: synthetic confluent monolayers
+  (:func:`tlseg.synthetic.synthetic_field` with ``confluent=True``) in phase contrast,
+  brightfield and DIC, cells filling the whole field with no background between them,
+  which no annotated image here shows. Every cell is labelled.
 - :func:`border_weights`: pixels where two cells meet (or nearly meet) weigh more in the
   loss, as in U-Net's weight map (Ronneberger et al. 2015); the weight rides in the
   ``valid`` target (1 + w), so no target channel is added and a weight of 0 trains
   exactly as before.
 
-Both work on :class:`tlseg.training.data.Sample` objects and are switched on by
-``TrainConfig.crowded`` and ``TrainConfig.border_weight``.
+They work on :class:`tlseg.training.data.Sample` objects and are switched on by
+``TrainConfig.crowded``, ``TrainConfig.monolayers`` and ``TrainConfig.border_weight``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from .data import Sample
-from .targets import UNKNOWN, cut_cells, make_targets
+from ..synthetic import MODALITIES, synthetic_field
+from .data import Sample, make_sample
+from .targets import UNKNOWN, cut_cells, make_targets, median_diameter
 
 
 def border_weights(labels: np.ndarray, *, weight: float, radius: int = 3) -> np.ndarray:
@@ -162,4 +167,29 @@ def crowded_samples(samples: list[Sample], *, n: int, size: int, canonical_diame
     return out
 
 
-__all__ = ["border_weights", "crowded_samples", "weight_borders"]
+def monolayer_samples(*, n: int, size: int, canonical_diameter: float,
+                      rng: np.random.Generator) -> list[Sample]:
+    """``n`` synthetic confluent monolayers per transmitted-light modality, ``size``² at
+    the canonical scale, cells 0.8-1.2x the canonical diameter before the crop zoom.
+
+    Illumination gradient (0-0.5), camera noise (1-4 %) and the cells' shapes vary per
+    field. The samples' source is ``synthetic monolayer``; they are drawn only for
+    ``TrainConfig.monolayers`` of the crops and never held out to tune on.
+    """
+    out = []
+    for modality in MODALITIES:
+        for k in range(n):
+            f = synthetic_field((size, size), modality=modality, confluent=True,
+                                diameter=canonical_diameter * 2 ** rng.uniform(-0.3, 0.3),
+                                shading=rng.uniform(0.0, 0.5), noise=rng.uniform(0.01, 0.04),
+                                seed=int(rng.integers(2**31)))
+            sample = make_sample(f["tl"].astype(np.float32), f["labels"],
+                                 diameter=median_diameter(f["labels"]),
+                                 canonical_diameter=canonical_diameter,
+                                 name=f"monolayer-{modality}-{k}", source="synthetic monolayer")
+            sample.complete = False  # a training device, not an image to tune on
+            out.append(sample)
+    return out
+
+
+__all__ = ["border_weights", "crowded_samples", "monolayer_samples", "weight_borders"]

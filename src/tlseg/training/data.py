@@ -164,26 +164,38 @@ class CropSampler:
     crowded : list of Sample, optional
         Crowded fields (:func:`tlseg.training.crowd.crowded_samples`), drawn for a
         ``crowded_fraction`` of the crops.
+    monolayers : list of Sample, optional
+        Synthetic monolayers (:func:`tlseg.training.crowd.monolayer_samples`), drawn for
+        a ``monolayer_fraction`` of the crops.
     """
 
     def __init__(self, samples: list[Sample], *, crop: int, max_log2_scale: float, rng,
-                 crowded: list[Sample] = (), crowded_fraction: float = 0.0):
+                 crowded: list[Sample] = (), crowded_fraction: float = 0.0,
+                 monolayers: list[Sample] = (), monolayer_fraction: float = 0.0):
         if not samples:
             raise TlsegError("no annotated images to train on")
         self.samples = samples
         self.crop = crop
         self.max_log2_scale = max_log2_scale
         self.rng = rng
-        self.crowded = list(crowded)
-        self.crowded_fraction = crowded_fraction if self.crowded else 0.0
+        # (samples, fraction of the crops) drawn before the source-balanced images
+        self.extras = [(list(group), fraction) for group, fraction in
+                       ((crowded, crowded_fraction), (monolayers, monolayer_fraction))
+                       if len(group) and fraction > 0]
+        if sum(f for _, f in self.extras) > 1:
+            raise TlsegError("crowded and monolayer fractions add up to more than 1")
         self.by_source: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
             self.by_source.setdefault(s.source, []).append(i)
 
     def _pick(self) -> Sample:
-        # no random number is drawn without crowded fields: old recipes train as before
-        if self.crowded_fraction and self.rng.random() < self.crowded_fraction:
-            return self.crowded[self.rng.integers(len(self.crowded))]
+        # no random number is drawn without extras: old recipes train as before
+        if self.extras:
+            u = self.rng.random()
+            for group, fraction in self.extras:
+                if u < fraction:
+                    return group[self.rng.integers(len(group))]
+                u -= fraction
         sources = list(self.by_source)
         src = sources[self.rng.integers(len(sources))]
         idx = self.by_source[src]

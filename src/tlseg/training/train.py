@@ -38,8 +38,7 @@ from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..io import atomic_path
 from .augment import augment_normalized, augment_raw
-from .crowd import crowded_samples, weight_borders
-from .structures import add_structures
+from .crowd import crowded_samples, monolayer_samples, weight_borders
 from .data import (
     CropSampler,
     Sample,
@@ -48,12 +47,15 @@ from .data import (
     resolve_data_dir,
     split_holdout,
 )
+from .structures import add_structures
 from .tune import tune_model
 
 CHECKPOINT = "checkpoint.pt"
 # crowded fields (TrainConfig.crowded): how many per source, and their side (canonical px)
 CROWDED_PER_SOURCE = 16
 CROWDED_SIZE = 384
+# synthetic monolayers (TrainConfig.monolayers) per modality, of CROWDED_SIZE² as well
+MONOLAYERS_PER_MODALITY = 16
 
 
 def load_folders(
@@ -215,14 +217,20 @@ def train_samples(
         crowded = crowded_samples(train_set, n=CROWDED_PER_SOURCE, size=CROWDED_SIZE,
                                   canonical_diameter=model_config.canonical_diameter,
                                   rng=np.random.default_rng([tc.seed, 1]))
+    monolayers = []
+    if tc.monolayers > 0:
+        monolayers = monolayer_samples(n=MONOLAYERS_PER_MODALITY, size=CROWDED_SIZE,
+                                       canonical_diameter=model_config.canonical_diameter,
+                                       rng=np.random.default_rng([tc.seed, 2]))
     if tc.border_weight > 0:
         train_set = [copy.copy(s) for s in train_set]  # the caller's samples stay as given
         for s in train_set:
             s.targets = s.targets.clone()
-        for s in train_set + crowded:  # the crowded fields are this run's own
+        for s in train_set + crowded + monolayers:  # the extra fields are this run's own
             weight_borders(s, tc.border_weight)
     sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng,
-                          crowded=crowded, crowded_fraction=tc.crowded)
+                          crowded=crowded, crowded_fraction=tc.crowded,
+                          monolayers=monolayers, monolayer_fraction=tc.monolayers)
     dev = _device(device)
     net = UNet(model_config.channels, model_config.n_outputs)
     if init is not None:
