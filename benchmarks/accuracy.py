@@ -12,6 +12,9 @@ estimated automatically (as a user would run it) and scores AP@0.5, AP@0.75 and 
 (c) crowded: the source's val cells pasted densely into 512² canonical-pixel fields of
 its val images (60-90 % cells, :func:`tlseg.training.crowd.crowded_samples`, four per
 source), shown at the source's own scale,
+(d) synthetic confluent monolayers (:func:`tlseg.synthetic_field` with ``confluent=True``,
+512², cells of 16, 24 and 40 px in phase contrast, brightfield and DIC: the fields of
+``diameter_estimate.py``), diameter estimated and given (key ``synthetic_monolayers``),
 and a classical watershed floor. AP@0.5 is also pooled by density (cells per
 canonical cell area, :func:`common.density`; bins :data:`common.DENSITY_BINS`) over the
 val images of every source. Peers whose masks exist under
@@ -49,6 +52,7 @@ import tlseg
 from tlseg.analysis.metrics import match_counts, summarize
 from tlseg.inference.labels import resize_labels
 from tlseg.inference.preprocess import rescale
+from tlseg.training.targets import median_diameter
 
 PEERS = {
     "cellpose_scratch": "Cellpose 3, trained from scratch on the same train split, same wall time",
@@ -100,6 +104,23 @@ def crowded_fields(data: Path, source: str, limit: int | None = None, n: int = 4
     for image, labels, d in crowded_val_fields(data, source, n, limit):
         image = rescale(image, d / 30.0)
         yield image, resize_labels(labels, image.shape)
+
+
+MONOLAYERS = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
+
+
+def monolayer_scores(model) -> dict:
+    """AP@0.5 per modality on the synthetic monolayers (:data:`MONOLAYERS`), with the
+    diameter estimated (``auto``) and given as the fields' true median (``known``)."""
+    counts: dict = {}
+    for modality, d in MONOLAYERS:
+        f = tlseg.synthetic_field((512, 512), diameter=d, modality=modality, confluent=True,
+                                  seed=d)
+        true = f["labels"]
+        for key, diameter in (("auto", None), ("known", median_diameter(true))):
+            labels, _ = model.predict_instances(f["tl"], diameter=diameter)
+            counts.setdefault(key, {}).setdefault(modality, []).append(match_counts(true, labels))
+    return {key: {m: summarize(c) for m, c in per.items()} for key, per in counts.items()}
 
 
 def _score_peers(data: Path, sources, limit: int | None = None) -> dict:
@@ -204,6 +225,10 @@ def main(argv=None) -> int:
         row["pooled"] = summarize([x for c in per_source.values() for x in c])
         table[method] = row
     _print_table(table, args.sources)
+    layers = None if args.no_variants else monolayer_scores(model)
+    for key, per in (layers or {}).items():
+        print(f"synthetic monolayers, diameter {key}: " + ", ".join(
+            f"{m} {r['ap50']:.3f} ({r['n_pred']}/{r['n_true']})" for m, r in per.items()))
     density_table = {b: {"n_images": len(v), "densities": [x[2] for x in v],
                          **summarize([x[3] for x in v])}
                      for b, v in sorted(by_density.items(), key=lambda kv: kv[1][0][2])}
@@ -217,6 +242,7 @@ def main(argv=None) -> int:
         "estimated_diameters": {s: [round(d, 1) for d in v] for s, v in diam_log.items()},
         "results": table,
         "by_density": density_table,
+        **({"synthetic_monolayers": layers} if layers else {}),
         "wall_s": round(time.time() - t_start, 1),
     })
     print(f"written {out}")

@@ -108,7 +108,7 @@ def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURC
     model = tlseg.train(folders, out, **options, name=name, epochs=epochs, flows=True,
                         device=device, resume=resume, card={"command": command},
                         progress=progress)
-    tlseg.set_threads(2)
+    tlseg.set_threads()
     return model
 
 
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("tlseg").setLevel(logging.INFO)
-    tlseg.set_threads(2)
+    tlseg.set_threads()  # OMP_NUM_THREADS where set, else the cores
     data, source = Path(args.data), args.source
     train, val = split_pairs(data, source, "train"), split_pairs(data, source, "val")
     if args.base is not None:
