@@ -211,6 +211,10 @@ def main(argv=None) -> int:
                    help="a model trained without --source to start from instead of "
                         "training one (e.g. benchmarks/work/loso-e8/without-<source> of "
                         "leave_one_source_out.py); --epochs is then read from its card")
+    p.add_argument("--steps-per-roi", type=int, default=None,
+                   help="teach with this many steps per ROI instead of the mode's default "
+                        "(tlseg.default_steps); the curve is keyed "
+                        "<source>_<mode>_<N>-steps-per-roi")
     add_out(p, "learning_curve", " (the plot beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")
@@ -233,6 +237,8 @@ def main(argv=None) -> int:
     times = []
     sugg = suggested_boxes(base, train, max(args.ks)) if "suggested" in runs else None
     curve = f"{source}_{args.mode}"
+    if args.steps_per_roi:
+        curve += f"_{args.steps_per_roi}-steps-per-roi"
     work = args.work / f"learning_curve_{curve}"
     plot = (RESULTS if args.out is None else args.out.parent) / f"learning_curve_{curve}.png"
     plot_name = (f"benchmarks/results/{plot.name}" if plot.resolve().parent == RESULTS
@@ -249,8 +255,9 @@ def main(argv=None) -> int:
             if strategy not in runs:
                 continue
             for k in args.ks:
+                steps = {"steps": args.steps_per_roi * k} if args.steps_per_roi else {}
                 ap, wall = teach_and_score(work / f"{strategy}-k{k}-s{seed}", picks[:k], base,
-                                           val, diameter, mode=args.mode, seed=seed)
+                                           val, diameter, mode=args.mode, seed=seed, **steps)
                 runs[strategy][k].append(ap)
                 times.append(wall)
                 print(f"{strategy} k={k} seed={seed}: AP50 {ap['auto']:.3f} (known diameter "
@@ -262,6 +269,8 @@ def main(argv=None) -> int:
             table[key] = {"0": {"mean": ap0[key], "sd": 0.0}, **table[key]}
         payload = {
             "source": source, "mode": args.mode, "roi_size": ROI, "seeds": seed + 1,
+            "steps": (f"{args.steps_per_roi} per ROI" if args.steps_per_roi
+                      else "the mode's default (tlseg.default_steps)"),
             "known_diameter": diameter,
             "base_model": f"tl-cells recipe without {source}, "
                           f"{args.epochs * 100} steps (tl-cells: 4000)",
@@ -273,7 +282,7 @@ def main(argv=None) -> int:
         if seed + 1 < args.seeds:
             write({**payload, "partial": True})
     print_table(table, "ROIs")
-    if args.mode == "finetune" and "random" in runs:
+    if args.mode == "finetune" and "random" in runs and not args.steps_per_roi:
         payload["retrain_vs_finetune"] = retrain_vs_finetune(
             work, base, train, val, diameter, max(args.ks), runs["random"][max(args.ks)][0],
             times[len(args.ks) - 1])
