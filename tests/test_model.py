@@ -222,7 +222,7 @@ def test_teaching_steps_scale_with_the_number_of_rois():
     from tlseg.teaching.teach import default_steps
 
     assert default_steps("finetune", 10) == 2 * default_steps("finetune", 5)
-    assert default_steps("finetune", 1) == 100 and default_steps("finetune", 1000) == 600
+    assert default_steps("finetune", 1) == 100 and default_steps("finetune", 1000) == 1200
     assert default_steps("retrain", 10) >= default_steps("finetune", 10)
 
 

@@ -428,9 +428,9 @@ class TeachConfig:
     lr: float = 5e-4
     distill: float = 0.5
     freeze_norm: bool = True
-    steps_per_roi: int = 30
+    steps_per_roi: int = 60
     min_steps: int = 100
-    max_steps: int = 600
+    max_steps: int = 1200
 
     def steps(self, n_rois: int) -> int:
         """Training steps for ``n_rois`` ROIs."""

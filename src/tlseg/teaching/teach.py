@@ -2,7 +2,7 @@
 
 - **fine-tune**: start from the current model, a short run at a low learning rate on
   crops centred on the ROIs, BatchNorm statistics frozen — a minor correction in minutes
-  (30 steps per ROI, 100-600 steps).
+  (60 steps per ROI, 100-1,200 steps).
 - **retrain**: start again from the base model with a longer schedule over all ROIs
   (60 steps per ROI, 600-3,000 steps), BatchNorm statistics learnt again.
 
@@ -41,7 +41,7 @@ def default_steps(mode: str, n_rois: int) -> int:
     Examples
     --------
     >>> default_steps("finetune", 5), default_steps("finetune", 10), default_steps("retrain", 10)
-    (150, 300, 600)
+    (300, 600, 600)
     """
     return TEACH_MODES[mode].steps(n_rois)
 
