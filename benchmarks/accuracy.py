@@ -37,6 +37,7 @@ from common import (
     VAL_SOURCES,
     WORK,
     add_out,
+    confluent_fields,
     crowded_val_fields,
     density,
     density_bin,
@@ -106,16 +107,12 @@ def crowded_fields(data: Path, source: str, limit: int | None = None, n: int = 4
         yield image, resize_labels(labels, image.shape)
 
 
-MONOLAYERS = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
-
-
 def monolayer_scores(model) -> dict:
-    """AP@0.5 per modality on the synthetic monolayers (:data:`MONOLAYERS`), with the
-    diameter estimated (``auto``) and given as the fields' true median (``known``)."""
+    """AP@0.5 per modality on the synthetic monolayers (:func:`common.confluent_fields`),
+    with the diameter estimated (``auto``) and given as the fields' true median
+    (``known``)."""
     counts: dict = {}
-    for modality, d in MONOLAYERS:
-        f = tlseg.synthetic_field((512, 512), diameter=d, modality=modality, confluent=True,
-                                  seed=d)
+    for modality, f in confluent_fields():
         true = f["labels"]
         for key, diameter in (("auto", None), ("known", median_diameter(true))):
             labels, _ = model.predict_instances(f["tl"], diameter=diameter)

@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from tlseg.io import atomic_path
+from tlseg.synthetic import synthetic_field
 from tlseg.training.targets import median_diameter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,19 @@ def count_errors(counts, truth) -> dict:
             "mean_abs_error_below_20": round(float(np.mean(np.abs(got - true)[~big])), 2)
             if (~big).any() else None,
             "max_ratio": round(float(np.max(got / np.maximum(true, 1))), 3)}
+
+
+#: the synthetic confluent monolayers the accuracy and diameter benchmarks score
+CONFLUENT = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
+
+
+def confluent_fields(n: int | None = None):
+    """(modality, field) of the first ``n`` (default all) :data:`CONFLUENT` monolayers,
+    512² each (:func:`tlseg.synthetic_field` with ``confluent=True``, seeded by the cell
+    size)."""
+    for modality, d in CONFLUENT[:n]:
+        yield modality, synthetic_field((512, 512), diameter=d, modality=modality,
+                                        confluent=True, seed=d)
 
 
 def crowded_val_fields(data: Path, source: str, n: int, limit: int | None = None):

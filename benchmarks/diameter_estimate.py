@@ -47,7 +47,14 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import add_out, crowded_val_fields, density, results_path, write_results
+from common import (
+    add_out,
+    confluent_fields,
+    crowded_val_fields,
+    density,
+    results_path,
+    write_results,
+)
 
 import tlseg
 from tlseg.config import SIZE_STATISTICS
@@ -59,7 +66,6 @@ TL_SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
 ESTIMATORS = ("central window", "shipped", "other statistic")
 NUCLEI_SOURCES = ("bbbc039", "dsb2018-examples")
 SPARSE = [(d, seed) for d in (16, 30, 45) for seed in (1, 2)]
-CONFLUENT = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
 CANON = 30.0
 
 
@@ -94,9 +100,7 @@ def dense_fields(data: Path, limit: int | None = None):
                 img = rescale(crowded, d / CANON)
                 lab = resize_labels(labels, img.shape)
                 yield "tl-cells", "crowded real cells", img, true_diameter(lab)
-    for modality, d in CONFLUENT[: None if limit is None else 3 * limit]:
-        f = tlseg.synthetic_field((512, 512), diameter=d, modality=modality, confluent=True,
-                                  seed=d)
+    for modality, f in confluent_fields(None if limit is None else 3 * limit):
         yield "tl-cells", f"synthetic confluent ({modality})", f["tl"], true_diameter(f["labels"])
 
 
