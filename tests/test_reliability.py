@@ -163,7 +163,8 @@ def test_moved_project_image_is_a_one_line_error(project_with_image):
 
 def test_training_never_overwrites_a_model_nor_resumes_other_settings(data_dir, tmp_path):
     """A finished model folder is refused as output; an unfinished run resumed with
-    other settings (e.g. another step count) is refused, naming the setting."""
+    other settings (e.g. another step count) is refused, naming the setting; a setting
+    newer than the checkpoint counts as its default."""
     from dataclasses import replace
 
     from tlseg.training.train import load_folders, train_samples
@@ -186,3 +187,16 @@ def test_training_never_overwrites_a_model_nor_resumes_other_settings(data_dir, 
     with pytest.raises(tlseg.TlsegError, match="train.steps_per_epoch"):
         train_samples(samples, tmp_path / "run", model_config=tiny,
                       train_config=replace(tc, steps_per_epoch=8), resume=True)
+    # a checkpoint written before a setting existed resumes when that setting is at its
+    # default, and is refused when it is not
+    import torch
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    del state["meta"]["settings"]["train"]["monolayers"]
+    torch.save(state, ckpt)
+    with pytest.raises(tlseg.TlsegError, match="train.monolayers"):
+        train_samples(samples, tmp_path / "run", model_config=tiny,
+                      train_config=replace(tc, monolayers=0.1), resume=True)
+    train_samples(samples, tmp_path / "run", model_config=tiny, train_config=tc,
+                  resume=True, tune=False)
+    assert (tmp_path / "run" / "weights.pt").exists()

@@ -247,6 +247,10 @@ def train_samples(
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         before = state["meta"].get("settings")
+        if before is not None:
+            # a setting added to tlseg after the run began took its default there
+            defaults = {"train": asdict(TrainConfig()), "model": ModelConfig().to_dict()}
+            before = {part: {**defaults[part], **before.get(part, {})} for part in settings}
         if before is not None and before != settings:
             diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
                           if before[part].get(k) != settings[part][k])
