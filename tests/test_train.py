@@ -26,6 +26,8 @@ def test_train_cli_smoke(data_dir, tmp_path, capsys):
     assert model.config.channels == (8, 16)
     assert model.card["n_train_images"] == 3 and model.card["n_holdout_images"] == 1
     assert model.config.canonical_diameter == 20
+    # transmitted light: the structure filter is on, and tuning keeps it
+    assert model.config.instances.repeat_similarity == 0.8
     assert (tmp_path / "m" / "train_log.csv").read_text().count("\n") >= 2
     assert not (tmp_path / "m" / "checkpoint.pt").exists()
 

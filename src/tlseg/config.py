@@ -99,6 +99,12 @@ class InstanceConfig:
         its centre (near 1 for a round cell); a gap between cells read as a cell has
         flows that point away, to the cells around it. Like Cellpose's flow error
         check, cheaper. 0 keeps every cell.
+    repeat_similarity : float
+        Drop objects that lie on a repeating pattern of the image (posts, traps and walls
+        of a microfluidic chip, a patterned plate): the image around the object and the
+        same surroundings one lattice vector away correlate (normalised
+        cross-correlation) at least this much (:mod:`tlseg.inference.repeats`). Fields
+        without a lattice are left alone. 0 keeps every object.
     """
 
     fg_threshold: float = 0.5
@@ -109,6 +115,7 @@ class InstanceConfig:
     flow_split: float = 0.0
     min_mean_prob: float = 0.0
     min_flow_coherence: float = 0.0
+    repeat_similarity: float = 0.0
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):
@@ -125,6 +132,8 @@ class InstanceConfig:
             raise ValueError(f"min_mean_prob must be in [0, 1), got {self.min_mean_prob}")
         if not 0.0 <= self.min_flow_coherence < 1.0:
             raise ValueError(f"min_flow_coherence must be in [0, 1), got {self.min_flow_coherence}")
+        if not 0.0 <= self.repeat_similarity < 1.0:
+            raise ValueError(f"repeat_similarity must be in [0, 1), got {self.repeat_similarity}")
 
     @property
     def needs_flows(self) -> bool:

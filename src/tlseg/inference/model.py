@@ -33,7 +33,14 @@ from .diameter import estimate_diameter
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
-from .preprocess import clip_outliers, is_constant, normalize, repair_edge_lines, rescale
+from .preprocess import (
+    clip_outliers,
+    is_constant,
+    normalize,
+    repair_edge_lines,
+    rescale,
+)
+from .repeats import drop_repeated
 
 log = logging.getLogger(__name__)
 
@@ -334,12 +341,17 @@ class Model:
         details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
             'taught', 'default'), ``scale`` and ``n_cells``.
         """
+        repeats = self.config.instances.repeat_similarity
         maps, details = self.canonical_maps(image, diameter=diameter, tile=tile,
-                                            augment=augment, progress=progress)
+                                            augment=augment, progress=progress,
+                                            keep_image=repeats > 0)
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
                                      config=self.config.instances)
+        if repeats > 0:
+            labels = drop_repeated(labels, details.pop("image"),
+                                   self.config.canonical_diameter, repeats)
         prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps
         if prob is None:
@@ -353,14 +365,15 @@ class Model:
 
     def canonical_maps(self, image: np.ndarray, *, diameter: float | None = None,
                        tile: int = 1024, augment: bool = False,
-                       progress: Callable[[int, int], None] | None = None
-                       ) -> tuple[np.ndarray, dict]:
+                       progress: Callable[[int, int], None] | None = None,
+                       keep_image: bool = False) -> tuple[np.ndarray, dict]:
         """The network maps of a raw image at the canonical scale: the first half of
         :meth:`predict_instances` (checks, outlier clipping, edge-line repair, diameter,
         rescaling, :meth:`predict_maps`).
 
         Returns the maps (3 or 5, h, w) and a dict with ``diameter``,
-        ``diameter_source`` and ``scale`` (canonical / input pixels).
+        ``diameter_source`` and ``scale`` (canonical / input pixels), and with
+        ``keep_image`` the rescaled image (``image``).
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -399,9 +412,11 @@ class Model:
                 f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
             )
         maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
-        del small
-        return maps, {"diameter": float(diameter), "diameter_source": source,
-                      "scale": float(scale)}
+        details = {"diameter": float(diameter), "diameter_source": source,
+                   "scale": float(scale)}
+        if keep_image:
+            details["image"] = small
+        return maps, details
 
 
 def load_model(name_or_dir) -> Model:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
+from ..inference.repeats import REPEAT_SIMILARITY
 from .data import split_holdout
 from .train import load_folders, train_samples
 from .tune import tune_model
@@ -87,6 +88,9 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
         if "channels" in model_settings:
             model_settings["channels"] = tuple(model_settings["channels"])
         mc = ModelConfig(**model_settings)
+        if mc.flatfield == "divide":  # transmitted light: chips and patterned plates
+            mc = replace(mc, instances=replace(mc.instances,
+                                               repeat_similarity=REPEAT_SIMILARITY))
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     card = dict(card or {})

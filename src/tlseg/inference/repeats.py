@@ -1,0 +1,211 @@
+"""Objects on a repeating pattern: microfluidic posts, traps and walls, not cells.
+
+A chip's posts or traps are copies of one shape laid out on a lattice, and a channel wall
+continues unchanged along itself; all are seen through the same optics. So the image
+around such an object reappears, shifted by a fixed vector, elsewhere in the field. The
+image around a cell does not: each cell has its own outline and texture, and cells lie
+where they settled. Two steps:
+
+1. :func:`lattice_vectors`: the image's autocorrelation (high-passed, computed with FFTs,
+   normalised by the overlap so that it is a correlation coefficient at every shift) has
+   peaks at the shifts that map the pattern onto itself. Shifts of at least ``MIN_SHIFT``
+   canonical cell diameters whose correlation reaches ``min_peak`` are the field's lattice
+   vectors. An ordinary field of cells has none (its peaks stay below 0.3), and nothing
+   further is done.
+2. :func:`repeated_objects`: for each object, the square of 1.5 canonical diameters around
+   its centre is compared (normalised cross-correlation, which ignores brightness and
+   contrast) with the same square shifted by each lattice vector, either way. An object
+   whose surroundings repeat (``min_similarity``) is part of the pattern. A cell sitting
+   on the pattern is kept: it is in one copy and not in the other.
+
+:func:`drop_repeated` removes them. Both steps run at the canonical scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.segmentation import expand_labels
+
+REPEAT_SIMILARITY = 0.8  # the setting transmitted-light models use (InstanceConfig)
+MIN_PEAK = 0.5  # autocorrelation a shift needs to be a lattice vector
+MIN_SHIFT = 0.8  # lattice vectors are at least this many canonical diameters long
+ACF_SIDE = 512  # the autocorrelation is computed on at most the central 512² pixels, at
+#                half resolution for fields over 512 px (the central 1024²)
+MAX_VECTORS = 6  # strongest lattice vectors tested (each also reversed)
+HALF_SIDE = 0.75  # the compared square reaches this many canonical diameters either way
+PATCH = 32  # samples a side of the compared square
+MIN_OVERLAP = 0.5  # share of an object's samples whose shifted copy must lie in the image
+MIN_SAMPLES = 16  # fewest samples compared
+RIM = 3  # canonical pixels around an object compared with it
+
+
+def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
+    """The image less its smooth background (a Gaussian of 2 canonical diameters,
+    computed on blocks of a quarter diameter and enlarged back), unit variance."""
+    image = np.asarray(image, np.float32)
+    h, w = image.shape
+    k = max(1, min(int(canonical_diameter // 4), h // 4, w // 4))
+    blocks = image[:h // k * k, :w // k * k].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    smooth = ndi.gaussian_filter(blocks, 2 * canonical_diameter / k, mode="nearest")
+    smooth = ndi.zoom(smooth, (h / smooth.shape[0], w / smooth.shape[1]), order=1,
+                      mode="nearest", grid_mode=True)
+    hp = image - smooth[:h, :w]
+    return hp / max(float(hp.std()), 1e-6)
+
+
+def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
+                    min_peak: float = MIN_PEAK) -> tuple[np.ndarray, np.ndarray]:
+    """Shifts (k, 2) that map the image's pattern onto itself, and their correlations.
+
+    Local maxima of the autocorrelation at shifts of at least ``MIN_SHIFT`` canonical
+    diameters and at most a third of the image (its central ``ACF_SIDE`` pixels a side,
+    at half resolution when it is larger); one of each pair (t, -t) is returned,
+    strongest first and, among equally strong ones, shortest first.
+    """
+    hp = np.asarray(image, np.float32)
+    f = 2 if max(hp.shape) > ACF_SIDE else 1  # half resolution for large fields
+    if f == 2:
+        hp = hp[:hp.shape[0] // 2 * 2, :hp.shape[1] // 2 * 2]
+        hp = hp.reshape(hp.shape[0] // 2, 2, hp.shape[1] // 2, 2).mean(axis=(1, 3))
+    y0, x0 = max(0, (hp.shape[0] - ACF_SIDE) // 2), max(0, (hp.shape[1] - ACF_SIDE) // 2)
+    hp = hp[y0:y0 + ACF_SIDE, x0:x0 + ACF_SIDE]  # the centre is enough for a lattice
+    hp = _highpass(hp, canonical_diameter / f)
+    h, w = hp.shape
+    shape = (2 * h, 2 * w)  # zero padding: a linear, not circular, correlation
+    spec = fft.rfft2(hp, shape)
+    acf = fft.irfft2(spec * np.conj(spec), shape)
+    del spec
+    my, mx = h // 3, w // 3  # shifts up to a third of the image
+    acf = np.concatenate([acf[-my:], acf[:my + 1]])
+    acf = np.concatenate([acf[:, -mx:], acf[:, :mx + 1]], axis=1)  # shift 0 at (my, mx)
+    ty, tx = np.ogrid[-my:my + 1, -mx:mx + 1]
+    acf /= (h - np.abs(ty)) * (w - np.abs(tx)) * max(float(hp.var()), 1e-12)
+    # local maxima of the whole correlation, so that the slope of the central peak (a
+    # smooth image correlates with itself at small shifts) is never taken for a lattice
+    peaks = peak_local_max(acf, min_distance=max(2, int(canonical_diameter / 4 / f)),
+                           threshold_abs=min_peak, exclude_border=False)
+    py, px = peaks[:, 0] - my, peaks[:, 1] - mx
+    keep = ((np.hypot(py, px) * f >= MIN_SHIFT * canonical_diameter)
+            & ((py > 0) | ((py == 0) & (px > 0))))  # one of t, -t
+    peaks = peaks[keep]
+    # strongest first (to 0.05), the shortest first among equals
+    strength = np.round(acf[peaks[:, 0], peaks[:, 1]] / 0.05)
+    peaks = peaks[np.lexsort((np.hypot(py[keep], px[keep]), -strength))][:MAX_VECTORS]
+    if len(peaks) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    # sub-pixel position: a parabola through each peak and its neighbours, per axis
+    pad = np.pad(acf, 1, mode="edge")
+    c = pad[peaks[:, 0] + 1, peaks[:, 1] + 1]
+    offsets = []
+    for dy, dx in ((1, 0), (0, 1)):
+        lo = pad[peaks[:, 0] + 1 - dy, peaks[:, 1] + 1 - dx]
+        hi = pad[peaks[:, 0] + 1 + dy, peaks[:, 1] + 1 + dx]
+        curve = lo - 2 * c + hi
+        offsets.append(np.where(curve < 0, 0.5 * (lo - hi) / np.where(curve < 0, curve, -1), 0))
+    vectors = (peaks - [my, mx] + np.clip(np.stack(offsets, 1), -0.5, 0.5)) * f
+    return vectors, acf[peaks[:, 0], peaks[:, 1]]
+
+def repeated_objects(labels: np.ndarray, image: np.ndarray, canonical_diameter: float, *,
+                     min_similarity: float = 0.8, min_peak: float = MIN_PEAK) -> np.ndarray:
+    """Which objects of ``labels`` lie on a repeating pattern of ``image``: those whose
+    :func:`repeat_similarity` reaches ``min_similarity``.
+
+    Parameters
+    ----------
+    labels : ndarray of int (H, W)
+        Objects numbered 1..n, at the canonical scale.
+    image : ndarray (H, W)
+        The image they were found in, at the same scale.
+    canonical_diameter : float
+        Cell diameter in pixels at that scale.
+    min_similarity : float
+        Normalised cross-correlation between an object's surroundings and the same
+        surroundings one lattice vector away above which it is part of the pattern.
+    min_peak : float
+        Autocorrelation a shift needs to be a lattice vector (:func:`lattice_vectors`).
+
+    Returns
+    -------
+    ndarray of bool (n,)
+        True for the objects (id - 1) on the pattern.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:240, :240]
+    >>> image = np.ones((240, 240), np.float32)
+    >>> labels = np.zeros((240, 240), np.int32)
+    >>> for i, (y, x) in enumerate([(y, x) for y in range(30, 240, 60) for x in range(30, 240, 60)]):
+    ...     r = np.hypot(yy - y, xx - x)
+    ...     image -= 0.5 * np.exp(-0.5 * ((r - 12) / 2) ** 2)  # a dark ring: one post
+    ...     labels[r < 12] = i + 1
+    >>> cell = np.hypot(yy - 60, xx - 60) < 12  # a cell between four posts
+    >>> image[cell] += np.sin(xx[cell] / 2.0)
+    >>> labels[cell] = 17
+    >>> repeated_objects(labels, image, 30).astype(int)
+    array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+    """
+    return repeat_similarity(labels, image, canonical_diameter, min_peak=min_peak
+                             ) >= min_similarity
+
+
+def repeat_similarity(labels: np.ndarray, image: np.ndarray, canonical_diameter: float, *,
+                      min_peak: float = MIN_PEAK) -> np.ndarray:
+    """For each object (id - 1), the highest normalised cross-correlation between its
+    surroundings and the same surroundings one lattice vector away; -1 where the field
+    has no lattice (:func:`lattice_vectors`) or no shifted copy lies inside the image."""
+    n = int(labels.max(initial=0))
+    best = np.full(n, -1.0)
+    vectors, _ = lattice_vectors(image, canonical_diameter, min_peak=min_peak)
+    if n == 0 or len(vectors) == 0:
+        return best
+    hp = _highpass(image, canonical_diameter)
+    h, w = hp.shape
+    ids = np.arange(1, n + 1)
+    ones = np.ones(labels.shape, np.float32)
+    centres = np.asarray(ndi.center_of_mass(ones, labels, ids)).reshape(n, 2)
+    radius = np.sqrt(np.asarray(ndi.sum_labels(ones, labels, ids)) / np.pi)
+    half = np.maximum(HALF_SIDE * canonical_diameter, 1.5 * radius)[:, None]
+    grid = np.linspace(-1.0, 1.0, PATCH)
+    gy, gx = (g.ravel()[None] * half for g in np.meshgrid(grid, grid, indexing="ij"))
+
+    def sample(points, values, order):  # (n, PATCH²) samples, and which lie in the image
+        ys, xs = points[:, :1] + gy, points[:, 1:] + gx
+        inside = (ys >= 0) & (ys <= h - 1) & (xs >= 0) & (xs <= w - 1)
+        v = ndi.map_coordinates(values, [ys.ravel(), xs.ravel()], order=order,
+                                mode="nearest").reshape(len(points), -1)
+        return v, inside
+
+    # the object and a rim of RIM px around it: what is compared
+    grown = expand_labels(labels, RIM)
+    own_ids, own_inside = sample(centres, grown, 0)
+    mine = (own_ids == ids[:, None]) & own_inside
+    own, _ = sample(centres, hp, 1)
+    for t in np.concatenate([vectors, -vectors]):
+        other, inside = sample(centres + t, hp, 1)
+        both = mine & inside
+        k = both.sum(axis=1)
+        mean_a = (own * both).sum(1, keepdims=True) / np.maximum(k, 1)[:, None]
+        mean_b = (other * both).sum(1, keepdims=True) / np.maximum(k, 1)[:, None]
+        a, b = np.where(both, own - mean_a, 0), np.where(both, other - mean_b, 0)
+        norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        sim = (a * b).sum(1) / np.maximum(norm, 1e-6)
+        enough = k >= np.maximum(MIN_OVERLAP * mine.sum(axis=1), MIN_SAMPLES)
+        best = np.where(enough, np.maximum(best, sim), best)
+    return best
+
+
+def drop_repeated(labels: np.ndarray, image: np.ndarray, canonical_diameter: float,
+                  min_similarity: float) -> np.ndarray:
+    """``labels`` without the objects of :func:`repeated_objects`, renumbered 1..n;
+    unchanged when ``min_similarity`` is 0."""
+    if min_similarity <= 0 or labels.max(initial=0) == 0:
+        return labels
+    found = repeated_objects(labels, image, canonical_diameter, min_similarity=min_similarity)
+    if not found.any():
+        return labels
+    keep = np.concatenate([[False], ~found])
+    new_ids = np.cumsum(keep).astype(labels.dtype) * keep
+    return new_ids[labels]

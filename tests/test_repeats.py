@@ -1,0 +1,69 @@
+"""Objects on a repeating pattern (chip posts) are found; cells, alone or crowded, are not."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+import tlseg
+from tlseg.config import InstanceConfig
+from tlseg.inference.repeats import drop_repeated, lattice_vectors, repeated_objects
+from tlseg.synthetic import synthetic_field
+from tlseg.training.structures import structure_relief
+
+
+def _chip(seed: int, modality: str = "phase"):
+    """A synthetic field of a few cells over a lattice of posts, at the canonical scale
+    (cells 30 px), labelled: the cells, then each post that no cell touches."""
+    f = synthetic_field((384, 384), diameter=30, n_cells=8, modality=modality, seed=seed)
+    relief = structure_relief(384, 384, "posts", 30.0, torch.Generator().manual_seed(seed))
+    relief = relief.numpy()
+    image = f["tl"].astype(np.float32) * (1 + relief)
+    cells = f["labels"]
+    posts, _ = ndi.label(ndi.binary_fill_holes(relief < 0.5 * relief.min()))
+    near_cell = np.unique(posts[ndi.binary_dilation(cells > 0, iterations=3)])
+    posts[np.isin(posts, near_cell)] = 0
+    labels = cells.copy()
+    big = [p for p in np.unique(posts[posts > 0]) if (posts == p).sum() > 20]
+    for i, p in enumerate(big):
+        labels[posts == p] = cells.max() + i + 1
+    return image, labels, int(cells.max())
+
+
+def test_posts_are_found_and_cells_on_the_chip_are_kept():
+    lattices = 0
+    for seed in range(1, 7):
+        image, labels, n_cells = _chip(seed)
+        found = repeated_objects(labels, image, 30)
+        assert not found[:n_cells].any()  # every cell kept, on every chip
+        if len(lattice_vectors(image, 30)[0]) == 0:
+            continue  # posts faint against the cells: no lattice, nothing dropped
+        lattices += 1
+        posts = found[n_cells:]
+        assert posts.size >= 4 and posts.mean() >= 0.8
+        kept = drop_repeated(labels, image, 30, 0.8)
+        assert kept.max() == len(found) - found.sum()
+        assert np.array_equal(drop_repeated(labels, image, 30, 0.0), labels)  # 0 = off
+    assert lattices >= 4
+
+
+@pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
+@pytest.mark.parametrize("confluent", [False, True])
+def test_fields_of_cells_alone_have_no_lattice(modality, confluent):
+    f = synthetic_field((384, 384), diameter=30, modality=modality, confluent=confluent,
+                        seed=4)
+    assert not repeated_objects(f["labels"], f["tl"], 30).any()
+
+
+def test_the_model_drops_posts_only_when_its_setting_asks():
+    image, _, _ = _chip(5)
+    model = tlseg.load_model("tl-cells")
+    assert model.config.instances.repeat_similarity == 0.8
+    with_filter = model.segment(image, diameter=30)
+    off = tlseg.Model(model.config.__class__.from_dict(
+        {**model.config.to_dict(),
+         "instances": {**model.config.to_dict()["instances"], "repeat_similarity": 0.0}}),
+        model.net)
+    assert with_filter.max() < off.segment(image, diameter=30).max()
+    with pytest.raises(ValueError, match="repeat_similarity"):
+        InstanceConfig(repeat_similarity=1.0)
