@@ -29,6 +29,12 @@ Each crop is segmented at its experiment's true median cell diameter (as a plate
 would use a diameter estimated over the whole plate). Reported per model and kind: mean
 and largest number of false cells per field, and the share of fields with at most one
 (the target is at most one false cell on a field with structures but no cells).
+
+Last, the first model's structure filter (``repeat_similarity``) is run on every real
+image of cells here (the train and val images of the ``tl`` sources and the 33
+aisegcell-s10 fields, diameter estimated): how many objects it would drop (none is the
+aim) and the highest lattice peak those fields show.
+
 Results: ``benchmarks/results/false_cells.json``.
 """
 
@@ -40,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import add_out, write_results
+from common import TL_CELLS_SOURCES, add_out, split_pairs, write_results
 from scipy import ndimage as ndi
 
 import tlseg
@@ -54,15 +60,25 @@ KINDS = ("empty", "round posts", "square posts", "traps", "curved channel", "dus
 PER_KIND = 20  # crops drawn (with a fixed seed) for each structure kind
 
 
+def experiment_diameters(data: Path) -> dict[str, float]:
+    """Each aisegcell-s10 experiment's median over its fields of the median cell diameter."""
+    root = data / "paired" / "aisegcell-s10"
+    diameters = {}
+    for path in sorted((root / "cell_labels").glob("*.tif")):
+        d = median_diameter(tifffile.imread(path))
+        if d:
+            diameters.setdefault(path.name.split("_")[0], []).append(d)
+    return {e: float(np.median(v)) for e, v in diameters.items()}
+
+
 def empty_crops(data: Path) -> list[dict]:
     """Cell-free crops of the aisegcell-s10 fields, with their experiment's diameter."""
     root = data / "paired" / "aisegcell-s10"
-    crops, diameters = [], {}
+    crops, diameters = [], experiment_diameters(data)
     for path in sorted((root / "tl").glob("*.tif")):
         experiment = path.name.split("_")[0]
         image = tifffile.imread(path)
         cells = tifffile.imread(root / "cell_labels" / path.name)
-        diameters.setdefault(experiment, []).append(median_diameter(cells))
         far = ndi.distance_transform_edt(cells == 0) > MARGIN
         for y in range(0, image.shape[0] - CROP + 1, CROP):
             for x in range(0, image.shape[1] - CROP + 1, CROP):
@@ -70,7 +86,7 @@ def empty_crops(data: Path) -> list[dict]:
                     crops.append({"field": path.stem, "experiment": experiment, "y": y,
                                   "x": x, "image": image[y:y + CROP, x:x + CROP]})
     for c in crops:
-        c["diameter"] = float(np.median([d for d in diameters[c["experiment"]] if d]))
+        c["diameter"] = diameters[c["experiment"]]
     return crops
 
 
@@ -154,8 +170,8 @@ def false_cells(model: tlseg.Model, crops: list[dict], seed: int = 0) -> dict:
     return found
 
 
-def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict, seed: int = 0
-                      ) -> dict:
+def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict[str, float],
+                      seed: int = 0) -> dict:
     """AP@0.5 and recall on the aisegcell-s10 fields' central crops, with round posts
     drawn between their cells and without (module docstring)."""
     root = data / "paired" / "aisegcell-s10"
@@ -179,6 +195,42 @@ def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict, seed: int
                      "recall": round(s["recall"], 3),
                      "cells_per_field": round(float(np.mean([x["n_pred"] for x in c])), 1),
                      "true_per_field": round(float(np.mean([x["n_true"] for x in c])), 1)}
+    return out
+
+
+def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
+    """What the structure filter would drop on real images of cells, where it must drop
+    nothing: per set, the images, the objects the model finds (diameter estimated), those
+    on a repeating pattern at the model's ``repeat_similarity`` and at 0.7, and the
+    highest lattice peak of the autocorrelation (:func:`tlseg.inference.repeats.lattice_vectors`
+    reports none below 0.5)."""
+    from tlseg.inference.postprocess import instances_from_maps
+    from tlseg.inference.repeats import lattice_vectors, repeat_similarity
+
+    cd = model.config.canonical_diameter
+    setting = model.config.instances.repeat_similarity
+    sets = {f"{s} {split}": [p for p, _ in split_pairs(data, s, split)]
+            for s in TL_CELLS_SOURCES for split in ("train", "val")}
+    sets["aisegcell-s10"] = sorted((data / "paired" / "aisegcell-s10" / "tl").glob("*.tif"))
+    out = {}
+    for name, paths in sets.items():
+        if not paths:
+            continue
+        row = {"images": 0, "objects": 0, "dropped": 0, "dropped_at_0.7": 0, "top_peak": 0.0}
+        for path in paths:
+            image = tlseg.read_image(path).astype(np.float32)
+            maps, det = model.canonical_maps(image, keep_image=True)
+            labels = instances_from_maps(maps, canonical_diameter=cd,
+                                         config=model.config.instances)
+            peaks = lattice_vectors(det["image"], cd, min_peak=0.0)[1]
+            sim = repeat_similarity(labels, det["image"], cd)
+            row["images"] += 1
+            row["objects"] += int(labels.max())
+            row["dropped"] += int((sim >= setting).sum()) if setting > 0 else 0
+            row["dropped_at_0.7"] += int((sim >= 0.7).sum())
+            row["top_peak"] = round(max(row["top_peak"], float(peaks.max(initial=0))), 3)
+        out[name] = row
+        print(f"{name:24s} {row}", flush=True)
     return out
 
 
@@ -210,9 +262,8 @@ def main(argv=None) -> int:
         results[name] = {kind: summary(v) for kind, v in counts.items()}
         results[name]["all structures"] = summary(
             [n for kind, v in counts.items() if kind != "empty" for n in v])
-        diameters = {c["experiment"]: c["diameter"] for c in crops}
         results[name]["cells among posts"] = cells_among_posts(
-            tlseg.load_model(path), args.data, diameters)
+            tlseg.load_model(path), args.data, experiment_diameters(args.data))
         print(f"\n{name}\n{'kind':18s} {'mean':>6s} {'max':>5s} {'<=1':>6s}")
         for kind, s in results[name].items():
             if kind != "cells among posts":
@@ -220,8 +271,13 @@ def main(argv=None) -> int:
         for kind, s in results[name]["cells among posts"].items():
             print(f"cells, {kind}: AP@0.5 {s['ap50']:.3f}, recall {s['recall']:.3f}, "
                   f"{s['cells_per_field']} found for {s['true_per_field']} a field")
+    print(f"\nthe structure filter of {labels[0]} on real images of cells")
+    on_cells = filter_on_cell_images(tlseg.load_model(args.model[0]), args.data)
     out = write_results("false_cells", {"crop": CROP, "margin_px": MARGIN,
-                                        "models": results}, argv=argv, out=args.out)
+                                        "models": results,
+                                        "structure_filter_on_cell_images": {
+                                            "model": labels[0], "sets": on_cells}},
+                        argv=argv, out=args.out)
     print(f"written {out}")
     return 0
 
