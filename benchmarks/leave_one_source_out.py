@@ -27,7 +27,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 from common import (
     TL_CELLS_SOURCES,
     VAL_SOURCES,

@@ -26,6 +26,9 @@ seconds and the speed-up over PyTorch (docs/export.md), under the key ``onnx``.
 Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``);
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
+``--structure-filter-only`` times ``tl-cells`` with its structure filter
+(``repeat_similarity``) on and off, interleaved, on 1024² and 2048² fields (key
+``structure_filter``).
 """
 
 from __future__ import annotations
@@ -189,6 +192,37 @@ def time_onnx(repeats: int) -> dict:
             "repeats": repeats, "onnxruntime_version": ort.__version__, "results": rows}
 
 
+def time_structure_filter(sizes, repeats: int) -> dict:
+    """Median seconds of ``predict_instances`` (diameter given) on synthetic phase-contrast
+    fields with tl-cells' structure filter on and off, interleaved, and their ratio. The
+    fields hold no lattice, so the filter costs its autocorrelation only."""
+    from dataclasses import replace
+
+    import tlseg
+    from tlseg.synthetic import synthetic_field
+
+    tlseg.set_threads(2)
+    on = tlseg.load_model("tl-cells")
+    off = tlseg.Model(replace(on.config, instances=replace(on.config.instances,
+                                                           repeat_similarity=0.0)), on.net)
+    rows = []
+    for n in sizes:
+        image = synthetic_field((n, n), diameter=30, seed=n)["tl"]
+        times = {"on": [], "off": []}
+        for _ in range(repeats):
+            for name, model in (("off", off), ("on", on)):
+                t0 = time.perf_counter()
+                model.predict_instances(image, diameter=30)
+                times[name].append(time.perf_counter() - t0)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        rows.append({"size": n, "filter_on_s": round(med["on"], 3),
+                     "filter_off_s": round(med["off"], 3),
+                     "ratio": round(med["on"] / med["off"], 3)})
+        print(f"{n}²: structure filter on {med['on']:.3f} s, off {med['off']:.3f} s "
+              f"({med['on'] / med['off']:.3f}x)")
+    return {"threads": 2, "repeats": repeats, "rows": rows}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="*", type=int, default=[1024, 2048, 4096])
@@ -202,6 +236,9 @@ def main(argv=None) -> int:
                       help="time only the nuclei models; rewrite only the 'nuclei' key")
     part.add_argument("--skip-nuclei", action="store_true",
                       help="do not time the nuclei models; keep the stored 'nuclei' key")
+    part.add_argument("--structure-filter-only", action="store_true",
+                      help="time tl-cells with its structure filter on and off (sizes 1024 "
+                           "and 2048 unless --sizes); rewrite only the 'structure_filter' key")
     part.add_argument("--onnx-only", action="store_true",
                       help="time only the network in PyTorch vs onnxruntime (needs "
                            "'tlseg[export]'); rewrite only the 'onnx' key")
@@ -210,6 +247,12 @@ def main(argv=None) -> int:
     if args.onnx_only:
         onnx = time_onnx(max(args.repeats, 7))
         print(f"written {update_results('speed', ('onnx',), onnx, argv=argv, out=args.out)}")
+        return 0
+    if args.structure_filter_only:
+        given = "--sizes" in (sys.argv[1:] if argv is None else argv)
+        sizes = args.sizes if given else [1024, 2048]
+        timing = time_structure_filter(sizes, max(args.repeats, 5))
+        print(f"written {update_results('speed', ('structure_filter',), timing, argv=argv, out=args.out)}")
         return 0
     if args.nuclei_only:
         nuclei = time_nuclei(args.nuclei_models, args.nuclei_repeats)
