@@ -188,11 +188,13 @@ def test_training_never_overwrites_a_model_nor_resumes_other_settings(data_dir, 
         train_samples(samples, tmp_path / "run", model_config=tiny,
                       train_config=replace(tc, steps_per_epoch=8), resume=True)
     # a checkpoint written before a setting existed resumes when that setting is at its
-    # default, and is refused when it is not
+    # default, and is refused when it is not; instance settings (chosen after training)
+    # do not count
     import torch
     ckpt = tmp_path / "run" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=False)
     del state["meta"]["settings"]["train"]["monolayers"]
+    del state["meta"]["settings"]["model"]["instances"]["repeat_similarity"]
     torch.save(state, ckpt)
     with pytest.raises(tlseg.TlsegError, match="train.monolayers"):
         train_samples(samples, tmp_path / "run", model_config=tiny,

@@ -248,12 +248,16 @@ def train_samples(
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
         before = state["meta"].get("settings")
         if before is not None:
-            # a setting added to tlseg after the run began took its default there
+            # a setting added to tlseg after the run began took its default there; the
+            # instance settings are chosen after training and do not change it
             defaults = {"train": asdict(TrainConfig()), "model": ModelConfig().to_dict()}
             before = {part: {**defaults[part], **before.get(part, {})} for part in settings}
-        if before is not None and before != settings:
-            diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
-                          if before[part].get(k) != settings[part][k])
+            now = {part: dict(v) for part, v in settings.items()}
+            before["model"].pop("instances", None)
+            now["model"].pop("instances", None)
+        if before is not None and before != now:
+            diff = sorted(f"{part}.{k}" for part in now for k in now[part]
+                          if before[part].get(k) != now[part][k])
             raise TlsegError(f"{out}: the unfinished run used other settings "
                              f"({', '.join(diff)}); resume with the same ones, or choose "
                              "another output folder")
