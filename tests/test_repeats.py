@@ -1,5 +1,7 @@
 """Objects on a repeating pattern (chip posts) are found; cells, alone or crowded, are not."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -60,10 +62,9 @@ def test_the_model_drops_posts_only_when_its_setting_asks():
     model = tlseg.load_model("tl-cells")
     assert model.config.instances.repeat_similarity == 0.8
     with_filter = model.segment(image, diameter=30)
-    off = tlseg.Model(model.config.__class__.from_dict(
-        {**model.config.to_dict(),
-         "instances": {**model.config.to_dict()["instances"], "repeat_similarity": 0.0}}),
-        model.net)
+    cfg = model.config
+    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, repeat_similarity=0.0)),
+                      model.net)
     assert with_filter.max() < off.segment(image, diameter=30).max()
     with pytest.raises(ValueError, match="repeat_similarity"):
         InstanceConfig(repeat_similarity=1.0)

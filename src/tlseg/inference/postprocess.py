@@ -84,7 +84,7 @@ def maps_to_instances(
     return drop_incoherent(labels, flow, config.min_flow_coherence)
 
 
-def _keep(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def keep_objects(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``labels`` with only the ids where ``keep[id]`` is true, renumbered 1..n."""
     keep = np.concatenate([[False], keep])
     new_ids = np.cumsum(keep).astype(labels.dtype) * keep
@@ -97,7 +97,7 @@ def drop_faint(labels: np.ndarray, prob: np.ndarray, min_mean_prob: float) -> np
     if min_mean_prob <= 0 or labels.max() == 0:
         return labels
     mean = ndi.mean(prob, labels, np.arange(1, labels.max() + 1))
-    return _keep(labels, np.asarray(mean) >= min_mean_prob)
+    return keep_objects(labels, np.asarray(mean) >= min_mean_prob)
 
 
 def drop_incoherent(labels: np.ndarray, flow: np.ndarray | None, min_coherence: float
@@ -106,7 +106,7 @@ def drop_incoherent(labels: np.ndarray, flow: np.ndarray | None, min_coherence: 
     ``min_coherence``, renumbered 1..n."""
     if min_coherence <= 0 or flow is None or labels.max() == 0:
         return labels
-    return _keep(labels, flow_coherence(labels, flow) >= min_coherence)
+    return keep_objects(labels, flow_coherence(labels, flow) >= min_coherence)
 
 
 def _grow_instances(prob, dist, *, canonical_diameter, config, flow, flow_labels):

@@ -30,6 +30,8 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import expand_labels
 
+from .postprocess import keep_objects
+
 REPEAT_SIMILARITY = 0.8  # the setting transmitted-light models use (InstanceConfig)
 MIN_PEAK = 0.5  # autocorrelation a shift needs to be a lattice vector
 MIN_SHIFT = 0.8  # lattice vectors are at least this many canonical diameters long
@@ -44,14 +46,20 @@ RIM = 3  # canonical pixels around an object compared with it
 CHUNK = 512  # objects compared at once
 
 
+def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """``image`` shrunk k times by averaging k x k blocks (a partial last block is cut)."""
+    h, w = image.shape[0] // k, image.shape[1] // k
+    return image[:h * k, :w * k].reshape(h, k, w, k).mean(axis=(1, 3))
+
+
 def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
     """The image less its smooth background (a Gaussian of 2 canonical diameters,
     computed on blocks of a quarter diameter and enlarged back), unit variance."""
     image = np.asarray(image, np.float32)
     h, w = image.shape
     k = max(1, min(int(canonical_diameter // 4), h // 4, w // 4))
-    blocks = image[:h // k * k, :w // k * k].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
-    smooth = ndi.gaussian_filter(blocks, 2 * canonical_diameter / k, mode="nearest")
+    smooth = ndi.gaussian_filter(_block_mean(image, k), 2 * canonical_diameter / k,
+                                 mode="nearest")
     smooth = ndi.zoom(smooth, (h / smooth.shape[0], w / smooth.shape[1]), order=1,
                       mode="nearest", grid_mode=True)
     hp = image - smooth[:h, :w]
@@ -70,8 +78,7 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
     hp = np.asarray(image, np.float32)
     f = 2 if max(hp.shape) > ACF_SIDE else 1  # half resolution for large fields
     if f == 2:
-        hp = hp[:hp.shape[0] // 2 * 2, :hp.shape[1] // 2 * 2]
-        hp = hp.reshape(hp.shape[0] // 2, 2, hp.shape[1] // 2, 2).mean(axis=(1, 3))
+        hp = _block_mean(hp, 2)
     y0, x0 = max(0, (hp.shape[0] - ACF_SIDE) // 2), max(0, (hp.shape[1] - ACF_SIDE) // 2)
     hp = hp[y0:y0 + ACF_SIDE, x0:x0 + ACF_SIDE]  # the centre is enough for a lattice
     hp = _highpass(hp, canonical_diameter / f)
@@ -210,8 +217,4 @@ def drop_repeated(labels: np.ndarray, image: np.ndarray, canonical_diameter: flo
     if min_similarity <= 0 or labels.max(initial=0) == 0:
         return labels
     found = repeated_objects(labels, image, canonical_diameter, min_similarity=min_similarity)
-    if not found.any():
-        return labels
-    keep = np.concatenate([[False], ~found])
-    new_ids = np.cumsum(keep).astype(labels.dtype) * keep
-    return new_ids[labels]
+    return keep_objects(labels, ~found) if found.any() else labels
