@@ -17,7 +17,12 @@ the one training uses, :mod:`tlseg.training.structures`; its shapes and profiles
 - ``square posts``: a lattice of rounded squares 0.6-1.5 cells across, dark outline;
 - ``traps``: a row of U-shaped cell traps (rings open on one side, 0.6-1 cell radius);
 - ``curved channel``: a meandering channel 3-6 cells wide with dark walls;
-- ``dust and fibres``: sharp dark particles of 2-6 px and a curly fibre.
+- ``dust and fibres``: sharp dark particles of 2-6 px and a curly fibre;
+- ``well edge``: the dark wall of the well over a third to a half of the field, its
+  border an arc of a large circle with a bright meniscus line and a mottled rim;
+- ``bubbles``: one to three air bubbles 2-8 cells across, a thick dark ring round a
+  bright centre;
+- ``scratches``: one to three long straight scratches, a dark line with bright flanks.
 
 A filter that drops false cells must keep the real ones, so the same fields are also
 segmented with their cells (``cells among posts``: the central 384² of each of the 33
@@ -56,7 +61,8 @@ from tlseg.training.targets import median_diameter
 CROP = 384
 MARGIN = 40  # px between a crop and the nearest annotated cell
 MARGIN_CELLS = 8  # px between a drawn post and the nearest annotated cell
-KINDS = ("empty", "round posts", "square posts", "traps", "curved channel", "dust and fibres")
+KINDS = ("empty", "round posts", "square posts", "traps", "curved channel", "dust and fibres",
+         "well edge", "bubbles", "scratches")
 PER_KIND = 20  # crops drawn (with a fixed seed) for each structure kind
 
 
@@ -148,6 +154,28 @@ def structure(kind: str, shape, d: float, rng) -> np.ndarray:
         ok = (py >= 0) & (py < h) & (px >= 0) & (px < w)
         fibre[py[ok].astype(int), px[ok].astype(int)] = 1
         rel += -0.5 * np.clip(ndi.gaussian_filter(fibre, 0.8) * 4, 0, 1)
+    elif kind == "well edge":  # a circle of radius 5-20 fields, its centre off the field
+        radius, t = rng.uniform(5, 20) * h, rng.uniform(0, 2 * np.pi)
+        reach = rng.uniform(0.3, 0.5) * h  # how far the wall reaches into the field
+        cy = h / 2 + (radius + h / 2 - reach) * np.sin(t)
+        cx = w / 2 + (radius + w / 2 - reach) * np.cos(t)
+        inside = radius - np.hypot(yy - cy, xx - cx)  # > 0 on the wall
+        mottle = ndi.gaussian_filter(rng.normal(0, 1, shape), d / 8).astype(np.float32)
+        mottle /= mottle.std() + 1e-6
+        rel += -0.7 / (1 + np.exp(-inside / 3)) + 0.35 * _g(inside + 4, 2.5)
+        rel += 0.12 * mottle * _g(inside - d / 2, d / 2) * (inside > -4)
+    elif kind == "bubbles":
+        for _ in range(rng.integers(1, 4)):
+            r = d * rng.uniform(1, 4)
+            dr = np.hypot(yy - rng.uniform(0, h), xx - rng.uniform(0, w)) - r
+            ring = rng.uniform(0.15, 0.3) * r
+            rel += -0.5 * _g(dr + ring / 2, ring / 2) + 0.15 * (dr < -ring)
+    elif kind == "scratches":
+        for _ in range(rng.integers(1, 4)):
+            t, off = rng.uniform(0, np.pi), rng.uniform(-0.4, 0.4) * h
+            across = (yy - h / 2) * np.cos(t) - (xx - w / 2) * np.sin(t) - off
+            width = rng.uniform(1, 3)
+            rel += -0.45 * _g(across, width) + 0.2 * _g(np.abs(across) - 2.5 * width, width)
     return ndi.gaussian_filter(rel, 0.6)
 
 
