@@ -251,7 +251,8 @@ def test_train_refuses_options_the_kind_of_data_does_not_use(data_dir, tmp_path,
 
 def test_every_train_option_says_which_kind_of_data_uses_it():
     # a new option left out of these lists would be silently ignored for one kind of data
-    from tlseg.cli.main import FOLDERS_ONLY, PROJECT_ONLY, TRAIN_COMMON, _build_parser
+    from tlseg.cli.main import _build_parser
+    from tlseg.cli.train import FOLDERS_ONLY, PROJECT_ONLY, TRAIN_COMMON
 
     args = _build_parser().parse_args(["train", "x", "-o", "y"])
     dests = {a.dest for a in args.train_parser._actions if a.dest != "help"}
