@@ -77,10 +77,11 @@ def experiment_diameters(data: Path) -> dict[str, float]:
     return {e: float(np.median(v)) for e, v in diameters.items()}
 
 
-def empty_crops(data: Path) -> list[dict]:
-    """Cell-free crops of the aisegcell-s10 fields, with their experiment's diameter."""
+def empty_crops(data: Path, diameters: dict[str, float]) -> list[dict]:
+    """Cell-free crops of the aisegcell-s10 fields, with their experiment's diameter
+    (:func:`experiment_diameters`)."""
     root = data / "paired" / "aisegcell-s10"
-    crops, diameters = [], experiment_diameters(data)
+    crops = []
     for path in sorted((root / "tl").glob("*.tif")):
         experiment = path.name.split("_")[0]
         image = tifffile.imread(path)
@@ -264,7 +265,7 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
 
 def summary(counts: list[int]) -> dict:
     counts = np.asarray(counts)
-    return {"fields": int(len(counts)), "mean": round(float(counts.mean()), 2),
+    return {"fields": len(counts), "mean": round(float(counts.mean()), 2),
             "max": int(counts.max()), "at_most_one": round(float((counts <= 1).mean()), 3)}
 
 
@@ -278,20 +279,21 @@ def main(argv=None) -> int:
     add_out(p, "false_cells")
     args = p.parse_args(argv)
     tlseg.set_threads()
-    crops = empty_crops(args.data)
+    diameters = experiment_diameters(args.data)
+    crops = empty_crops(args.data, diameters)
     print(f"{len(crops)} cell-free {CROP}² crops from "
           f"{len({c['field'] for c in crops})} fields")
     labels = args.labels or args.model
     if len(labels) != len(args.model):
         p.error("--labels needs one name for each --model")
     results = {}
-    for path, name in zip(args.model, labels):
-        counts = false_cells(tlseg.load_model(path), crops)
+    models = [tlseg.load_model(path) for path in args.model]
+    for model, name in zip(models, labels):
+        counts = false_cells(model, crops)
         results[name] = {kind: summary(v) for kind, v in counts.items()}
         results[name]["all structures"] = summary(
             [n for kind, v in counts.items() if kind != "empty" for n in v])
-        results[name]["cells among posts"] = cells_among_posts(
-            tlseg.load_model(path), args.data, experiment_diameters(args.data))
+        results[name]["cells among posts"] = cells_among_posts(model, args.data, diameters)
         print(f"\n{name}\n{'kind':18s} {'mean':>6s} {'max':>5s} {'<=1':>6s}")
         for kind, s in results[name].items():
             if kind != "cells among posts":
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
             print(f"cells, {kind}: AP@0.5 {s['ap50']:.3f}, recall {s['recall']:.3f}, "
                   f"{s['cells_per_field']} found for {s['true_per_field']} a field")
     print(f"\nthe structure filter of {labels[0]} on real images of cells")
-    on_cells = filter_on_cell_images(tlseg.load_model(args.model[0]), args.data)
+    on_cells = filter_on_cell_images(models[0], args.data)
     out = write_results("false_cells", {"crop": CROP, "margin_px": MARGIN,
                                         "models": results,
                                         "structure_filter_on_cell_images": {

@@ -200,12 +200,13 @@ def repeat_similarity(labels: np.ndarray, image: np.ndarray, canonical_diameter:
         for t in np.concatenate([vectors, -vectors]):
             other, inside = sample(c + t, sl, hp, 1)
             both = mine & inside
-            k = np.maximum(both.sum(axis=1), 1)[:, None]
+            count = both.sum(axis=1)
+            k = np.maximum(count, 1)[:, None]
             a = np.where(both, own - (own * both).sum(1, keepdims=True) / k, 0)
             b = np.where(both, other - (other * both).sum(1, keepdims=True) / k, 0)
             norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
             sim = (a * b).sum(1) / np.maximum(norm, 1e-6)
-            ok = both.sum(axis=1) >= need
+            ok = count >= need
             best[sl] = np.where(ok, np.maximum(best[sl], sim), best[sl])
     return best
 
