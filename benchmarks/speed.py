@@ -27,7 +27,8 @@ Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``)
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
 ``--structure-filter-only`` times ``tl-cells`` with its structure filter
-(``repeat_similarity``) on and off, interleaved, on 1024² and 2048² fields (key
+(``repeat_similarity``) and pattern removal (``remove_pattern``) on and off, interleaved,
+on plain 1024² and 2048² fields and the same with a lattice of posts (key
 ``structure_filter``).
 """
 
@@ -194,32 +195,39 @@ def time_onnx(repeats: int) -> dict:
 
 def time_structure_filter(sizes, repeats: int) -> dict:
     """Median seconds of ``predict_instances`` (diameter given) on synthetic phase-contrast
-    fields with tl-cells' structure filter on and off, interleaved, and their ratio. The
-    fields hold no lattice, so the filter costs its autocorrelation only."""
+    fields with tl-cells' structure filter and pattern removal on and off, interleaved,
+    and their ratio: on plain fields (no lattice: the autocorrelation is the only cost)
+    and on the same fields with a lattice of posts (``training.structures``) drawn over
+    them (the pattern is found, subtracted and the objects on it compared)."""
     from dataclasses import replace
+
+    import torch
 
     import tlseg
     from tlseg.synthetic import synthetic_field
+    from tlseg.training.structures import structure_relief
 
     tlseg.set_threads(2)
     on = tlseg.load_model("tl-cells")
-    off = tlseg.Model(replace(on.config, instances=replace(on.config.instances,
-                                                           repeat_similarity=0.0)), on.net)
+    off = tlseg.Model(replace(on.config, instances=replace(
+        on.config.instances, repeat_similarity=0.0, remove_pattern=False)), on.net)
     rows = []
     for n in sizes:
-        image = synthetic_field((n, n), diameter=30, seed=n)["tl"]
-        times = {"on": [], "off": []}
-        for _ in range(repeats):
-            for name, model in (("off", off), ("on", on)):
-                t0 = time.perf_counter()
-                model.predict_instances(image, diameter=30)
-                times[name].append(time.perf_counter() - t0)
-        med = {k: float(np.median(v)) for k, v in times.items()}
-        rows.append({"size": n, "filter_on_s": round(med["on"], 3),
-                     "filter_off_s": round(med["off"], 3),
-                     "ratio": round(med["on"] / med["off"], 3)})
-        print(f"{n}²: structure filter on {med['on']:.3f} s, off {med['off']:.3f} s "
-              f"({med['on'] / med['off']:.3f}x)")
+        plain = synthetic_field((n, n), diameter=30, seed=n)["tl"].astype(np.float32)
+        relief = structure_relief(n, n, "posts", 30.0, torch.Generator().manual_seed(n))
+        for field, image in (("plain", plain), ("posts", plain * (1 + relief.numpy()))):
+            times = {"on": [], "off": []}
+            for _ in range(repeats):
+                for name, model in (("off", off), ("on", on)):
+                    t0 = time.perf_counter()
+                    model.predict_instances(image, diameter=30)
+                    times[name].append(time.perf_counter() - t0)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            rows.append({"size": n, "field": field, "filter_on_s": round(med["on"], 3),
+                         "filter_off_s": round(med["off"], 3),
+                         "ratio": round(med["on"] / med["off"], 3)})
+            print(f"{n}² {field}: structure filter and pattern removal on {med['on']:.3f} s, "
+                  f"off {med['off']:.3f} s ({med['on'] / med['off']:.3f}x)")
     return {"threads": 2, "repeats": repeats, "rows": rows}
 
 
@@ -237,7 +245,8 @@ def main(argv=None) -> int:
     part.add_argument("--skip-nuclei", action="store_true",
                       help="do not time the nuclei models; keep the stored 'nuclei' key")
     part.add_argument("--structure-filter-only", action="store_true",
-                      help="time tl-cells with its structure filter on and off (sizes 1024 "
+                      help="time tl-cells with its structure filter and pattern removal on "
+                           "and off (sizes 1024 "
                            "and 2048 unless --sizes); rewrite only the 'structure_filter' key")
     part.add_argument("--onnx-only", action="store_true",
                       help="time only the network in PyTorch vs onnxruntime (needs "

@@ -8,8 +8,14 @@ import torch
 from scipy import ndimage as ndi
 
 import tlseg
+from tlseg.analysis.metrics import match_counts
 from tlseg.config import InstanceConfig
-from tlseg.inference.repeats import drop_repeated, lattice_vectors, repeated_objects
+from tlseg.inference.repeats import (
+    drop_repeated,
+    lattice_vectors,
+    remove_pattern,
+    repeated_objects,
+)
 from tlseg.synthetic import synthetic_field
 from tlseg.training.structures import structure_relief
 
@@ -63,8 +69,32 @@ def test_the_model_drops_posts_only_when_its_setting_asks():
     assert model.config.instances.repeat_similarity == 0.8
     with_filter = model.segment(image, diameter=30)
     cfg = model.config
-    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, repeat_similarity=0.0)),
-                      model.net)
+    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, repeat_similarity=0.0,
+                                                     remove_pattern=False)), model.net)
     assert with_filter.max() < off.segment(image, diameter=30).max()
     with pytest.raises(ValueError, match="repeat_similarity"):
         InstanceConfig(repeat_similarity=1.0)
+
+
+def test_pattern_removal_takes_the_posts_and_leaves_the_cells():
+    model = tlseg.load_model("tl-cells")
+    cfg = model.config
+    assert cfg.instances.remove_pattern
+    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, remove_pattern=False)),
+                      model.net)
+    change = np.zeros(2)  # mean |change| on the cells, on the posts
+    found = np.zeros(2, int)  # cells found (IoU 0.5) with the removal, without it
+    n_true = 0
+    for seed in range(1, 7):
+        image, labels, n_cells = _chip(seed)
+        if len(lattice_vectors(image, 30)[0]) == 0:
+            assert np.array_equal(remove_pattern(image, 30), image)  # no lattice: as it was
+            continue
+        moved = np.abs(remove_pattern(image, 30) - image)
+        change += moved[(labels > 0) & (labels <= n_cells)].mean(), moved[labels > n_cells].mean()
+        cells = np.where(labels <= n_cells, labels, 0)
+        found += [match_counts(cells, m.segment(image, diameter=30))["tp"][0]
+                  for m in (model, off)]
+        n_true += n_cells
+    assert change[1] > 4 * change[0]  # the posts go, the cells stay
+    assert found[0] > found[1] and found[0] >= 0.85 * n_true

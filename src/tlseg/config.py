@@ -105,6 +105,12 @@ class InstanceConfig:
         same surroundings one lattice vector away correlate (normalised
         cross-correlation) at least this much (:mod:`tlseg.inference.repeats`). Fields
         without a lattice are left alone. 0 keeps every object.
+    remove_pattern : bool
+        Before the network, subtract from the image the part that repeats on its lattice
+        (:func:`tlseg.inference.repeats.pattern_component`), so that the network sees the
+        cells without the chip's posts and traps, and neither reads the gaps between
+        them as cells nor merges a cell with them. Fields without a lattice are left
+        alone.
     """
 
     fg_threshold: float = 0.5
@@ -116,6 +122,7 @@ class InstanceConfig:
     min_mean_prob: float = 0.0
     min_flow_coherence: float = 0.0
     repeat_similarity: float = 0.0
+    remove_pattern: bool = False
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):

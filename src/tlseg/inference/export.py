@@ -254,7 +254,9 @@ def preprocessing(model: Model) -> dict:
         },
         "instances": {
             **asdict(cfg.instances),
-            "reference": "tlseg.inference.postprocess.instances_from_maps on the maps with "
+            "reference": "(remove_pattern) tlseg.inference.repeats.remove_pattern on the "
+                         "rescaled image before the network; "
+                         "tlseg.inference.postprocess.instances_from_maps on the maps with "
                          "sigmoid applied to channels 0 and 1, then (repeat_similarity > 0) "
                          "tlseg.inference.repeats.drop_repeated with the rescaled image, "
                          "then resized back to the image",

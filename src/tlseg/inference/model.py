@@ -40,7 +40,7 @@ from .preprocess import (
     repair_edge_lines,
     rescale,
 )
-from .repeats import drop_repeated
+from .repeats import drop_repeated, lattice_vectors, remove_pattern
 
 log = logging.getLogger(__name__)
 
@@ -345,13 +345,14 @@ class Model:
         maps, details = self.canonical_maps(image, diameter=diameter, tile=tile,
                                             augment=augment, progress=progress,
                                             keep_image=repeats > 0)
+        lattice = details.pop("lattice", None)
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
                                      config=self.config.instances)
         if repeats > 0:
             labels = drop_repeated(labels, details.pop("image"),
-                                   self.config.canonical_diameter, repeats)
+                                   self.config.canonical_diameter, repeats, vectors=lattice)
         prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps
         if prob is None:
@@ -373,7 +374,9 @@ class Model:
 
         Returns the maps (3 or 5, h, w) and a dict with ``diameter``,
         ``diameter_source`` and ``scale`` (canonical / input pixels), and with
-        ``keep_image`` the rescaled image (``image``).
+        ``keep_image`` the rescaled image (``image``); with the structure filter or
+        ``remove_pattern`` on, the image's lattice vectors (``lattice``,
+        :func:`tlseg.inference.repeats.lattice_vectors`), found once for both.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -411,9 +414,14 @@ class Model:
             raise TlsegError(
                 f"image of {h}x{w} pixels is too small for cells of {diameter:.0f} px"
             )
-        maps = self.predict_maps(small, tile=tile, augment=augment, progress=progress)
+        cfg, seen = self.config, small
         details = {"diameter": float(diameter), "diameter_source": source,
                    "scale": float(scale)}
+        if cfg.instances.repeat_similarity > 0 or cfg.instances.remove_pattern:
+            details["lattice"] = lattice_vectors(small, cfg.canonical_diameter)[0]
+        if cfg.instances.remove_pattern:  # the network sees the field without its chip
+            seen = remove_pattern(small, cfg.canonical_diameter, vectors=details["lattice"])
+        maps = self.predict_maps(seen, tile=tile, augment=augment, progress=progress)
         if keep_image:
             details["image"] = small
         return maps, details

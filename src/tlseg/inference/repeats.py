@@ -19,10 +19,17 @@ where they settled. Two steps:
    (``min_similarity``) is part of the pattern. A cell among the posts is kept: one
    vector away lies a post or background, not another copy of it.
 
-:func:`drop_repeated` removes them. Both steps run at the canonical scale.
+:func:`drop_repeated` removes them, after the network. Before it,
+:func:`remove_pattern` subtracts the pattern itself: the median of the image's lattice
+copies (:func:`pattern_component`), kept only where the pixel's neighbourhood matches it,
+so that the network sees the cells without the posts and reads neither the gaps between
+traps as cells nor a cell and a post as one object. All of it runs at the canonical
+scale, and only on fields with a lattice.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import fft
@@ -37,13 +44,17 @@ MIN_PEAK = 0.5  # autocorrelation a shift needs to be a lattice vector
 MIN_SHIFT = 0.8  # lattice vectors are at least this many canonical diameters long
 ACF_SIDE = 512  # the autocorrelation is computed on at most the central 512² pixels, at
 #                half resolution for fields over 512 px (the central 1024²)
+MAX_SHIFT = 0.5  # lattice vectors reach at most this fraction of the compared image
 MAX_VECTORS = 6  # strongest lattice vectors tested (each also reversed)
 HALF_SIDE = 0.75  # the compared square reaches this many canonical diameters either way
 PATCH = 32  # samples a side of the compared square
 MIN_OVERLAP = 0.5  # share of an object's samples whose shifted copy must lie in the image
 MIN_SAMPLES = 16  # fewest samples compared
 RIM = 3  # canonical pixels around an object compared with it
-CHUNK = 512  # objects compared at once
+CHUNK = 512  # objects compared at once; rows of the pattern computed at once
+MIN_COPIES = 3  # fewest lattice copies of a pixel inside the image for a pattern value
+LOCAL_SIGMA = 0.3  # window (canonical diameters) in which a pixel matches the pattern
+LOCAL_CORR = (0.5, 0.8)  # local correlation at which the pattern is kept from 0 to all
 
 
 def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
@@ -52,9 +63,9 @@ def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
     return image[:h * k, :w * k].reshape(h, k, w, k).mean(axis=(1, 3))
 
 
-def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
+def _detrend(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
     """The image less its smooth background (a Gaussian of 2 canonical diameters,
-    computed on blocks of a quarter diameter and enlarged back), unit variance."""
+    computed on blocks of a quarter diameter and enlarged back)."""
     image = np.asarray(image, np.float32)
     h, w = image.shape
     k = max(1, min(int(canonical_diameter // 4), h // 4, w // 4))
@@ -62,7 +73,12 @@ def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
                                  mode="nearest")
     smooth = ndi.zoom(smooth, (h / smooth.shape[0], w / smooth.shape[1]), order=1,
                       mode="nearest", grid_mode=True)
-    hp = image - smooth[:h, :w]
+    return image - smooth[:h, :w]
+
+
+def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
+    """:func:`_detrend` scaled to unit variance."""
+    hp = _detrend(image, canonical_diameter)
     return hp / max(float(hp.std()), 1e-6)
 
 
@@ -71,7 +87,8 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
     """Shifts (k, 2) that map the image's pattern onto itself, and their correlations.
 
     Local maxima of the autocorrelation at shifts of at least ``MIN_SHIFT`` canonical
-    diameters and at most a third of the image (its central ``ACF_SIDE`` pixels a side,
+    diameters and at most half the image along each axis (within the ellipse of those
+    half-sides; the image is its central ``ACF_SIDE`` pixels a side,
     at half resolution when it is larger); one of each pair (t, -t) is returned,
     strongest first and, among equally strong ones, shortest first.
     """
@@ -87,7 +104,7 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
     spec = fft.rfft2(hp, shape)
     acf = fft.irfft2(spec * np.conj(spec), shape)
     del spec
-    my, mx = h // 3, w // 3  # shifts up to a third of the image
+    my, mx = int(h * MAX_SHIFT), int(w * MAX_SHIFT)
     acf = np.concatenate([acf[-my:], acf[:my + 1]])
     acf = np.concatenate([acf[:, -mx:], acf[:, :mx + 1]], axis=1)  # shift 0 at (my, mx)
     ty, tx = np.ogrid[-my:my + 1, -mx:mx + 1]
@@ -98,6 +115,9 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
                            threshold_abs=min_peak, exclude_border=False)
     py, px = peaks[:, 0] - my, peaks[:, 1] - mx
     keep = ((np.hypot(py, px) * f >= MIN_SHIFT * canonical_diameter)
+            # within an ellipse, not the box: at a corner of the box the overlap is a
+            # quarter of the image and noise alone makes peaks
+            & (np.hypot(py / h, px / w) <= MAX_SHIFT)
             & ((py > 0) | ((py == 0) & (px > 0))))  # one of t, -t
     peaks = peaks[keep]
     # strongest first (to 0.05), the shortest first among equals
@@ -118,7 +138,8 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
     return vectors, acf[peaks[:, 0], peaks[:, 1]]
 
 def repeated_objects(labels: np.ndarray, image: np.ndarray, canonical_diameter: float, *,
-                     min_similarity: float = 0.8, min_peak: float = MIN_PEAK) -> np.ndarray:
+                     min_similarity: float = 0.8, min_peak: float = MIN_PEAK,
+                     vectors: np.ndarray | None = None) -> np.ndarray:
     """Which objects of ``labels`` lie on a repeating pattern of ``image``: those whose
     :func:`repeat_similarity` reaches ``min_similarity``.
 
@@ -135,6 +156,8 @@ def repeated_objects(labels: np.ndarray, image: np.ndarray, canonical_diameter: 
         surroundings one lattice vector away above which it is part of the pattern.
     min_peak : float
         Autocorrelation a shift needs to be a lattice vector (:func:`lattice_vectors`).
+    vectors : ndarray (k, 2), optional
+        The image's lattice vectors when already found (then ``min_peak`` is unused).
 
     Returns
     -------
@@ -156,19 +179,21 @@ def repeated_objects(labels: np.ndarray, image: np.ndarray, canonical_diameter: 
     >>> repeated_objects(labels, image, 30).astype(int)
     array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0])
     """
-    return repeat_similarity(labels, image, canonical_diameter, min_peak=min_peak
-                             ) >= min_similarity
+    return repeat_similarity(labels, image, canonical_diameter, min_peak=min_peak,
+                             vectors=vectors) >= min_similarity
 
 
 def repeat_similarity(labels: np.ndarray, image: np.ndarray, canonical_diameter: float, *,
-                      min_peak: float = MIN_PEAK) -> np.ndarray:
+                      min_peak: float = MIN_PEAK,
+                      vectors: np.ndarray | None = None) -> np.ndarray:
     """For each object (id - 1), the highest normalised cross-correlation between its
     pixels (with a rim of ``RIM`` px) and the same pixels one lattice vector away, either
     way; -1 where the field has no lattice (:func:`lattice_vectors`) or too little of
-    the shifted copy lies inside the image."""
+    the shifted copy lies inside the image. ``vectors``: as in :func:`repeated_objects`."""
     n = int(labels.max(initial=0))
     best = np.full(n, -1.0)
-    vectors, _ = lattice_vectors(image, canonical_diameter, min_peak=min_peak)
+    if vectors is None:
+        vectors, _ = lattice_vectors(image, canonical_diameter, min_peak=min_peak)
     if n == 0 or len(vectors) == 0:
         return best
     hp = _highpass(image, canonical_diameter)
@@ -212,10 +237,98 @@ def repeat_similarity(labels: np.ndarray, image: np.ndarray, canonical_diameter:
 
 
 def drop_repeated(labels: np.ndarray, image: np.ndarray, canonical_diameter: float,
-                  min_similarity: float) -> np.ndarray:
+                  min_similarity: float, vectors: np.ndarray | None = None) -> np.ndarray:
     """``labels`` without the objects of :func:`repeated_objects`, renumbered 1..n;
     unchanged when ``min_similarity`` is 0."""
     if min_similarity <= 0 or labels.max(initial=0) == 0:
         return labels
-    found = repeated_objects(labels, image, canonical_diameter, min_similarity=min_similarity)
+    found = repeated_objects(labels, image, canonical_diameter, min_similarity=min_similarity,
+                             vectors=vectors)
     return keep_objects(labels, ~found) if found.any() else labels
+
+
+def lattice_shifts(vectors: np.ndarray) -> np.ndarray | None:
+    """The shifts i·a + j·b (i, j in -2..2, not both 0) of the lattice spanned by the
+    strongest vector ``a`` and the strongest one not parallel to it ``b``; None when
+    every vector is parallel to ``a`` (a wall, a straight edge: a pattern in one
+    direction only)."""
+    a = vectors[0]
+    for b in vectors[1:]:
+        if abs(a[0] * b[1] - a[1] * b[0]) > 0.25 * np.hypot(*a) * np.hypot(*b):
+            return np.array([i * a + j * b for i in range(-2, 3) for j in range(-2, 3)
+                             if i or j])
+    return None
+
+
+def pattern_component(image: np.ndarray, canonical_diameter: float, *,
+                      min_peak: float = MIN_PEAK,
+                      vectors: np.ndarray | None = None) -> np.ndarray | None:
+    """The part of ``image`` that repeats on its lattice (posts, traps), or None when the
+    field has no lattice (:func:`lattice_vectors`) or one in a single direction only (a
+    wall, an edge: :func:`lattice_shifts`; those are left to :func:`drop_repeated`).
+
+    At each pixel the median of the image less its smooth background (:func:`_detrend`)
+    one lattice shift away, over the shifts of :func:`lattice_shifts` that fall inside
+    the image (at least ``MIN_COPIES``), is the pattern as its copies show it; a cell,
+    present in one or two copies, does not move a median. It is kept where the pixel's own neighbourhood (a Gaussian window of
+    ``LOCAL_SIGMA`` canonical diameters) correlates with it, scaled from 0 at
+    ``LOCAL_CORR[0]`` to 1 at ``LOCAL_CORR[1]``: where a cell hides or replaces the
+    pattern nothing is subtracted, so no ghost of a post is drawn into it. Returned in
+    the image's own units, ready to subtract (:func:`remove_pattern`). ``vectors``: as
+    in :func:`repeated_objects`.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:240, :240]
+    >>> posts = sum(np.exp(-0.5 * ((np.hypot(yy - y, xx - x) - 12) / 2) ** 2)
+    ...             for y in range(30, 240, 60) for x in range(30, 240, 60))
+    >>> cell = np.where(np.hypot(yy - 60, xx - 60) < 12, np.sin(xx / 2.0), 0)
+    >>> image = (1 - 0.5 * posts + cell).astype(np.float32)
+    >>> left = image - pattern_component(image, 30)
+    >>> ring = np.abs(np.hypot(yy - 150, xx - 150) - 12) < 2  # where a post was
+    >>> bool(np.ptp(left[ring]) < 0.2 * np.ptp(image[ring]))  # the post is gone
+    True
+    >>> inside = np.hypot(yy - 60, xx - 60) < 10  # the cell between four posts stays
+    >>> bool(np.abs(left - image)[inside].max() < 0.05)
+    True
+    """
+    if vectors is None:
+        vectors, _ = lattice_vectors(image, canonical_diameter, min_peak=min_peak)
+    if len(vectors) == 0:
+        return None
+    shifts = lattice_shifts(vectors)
+    if shifts is None:
+        return None
+    hp = _detrend(image, canonical_diameter)
+    h, w = hp.shape
+    template = np.zeros_like(hp)
+    for y0 in range(0, h, CHUNK):  # bounded memory: CHUNK rows at a time
+        y1 = min(h, y0 + CHUNK)
+        yy, xx = np.mgrid[y0:y1, 0:w].astype(np.float32)
+        copies = np.stack([ndi.map_coordinates(hp, [yy + sy, xx + sx], order=1,
+                                               mode="constant", cval=np.nan)
+                           for sy, sx in shifts])  # outside the image: NaN
+        enough = np.isfinite(copies).sum(axis=0) >= MIN_COPIES
+        copies[:, ~enough] = 0.0  # no pattern where too few copies lie inside
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            template[y0:y1] = np.nanmedian(copies, axis=0)
+    sigma = LOCAL_SIGMA * canonical_diameter
+
+    def g(a):
+        return ndi.gaussian_filter(a, sigma, mode="nearest")
+
+    ma, mb = g(hp), g(template)
+    cov = g(hp * template) - ma * mb
+    var = np.maximum(g(hp * hp) - ma * ma, 0) * np.maximum(g(template * template) - mb * mb, 0)
+    corr = cov / np.sqrt(np.maximum(var, 1e-12))
+    lo, hi = LOCAL_CORR
+    weight = np.clip((corr - lo) / (hi - lo), 0.0, 1.0)
+    return weight * template
+
+
+def remove_pattern(image: np.ndarray, canonical_diameter: float, *,
+                   vectors: np.ndarray | None = None) -> np.ndarray:
+    """``image`` less its :func:`pattern_component`; unchanged without a lattice."""
+    pattern = pattern_component(image, canonical_diameter, vectors=vectors)
+    return np.asarray(image, np.float32) if pattern is None else image - pattern

@@ -89,7 +89,7 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
             model_settings["channels"] = tuple(model_settings["channels"])
         mc = ModelConfig(**model_settings)
         if mc.flatfield == "divide":  # transmitted light: chips and patterned plates
-            mc = replace(mc, instances=replace(mc.instances,
+            mc = replace(mc, instances=replace(mc.instances, remove_pattern=True,
                                                repeat_similarity=REPEAT_SIMILARITY))
     except ValueError as exc:
         raise TlsegError(str(exc)) from None

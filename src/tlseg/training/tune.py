@@ -39,8 +39,10 @@ def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
     from ..config import SIZE_STATISTICS
 
     tuned, scores = tune_thresholds(model, held)
-    # the structure filter is not tuned (held-out images seldom show structures): kept
-    tuned = replace(tuned, repeat_similarity=model.config.instances.repeat_similarity)
+    # the structure filter and the pattern removal are not tuned (held-out images seldom
+    # show structures): kept
+    tuned = replace(tuned, repeat_similarity=model.config.instances.repeat_similarity,
+                    remove_pattern=model.config.instances.remove_pattern)
     model = Model(replace(model.config, instances=tuned), model.net)
     factor, calibration = calibrate_diameter(model, held, statistics=SIZE_STATISTICS)
     stat = calibration.get("size_statistic", model.config.size_statistic)
