@@ -109,15 +109,16 @@ def lattice_vectors(image: np.ndarray, canonical_diameter: float, *,
     acf = np.concatenate([acf[:, -mx:], acf[:, :mx + 1]], axis=1)  # shift 0 at (my, mx)
     ty, tx = np.ogrid[-my:my + 1, -mx:mx + 1]
     acf /= (h - np.abs(ty)) * (w - np.abs(tx)) * max(float(hp.var()), 1e-12)
+    # shifts within the ellipse of half-sides (my, mx), not the box: at a corner of the
+    # box the overlap is a quarter of the image and noise alone makes peaks; a ridge
+    # (a straight edge) then peaks at the ellipse
+    acf[np.hypot(ty / max(my, 1), tx / max(mx, 1)) > 1] = -1.0
     # local maxima of the whole correlation, so that the slope of the central peak (a
     # smooth image correlates with itself at small shifts) is never taken for a lattice
     peaks = peak_local_max(acf, min_distance=max(2, int(canonical_diameter / 4 / f)),
                            threshold_abs=min_peak, exclude_border=False)
     py, px = peaks[:, 0] - my, peaks[:, 1] - mx
     keep = ((np.hypot(py, px) * f >= MIN_SHIFT * canonical_diameter)
-            # within an ellipse, not the box: at a corner of the box the overlap is a
-            # quarter of the image and noise alone makes peaks
-            & (np.hypot(py / h, px / w) <= MAX_SHIFT)
             & ((py > 0) | ((py == 0) & (px > 0))))  # one of t, -t
     peaks = peaks[keep]
     # strongest first (to 0.05), the shortest first among equals
