@@ -51,7 +51,8 @@ PATCH = 32  # samples a side of the compared square
 MIN_OVERLAP = 0.5  # share of an object's samples whose shifted copy must lie in the image
 MIN_SAMPLES = 16  # fewest samples compared
 RIM = 3  # canonical pixels around an object compared with it
-CHUNK = 512  # objects compared at once; rows of the pattern computed at once
+CHUNK = 512  # objects compared at once
+ROWS = 256  # rows of the pattern computed at once (24 copies of them in memory)
 MIN_COPIES = 3  # fewest lattice copies of a pixel inside the image for a pattern value
 LOCAL_SIGMA = 0.3  # window (canonical diameters) in which a pixel matches the pattern
 LOCAL_CORR = (0.5, 0.8)  # local correlation at which the pattern is kept from 0 to all
@@ -303,8 +304,8 @@ def pattern_component(image: np.ndarray, canonical_diameter: float, *,
     hp = _detrend(image, canonical_diameter)
     h, w = hp.shape
     template = np.zeros_like(hp)
-    for y0 in range(0, h, CHUNK):  # bounded memory: CHUNK rows at a time
-        y1 = min(h, y0 + CHUNK)
+    for y0 in range(0, h, ROWS):  # bounded memory: ROWS rows at a time
+        y1 = min(h, y0 + ROWS)
         yy, xx = np.mgrid[y0:y1, 0:w].astype(np.float32)
         copies = np.stack([ndi.map_coordinates(hp, [yy + sy, xx + sx], order=1,
                                                mode="constant", cval=np.nan)
