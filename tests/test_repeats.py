@@ -1,4 +1,5 @@
-"""Objects on a repeating pattern (chip posts) are found; cells, alone or crowded, are not."""
+"""Objects on a repeating pattern (chip posts) are found and the pattern is removed; cells,
+alone or crowded, are not touched."""
 
 from dataclasses import replace
 
