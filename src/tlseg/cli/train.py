@@ -189,8 +189,7 @@ def train(args) -> int:
     if training is not None:
         training.close()
     print(f"model written to {out}")
-    for src, sc in model.card.get("holdout_scores", {}).items():
-        print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
+    _print_holdout_scores(model)
     return 0
 
 
@@ -203,9 +202,14 @@ def tune(args) -> int:
                        incomplete=args.incomplete, exclude=args.exclude,
                        fragments=args.fragments, command=command_line())
     print(f"tuning.yaml rewritten in {args.model}")
+    _print_holdout_scores(model)
+    return 0
+
+
+def _print_holdout_scores(model) -> None:
+    """The held-out scores a training or tuning wrote to the model's card, one line a source."""
     for src, sc in model.card.get("holdout_scores", {}).items():
         print(f"  held-out {src}: AP50 {sc['ap50']:.3f}  mAP {sc['map']:.3f}")
-    return 0
 
 
 def command_line() -> str | None:
