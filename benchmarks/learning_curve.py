@@ -36,8 +36,8 @@ start afresh, ``benchmarks/work/base-no-<source>`` to train a new base model).
 choosing.
 
 ``--base MODEL_DIR`` starts from a model already trained without the source instead of
-step 1, e.g. a model of ``leave_one_source_out.py`` (``benchmarks/work/loso-e8/
-without-ctc-dic-hela`` for the dense HeLa line: 800 steps of the tl-cells recipe).
+step 1, e.g. a model of ``leave_one_source_out.py`` (``benchmarks/work/loso-e40/
+without-ctc-dic-hela`` for the dense HeLa line: the tl-cells recipe and schedule).
 
 Results: the entry ``curves["<source>_<mode>"]`` of ``benchmarks/results/learning_curve.json``
 (the other curves are kept) and the plot ``learning_curve_<source>_<mode>.png`` beside it.
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
                    help="where the base models and the taught models go")
     p.add_argument("--base", type=Path, default=None,
                    help="a model trained without --source to start from instead of "
-                        "training one (e.g. benchmarks/work/loso-e8/without-<source> of "
+                        "training one (e.g. benchmarks/work/loso-e40/without-<source> of "
                         "leave_one_source_out.py); --epochs is then read from its card")
     p.add_argument("--steps-per-roi", type=int, default=None,
                    help="teach with this many steps per ROI instead of the mode's default "

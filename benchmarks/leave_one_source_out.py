@@ -16,7 +16,8 @@ scored beside them.
 
 Models are trained once into ``benchmarks/work/loso-e<epochs>/`` and reused; a stopped
 run resumes there. ``--epochs 40`` is the shipped schedule (about an hour a model on 2
-CPU cores); shorter schedules compare the recipe with itself at equal length.
+CPU cores, minutes with ``--device cuda``); shorter schedules compare the recipe with
+itself at equal length.
 Results: ``benchmarks/results/leave_one_source_out.json``, one entry per schedule.
 """
 
@@ -44,7 +45,8 @@ from tlseg.analysis.metrics import match_counts, summarize
 OPTIONS = {"incomplete": ["aisegcell-bf"], "exclude": ["181024TK20_p0002_*"]}
 
 
-def recipe(data: Path, out: Path, without: str | None, epochs: int) -> tlseg.Model:
+def recipe(data: Path, out: Path, without: str | None, epochs: int,
+           device: str = "cpu") -> tlseg.Model:
     """The tl-cells recipe on every tl-cells source but ``without``, in ``out``."""
     if (out / "weights.pt").is_file() and not (out / "checkpoint.pt").exists():
         return tlseg.load_model(out)
@@ -61,7 +63,7 @@ def recipe(data: Path, out: Path, without: str | None, epochs: int) -> tlseg.Mod
     tlseg.set_threads()
     return tlseg.train(folders, out, incomplete=[tl / s for s in OPTIONS["incomplete"]],
                        exclude=OPTIONS["exclude"], name=out.name, epochs=epochs,
-                       flows=True, resume=resume, progress=progress,
+                       flows=True, resume=resume, progress=progress, device=device,
                        card={"command": f"benchmarks/leave_one_source_out.py, {out.name}"})
 
 
@@ -85,20 +87,28 @@ def score(model: tlseg.Model, data: Path, source: str) -> dict:
                                      for b, c in sorted(bins.items())}}
 
 
+def _provenance(model: tlseg.Model) -> dict:
+    """Where and how a model was trained, from its card."""
+    return {k: model.card.get(k) for k in ("command", "device", "wall_time_s") if k in model.card}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--epochs", type=int, default=10, help="100 steps each (tl-cells: 40)")
     p.add_argument("--sources", nargs="*", default=list(VAL_SOURCES))
+    p.add_argument("--device", default="cpu", help="where the models train (cpu, cuda)")
     p.add_argument("--out", type=Path, help="results file (trial runs)")
     args = p.parse_args(argv)
     logging.getLogger("tlseg").setLevel(logging.WARNING)
     work = WORK / f"loso-e{args.epochs}"
-    reference = recipe(args.data, work / "all-sources", None, args.epochs)
+    reference = recipe(args.data, work / "all-sources", None, args.epochs, args.device)
     shipped = tlseg.load_model("tl-cells")
-    rows = {}
+    rows, trained = {}, {"all-sources": _provenance(reference)}
     for source in args.sources:
-        without = recipe(args.data, work / f"without-{source}", source, args.epochs)
+        without = recipe(args.data, work / f"without-{source}", source, args.epochs,
+                         args.device)
+        trained[f"without-{source}"] = _provenance(without)
         tlseg.set_threads()
         rows[source] = {"all sources": score(reference, args.data, source),
                         "without it": score(without, args.data, source),
@@ -109,7 +119,8 @@ def main(argv=None) -> int:
               f"{r['all sources']['ap50_known']:.3f} -> {r['without it']['ap50_known']:.3f}",
               flush=True)
         update_results("leave_one_source_out", (f"epochs_{args.epochs}",),
-                       {"steps": args.epochs * 100, "sources": rows}, argv=argv, out=args.out)
+                       {"steps": args.epochs * 100, "sources": rows, "models": trained},
+                       argv=argv, out=args.out)
     return 0
 
 
