@@ -40,7 +40,9 @@ step 1, e.g. a model of ``leave_one_source_out.py`` (``benchmarks/work/loso-e40/
 without-ctc-dic-hela`` for the dense HeLa line: the tl-cells recipe and schedule).
 
 Results: the entry ``curves["<source>_<mode>"]`` of ``benchmarks/results/learning_curve.json``
-(the other curves are kept) and the plot ``learning_curve_<source>_<mode>.png`` beside it.
+(the other curves are kept) and the plot ``learning_curve_<source>_<mode>.png`` beside it;
+``--steps-per-roi N`` and ``--suffix S`` add ``_<N>-steps-per-roi`` and ``_<S>`` to the key,
+so curves of other settings or base models stay side by side.
 A trial run: ``--epochs 1 --seeds 1 --ks 5 --strategies random --work /tmp/lc --out
 /tmp/lc/learning_curve.json``.
 """
@@ -215,6 +217,9 @@ def main(argv=None) -> int:
                    help="teach with this many steps per ROI instead of the mode's default "
                         "(tlseg.default_steps); the curve is keyed "
                         "<source>_<mode>_<N>-steps-per-roi")
+    p.add_argument("--suffix", default=None,
+                   help="append _SUFFIX to the curve's key (and plot), e.g. to keep the "
+                        "curve of another base model beside this one")
     add_out(p, "learning_curve", " (the plot beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")
@@ -239,6 +244,8 @@ def main(argv=None) -> int:
     curve = f"{source}_{args.mode}"
     if args.steps_per_roi:
         curve += f"_{args.steps_per_roi}-steps-per-roi"
+    if args.suffix:
+        curve += f"_{args.suffix}"
     work = args.work / f"learning_curve_{curve}"
     plot = (RESULTS if args.out is None else args.out.parent) / f"learning_curve_{curve}.png"
     plot_name = (f"benchmarks/results/{plot.name}" if plot.resolve().parent == RESULTS
