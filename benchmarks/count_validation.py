@@ -13,7 +13,8 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
   fields also have whole-cell masks, and in 210930MA20 and 220524DS30 they hold up to
   50 % more cells than nucleus masks (not every nucleus is annotated): the label-free
   count is also compared with the true *cell* count (``true_cells``; the masks are
-  connected components, so touching cells count as one and it is a lower bound).
+  connected components, so touching cells count as one and it is a lower bound), and
+  so is the nuclei model's (one nucleus per cell).
 - The aiSEGcell nucleus masks leave out every nucleus that touches the field's edge (none
   of their 1,665 does; 71 of the 1,551 aisegcell-s10 whole cells do), so against the true
   nucleus count both models' objects touching the edge are not counted
@@ -200,9 +201,10 @@ def main(argv=None) -> int:
                               **count_errors(truth[column], truth["true_count"])}
         cells = sub.dropna(subset=["true_cells"])
         if len(cells) >= 2:
-            entry["label_free_vs_true_cells"] = {
-                **agreement(cells["n_cells"], cells["true_cells"]),
-                **count_errors(cells["n_cells"], cells["true_cells"])}
+            for key, column in (("label_free_vs_true_cells", "n_cells"),
+                                ("nuclei_vs_true_cells", "n_nuclei")):
+                entry[key] = {**agreement(cells[column], cells["true_cells"]),
+                              **count_errors(cells[column], cells["true_cells"])}
         res[name] = entry
         for k, s in entry.items():
             if s.get("r2") is not None:

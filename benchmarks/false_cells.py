@@ -228,29 +228,37 @@ def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict[str, float
 
 
 def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
-    """What the structure filter would drop on real images of cells, where it must drop
-    nothing: per set, the images, the objects the model finds (diameter estimated), those
-    on a repeating pattern at the model's ``repeat_similarity`` and at 0.7, and the
-    highest lattice peak of the autocorrelation (:func:`tlseg.inference.repeats.lattice_vectors`
-    reports none below 0.5)."""
+    """What the structure filters would drop on real images of cells, where they must drop
+    no cell: per set, the images, the objects the model finds (diameter estimated), those
+    on a repeating pattern at the model's ``repeat_similarity`` and at 0.7, the highest
+    lattice peak of the autocorrelation (:func:`tlseg.inference.repeats.lattice_vectors`
+    reports none below 0.5), and the objects the flat filter
+    (:mod:`tlseg.inference.flat`, the model's ``flat_texture`` and ``flat_coherence``)
+    drops, of them those that match an annotated cell (IoU >= 0.5)."""
+    from tlseg.inference.flat import flat_objects
+    from tlseg.inference.flows import flow_coherence
+    from tlseg.inference.labels import resize_labels
     from tlseg.inference.postprocess import instances_from_maps
     from tlseg.inference.repeats import lattice_vectors, repeat_similarity
 
     cd = model.config.canonical_diameter
-    setting = model.config.instances.repeat_similarity
-    sets = {f"{s} {split}": [p for p, _ in split_pairs(data, s, split)]
+    inst = model.config.instances
+    setting = inst.repeat_similarity
+    sets = {f"{s} {split}": split_pairs(data, s, split)
             for s in TL_CELLS_SOURCES for split in ("train", "val")}
-    sets["aisegcell-s10"] = sorted((data / "paired" / "aisegcell-s10" / "tl").glob("*.tif"))
+    s10 = data / "paired" / "aisegcell-s10"
+    sets["aisegcell-s10"] = [(p, s10 / "cell_labels" / p.name)
+                             for p in sorted((s10 / "tl").glob("*.tif"))]
     out = {}
-    for name, paths in sets.items():
-        if not paths:
+    for name, pairs in sets.items():
+        if not pairs:
             continue
-        row = {"images": 0, "objects": 0, "dropped": 0, "dropped_at_0.7": 0, "top_peak": 0.0}
-        for path in paths:
+        row = {"images": 0, "objects": 0, "dropped": 0, "dropped_at_0.7": 0, "top_peak": 0.0,
+               "flat_dropped": 0, "flat_dropped_matched": 0}
+        for path, mask_path in pairs:
             image = tlseg.read_image(path).astype(np.float32)
             maps, det = model.canonical_maps(image, keep_image=True)
-            labels = instances_from_maps(maps, canonical_diameter=cd,
-                                         config=model.config.instances)
+            labels = instances_from_maps(maps, canonical_diameter=cd, config=inst)
             peaks = lattice_vectors(det["image"], cd, min_peak=0.0)[1]
             sim = repeat_similarity(labels, det["image"], cd)
             row["images"] += 1
@@ -258,9 +266,31 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
             row["dropped"] += int((sim >= setting).sum()) if setting > 0 else 0
             row["dropped_at_0.7"] += int((sim >= 0.7).sum())
             row["top_peak"] = round(max(row["top_peak"], float(peaks.max(initial=0))), 3)
+            if inst.flat_texture > 0 and labels.max() > 0:
+                coherence = flow_coherence(labels, maps[3:5]) if maps.shape[0] >= 5 else None
+                flat = flat_objects(labels, det["image"], maps[0], coherence,
+                                    min_texture=inst.flat_texture,
+                                    max_coherence=inst.flat_coherence)
+                truth = resize_labels(tifffile.imread(mask_path), labels.shape)
+                row["flat_dropped"] += int(flat.sum())
+                row["flat_dropped_matched"] += int(matched_objects(labels, truth)[flat].sum())
         out[name] = row
         print(f"{name:24s} {row}", flush=True)
     return out
+
+
+def matched_objects(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Boolean per object 1..n of ``labels``: it overlaps an object of ``truth`` with
+    IoU >= 0.5."""
+    n = int(labels.max(initial=0))
+    both = (labels > 0) & (truth > 0)
+    pairs, overlap = np.unique(np.stack([labels[both], truth[both]]), axis=1,
+                               return_counts=True)
+    area_p, area_t = np.bincount(labels.ravel()), np.bincount(truth.ravel())
+    iou = overlap / (area_p[pairs[0]] + area_t[pairs[1]] - overlap)
+    matched = np.zeros(n + 1, bool)
+    matched[pairs[0][iou >= 0.5]] = True
+    return matched[1:]
 
 
 def summary(counts: list[int]) -> dict:
@@ -301,7 +331,7 @@ def main(argv=None) -> int:
         for kind, s in results[name]["cells among posts"].items():
             print(f"cells, {kind}: AP@0.5 {s['ap50']:.3f}, recall {s['recall']:.3f}, "
                   f"{s['cells_per_field']} found for {s['true_per_field']} a field")
-    print(f"\nthe structure filter of {labels[0]} on real images of cells")
+    print(f"\nthe structure filters of {labels[0]} on real images of cells")
     on_cells = filter_on_cell_images(models[0], args.data)
     out = write_results("false_cells", {"crop": CROP, "margin_px": MARGIN,
                                         "models": results,

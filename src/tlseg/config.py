@@ -111,6 +111,16 @@ class InstanceConfig:
         cells without the chip's posts and traps, and neither reads the gaps between
         them as cells nor merges a cell with them. Fields without a lattice are left
         alone.
+    flat_texture : float
+        Drop objects as flat as the background (the inside of a channel, a fibre's loop
+        or a scratch's flank read as a cell): the texture inside the object is below
+        this multiple of the background's noise, and its flow coherence below
+        ``flat_coherence`` (:mod:`tlseg.inference.flat`). Fields with too little
+        background to measure (a confluent monolayer) are left alone. 0 keeps every
+        object.
+    flat_coherence : float
+        With ``flat_texture``, only objects whose flow coherence is below this are
+        dropped (models with flows; 1 drops on texture alone).
     """
 
     fg_threshold: float = 0.5
@@ -123,6 +133,8 @@ class InstanceConfig:
     min_flow_coherence: float = 0.0
     repeat_similarity: float = 0.0
     remove_pattern: bool = False
+    flat_texture: float = 0.0
+    flat_coherence: float = 1.0
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):
@@ -141,6 +153,10 @@ class InstanceConfig:
             raise ValueError(f"min_flow_coherence must be in [0, 1), got {self.min_flow_coherence}")
         if not 0.0 <= self.repeat_similarity < 1.0:
             raise ValueError(f"repeat_similarity must be in [0, 1), got {self.repeat_similarity}")
+        if self.flat_texture < 0:
+            raise ValueError(f"flat_texture must be >= 0, got {self.flat_texture}")
+        if not 0.0 < self.flat_coherence <= 1.0:
+            raise ValueError(f"flat_coherence must be in (0, 1], got {self.flat_coherence}")
 
     @property
     def needs_flows(self) -> bool:

@@ -259,6 +259,8 @@ def preprocessing(model: Model) -> dict:
                          "tlseg.inference.postprocess.instances_from_maps on the maps with "
                          "sigmoid applied to channels 0 and 1, then (repeat_similarity > 0) "
                          "tlseg.inference.repeats.drop_repeated with the rescaled image, "
+                         "then (flat_texture > 0) tlseg.inference.flat.drop_flat with the "
+                         "rescaled image, the foreground and the flow coherence, "
                          "then resized back to the image",
         },
         "diameter": {"default_diameter": cfg.default_diameter,

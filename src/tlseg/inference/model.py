@@ -30,6 +30,8 @@ import yaml
 from ..config import ModelConfig
 from ..errors import TlsegError
 from .diameter import estimate_diameter
+from .flat import drop_flat
+from .flows import flow_coherence
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
@@ -341,18 +343,26 @@ class Model:
         details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
             'taught', 'default'), ``scale`` and ``n_cells``.
         """
-        repeats = self.config.instances.repeat_similarity
+        inst = self.config.instances
+        repeats = inst.repeat_similarity
         maps, details = self.canonical_maps(image, diameter=diameter, tile=tile,
                                             augment=augment, progress=progress,
-                                            keep_image=repeats > 0)
+                                            keep_image=repeats > 0 or inst.flat_texture > 0)
         lattice = details.pop("lattice", None)
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
                                      config=self.config.instances)
+        small = details.pop("image", None)
         if repeats > 0:
-            labels = drop_repeated(labels, details.pop("image"),
-                                   self.config.canonical_diameter, repeats, vectors=lattice)
+            labels = drop_repeated(labels, small, self.config.canonical_diameter, repeats,
+                                   vectors=lattice)
+        if inst.flat_texture > 0 and labels.max(initial=0) > 0:
+            coherence = flow_coherence(labels, maps[3:5]) if maps.shape[0] >= 5 else None
+            labels = drop_flat(labels, small, maps[0], coherence,
+                               min_texture=inst.flat_texture,
+                               max_coherence=inst.flat_coherence)
+        del small
         prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps
         if prob is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
+from ..inference.flat import FLAT_COHERENCE, FLAT_TEXTURE
 from ..inference.model import Model
 from ..inference.repeats import REPEAT_SIMILARITY
 from .data import split_holdout
@@ -90,7 +91,9 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
         mc = ModelConfig(**model_settings)
         if mc.flatfield == "divide":  # transmitted light: chips and patterned plates
             mc = replace(mc, instances=replace(mc.instances, remove_pattern=True,
-                                               repeat_similarity=REPEAT_SIMILARITY))
+                                               repeat_similarity=REPEAT_SIMILARITY,
+                                               flat_texture=FLAT_TEXTURE,
+                                               flat_coherence=FLAT_COHERENCE))
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     card = dict(card or {})

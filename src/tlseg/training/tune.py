@@ -39,10 +39,12 @@ def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
     from ..config import SIZE_STATISTICS
 
     tuned, scores = tune_thresholds(model, held)
-    # the structure filter and the pattern removal are not tuned (held-out images seldom
+    # the structure filters and the pattern removal are not tuned (held-out images seldom
     # show structures): kept
-    tuned = replace(tuned, repeat_similarity=model.config.instances.repeat_similarity,
-                    remove_pattern=model.config.instances.remove_pattern)
+    kept = model.config.instances
+    tuned = replace(tuned, repeat_similarity=kept.repeat_similarity,
+                    remove_pattern=kept.remove_pattern, flat_texture=kept.flat_texture,
+                    flat_coherence=kept.flat_coherence)
     model = Model(replace(model.config, instances=tuned), model.net)
     factor, calibration = calibrate_diameter(model, held, statistics=SIZE_STATISTICS)
     stat = calibration.get("size_statistic", model.config.size_statistic)

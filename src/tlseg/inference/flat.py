@@ -1,0 +1,146 @@
+"""Objects as flat as the background: background enclosed by a structure, not cells.
+
+A channel's walls, a fibre's loop or a scratch enclose stretches of empty background,
+and the network can read such a stretch as a cell: its outline is there, drawn by the
+structure. What is inside is not. A cell, in phase contrast, DIC or brightfield, has
+texture of its own (granules, a nucleus, relief), so the fine detail inside it is
+stronger than the camera noise of the empty background around it; the inside of an
+enclosed stretch of background is that background. Such objects are also the ones whose
+predicted flows converge least: the network sees no cell to flow to.
+
+:func:`flat_objects` marks the objects whose interior texture (robust SD of the image
+less its local mean, :func:`detail`, over the object shrunk by ``ERODE`` pixels) is
+below ``min_texture`` times that of the field's background (the pixels the network calls
+background, ``BACKGROUND_PROB``, at least ``CLEARANCE`` pixels from every object), and
+whose flow coherence (:func:`tlseg.inference.flows.flow_coherence`) is below
+``max_coherence``. :func:`drop_flat` removes them. A field with too little background to
+measure its noise (``MIN_BACKGROUND`` pixels: a confluent monolayer) is left as it is.
+Both run at the canonical scale, after the network; ``benchmarks/false_cells.py``
+measures what they drop on structure fields and on real images of cells.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .postprocess import keep_objects
+
+# the settings transmitted-light models use (InstanceConfig): on the structure fields and
+# real cell images of benchmarks/false_cells.py they drop no cell matched to an
+# annotated one (docs/benchmarks.md, *False cells on fields without cells*)
+FLAT_TEXTURE = 1.3
+FLAT_COHERENCE = 0.9
+DETAIL_SIGMA = 2.0  # canonical px: the local mean that detail is measured against
+ERODE = 2  # canonical px taken off an object's rim before its texture is read
+BACKGROUND_PROB = 0.2  # foreground probability under which a pixel is background
+CLEARANCE = 3  # canonical px between background pixels and the nearest object
+MIN_BACKGROUND = 1000  # background pixels needed to measure the noise (~1.4 cells)
+MIN_INTERIOR = 10  # pixels; a smaller shrunk object is read whole
+
+
+def detail(image: np.ndarray) -> np.ndarray:
+    """The image less its local mean (Gaussian, ``DETAIL_SIGMA``): fine texture and noise,
+    not shading."""
+    image = np.asarray(image, dtype=np.float32)
+    return image - ndi.gaussian_filter(image, DETAIL_SIGMA)
+
+
+def robust_sd(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the SD of Gaussian noise, unmoved by a
+    few outliers (a speck of dust, a bit of wall).
+
+    >>> round(robust_sd(np.array([1.0, 2.0, 3.0, 4.0, 100.0])), 3)
+    1.483
+    """
+    values = np.asarray(values, dtype=float)
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def interior_texture(labels: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Robust SD of ``fine`` (:func:`detail`) inside each object 1..n, shrunk by ``ERODE``
+    pixels (the whole object where fewer than ``MIN_INTERIOR`` pixels remain)."""
+    n = int(labels.max(initial=0))
+    out = np.zeros(n)
+    cross = ndi.generate_binary_structure(2, 1)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        mask = labels[sl] == i
+        inner = ndi.binary_erosion(mask, cross, iterations=ERODE)
+        if inner.sum() < MIN_INTERIOR:
+            inner = mask
+        out[i - 1] = robust_sd(fine[sl][inner])
+    return out
+
+
+def background_noise(labels: np.ndarray, prob: np.ndarray, fine: np.ndarray) -> float | None:
+    """Robust SD of ``fine`` over the field's background (module docstring), or None when
+    fewer than ``MIN_BACKGROUND`` pixels are background."""
+    clear = ~ndi.binary_dilation(labels > 0, iterations=CLEARANCE)
+    background = clear & (prob < BACKGROUND_PROB)
+    if background.sum() < MIN_BACKGROUND:
+        return None
+    noise = robust_sd(fine[background])
+    return noise if noise > 0 else None
+
+
+def flat_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
+                 coherence: np.ndarray | None, *, min_texture: float,
+                 max_coherence: float = 1.0) -> np.ndarray:
+    """Boolean per object 1..n: its interior is flatter than ``min_texture`` times the
+    background's noise and (with ``coherence``, one value per object) its flow coherence
+    is below ``max_coherence``. All False where the background cannot be measured.
+
+    ``image`` is the field at the canonical scale, ``prob`` the network's foreground
+    probability on the same grid.
+    """
+    n = int(labels.max(initial=0))
+    flat = np.zeros(n, bool)
+    if n == 0 or min_texture <= 0:
+        return flat
+    fine = detail(image)
+    noise = background_noise(labels, prob, fine)
+    if noise is None:
+        return flat
+    flat = interior_texture(labels, fine) < min_texture * noise
+    if coherence is not None:
+        flat &= np.asarray(coherence) < max_coherence
+    return flat
+
+
+def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
+              coherence: np.ndarray | None, *, min_texture: float,
+              max_coherence: float = 1.0) -> np.ndarray:
+    """``labels`` without the objects of :func:`flat_objects`, renumbered 1..n; unchanged
+    when ``min_texture`` is 0.
+
+    Examples
+    --------
+    A square of empty background enclosed by a dark wall is dropped; the textured disc
+    beside it, a cell, is kept:
+
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(100, 2, (120, 200)).astype(np.float32)
+    >>> image[20:23, 20:80] = image[77:80, 20:80] = 60  # the wall
+    >>> image[20:80, 20:23] = image[20:80, 77:80] = 60
+    >>> yy, xx = np.mgrid[:120, :200]
+    >>> disc = np.hypot(yy - 50, xx - 140) < 15
+    >>> image[disc] += rng.normal(0, 12, disc.sum())
+    >>> labels = np.zeros(image.shape, np.int32)
+    >>> labels[24:76, 24:76] = 1
+    >>> labels[disc] = 2
+    >>> prob = (labels > 0).astype(np.float32)
+    >>> kept = drop_flat(labels, image, prob, None, min_texture=1.3)
+    >>> int(kept.max()), bool(kept[50, 140])
+    (1, True)
+    """
+    if min_texture <= 0 or labels.max(initial=0) == 0:
+        return labels
+    found = flat_objects(labels, image, prob, coherence, min_texture=min_texture,
+                         max_coherence=max_coherence)
+    return keep_objects(labels, ~found) if found.any() else labels
+
+
+__all__ = ["drop_flat", "flat_objects"]

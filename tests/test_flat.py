@@ -1,0 +1,82 @@
+"""Objects as flat as the background (a scratch's flank, the inside of a bubble) are
+dropped; cells, sparse or crowded, in every modality, are kept."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+import tlseg
+from tlseg.config import InstanceConfig
+from tlseg.inference.flat import drop_flat, flat_objects
+from tlseg.synthetic import synthetic_field
+from tlseg.training.structures import structure_relief
+
+
+def _enclosed_background(seed: int):
+    """An empty field crossed by a channel (two dark walls), the background between and
+    beside the walls labelled as if the network had read it as cells."""
+    f = synthetic_field((256, 256), diameter=30, n_cells=0, seed=seed)
+    image = f["tl"].astype(np.float32)
+    walls = np.zeros(image.shape, bool)
+    walls[:, 60:64] = walls[:, 150:154] = True
+    image[walls] *= 0.5
+    labels = np.zeros(image.shape, np.int32)
+    for i, y in enumerate(range(20, 220, 50)):  # pieces inside the channel
+        labels[y:y + 40, 68:146] = i + 1
+    labels[100:140, 180:230] = labels.max() + 1  # and one in the open
+    return image, labels
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_background_read_as_cells_is_flagged(seed):
+    image, labels = _enclosed_background(seed)
+    prob = (labels > 0).astype(np.float32)
+    assert flat_objects(labels, image, prob, None, min_texture=1.3).all()
+    low = np.full(labels.max(), 0.5)  # flows that do not converge: still flagged
+    assert flat_objects(labels, image, prob, low, min_texture=1.3, max_coherence=0.9).all()
+    high = np.full(labels.max(), 0.95)  # flows that converge: kept
+    assert not flat_objects(labels, image, prob, high, min_texture=1.3,
+                            max_coherence=0.9).any()
+    assert np.array_equal(drop_flat(labels, image, prob, None, min_texture=0.0), labels)
+
+
+@pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
+def test_cells_are_not_flat(modality):
+    for seed in (1, 2):
+        f = synthetic_field((384, 384), diameter=30, n_cells=12, modality=modality, seed=seed)
+        labels = f["labels"].astype(np.int32)
+        prob = ndi.binary_dilation(labels > 0, iterations=2).astype(np.float32)
+        assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3).any()
+
+
+def test_a_field_without_background_is_left_alone():
+    f = synthetic_field((256, 256), diameter=30, n_cells=0, seed=4)
+    labels = np.arange(1, 17, dtype=np.int32).repeat(16 * 256).reshape(256, 256)
+    prob = np.ones(labels.shape, np.float32)  # the network sees cells everywhere
+    assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3).any()
+
+
+def test_the_model_drops_flat_objects_and_keeps_cells():
+    model = tlseg.load_model("tl-cells")
+    cfg = model.config
+    assert cfg.instances.flat_texture > 0
+    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, flat_texture=0.0)),
+                      model.net)
+    found = np.zeros(2, int)  # objects on empty fields with a structure: on, off
+    for kind, seed in (("scratch", 0), ("bubble", 0), ("bubble", 1), ("bubble", 2)):
+        f = synthetic_field((384, 384), diameter=30, n_cells=0, seed=seed)
+        relief = structure_relief(384, 384, kind, 30.0, torch.Generator().manual_seed(seed))
+        image = f["tl"].astype(np.float32) * (1 + relief.numpy())
+        found += [m.segment(image, diameter=30).max() for m in (model, off)]
+    assert found[0] < found[1]
+    for modality in ("phase", "brightfield", "dic"):
+        f = synthetic_field((384, 384), diameter=30, modality=modality, seed=1)
+        assert model.segment(f["tl"], diameter=30).max() == off.segment(
+            f["tl"], diameter=30).max()
+    with pytest.raises(ValueError, match="flat_coherence"):
+        InstanceConfig(flat_coherence=0.0)
+    with pytest.raises(ValueError, match="flat_texture"):
+        InstanceConfig(flat_texture=-1.0)
