@@ -236,7 +236,6 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
     (:mod:`tlseg.inference.flat`, the model's ``flat_texture`` and ``flat_coherence``)
     drops, of them those that match an annotated cell (IoU >= 0.5)."""
     from tlseg.inference.flat import flat_objects
-    from tlseg.inference.flows import flow_coherence
     from tlseg.inference.labels import resize_labels
     from tlseg.inference.postprocess import instances_from_maps
     from tlseg.inference.repeats import lattice_vectors, repeat_similarity
@@ -267,8 +266,8 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
             row["dropped_at_0.7"] += int((sim >= 0.7).sum())
             row["top_peak"] = round(max(row["top_peak"], float(peaks.max(initial=0))), 3)
             if inst.flat_texture > 0 and labels.max() > 0:
-                coherence = flow_coherence(labels, maps[3:5]) if maps.shape[0] >= 5 else None
-                flat = flat_objects(labels, det["image"], maps[0], coherence,
+                flat = flat_objects(labels, det["image"], maps[0],
+                                    maps[3:5] if maps.shape[0] >= 5 else None,
                                     min_texture=inst.flat_texture,
                                     max_coherence=inst.flat_coherence)
                 truth = resize_labels(tifffile.imread(mask_path), labels.shape)

@@ -30,15 +30,27 @@ def _enclosed_background(seed: int):
     return image, labels
 
 
+def _flows_to_centres(labels):
+    """Unit flows (2, H, W) pointing from each object's pixels to its centroid."""
+    yy, xx = np.mgrid[:labels.shape[0], :labels.shape[1]].astype(np.float32)
+    ids = np.arange(1, labels.max() + 1)
+    cy = np.r_[0, ndi.mean(yy, labels, ids)][labels]
+    cx = np.r_[0, ndi.mean(xx, labels, ids)][labels]
+    flow = np.stack([cy - yy, cx - xx]) * (labels > 0)
+    return flow / np.maximum(np.hypot(*flow), 1e-6)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_background_read_as_cells_is_flagged(seed):
     image, labels = _enclosed_background(seed)
     prob = (labels > 0).astype(np.float32)
     assert flat_objects(labels, image, prob, None, min_texture=1.3).all()
-    low = np.full(labels.max(), 0.5)  # flows that do not converge: still flagged
-    assert flat_objects(labels, image, prob, low, min_texture=1.3, max_coherence=0.9).all()
-    high = np.full(labels.max(), 0.95)  # flows that converge: kept
-    assert not flat_objects(labels, image, prob, high, min_texture=1.3,
+    inward = _flows_to_centres(labels)
+    # flows that point away from the objects' centres: still flagged
+    assert flat_objects(labels, image, prob, -inward, min_texture=1.3,
+                        max_coherence=0.9).all()
+    # flows that converge on them, as on a cell: kept
+    assert not flat_objects(labels, image, prob, inward, min_texture=1.3,
                             max_coherence=0.9).any()
     assert np.array_equal(drop_flat(labels, image, prob, None, min_texture=0.0), labels)
 

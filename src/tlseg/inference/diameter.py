@@ -37,10 +37,6 @@ DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 38
 # cells and agrees within this many octaves (benchmarks/diameter_estimate.py)
 WEAK_EVIDENCE_CELLS = 5.0
 CONSISTENT_OCTAVES = 0.4
-# objects over this many times the median cell's area are left out of the area-weighted
-# size statistic (benchmarks/diameter_estimate.py: a well edge read as a few objects of
-# 7-30 cells set an estimate 1.57x too large)
-TRIM = 3.0
 
 
 def estimate_diameter(model: Model, image: np.ndarray, *, window: int = 384,
@@ -161,36 +157,27 @@ def size_head_diameter(model: Model, image: np.ndarray, *, window: int = 384,
 
 def typical_area(areas: np.ndarray) -> float:
     """The typical cell area among instance areas: their area-weighted median, the size
-    of the object at which half the segmented area is reached, over the objects no
-    larger than ``TRIM`` times the median cell (:func:`robust_area`).
+    of the object at which half the segmented area is reached.
 
     Weighting by area keeps the few cells of a sparse field from being outvoted by specks
     of debris. In dense fields a few merged pairs inflate it (10-15 % on usiigaci), which
     the model's ``diameter_calibration`` absorbs; :func:`robust_area`, the other
-    ``size_statistic``, tracks the true size more closely (docs/decisions.md). The
-    trim keeps a few giant objects (a well edge or a clump read whole) from carrying the
-    weighted median: a merged pair is twice a cell, not three times. Where such objects
-    hold more than half of the segmented area, the median cell is one of them and
-    nothing is trimmed.
+    ``size_statistic``, tracks the true size more closely (docs/decisions.md).
 
     Examples
     --------
-    >>> typical_area(np.array([4, 5, 6, 100, 110, 120, 130, 260]))  # specks, cells, a merge
+    >>> typical_area(np.array([4, 5, 6, 100, 110, 120, 130, 400]))  # specks, cells, a merge
     130.0
-    >>> cells = np.arange(100, 180, 10)
-    >>> typical_area(np.r_[cells, 600, 700])  # cells, a well edge read as two objects
-    140.0
     """
     areas = np.asarray(areas, dtype=float)
     areas = areas[areas > 0]
-    kept = areas[areas <= TRIM * robust_area(areas)] if areas.size else areas
-    return weighted_median(kept, kept) if kept.size else weighted_median(areas, areas)
+    return weighted_median(areas, areas)
 
 
 def robust_area(areas: np.ndarray) -> float:
-    """The median area of the objects of at least half the diameter of the area-weighted
-    median (untrimmed): specks are still outvoted, and a few merged pairs do not inflate
-    it.
+    """The median area of the objects of at least half the area-weighted median diameter
+    (:func:`typical_area`): specks are still outvoted, and a few merged pairs do not
+    inflate it.
 
     Examples
     --------
@@ -198,8 +185,7 @@ def robust_area(areas: np.ndarray) -> float:
     120.0
     """
     areas = np.asarray(areas, dtype=float)  # the bound is > 0: empty labels drop out too
-    areas = areas[areas > 0]
-    return float(np.median(areas[areas >= weighted_median(areas, areas) / 4]))
+    return float(np.median(areas[areas >= typical_area(areas) / 4]))
 
 
 #: the typical cell area of a segmented window, by name (``ModelConfig.size_statistic``)

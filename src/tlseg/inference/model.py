@@ -31,7 +31,6 @@ from ..config import ModelConfig
 from ..errors import TlsegError
 from .diameter import estimate_diameter
 from .flat import drop_flat
-from .flows import flow_coherence
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
@@ -358,8 +357,8 @@ class Model:
             labels = drop_repeated(labels, small, self.config.canonical_diameter, repeats,
                                    vectors=lattice)
         if inst.flat_texture > 0 and labels.max(initial=0) > 0:
-            coherence = flow_coherence(labels, maps[3:5]) if maps.shape[0] >= 5 else None
-            labels = drop_flat(labels, small, maps[0], coherence,
+            labels = drop_flat(labels, small, maps[0],
+                               maps[3:5] if maps.shape[0] >= 5 else None,
                                min_texture=inst.flat_texture,
                                max_coherence=inst.flat_coherence)
         del small
