@@ -55,7 +55,7 @@ from common import TL_CELLS_SOURCES, add_out, split_pairs, write_results
 from scipy import ndimage as ndi
 
 import tlseg
-from tlseg.analysis.metrics import match_counts, summarize
+from tlseg.analysis.metrics import match_counts, matched_pairs, summarize
 from tlseg.training.targets import median_diameter
 
 CROP = 384
@@ -279,17 +279,12 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
 
 
 def matched_objects(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Boolean per object 1..n of ``labels``: it overlaps an object of ``truth`` with
-    IoU >= 0.5."""
-    n = int(labels.max(initial=0))
-    both = (labels > 0) & (truth > 0)
-    pairs, overlap = np.unique(np.stack([labels[both], truth[both]]), axis=1,
-                               return_counts=True)
-    area_p, area_t = np.bincount(labels.ravel()), np.bincount(truth.ravel())
-    iou = overlap / (area_p[pairs[0]] + area_t[pairs[1]] - overlap)
-    matched = np.zeros(n + 1, bool)
-    matched[pairs[0][iou >= 0.5]] = True
-    return matched[1:]
+    """Boolean per object 1..n of ``labels``: it is matched to an object of ``truth`` at
+    IoU >= 0.5 (:func:`tlseg.analysis.metrics.matched_pairs`)."""
+    matched = np.zeros(int(labels.max(initial=0)), bool)
+    for _, j in matched_pairs(truth, labels):
+        matched[j - 1] = True
+    return matched
 
 
 def summary(counts: list[int]) -> dict:

@@ -351,7 +351,7 @@ class Model:
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,
-                                     config=self.config.instances)
+                                     config=inst)
         small = details.pop("image", None)
         if repeats > 0:
             labels = drop_repeated(labels, small, self.config.canonical_diameter, repeats,
