@@ -11,11 +11,11 @@ from tlseg.config import ModelConfig
 from tlseg.plate.calibrate import calibration_labels, tune_to_nuclei
 
 
-def test_labels_keep_one_nucleus_cells_trust_far_background_and_doubt_the_rest():
+def test_labels_keep_one_nucleus_cells_split_at_several_trust_far_background_doubt_the_rest():
     cells = np.zeros((80, 80), int)
     cells[5:15, 5:15] = 1    # one nucleus: a cell
     cells[5:15, 60:70] = 2   # no nucleus, far from every nucleus: debris, background
-    cells[20:32, 5:30] = 3   # two nuclei: touching cells drawn as one, unknown
+    cells[20:32, 5:30] = 3   # two nuclei: touching cells drawn as one, split at them
     cells[5:15, 20:28] = 4   # no nucleus but next to one: unknown
     nuclei = np.zeros_like(cells)
     nuclei[8:12, 8:12] = 1
@@ -25,9 +25,14 @@ def test_labels_keep_one_nucleus_cells_trust_far_background_and_doubt_the_rest()
     labels = calibration_labels(cells, nuclei, diameter=10)
     assert set(np.unique(labels[cells == 1])) == {1}
     assert set(np.unique(labels[cells == 2])) == {0}
-    assert set(np.unique(labels[cells == 3])) == {tlseg.UNKNOWN}
+    parts = set(np.unique(labels[cells == 3]))
+    assert len(parts) == 2 and min(parts) > 4  # two new cells, one at each nucleus
+    assert labels[26, 10] != labels[26, 24] and labels[26, 10] in parts
+    assert labels[26, 5] == labels[26, 10] and labels[26, 29] == labels[26, 24]
     assert set(np.unique(labels[cells == 4])) == {tlseg.UNKNOWN}
     assert labels[62, 62] == tlseg.UNKNOWN and labels[45, 75] == 0
+    unsplit = calibration_labels(cells, nuclei, diameter=10, split=False)
+    assert set(np.unique(unsplit[cells == 3])) == {tlseg.UNKNOWN}
 
 
 def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():

@@ -9,8 +9,11 @@ human input (:func:`calibration_labels`):
 - a label-free object holding no nucleus and lying entirely farther than one cell
   diameter from every nucleus is background (debris, structures, well edges), and so is
   every other pixel that far from every nucleus;
-- a cell holding two or more nuclei, an object without a nucleus near one, and
-  everything near a nucleus outside every cell (a missed cell) are *unknown* to the loss.
+- a cell holding two or more nuclei (touching cells read as one) is split at its
+  nuclei: each of its pixels goes to the nearest of them, through the cell
+  (:func:`split_at_nuclei`);
+- an object without a nucleus near one, and everything near a nucleus outside every
+  cell (a missed cell, whose outline nothing tells) are *unknown* to the loss.
 
 The base model is then fine-tuned on these labels with the masked loss (the settings of
 :data:`tlseg.config.TEACH_MODES` ``finetune``; outside the known pixels the base model's
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential, watershed
 
 from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
 from ..config import TEACH_MODES, InstanceConfig, TrainConfig
@@ -55,8 +59,8 @@ STEPS = 300
 MAX_CHECK_SITES = 8
 
 
-def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
-                       ) -> np.ndarray:
+def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
+                       split: bool = True) -> np.ndarray:
     """Training labels from label-free cells and nuclei (see the module docstring).
 
     Parameters
@@ -66,6 +70,9 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     diameter : float
         Cell diameter in pixels: background must be farther than this from every
         nucleus.
+    split : bool
+        Split the cells that hold several nuclei at them (:func:`split_at_nuclei`);
+        without, they are unknown.
 
     Returns
     -------
@@ -86,15 +93,57 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     labels = np.where(far, 0, UNKNOWN).astype(np.int32)
     ids = np.arange(len(counts))
     one = ids[(counts == 1) & (ids > 0)]
+    several = ids[(counts >= 2) & (ids > 0)]
     # an object without a nucleus is background only if all of it is far from nuclei
     if cells.max() > 0:
         near = ndi.maximum(~far, cells, index=ids[1:]) if len(ids) > 1 else np.zeros(0)
         doubtful = ids[1:][(counts[1:] == 0) & (near > 0)]
-        several = ids[(counts >= 2) & (ids > 0)]
         labels[np.isin(cells, np.concatenate([doubtful, several]))] = UNKNOWN
     keep = np.isin(cells, one)
     labels[keep] = cells[keep]
+    if split and len(several):
+        parts = split_at_nuclei(np.where(np.isin(cells, several), cells, 0), nuclei)
+        inside = parts > 0
+        labels[inside] = parts[inside] + int(cells.max())
     return labels
+
+
+def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+    """Split each cell at the nuclei whose centres it holds: every pixel of the cell goes
+    to the nearest of them, the distance measured through the cell (a watershed from
+    the nuclei on the distance to them, scikit-image ``watershed``).
+
+    Returns labels numbered 1..n over the parts; the pixels of a cell that no nucleus
+    reaches, and the cells without a nucleus, are 0.
+
+    Examples
+    --------
+    >>> cells = np.zeros((5, 12), int); cells[1:4, 1:11] = 7
+    >>> nuclei = np.zeros_like(cells); nuclei[2, 2:4] = 1; nuclei[2, 8:10] = 2
+    >>> split_at_nuclei(cells, nuclei)[2].tolist()
+    [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0]
+    """
+    centres = nucleus_centres(nuclei)
+    if len(centres) == 0 or cells.max() == 0:
+        return np.zeros(cells.shape, np.int32)
+    yx = np.rint(centres).astype(np.int64)
+    home = np.concatenate([[0], cells[yx[:, 0], yx[:, 1]]])  # the cell of each nucleus
+    ids = np.unique(nuclei[nuclei > 0])
+    lut = np.zeros(int(nuclei.max()) + 1, np.int64)
+    lut[ids] = home[1:]
+    # a nucleus marks the cell that holds its centre, with its pixels in that cell
+    markers = np.where((nuclei > 0) & (lut[nuclei] == cells) & (cells > 0), nuclei, 0)
+    markers[yx[:, 0], yx[:, 1]] = np.where(home[1:] > 0, ids, 0)
+    parts = np.zeros(cells.shape, np.int64)
+    for cell, box in enumerate(ndi.find_objects(cells), start=1):
+        if box is None:
+            continue
+        mask = cells[box] == cell
+        seeds = np.where(mask, markers[box], 0)
+        if seeds.any():
+            flooded = watershed(ndi.distance_transform_edt(seeds == 0), seeds, mask=mask)
+            parts[box][mask] = flooded[mask]
+    return relabel_sequential(parts)[0].astype(np.int32)
 
 
 def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -324,7 +373,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         labels = calibration_labels(cells, nuclei, diameter=d)
         make_up["sites"] += 1
         make_up["nuclei"] += len(centres[-1])
-        make_up["cells_kept"] += int(len(np.unique(labels[labels > 0])))
+        make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
         samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,
