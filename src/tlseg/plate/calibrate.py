@@ -60,7 +60,7 @@ MAX_CHECK_SITES = 8
 
 
 def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
-                       split: bool = True, seed_missed: bool = False) -> np.ndarray:
+                       split: bool = True) -> np.ndarray:
     """Training labels from label-free cells and nuclei (see the module docstring).
 
     Parameters
@@ -73,9 +73,6 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     split : bool
         Split the cells that hold several nuclei at them (:func:`split_at_nuclei`);
         without, they are unknown.
-    seed_missed : bool
-        Make a cell of each nucleus outside every cell (:func:`seed_missed_cells`);
-        without, its surroundings are unknown.
 
     Returns
     -------
@@ -108,55 +105,7 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
         parts = split_at_nuclei(np.where(np.isin(cells, several), cells, 0), nuclei)
         inside = parts > 0
         labels[inside] = parts[inside] + int(cells.max())
-    if seed_missed:
-        seeds = seed_missed_cells(cells, nuclei, diameter=diameter)
-        inside = seeds > 0
-        labels[inside] = seeds[inside] + int(max(labels.max(), 0))
     return labels
-
-
-def seed_missed_cells(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
-                      min_fraction: float = 0.5) -> np.ndarray:
-    """A cell for each nucleus whose centre lies outside every cell: the disc of
-    ``diameter`` around the centre, less the pixels of other cells and those nearer
-    another nucleus; kept when that leaves at least ``min_fraction`` of the disc.
-
-    Returns labels numbered 1..n (0 elsewhere).
-
-    Examples
-    --------
-    >>> cells = np.zeros((40, 40), int); cells[2:12, 2:12] = 1
-    >>> nuclei = np.zeros_like(cells); nuclei[6:8, 6:8] = 1; nuclei[25:28, 25:28] = 2
-    >>> seeds = seed_missed_cells(cells, nuclei, diameter=10)
-    >>> int(seeds.max()), int(seeds[26, 26]), int(seeds[7, 7]), int((seeds > 0).sum())
-    (1, 1, 0, 81)
-    """
-    centres = nucleus_centres(nuclei)
-    out = np.zeros(cells.shape, np.int32)
-    if len(centres) == 0:
-        return out
-    yx = np.rint(centres).astype(np.int64)
-    missed = np.flatnonzero(cells[yx[:, 0], yx[:, 1]] == 0)
-    if len(missed) == 0:
-        return out
-    ids = np.unique(nuclei[nuclei > 0])
-    # the nucleus each pixel is nearest to
-    _, (iy, ix) = ndi.distance_transform_edt(nuclei == 0, return_indices=True)
-    owner = nuclei[iy, ix]
-    r = diameter / 2
-    disc_area = np.pi * r**2
-    n = 0
-    for k in missed:
-        cy, cx = centres[k]
-        y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, cells.shape[0])
-        x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, cells.shape[1])
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (owner[y0:y1, x0:x1] == ids[k])
-        disc &= (cells[y0:y1, x0:x1] == 0) & (out[y0:y1, x0:x1] == 0)
-        if disc.sum() >= min_fraction * disc_area:
-            n += 1
-            out[y0:y1, x0:x1][disc] = n
-    return out
 
 
 def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
