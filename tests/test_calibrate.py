@@ -100,6 +100,7 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
     assert card["labels"]["cells_kept"] > 0 and card["before"]["nuclei"] > 0
+    assert "cells_split" in card["labels"]  # cells split at their nuclei, recorded
     tuning = card["instances"]
     assert tuning["f1_tuned_settings"] >= tuning["f1_model_settings"]
     results = tmp_path / "results"

@@ -363,7 +363,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     log.info("calibration wells %s; cell diameter %.1f px, nucleus diameter %.1f px",
              ", ".join(calib_wells), d, nd)
     canon = base.config.canonical_diameter
-    samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0,
+    samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0, "cells_split": 0,
                             "background_fraction": 0.0, "known_fraction": 0.0}
     centres = []  # nucleus centres per calibration site, input pixels
     for key, image, stain in pairs:
@@ -374,6 +374,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         make_up["sites"] += 1
         make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
+        make_up["cells_split"] += int((nuclei_per_cell(cells, nuclei)[1:] >= 2).sum())
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
         samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,
