@@ -10,7 +10,7 @@ human input (:func:`calibration_labels`):
   diameter from every nucleus is background (debris, structures, well edges), and so is
   every other pixel that far from every nucleus;
 - a cell holding two or more nuclei (touching cells read as one) is split at its
-  nuclei: each of its pixels goes to the nearest of them, through the cell
+  nuclei: each of its pixels goes to the nearest of them it can reach inside the cell
   (:func:`split_at_nuclei`);
 - an object without a nucleus near one, and everything near a nucleus outside every
   cell (a missed cell, whose outline nothing tells) are *unknown* to the loss.
@@ -109,9 +109,9 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
 
 
 def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
-    """Split each cell at the nuclei whose centres it holds: every pixel of the cell goes
-    to the nearest of them, the distance measured through the cell (a watershed from
-    the nuclei on the distance to them, scikit-image ``watershed``).
+    """Split each cell at the nuclei whose centres it holds: a watershed from those
+    nuclei on the distance to the nearest of them, flooding only the cell (scikit-image
+    ``watershed``), so each pixel goes to the nearest nucleus it can reach inside the cell.
 
     Returns labels numbered 1..n over the parts; the pixels of a cell that no nucleus
     reaches, and the cells without a nucleus, are 0.
