@@ -35,6 +35,28 @@ def test_labels_keep_one_nucleus_cells_split_at_several_trust_far_background_dou
     assert set(np.unique(unsplit[cells == 3])) == {tlseg.UNKNOWN}
 
 
+def test_split_at_nuclei_keeps_each_part_inside_its_own_cell():
+    from tlseg.plate.calibrate import split_at_nuclei
+
+    # two touching cells, each with two nuclei; cell 2's left nucleus sits nearer the
+    # shared border than cell 1's right one, yet no part may cross the border
+    cells = np.zeros((10, 30), int)
+    cells[1:9, 1:15] = 1
+    cells[1:9, 15:29] = 2
+    nuclei = np.zeros_like(cells)
+    nuclei[3:5, 3:5] = 1
+    nuclei[3:5, 6:8] = 2
+    nuclei[3:5, 16:18] = 3
+    nuclei[3:5, 25:27] = 4
+    parts = split_at_nuclei(cells, nuclei)
+    assert parts.max() == 4 and (parts[cells == 0] == 0).all()
+    for cell in (1, 2):
+        inside = set(np.unique(parts[cells == cell]))
+        assert len(inside) == 2 and 0 not in inside
+    assert not set(np.unique(parts[cells == 1])) & set(np.unique(parts[cells == 2]))
+    assert parts[4, 14] == parts[4, 7] != parts[4, 15]  # cell 1's edge goes to its own
+
+
 def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
     yy, xx = np.mgrid[:120, :200]
     prob, dist = np.zeros((120, 200), np.float32), np.zeros((120, 200), np.float32)
