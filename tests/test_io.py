@@ -128,6 +128,16 @@ def test_list_images_skips_outputs(tmp_path):
         list_images([tmp_path / "nope.tif"])
 
 
+def test_a_folder_without_images_names_the_subfolder_that_holds_them(tmp_path):
+    (tmp_path / "run" / "images").mkdir(parents=True)
+    (tmp_path / "run" / "images" / "a.tif").write_bytes(b"x")
+    with pytest.raises(TlsegError, match=r"no images .*e\.g\. .*run.images$"):
+        list_images([tmp_path / "run"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TlsegError, match=r"no images .*in this directory$"):
+        list_images([tmp_path / "empty"])
+
+
 def test_overlay_outlines_are_saturated_on_bright_and_dark_cells(tmp_path):
     """Outlines must read on a white nucleus as well as on a dark background."""
     from tlseg.analysis.overlay import write_overlay

@@ -79,6 +79,11 @@ def test_no_parseable_names_is_a_clear_error(tmp_path):
         scan_plate(d)
     with pytest.raises(TlsegError, match="no images"):
         scan_plate(_touch(tmp_path / "empty", ["a.txt"]))
+    # the images are one folder down (a demo plate's plate/): the error names it
+    _touch(tmp_path / "outer" / "plate", ["p_A01_s1_w1.tif"])
+    with pytest.raises(TlsegError, match=r"no images .*give the folder that holds them, "
+                                         r"e\.g\. .*outer.plate$"):
+        scan_plate(tmp_path / "outer")
 
 
 def test_missing_channel_for_some_sites_is_reported(tmp_path):

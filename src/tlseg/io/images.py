@@ -47,13 +47,23 @@ def list_images(paths) -> list[Path]:
                 and not f.name.startswith(".")
             )
             if not found:
-                raise TlsegError(f"{p}: no images (.tif, .png, .jpg) in this directory")
+                raise TlsegError(f"{p}: no images (.tif, .png, .jpg) in this directory"
+                                 f"{subfolder_hint(p)}")
             out.extend(found)
         elif p.exists():
             out.append(p)
         else:
             raise TlsegError(f"{p}: no such file or directory")
     return out
+
+
+def subfolder_hint(folder: Path) -> str:
+    """For an error on a folder without images: "; give the folder that holds them, e.g.
+    FOLDER/SUB" when a subfolder holds images (a plate's ``plate/``), else ""."""
+    inside = [d for d in sorted(Path(folder).iterdir()) if d.is_dir()
+              and not d.name.startswith(".")
+              and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())]
+    return f"; give the folder that holds them, e.g. {inside[0]}" if inside else ""
 
 
 def _read_raw(path: Path) -> tuple[np.ndarray, str]:

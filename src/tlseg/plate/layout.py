@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TlsegError
+from ..io.images import subfolder_hint
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -229,7 +230,8 @@ def scan_plate(folder, *, layout: str = "auto", pattern: str | None = None) -> P
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and "_thumb" not in p.name.lower() and not p.name.startswith("."))
     if not names:
-        raise TlsegError(f"{folder}: no images (.tif, .png, .jpg) in this folder")
+        raise TlsegError(f"{folder}: no images (.tif, .png, .jpg) in this folder"
+                         f"{subfolder_hint(folder)}")
     if pattern is not None:
         try:
             candidates = {"regex": re.compile(pattern)}
