@@ -57,6 +57,20 @@ def test_split_at_nuclei_keeps_each_part_inside_its_own_cell():
     assert parts[4, 14] == parts[4, 7] != parts[4, 15]  # cell 1's edge goes to its own
 
 
+def test_the_check_sites_span_the_held_aside_wells_not_the_first_row():
+    from types import SimpleNamespace
+
+    from tlseg.plate.calibrate import MAX_CHECK_SITES, spread_sites
+
+    # a dilution series held aside: 15 wells of 2 sites, densities rising row by row
+    wells = [f"{r}{c:02d}" for r in "ABCD" for c in range(1, 5)][:15]
+    sites = [SimpleNamespace(well=w, site=k) for w in wells for k in (1, 2)]
+    picked = spread_sites(sites, MAX_CHECK_SITES)
+    assert len(picked) == MAX_CHECK_SITES == len({s.well for s in picked})
+    assert picked[0].well == "A01" and picked[-1].well == wells[-1]
+    assert {s.well[0] for s in picked} == set("ABCD")  # every density level
+
+
 def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
     yy, xx = np.mgrid[:120, :200]
     prob, dist = np.zeros((120, 200), np.float32), np.zeros((120, 200), np.float32)
@@ -121,6 +135,10 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert "before" in printed and "after" in printed
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
+    # five held-aside sites, fewer than the check's limit: every held-aside well checked
+    assert card["checked_wells"] == card["held_aside_wells"] == ["A01", "A02", "B01", "B02",
+                                                                 "D02"]
+    assert "on 5 sites of held-aside wells A01, A02, B01, B02, D02" in printed
     assert card["labels"]["cells_kept"] > 0 and card["before"]["nuclei"] > 0
     assert "cells_split" in card["labels"]  # cells split at their nuclei, recorded
     tuning = card["instances"]
@@ -132,3 +150,4 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert pd.read_csv(results / "wells.csv")["n_cells"].sum() > 0
     report = (results / "report.html").read_text()
     assert "calibrated with the nuclear stain on wells C01, C02, D01" in report
+    assert "On 5 sites of the held-aside wells A01, A02, B01, B02, D02" in report

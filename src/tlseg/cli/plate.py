@@ -188,7 +188,8 @@ def _calibrate(args) -> int:
         for when in ("before", "after"):
             s = c[when]
             err = s.get("mean_abs_rel_error")
-            print(f"  {when:6s} on held-aside wells {', '.join(c['held_aside_wells'])}: "
+            wells = c.get("checked_wells") or c["held_aside_wells"]
+            print(f"  {when:6s} on {s['n_sites']} sites of held-aside wells {', '.join(wells)}: "
                   f"{s['label_free']} label-free cells for {s['nuclei']} nuclei"
                   + (f", mean |relative error| {err:.1%}" if err is not None else ""))
     return 0

@@ -46,7 +46,8 @@ def summary(card: dict) -> str:
     before, after = card.get("before"), card.get("after")
     if not before or not after:
         return text + "; no well held aside to check it on"
-    text += (f"; held-aside wells {', '.join(card.get('held_aside_wells', []))}: "
+    wells = card.get("checked_wells") or card.get("held_aside_wells", [])
+    text += (f"; held-aside wells {', '.join(wells)}: "
              f"{before['label_free']} -> {after['label_free']} label-free cells for "
              f"{before['nuclei']} nuclei")
     e0, e1 = before.get("mean_abs_rel_error"), after.get("mean_abs_rel_error")

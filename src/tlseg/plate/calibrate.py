@@ -389,7 +389,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     settings = TEACH_MODES["finetune"].train_settings()
     tc = TrainConfig(**settings, epochs=1, steps_per_epoch=steps, seed=seed,
                      holdout_fraction=0.0, checkpoint_every=50)
-    held = [s for s in sites if s.well in held_wells][:MAX_CHECK_SITES]
+    held = spread_sites([s for s in sites if s.well in held_wells], MAX_CHECK_SITES)
     card = {"parent": base.card.get("name") or base.config.name, "mode": "calibrate",
             "plate": str(plate.folder), "tl_channel": tl, "nuclei_channel": nuc,
             "calibration": {"wells": calib_wells, "held_aside_wells": held_wells,
@@ -408,6 +408,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
             b["calibrated"] = a["label_free"]
         card = dict(model.card)
         card["calibration"] = {**card["calibration"], "sites": before,
+                               "checked_wells": sorted({s.well for s in held}),
                                "before": _agreement(before, "label_free"),
                                "after": _agreement(before, "calibrated")}
         model.save_tuning(out_dir, card=card)
@@ -416,6 +417,33 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                  card["calibration"]["after"]["label_free"],
                  card["calibration"]["before"]["nuclei"])
     return model
+
+
+def spread_sites(sites: list, n: int) -> list:
+    """At most ``n`` of ``sites`` (objects with a ``well``, in plate order), spread over
+    their wells: one site of each of ``n`` wells evenly spaced in that order, or when
+    there are fewer wells, their first sites, then their second ones, and so on.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as S
+    >>> sites = [S(well=w, site=k) for w in ("A01", "A02", "B01", "B02") for k in (1, 2)]
+    >>> [(s.well, s.site) for s in spread_sites(sites, 2)]
+    [('A01', 1), ('B02', 1)]
+    >>> [(s.well, s.site) for s in spread_sites(sites, 6)]
+    [('A01', 1), ('A02', 1), ('B01', 1), ('B02', 1), ('A01', 2), ('A02', 2)]
+    """
+    by_well: dict[str, list] = {}
+    for s in sites:
+        by_well.setdefault(s.well, []).append(s)
+    wells = list(by_well)
+    if len(wells) > n:
+        keep = np.unique(np.linspace(0, len(wells) - 1, n).round().astype(int))
+        return [by_well[wells[i]][0] for i in keep]
+    out: list = []
+    for k in range(max((len(v) for v in by_well.values()), default=0)):
+        out += [v[k] for v in by_well.values() if k < len(v)]
+    return out[:n]
 
 
 def _tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:

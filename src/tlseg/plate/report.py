@@ -208,8 +208,9 @@ def _calibration(model: str | None) -> str:
             e = s.get("mean_abs_rel_error")
             return f", mean |relative error| {100 * e:.1f} %" if e is not None else ""
 
-        text += (f" On the held-aside wells {html.escape(', '.join(c['held_aside_wells']))}"
-                 f" ({b['n_sites']} sites, {b['nuclei']} nuclei): {b['label_free']} "
+        wells = c.get("checked_wells") or c["held_aside_wells"]
+        text += (f" On {b['n_sites']} sites of the held-aside wells "
+                 f"{html.escape(', '.join(wells))} ({b['nuclei']} nuclei): {b['label_free']} "
                  f"label-free cells before{err(b)}; {a['label_free']} after{err(a)}.")
     return f"<h2>Calibration</h2><p>{text}</p>"
 
@@ -282,8 +283,9 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
         for d in validation.get("density") or []:
             if d.get("means"):
                 group = ", ".join(f"{k} = {v}" for k, v in d["group"].items())
-                figs.append((f"Counts vs {d['column']}{' — ' + group if group else ''}: "
-                             "means ± SD, linear range shaded", density_plot(d)))
+                title = (f"Counts vs {d['column']}{' — ' + group if group else ''}: "
+                         "means ± SD, linear range shaded")
+                figs.append((title, density_plot(d)))
     if len(used):  # a plate where no site was segmented has nothing to draw
         figs.append(("Label-free count per well",
                      heat_map(used, "n_cells", "label-free cells per well")))
