@@ -133,7 +133,8 @@ def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     lut[ids] = home[1:]
     # a nucleus marks the cell that holds its centre, with its pixels in that cell
     markers = np.where((nuclei > 0) & (lut[nuclei] == cells) & (cells > 0), nuclei, 0)
-    markers[yx[:, 0], yx[:, 1]] = np.where(home[1:] > 0, ids, 0)
+    housed = home[1:] > 0
+    markers[yx[housed, 0], yx[housed, 1]] = ids[housed]
     parts = np.zeros(cells.shape, np.int64)
     for cell, box in enumerate(ndi.find_objects(cells), start=1):
         if box is None:
@@ -374,7 +375,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         make_up["sites"] += 1
         make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
-        make_up["cells_split"] += int((nuclei_per_cell(cells, nuclei)[1:] >= 2).sum())
+        make_up["cells_split"] += int((centres_per_cell(cells, centres[-1])[1:] >= 2).sum())
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
         samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,

@@ -32,9 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TlsegError
-from ..io.images import subfolder_hint
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+from ..io.images import IMAGE_SUFFIXES, subfolder_hint
 
 #: columns tlseg writes into wells.csv beside the plate map's (:mod:`~tlseg.plate.summary`)
 WELL_COLUMNS = ("well", "n_sites", "n_cells", "n_nuclei", "cells_per_site", "mean_area_px",
