@@ -35,10 +35,11 @@ would use a diameter estimated over the whole plate). Reported per model and kin
 and largest number of false cells per field, and the share of fields with at most one
 (the target is at most one false cell on a field with structures but no cells).
 
-Last, the first model's structure filter (``repeat_similarity``) is run on every real
-image of cells here (the train and val images of the ``tl`` sources and the 33
-aisegcell-s10 fields, diameter estimated): how many objects it would drop (none is the
-aim) and the highest lattice peak those fields show.
+Last, the first model's structure filter (``repeat_similarity``), flat filter and speck
+filter are run on every real image of cells here (the train and val images of the ``tl``
+sources and the 33 aisegcell-s10 fields, diameter estimated): how many objects each would
+drop and how many of those are annotated cells (none is the aim), and the highest lattice
+peak those fields show.
 
 Results: ``benchmarks/results/false_cells.json``.
 """
@@ -232,13 +233,15 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
     no cell: per set, the images, the objects the model finds (diameter estimated), those
     on a repeating pattern at the model's ``repeat_similarity`` and at 0.7, the highest
     lattice peak of the autocorrelation (:func:`tlseg.inference.repeats.lattice_vectors`
-    reports none below 0.5), and the objects the flat filter
-    (:mod:`tlseg.inference.flat`, the model's ``flat_texture`` and ``flat_coherence``)
-    drops, of them those that match an annotated cell (IoU >= 0.5)."""
+    reports none below 0.5), the objects the flat filter (:mod:`tlseg.inference.flat`, the
+    model's ``flat_texture`` and ``flat_coherence``) drops and, of the objects left, those
+    the speck filter (:mod:`tlseg.inference.specks`, ``opaque_darkness``) drops; of each,
+    those that match an annotated cell (IoU >= 0.5)."""
     from tlseg.inference.flat import flat_objects
     from tlseg.inference.labels import resize_labels
-    from tlseg.inference.postprocess import instances_from_maps
+    from tlseg.inference.postprocess import instances_from_maps, keep_objects
     from tlseg.inference.repeats import lattice_vectors, repeat_similarity
+    from tlseg.inference.specks import opaque_objects
 
     cd = model.config.canonical_diameter
     inst = model.config.instances
@@ -253,7 +256,8 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
         if not pairs:
             continue
         row = {"images": 0, "objects": 0, "dropped": 0, "dropped_at_0.7": 0, "top_peak": 0.0,
-               "flat_dropped": 0, "flat_dropped_matched": 0}
+               "flat_dropped": 0, "flat_dropped_matched": 0, "opaque_dropped": 0,
+               "opaque_dropped_matched": 0}
         for path, mask_path in pairs:
             image = tlseg.read_image(path).astype(np.float32)
             maps, det = model.canonical_maps(image, keep_image=True)
@@ -265,14 +269,24 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
             row["dropped"] += int((sim >= setting).sum()) if setting > 0 else 0
             row["dropped_at_0.7"] += int((sim >= 0.7).sum())
             row["top_peak"] = round(max(row["top_peak"], float(peaks.max(initial=0))), 3)
-            if inst.flat_texture > 0 and labels.max() > 0:
+            if labels.max() == 0:
+                continue
+            truth = resize_labels(tifffile.imread(mask_path), labels.shape)
+            if inst.flat_texture > 0:
                 flat = flat_objects(labels, det["image"], maps[0],
                                     maps[3:5] if maps.shape[0] >= 5 else None,
                                     min_texture=inst.flat_texture,
                                     max_coherence=inst.flat_coherence)
-                truth = resize_labels(tifffile.imread(mask_path), labels.shape)
                 row["flat_dropped"] += int(flat.sum())
                 row["flat_dropped_matched"] += int(matched_objects(labels, truth)[flat].sum())
+                labels = keep_objects(labels, ~flat)
+            if inst.opaque_darkness > 0 and labels.max() > 0:
+                opaque = opaque_objects(labels, det["image"], maps[0],
+                                        min_darkness=inst.opaque_darkness,
+                                        canonical_diameter=cd)
+                row["opaque_dropped"] += int(opaque.sum())
+                row["opaque_dropped_matched"] += int(
+                    matched_objects(labels, truth)[opaque].sum())
         out[name] = row
         print(f"{name:24s} {row}", flush=True)
     return out

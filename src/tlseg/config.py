@@ -121,6 +121,13 @@ class InstanceConfig:
     flat_coherence : float
         With ``flat_texture``, only objects whose flow coherence is below this are
         dropped (models with flows; 1 drops on texture alone).
+    opaque_darkness : float
+        Drop opaque specks of debris: objects smaller than a canonical cell, not cut by
+        the image's edge, darker than the background around them on average by at least
+        this multiple of the background's noise and with no part brighter than it
+        (:mod:`tlseg.inference.specks`). A cell refracts light and has a bright part or
+        is about as bright as its surroundings; a particle that absorbs it does not. 0
+        keeps every object.
     """
 
     fg_threshold: float = 0.5
@@ -135,6 +142,7 @@ class InstanceConfig:
     remove_pattern: bool = False
     flat_texture: float = 0.0
     flat_coherence: float = 1.0
+    opaque_darkness: float = 0.0
 
     def __post_init__(self):
         for name in ("fg_threshold", "seed_threshold"):
@@ -157,6 +165,8 @@ class InstanceConfig:
             raise ValueError(f"flat_texture must be >= 0, got {self.flat_texture}")
         if not 0.0 < self.flat_coherence <= 1.0:
             raise ValueError(f"flat_coherence must be in (0, 1], got {self.flat_coherence}")
+        if self.opaque_darkness < 0:
+            raise ValueError(f"opaque_darkness must be >= 0, got {self.opaque_darkness}")
 
     @property
     def needs_flows(self) -> bool:

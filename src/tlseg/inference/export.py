@@ -261,6 +261,8 @@ def preprocessing(model: Model) -> dict:
                          "tlseg.inference.repeats.drop_repeated with the rescaled image, "
                          "then (flat_texture > 0) tlseg.inference.flat.drop_flat with the "
                          "rescaled image, the foreground and the flow coherence, "
+                         "then (opaque_darkness > 0) tlseg.inference.specks.drop_opaque "
+                         "with the rescaled image and the foreground, "
                          "then resized back to the image",
         },
         "diameter": {"default_diameter": cfg.default_diameter,

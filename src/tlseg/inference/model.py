@@ -42,6 +42,7 @@ from .preprocess import (
     rescale,
 )
 from .repeats import drop_repeated, lattice_vectors, remove_pattern
+from .specks import drop_opaque
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class Model:
             self.card = dict(card)
         with atomic_path(path / "weights.pt") as tmp:
             torch.save(self.net.state_dict(), tmp)
-        config, tuning = self.config.to_files()
+        config, _tuning = self.config.to_files()
         with atomic_path(path / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         self.save_tuning(path)
@@ -346,7 +347,8 @@ class Model:
         repeats = inst.repeat_similarity
         maps, details = self.canonical_maps(image, diameter=diameter, tile=tile,
                                             augment=augment, progress=progress,
-                                            keep_image=repeats > 0 or inst.flat_texture > 0)
+                                            keep_image=(repeats > 0 or inst.flat_texture > 0
+                                                        or inst.opaque_darkness > 0))
         lattice = details.pop("lattice", None)
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
@@ -361,6 +363,9 @@ class Model:
                                maps[3:5] if maps.shape[0] >= 5 else None,
                                min_texture=inst.flat_texture,
                                max_coherence=inst.flat_coherence)
+        if inst.opaque_darkness > 0 and labels.max(initial=0) > 0:
+            labels = drop_opaque(labels, small, maps[0], min_darkness=inst.opaque_darkness,
+                                 canonical_diameter=self.config.canonical_diameter)
         del small
         prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps

@@ -13,6 +13,7 @@ from ..errors import TlsegError
 from ..inference.flat import FLAT_COHERENCE, FLAT_TEXTURE
 from ..inference.model import Model
 from ..inference.repeats import REPEAT_SIMILARITY
+from ..inference.specks import OPAQUE_DARKNESS
 from .data import split_holdout
 from .train import load_folders, train_samples
 from .tune import tune_model
@@ -93,7 +94,8 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
             mc = replace(mc, instances=replace(mc.instances, remove_pattern=True,
                                                repeat_similarity=REPEAT_SIMILARITY,
                                                flat_texture=FLAT_TEXTURE,
-                                               flat_coherence=FLAT_COHERENCE))
+                                               flat_coherence=FLAT_COHERENCE,
+                                               opaque_darkness=OPAQUE_DARKNESS))
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     card = dict(card or {})
