@@ -95,24 +95,33 @@ def background_noise(labels: np.ndarray, prob: np.ndarray, fine: np.ndarray) -> 
     return noise if noise > 0 else None
 
 
+def field_noise(labels: np.ndarray, image: np.ndarray,
+                prob: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """The field's fine detail (:func:`detail`) and its background noise
+    (:func:`background_noise`), which the flat and speck filters share."""
+    fine = detail(image)
+    return fine, background_noise(labels, prob, fine)
+
+
 def flat_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
                  flow: np.ndarray | None, *, min_texture: float,
-                 max_coherence: float = 1.0) -> np.ndarray:
+                 max_coherence: float = 1.0,
+                 field: tuple[np.ndarray, float | None] | None = None) -> np.ndarray:
     """Boolean per object 1..n: its interior is flatter than ``min_texture`` times the
     background's noise and (with ``flow``, the network's (2, H, W) flow maps) its flow
     coherence is below ``max_coherence``. All False where the background cannot be
     measured.
 
     ``image`` is the field at the canonical scale, ``prob`` the network's foreground
-    probability on the same grid. Only the objects that pass the coherence test have
-    their texture read, so a field of cells whose flows converge costs little.
+    probability on the same grid, ``field`` what :func:`field_noise` returns for them
+    (computed when omitted). Only the objects that pass the coherence test have their
+    texture read, so a field of cells whose flows converge costs little.
     """
     n = int(labels.max(initial=0))
     flat = np.zeros(n, bool)
     if n == 0 or min_texture <= 0:
         return flat
-    fine = detail(image)
-    noise = background_noise(labels, prob, fine)
+    fine, noise = field_noise(labels, image, prob) if field is None else field
     if noise is None:
         return flat
     ids = np.arange(1, n + 1)
@@ -124,7 +133,8 @@ def flat_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
 
 def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
               flow: np.ndarray | None, *, min_texture: float,
-              max_coherence: float = 1.0) -> np.ndarray:
+              max_coherence: float = 1.0,
+              field: tuple[np.ndarray, float | None] | None = None) -> np.ndarray:
     """``labels`` without the objects of :func:`flat_objects`, renumbered 1..n; unchanged
     when ``min_texture`` is 0.
 
@@ -151,8 +161,8 @@ def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
     if min_texture <= 0 or labels.max(initial=0) == 0:
         return labels
     found = flat_objects(labels, image, prob, flow, min_texture=min_texture,
-                         max_coherence=max_coherence)
+                         max_coherence=max_coherence, field=field)
     return keep_objects(labels, ~found) if found.any() else labels
 
 
-__all__ = ["drop_flat", "flat_objects"]
+__all__ = ["drop_flat", "field_noise", "flat_objects"]

@@ -30,7 +30,7 @@ import yaml
 from ..config import ModelConfig
 from ..errors import TlsegError
 from .diameter import estimate_diameter
-from .flat import drop_flat
+from .flat import drop_flat, field_noise
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
@@ -358,14 +358,17 @@ class Model:
         if repeats > 0:
             labels = drop_repeated(labels, small, self.config.canonical_diameter, repeats,
                                    vectors=lattice)
-        if inst.flat_texture > 0 and labels.max(initial=0) > 0:
-            labels = drop_flat(labels, small, maps[0],
-                               maps[3:5] if maps.shape[0] >= 5 else None,
-                               min_texture=inst.flat_texture,
-                               max_coherence=inst.flat_coherence)
-        if inst.opaque_darkness > 0 and labels.max(initial=0) > 0:
-            labels = drop_opaque(labels, small, maps[0], min_darkness=inst.opaque_darkness,
-                                 canonical_diameter=self.config.canonical_diameter)
+        if (inst.flat_texture > 0 or inst.opaque_darkness > 0) and labels.max(initial=0) > 0:
+            field = field_noise(labels, small, maps[0])  # measured once for both filters
+            if field[1] is not None:  # None: no background to measure (a monolayer)
+                labels = drop_flat(labels, small, maps[0],
+                                   maps[3:5] if maps.shape[0] >= 5 else None,
+                                   min_texture=inst.flat_texture,
+                                   max_coherence=inst.flat_coherence, field=field)
+                labels = drop_opaque(labels, small, maps[0],
+                                     min_darkness=inst.opaque_darkness,
+                                     canonical_diameter=self.config.canonical_diameter,
+                                     noise=field[1])
         del small
         prob = maps[0].copy() if scale < 1 else None  # for smooth outlines at full size
         del maps

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .flat import background_noise, detail
+from .flat import field_noise
 from .postprocess import keep_objects
 
 # the setting transmitted-light models use (InstanceConfig.opaque_darkness)
@@ -48,12 +48,15 @@ MIN_RING = 10  # ring pixels needed to read the background around an object
 
 
 def opaque_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray, *,
-                   min_darkness: float, canonical_diameter: float) -> np.ndarray:
+                   min_darkness: float, canonical_diameter: float,
+                   noise: float | None = None) -> np.ndarray:
     """Boolean per object 1..n: an opaque speck (module docstring). All False where the
     background cannot be measured or ``min_darkness`` is 0.
 
     ``image`` is the field at the canonical scale (cells ``canonical_diameter`` px
-    across), ``prob`` the network's foreground probability on the same grid.
+    across), ``prob`` the network's foreground probability on the same grid, ``noise``
+    the field's background noise (:func:`tlseg.inference.flat.field_noise`; measured
+    when omitted).
     """
     n = int(labels.max(initial=0))
     opaque = np.zeros(n, bool)
@@ -64,7 +67,8 @@ def opaque_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray, *,
     small = areas < MAX_AREA * np.pi / 4 * canonical_diameter**2
     if not small.any():
         return opaque
-    noise = background_noise(labels, prob, detail(image))
+    if noise is None:
+        noise = field_noise(labels, image, prob)[1]
     if noise is None:
         return opaque
     occupied = ndi.binary_dilation(labels > 0, iterations=CLEAR)
@@ -88,7 +92,8 @@ def opaque_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray, *,
 
 
 def drop_opaque(labels: np.ndarray, image: np.ndarray, prob: np.ndarray, *,
-                min_darkness: float, canonical_diameter: float) -> np.ndarray:
+                min_darkness: float, canonical_diameter: float,
+                noise: float | None = None) -> np.ndarray:
     """``labels`` without the objects of :func:`opaque_objects`, renumbered 1..n;
     unchanged when ``min_darkness`` is 0.
 
@@ -117,7 +122,7 @@ def drop_opaque(labels: np.ndarray, image: np.ndarray, prob: np.ndarray, *,
     if min_darkness <= 0 or labels.max(initial=0) == 0:
         return labels
     found = opaque_objects(labels, image, prob, min_darkness=min_darkness,
-                           canonical_diameter=canonical_diameter)
+                           canonical_diameter=canonical_diameter, noise=noise)
     return keep_objects(labels, ~found) if found.any() else labels
 
 
