@@ -27,8 +27,8 @@ Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``)
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
 ``--structure-filter-only`` times ``tl-cells`` with its structure filter
-(``repeat_similarity``), pattern removal (``remove_pattern``) and flat filter
-(``flat_texture``) on and off, interleaved,
+(``repeat_similarity``), pattern removal (``remove_pattern``), flat filter
+(``flat_texture``) and speck filter (``opaque_darkness``) on and off, interleaved,
 on plain 1024² and 2048² fields and the same with a lattice of posts (key
 ``structure_filter``).
 """
@@ -196,9 +196,10 @@ def time_onnx(repeats: int) -> dict:
 
 def time_structure_filter(sizes, repeats: int) -> dict:
     """Median seconds of ``predict_instances`` (diameter given) on synthetic phase-contrast
-    fields with tl-cells' structure filter, pattern removal and flat filter on and off,
-    interleaved, and their ratio: on plain fields (no lattice: the autocorrelation and
-    the flat filter's texture of every cell are the cost) and on the same fields with a
+    fields with tl-cells' structure filter, pattern removal, flat and speck filters on
+    and off, interleaved, and their ratio: on plain fields (no lattice: the
+    autocorrelation, the field's noise, the flat filter's texture of the cells whose flows
+    converge poorly and the speck filter's rings of the small dark cells are the cost) and on the same fields with a
     lattice of posts (``training.structures``) drawn over them (the pattern is found,
     subtracted and the objects on it compared)."""
     from dataclasses import replace
@@ -213,7 +214,7 @@ def time_structure_filter(sizes, repeats: int) -> dict:
     on = tlseg.load_model("tl-cells")
     off = tlseg.Model(replace(on.config, instances=replace(
         on.config.instances, repeat_similarity=0.0, remove_pattern=False,
-        flat_texture=0.0)), on.net)
+        flat_texture=0.0, opaque_darkness=0.0)), on.net)
     rows = []
     for n in sizes:
         plain = synthetic_field((n, n), diameter=30, seed=n)["tl"].astype(np.float32)
@@ -229,7 +230,8 @@ def time_structure_filter(sizes, repeats: int) -> dict:
             rows.append({"size": n, "field": field, "filter_on_s": round(med["on"], 3),
                          "filter_off_s": round(med["off"], 3),
                          "ratio": round(med["on"] / med["off"], 3)})
-            print(f"{n}² {field}: structure filters and pattern removal on {med['on']:.3f} s, "
+            print(f"{n}² {field}: structure, flat and speck filters and pattern removal on "
+                  f"{med['on']:.3f} s, "
                   f"off {med['off']:.3f} s ({med['on'] / med['off']:.3f}x)")
     return {"threads": 2, "repeats": repeats, "rows": rows}
 
