@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
+import tlseg
 from tlseg.plate.demo import make_demo_plate
 from tlseg.synthetic import synthetic_field
 
@@ -50,3 +53,32 @@ def data_dir(tmp_path_factory):
         tifffile.imwrite(d / "images" / f"s{i}.tif", f["tl"])
         tifffile.imwrite(d / "masks" / f"s{i}.tif", f["labels"].astype(np.uint16))
     return d
+
+
+@pytest.fixture(scope="session")
+def tl_cells_without():
+    """A function: ``tl-cells`` and a copy of it, on the same network, with the instance
+    settings given (a filter switched off) -- ``model, off = tl_cells_without(x=0.0)``."""
+    model = tlseg.load_model("tl-cells")
+
+    def pair(**settings):
+        cfg = model.config
+        off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, **settings)),
+                          model.net)
+        return model, off
+
+    return pair
+
+
+@pytest.fixture(scope="session")
+def assert_same_cells():
+    """A function that asserts two models find as many cells on a synthetic 384² field of
+    each modality (a filter that must leave cells alone)."""
+
+    def check(model, off):
+        for modality in ("phase", "brightfield", "dic"):
+            f = synthetic_field((384, 384), diameter=30, modality=modality, seed=1)
+            assert model.segment(f["tl"], diameter=30).max() == off.segment(
+                f["tl"], diameter=30).max()
+
+    return check

@@ -1,14 +1,12 @@
 """Objects on a repeating pattern (chip posts) are found and the pattern is removed; cells,
 alone or crowded, are not touched."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
 
-import tlseg
 from tlseg.analysis.metrics import match_counts
 from tlseg.config import InstanceConfig
 from tlseg.inference.repeats import (
@@ -64,25 +62,19 @@ def test_fields_of_cells_alone_have_no_lattice(modality, confluent):
     assert not repeated_objects(f["labels"], f["tl"], 30).any()
 
 
-def test_the_model_drops_posts_only_when_its_setting_asks():
+def test_the_model_drops_posts_only_when_its_setting_asks(tl_cells_without):
     image, _, _ = _chip(5)
-    model = tlseg.load_model("tl-cells")
+    model, off = tl_cells_without(repeat_similarity=0.0, remove_pattern=False)
     assert model.config.instances.repeat_similarity == 0.8
     with_filter = model.segment(image, diameter=30)
-    cfg = model.config
-    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, repeat_similarity=0.0,
-                                                     remove_pattern=False)), model.net)
     assert with_filter.max() < off.segment(image, diameter=30).max()
     with pytest.raises(ValueError, match="repeat_similarity"):
         InstanceConfig(repeat_similarity=1.0)
 
 
-def test_pattern_removal_takes_the_posts_and_leaves_the_cells():
-    model = tlseg.load_model("tl-cells")
-    cfg = model.config
-    assert cfg.instances.remove_pattern
-    off = tlseg.Model(replace(cfg, instances=replace(cfg.instances, remove_pattern=False)),
-                      model.net)
+def test_pattern_removal_takes_the_posts_and_leaves_the_cells(tl_cells_without):
+    model, off = tl_cells_without(remove_pattern=False)
+    assert model.config.instances.remove_pattern
     change = np.zeros(2)  # mean |change| on the cells, on the posts
     found = np.zeros(2, int)  # cells found (IoU 0.5) with the removal, without it
     n_true = 0
