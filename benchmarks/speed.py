@@ -199,8 +199,8 @@ def time_structure_filter(sizes, repeats: int) -> dict:
     fields with tl-cells' structure filter, pattern removal, flat and speck filters on
     and off, interleaved, and their ratio: on plain fields (no lattice: the
     autocorrelation, the field's noise, the flat filter's texture of the cells whose flows
-    converge poorly and the speck filter's rings of the small dark cells are the cost) and on the same fields with a
-    lattice of posts (``training.structures``) drawn over them (the pattern is found,
+    converge poorly and the speck filter's ring around each cell under a canonical cell's
+    area are the cost) and on the same fields with a lattice of posts (``training.structures``) drawn over them (the pattern is found,
     subtracted and the objects on it compared)."""
     from dataclasses import replace
 
