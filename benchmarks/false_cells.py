@@ -276,6 +276,7 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
                 flat = flat_objects(labels, det["image"], maps[0],
                                     maps[3:5] if maps.shape[0] >= 5 else None,
                                     min_texture=inst.flat_texture,
+                                    canonical_diameter=cd,
                                     max_coherence=inst.flat_coherence)
                 row["flat_dropped"] += int(flat.sum())
                 row["flat_dropped_matched"] += int(matched_objects(labels, truth)[flat].sum())

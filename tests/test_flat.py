@@ -42,15 +42,33 @@ def _flows_to_centres(labels):
 def test_background_read_as_cells_is_flagged(seed):
     image, labels = _enclosed_background(seed)
     prob = (labels > 0).astype(np.float32)
-    assert flat_objects(labels, image, prob, None, min_texture=1.3).all()
+    flagged = flat_objects(labels, image, prob, None, min_texture=1.3, canonical_diameter=30)
+    assert flagged.all()
     inward = _flows_to_centres(labels)
     # flows that point away from the objects' centres: still flagged
     assert flat_objects(labels, image, prob, -inward, min_texture=1.3,
-                        max_coherence=0.9).all()
+                        canonical_diameter=30, max_coherence=0.9).all()
     # flows that converge on them, as on a cell: kept
     assert not flat_objects(labels, image, prob, inward, min_texture=1.3,
-                            max_coherence=0.9).any()
-    assert np.array_equal(drop_flat(labels, image, prob, None, min_texture=0.0), labels)
+                            canonical_diameter=30, max_coherence=0.9).any()
+    assert np.array_equal(drop_flat(labels, image, prob, None, min_texture=0.0,
+                                    canonical_diameter=30), labels)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_large_object_is_read_inside_its_walls(seed):
+    """A round chamber read as one object takes in a few pixels of its wall: its
+    texture is read deeper inside than a cell's, where the wall is out."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100, 2, (160, 160)).astype(np.float32)
+    r = np.hypot(*(np.mgrid[:160, :160] - 80.0))
+    image[(r >= 36) & (r < 40)] = 50  # the wall, inside the object's outline
+    labels = (r < 40).astype(np.int32)  # ~7 canonical cell areas
+    prob = ndi.binary_dilation(labels > 0, iterations=6).astype(np.float32)
+    assert flat_objects(labels, image, prob, None, min_texture=1.3, canonical_diameter=30)[0]
+    # the same object, smaller than a canonical cell, is read 2 px in: the wall counts
+    assert not flat_objects(labels, image, prob, None, min_texture=1.3,
+                            canonical_diameter=120)[0]
 
 
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
@@ -59,14 +77,16 @@ def test_cells_are_not_flat(modality):
         f = synthetic_field((384, 384), diameter=30, n_cells=12, modality=modality, seed=seed)
         labels = f["labels"].astype(np.int32)
         prob = ndi.binary_dilation(labels > 0, iterations=2).astype(np.float32)
-        assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3).any()
+        assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3,
+                                canonical_diameter=30).any()
 
 
 def test_a_field_without_background_is_left_alone():
     f = synthetic_field((256, 256), diameter=30, n_cells=0, seed=4)
     labels = np.arange(1, 17, dtype=np.int32).repeat(16 * 256).reshape(256, 256)
     prob = np.ones(labels.shape, np.float32)  # the network sees cells everywhere
-    assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3).any()
+    assert not flat_objects(labels, f["tl"], prob, None, min_texture=1.3,
+                            canonical_diameter=30).any()
 
 
 def test_the_model_drops_flat_objects_and_keeps_cells(tl_cells_without, assert_same_cells):

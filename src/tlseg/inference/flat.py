@@ -9,7 +9,8 @@ enclosed stretch of background is that background. Such objects are also the one
 predicted flows converge least: the network sees no cell to flow to.
 
 :func:`flat_objects` marks the objects whose interior texture (robust SD of the image
-less its local mean, :func:`detail`, over the object shrunk by ``ERODE`` pixels) is
+less its local mean, :func:`detail`, over the object shrunk by ``ERODE`` pixels, or a
+quarter of its radius when it is larger than a canonical cell) is
 below ``min_texture`` times that of the field's background (the pixels the network calls
 background, ``BACKGROUND_PROB``, ``CLEARANCE`` pixels or more from every object in x and
 y), and whose flow coherence (:func:`tlseg.inference.flows.flow_coherence`) is below
@@ -37,6 +38,9 @@ FLAT_TEXTURE = 1.3
 FLAT_COHERENCE = 0.9
 DETAIL_SIGMA = 2.0  # canonical px: the local mean that detail is measured against
 ERODE = 2  # canonical px taken off an object's rim before its texture is read
+# ... and from an object larger than a canonical cell, this fraction of its equivalent
+# radius where that is more: the rim of a stretch of channel is wall
+ERODE_RADIUS = 0.25
 BACKGROUND_PROB = 0.2  # foreground probability under which a pixel is background
 CLEARANCE = 3  # canonical px between background pixels and the nearest object
 MIN_BACKGROUND = 1000  # background pixels needed to measure the noise (~1.4 cells)
@@ -61,13 +65,20 @@ def robust_sd(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def interior_texture(labels: np.ndarray, fine: np.ndarray,
-                     ids: np.ndarray | None = None) -> np.ndarray:
+def interior_texture(labels: np.ndarray, fine: np.ndarray, ids: np.ndarray | None = None,
+                     *, canonical_diameter: float) -> np.ndarray:
     """Robust SD of ``fine`` (:func:`detail`) inside each object 1..n (or only those of
     ``ids``; the others read inf), shrunk by ``ERODE`` pixels (the whole object where
-    fewer than ``MIN_INTERIOR`` pixels remain)."""
+    fewer than ``MIN_INTERIOR`` pixels remain).
+
+    An object larger than a canonical cell (``canonical_diameter`` across) is shrunk by
+    ``ERODE_RADIUS`` of its equivalent radius where that is more: a stretch of channel
+    enclosed by walls, 2-10 cell areas, has a few pixels of wall inside its outline,
+    enough to lift its texture to a cell's when only 2 px are taken off. Smaller objects
+    keep the 2 px: a small DIC cell's relief is at its rim."""
     n = int(labels.max(initial=0))
     out = np.full(n, np.inf)
+    cell_area = np.pi / 4 * canonical_diameter**2
     cross = ndi.generate_binary_structure(2, 1)
     boxes = ndi.find_objects(labels)
     for i in (range(1, n + 1) if ids is None else ids):
@@ -76,7 +87,11 @@ def interior_texture(labels: np.ndarray, fine: np.ndarray,
             continue
         sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
         mask = labels[sl] == i
-        inner = ndi.binary_erosion(mask, cross, iterations=ERODE)
+        area = int(mask.sum())
+        depth = ERODE
+        if area > cell_area:
+            depth = max(ERODE, round(ERODE_RADIUS * np.sqrt(area / np.pi)))
+        inner = ndi.binary_erosion(mask, cross, iterations=depth)
         if inner.sum() < MIN_INTERIOR:
             inner = mask
         out[i - 1] = robust_sd(fine[sl][inner])
@@ -105,14 +120,15 @@ def field_noise(labels: np.ndarray, image: np.ndarray,
 
 def flat_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
                  flow: np.ndarray | None, *, min_texture: float,
-                 max_coherence: float = 1.0,
+                 canonical_diameter: float, max_coherence: float = 1.0,
                  field: tuple[np.ndarray, float | None] | None = None) -> np.ndarray:
     """Boolean per object 1..n: its interior is flatter than ``min_texture`` times the
     background's noise and (with ``flow``, the network's (2, H, W) flow maps) its flow
     coherence is below ``max_coherence``. All False where the background cannot be
     measured.
 
-    ``image`` is the field at the canonical scale, ``prob`` the network's foreground
+    ``image`` is the field at the canonical scale (cells ``canonical_diameter`` px
+    across), ``prob`` the network's foreground
     probability on the same grid, ``field`` what :func:`field_noise` returns for them
     (computed when omitted). Only the objects that pass the coherence test have their
     texture read, so a field of cells whose flows converge costs little.
@@ -127,12 +143,13 @@ def flat_objects(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
     ids = np.arange(1, n + 1)
     if flow is not None and max_coherence < 1.0:
         ids = ids[flow_coherence(labels, flow) < max_coherence]
-    flat[ids - 1] = interior_texture(labels, fine, ids)[ids - 1] < min_texture * noise
+    texture = interior_texture(labels, fine, ids, canonical_diameter=canonical_diameter)
+    flat[ids - 1] = texture[ids - 1] < min_texture * noise
     return flat
 
 
 def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
-              flow: np.ndarray | None, *, min_texture: float,
+              flow: np.ndarray | None, *, min_texture: float, canonical_diameter: float,
               max_coherence: float = 1.0,
               field: tuple[np.ndarray, float | None] | None = None) -> np.ndarray:
     """``labels`` without the objects of :func:`flat_objects`, renumbered 1..n; unchanged
@@ -154,13 +171,14 @@ def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
     >>> labels[24:76, 24:76] = 1
     >>> labels[disc] = 2
     >>> prob = (labels > 0).astype(np.float32)
-    >>> kept = drop_flat(labels, image, prob, None, min_texture=1.3)
+    >>> kept = drop_flat(labels, image, prob, None, min_texture=1.3, canonical_diameter=30)
     >>> int(kept.max()), bool(kept[50, 140])
     (1, True)
     """
     if min_texture <= 0 or labels.max(initial=0) == 0:
         return labels
     found = flat_objects(labels, image, prob, flow, min_texture=min_texture,
+                         canonical_diameter=canonical_diameter,
                          max_coherence=max_coherence, field=field)
     return keep_objects(labels, ~found) if found.any() else labels
 

@@ -364,6 +364,7 @@ class Model:
                 labels = drop_flat(labels, small, maps[0],
                                    maps[3:5] if maps.shape[0] >= 5 else None,
                                    min_texture=inst.flat_texture,
+                                   canonical_diameter=self.config.canonical_diameter,
                                    max_coherence=inst.flat_coherence, field=field)
                 labels = drop_opaque(labels, small, maps[0],
                                      min_darkness=inst.opaque_darkness,
