@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 from common import (
+    REPO,
     RESULTS,
     TL_CELLS_SOURCES,
     WORK,
@@ -76,6 +77,15 @@ from tlseg.io import atomic_path
 
 SOURCE = "bbbc030-cho"
 ROI = 256
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it, as a command a reader
+    can rerun from the repository root; otherwise as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURCE,
@@ -97,7 +107,7 @@ def base_model(data: Path, epochs: int, device: str = "cpu", source: str = SOURC
     # the same model as `tlseg train` with these options (which trains with flows)
     command = shlex.join(["tlseg", "train", *map(str, folders),
                           "--incomplete", *map(str, options["incomplete"]),
-                          "--exclude", *options["exclude"], "-o", str(out), "--name", name,
+                          "--exclude", *options["exclude"], "-o", _shown(out), "--name", name,
                           "--epochs", str(epochs), "--device", device])
     resume = (out / "checkpoint.pt").exists()
     print(f"training the base model ({'resumed' if resume else 'new'}): {command}", flush=True)
