@@ -42,8 +42,8 @@ def _flows_to_centres(labels):
 def test_background_read_as_cells_is_flagged(seed):
     image, labels = _enclosed_background(seed)
     prob = (labels > 0).astype(np.float32)
-    flagged = flat_objects(labels, image, prob, None, min_texture=1.3, canonical_diameter=30)
-    assert flagged.all()
+    assert flat_objects(labels, image, prob, None, min_texture=1.3,
+                        canonical_diameter=30).all()
     inward = _flows_to_centres(labels)
     # flows that point away from the objects' centres: still flagged
     assert flat_objects(labels, image, prob, -inward, min_texture=1.3,

@@ -9,8 +9,8 @@ enclosed stretch of background is that background. Such objects are also the one
 predicted flows converge least: the network sees no cell to flow to.
 
 :func:`flat_objects` marks the objects whose interior texture (robust SD of the image
-less its local mean, :func:`detail`, over the object shrunk by ``ERODE`` pixels, or a
-quarter of its radius when it is larger than a canonical cell) is
+less its local mean, :func:`detail`, over the object shrunk by ``ERODE`` pixels, or by a
+quarter of its radius where that is more and it is larger than a canonical cell) is
 below ``min_texture`` times that of the field's background (the pixels the network calls
 background, ``BACKGROUND_PROB``, ``CLEARANCE`` pixels or more from every object in x and
 y), and whose flow coherence (:func:`tlseg.inference.flows.flow_coherence`) is below
