@@ -200,8 +200,9 @@ def time_structure_filter(sizes, repeats: int) -> dict:
     and off, interleaved, and their ratio: on plain fields (no lattice: the
     autocorrelation, the field's noise, the flat filter's texture of the cells whose flows
     converge poorly and the speck filter's ring around each cell under a canonical cell's
-    area are the cost) and on the same fields with a lattice of posts (``training.structures``) drawn over them (the pattern is found,
-    subtracted and the objects on it compared)."""
+    area are the cost) and on the same fields with a lattice of posts
+    (``training.structures``) drawn over them (the pattern is found, subtracted and the
+    objects on it compared)."""
     from dataclasses import replace
 
     import torch

@@ -1,7 +1,6 @@
 """Objects as flat as the background (a scratch's flank, the inside of a bubble) are
 dropped; cells, sparse or crowded, in every modality, are kept."""
 
-
 import numpy as np
 import pytest
 import torch
