@@ -8,7 +8,8 @@ import tifffile
 import tlseg
 from tlseg.cli import main
 from tlseg.config import ModelConfig
-from tlseg.plate.calibrate import calibration_labels, tune_to_nuclei
+from tlseg.plate.calibrate import tune_to_nuclei
+from tlseg.plate.nucleus_labels import calibration_labels
 
 
 def test_labels_keep_one_nucleus_cells_split_at_several_trust_far_background_doubt_the_rest():
@@ -36,7 +37,7 @@ def test_labels_keep_one_nucleus_cells_split_at_several_trust_far_background_dou
 
 
 def test_split_at_nuclei_keeps_each_part_inside_its_own_cell():
-    from tlseg.plate.calibrate import split_at_nuclei
+    from tlseg.plate.nucleus_labels import split_at_nuclei
 
     # two touching cells, each with two nuclei; cell 2's left nucleus sits nearer the
     # shared border than cell 1's right one, yet no part may cross the border

@@ -1,0 +1,136 @@
+"""Training labels from a plate's own label-free cells and nuclear stain, with no human
+input: what :func:`tlseg.calibrate` learns from (:func:`calibration_labels`).
+
+- a label-free cell holding exactly one nucleus stays a cell;
+- a label-free object holding no nucleus and lying entirely farther than one cell
+  diameter from every nucleus is background (debris, structures, well edges), and so is
+  every other pixel that far from every nucleus;
+- a cell holding two or more nuclei (touching cells read as one) is split at its
+  nuclei: each of its pixels goes to the nearest of them it can reach inside the cell
+  (:func:`split_at_nuclei`);
+- an object without a nucleus near one, and everything near a nucleus outside every
+  cell (a missed cell, whose outline nothing tells) are *unknown* to the loss.
+
+:func:`nucleus_match` counts how a site's cells and nuclei pair up, the score the
+calibrated model's instance settings are tuned on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential, watershed
+
+from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
+from ..training.targets import UNKNOWN
+
+
+def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
+                       split: bool = True) -> np.ndarray:
+    """Training labels from label-free cells and nuclei (see the module docstring).
+
+    Parameters
+    ----------
+    cells, nuclei : ndarray (H, W) of int
+        Label-free cells and nuclei of one site, 0 = background.
+    diameter : float
+        Cell diameter in pixels: background must be farther than this from every
+        nucleus.
+    split : bool
+        Split the cells that hold several nuclei at them (:func:`split_at_nuclei`);
+        without, they are unknown.
+
+    Returns
+    -------
+    ndarray of int32 (H, W)
+        Cell ids (> 0), background (0) and unknown (-1).
+
+    Examples
+    --------
+    >>> cells = np.zeros((60, 60), int)
+    >>> cells[5:15, 5:15] = 1; cells[5:15, 40:50] = 2; cells[40:50, 40:50] = 3
+    >>> nuclei = np.zeros_like(cells); nuclei[8:12, 8:12] = 1
+    >>> labels = calibration_labels(cells, nuclei, diameter=10)
+    >>> int(labels[10, 10]), int(labels[10, 45]), int(labels[45, 45]), int(labels[10, 20])
+    (1, 0, 0, -1)
+    """
+    counts = nuclei_per_cell(cells, nuclei)
+    far = ndi.distance_transform_edt(nuclei == 0) > diameter
+    labels = np.where(far, 0, UNKNOWN).astype(np.int32)
+    ids = np.arange(len(counts))
+    one = ids[(counts == 1) & (ids > 0)]
+    several = ids[(counts >= 2) & (ids > 0)]
+    # an object without a nucleus is background only if all of it is far from nuclei
+    if cells.max() > 0:
+        near = ndi.maximum(~far, cells, index=ids[1:]) if len(ids) > 1 else np.zeros(0)
+        doubtful = ids[1:][(counts[1:] == 0) & (near > 0)]
+        labels[np.isin(cells, np.concatenate([doubtful, several]))] = UNKNOWN
+    keep = np.isin(cells, one)
+    labels[keep] = cells[keep]
+    if split and len(several):
+        parts = split_at_nuclei(np.where(np.isin(cells, several), cells, 0), nuclei)
+        inside = parts > 0
+        labels[inside] = parts[inside] + int(cells.max())
+    return labels
+
+
+def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+    """Split each cell at the nuclei whose centres it holds: a watershed from those
+    nuclei on the distance to the nearest of them, flooding only the cell (scikit-image
+    ``watershed``), so each pixel goes to the nearest nucleus it can reach inside the cell.
+
+    Returns labels numbered 1..n over the parts; the pixels of a cell that no nucleus
+    reaches, and the cells without a nucleus, are 0.
+
+    Examples
+    --------
+    >>> cells = np.zeros((5, 12), int); cells[1:4, 1:11] = 7
+    >>> nuclei = np.zeros_like(cells); nuclei[2, 2:4] = 1; nuclei[2, 8:10] = 2
+    >>> split_at_nuclei(cells, nuclei)[2].tolist()
+    [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0]
+    """
+    centres = nucleus_centres(nuclei)
+    if len(centres) == 0 or cells.max() == 0:
+        return np.zeros(cells.shape, np.int32)
+    yx = np.rint(centres).astype(np.int64)
+    home = np.concatenate([[0], cells[yx[:, 0], yx[:, 1]]])  # the cell of each nucleus
+    ids = np.unique(nuclei[nuclei > 0])
+    lut = np.zeros(int(nuclei.max()) + 1, np.int64)
+    lut[ids] = home[1:]
+    # a nucleus marks the cell that holds its centre, with its pixels in that cell
+    markers = np.where((nuclei > 0) & (lut[nuclei] == cells) & (cells > 0), nuclei, 0)
+    housed = home[1:] > 0
+    markers[yx[housed, 0], yx[housed, 1]] = ids[housed]
+    parts = np.zeros(cells.shape, np.int64)
+    for cell, box in enumerate(ndi.find_objects(cells), start=1):
+        if box is None:
+            continue
+        mask = cells[box] == cell
+        seeds = np.where(mask, markers[box], 0)
+        if seeds.any():
+            flooded = watershed(ndi.distance_transform_edt(seeds == 0), seeds, mask=mask)
+            parts[box][mask] = flooded[mask]
+    return relabel_sequential(parts)[0].astype(np.int32)
+
+
+def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """How cells and nuclei pair up: matched (cells holding exactly one nucleus centre),
+    cells holding none, and nuclei left unmatched (outside every cell, or the second and
+    later nucleus of a cell), as an int array of 3.
+
+    ``centres`` are (N, 2) positions (y, x) in ``cells``' pixels
+    (:func:`~tlseg.analysis.measure.centres_per_cell`).
+
+    Examples
+    --------
+    >>> cells = np.zeros((10, 10), int); cells[1:4, 1:4] = 1; cells[6:9, 6:9] = 2
+    >>> cells[1:4, 6:9] = 3
+    >>> nucleus_match(cells, np.array([[2, 2], [7, 7], [7, 8], [5, 5]])).tolist()
+    [1, 1, 2]
+    """
+    per = centres_per_cell(cells, centres)
+    return np.array([(per[1:] == 1).sum(), (per[1:] == 0).sum(),
+                     per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
+
+
+__all__ = ["calibration_labels", "nucleus_match", "split_at_nuclei"]
