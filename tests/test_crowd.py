@@ -113,10 +113,39 @@ def test_monolayers_fill_the_field_and_are_drawn_for_their_fraction():
     images = _samples(n=2)
     sampler = CropSampler(images, crop=64, max_log2_scale=0.0, rng=np.random.default_rng(1),
                           monolayers=layers, monolayer_fraction=0.25)
-    picks = [sampler._pick().source for _ in range(2000)]
+    picks = [sampler._pick()[0].source for _ in range(2000)]
     assert 0.2 < picks.count("synthetic monolayer") / len(picks) < 0.3
     with pytest.raises(ValueError, match="crowded \\+ monolayers"):
         TrainConfig(crowded=0.6, monolayers=0.6)
+
+
+def test_dense_crops_are_centred_where_cells_crowd():
+    # one field: a tight cluster of small cells on the left, cells spread on the right
+    lab = np.zeros((200, 400), np.int32)
+    k = 0
+    for y in range(20, 180, 14):
+        for x in range(20, 120, 14):
+            k += 1
+            lab[y:y + 10, x:x + 10] = k
+    for y, x in [(30, 250), (150, 300), (60, 360), (120, 220)]:
+        k += 1
+        lab[y:y + 10, x:x + 10] = k
+    s = make_sample(np.where(lab > 0, 1.0, 0.5).astype(np.float32), lab, diameter=12.0,
+                    canonical_diameter=12.0, name="a", source="syn")
+    plain = CropSampler([s], crop=64, max_log2_scale=0.0, rng=np.random.default_rng(0))
+    dense = CropSampler([s], crop=64, max_log2_scale=0.0, rng=np.random.default_rng(0),
+                        dense_fraction=0.5, dense_radius=24.0)
+    left = []
+    for sampler in (plain, dense):
+        picks = [sampler._pick() for _ in range(1000)]
+        centres = [c for _, c in picks if c is not None]
+        left.append(np.mean([c[1] < 130 for c in centres]) if centres else None)
+        if sampler is dense:
+            assert 0.45 < len(centres) / len(picks) < 0.55
+            assert left[-1] > 0.99  # a cell in the cluster has 5-9 neighbours, one apart 1
+    assert left[0] is None  # without it every centre is drawn uniformly, as before
+    with pytest.raises(ValueError, match="dense must be in"):
+        TrainConfig(dense=1.5)
 
 
 def test_training_with_monolayers_records_them(data_dir, tmp_path):

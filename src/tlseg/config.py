@@ -348,6 +348,12 @@ class TrainConfig:
         Extra loss weight (0 = off) on pixels within 3 canonical pixels of two different
         cells, where touching cells must be told apart
         (:func:`tlseg.training.crowd.border_weights`).
+    dense : float
+        Density-weighted crops (0 = off): this fraction of the crops of each source is
+        centred on one of its labelled cells, drawn with a weight of the square of the
+        number of labelled cells within two canonical diameters, so that the densest
+        parts of the real images are seen more often
+        (:func:`tlseg.training.data.dense_centres`).
     structures : float
         Structure negatives (0 = off): this fraction of the crops get one structure that
         is not a cell (microfluidic posts, walls and channels, scratches, bubbles, a
@@ -374,6 +380,7 @@ class TrainConfig:
     crowded: float = 0.0
     monolayers: float = 0.0
     border_weight: float = 0.0
+    dense: float = 0.0
     structures: float = 0.0
 
     def __post_init__(self):
@@ -400,6 +407,8 @@ class TrainConfig:
             raise ValueError("crowded must be in [0, 1]")
         if not 0 <= self.monolayers <= 1 or self.crowded + self.monolayers > 1:
             raise ValueError("monolayers must be in [0, 1], and crowded + monolayers <= 1")
+        if not 0 <= self.dense <= 1:
+            raise ValueError("dense must be in [0, 1]")
         if self.border_weight < 0:
             raise ValueError("border_weight must be >= 0")
         if self.lr <= 0 or self.max_log2_scale < 0:

@@ -84,6 +84,10 @@ def add_parsers(sub) -> None:
     t.add_argument("--border-weight", type=float, default=default(tc, "border_weight"),
                    metavar="W", help="extra loss weight on pixels where two cells meet "
                                      "(0 = off)")
+    t.add_argument("--dense", type=float, default=default(tc, "dense"), metavar="FRACTION",
+                   help="density-weighted crops: this fraction of each source's crops is "
+                        "centred on a labelled cell, the more often the more cells lie "
+                        "around it (0 = off)")
     t.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
                    help="leave out images whose file name matches (e.g. the same field as a "
                         "test image)")
@@ -120,8 +124,8 @@ def add_parsers(sub) -> None:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
-                "crowded", "monolayers", "border_weight", "structures", "exclude", "no_tune",
-                "name", "device")
+                "crowded", "monolayers", "border_weight", "dense", "structures", "exclude",
+                "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)
@@ -180,7 +184,7 @@ def train(args) -> int:
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
         specks=args.specks, crowded=args.crowded, monolayers=args.monolayers,
-        border_weight=args.border_weight,
+        border_weight=args.border_weight, dense=args.dense,
         structures=args.structures,
         name=args.name or out.name, flatfield=args.flatfield,
         channels=args.channels, canonical_diameter=args.canonical_diameter,

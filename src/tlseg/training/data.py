@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from ..errors import TlsegError
 from ..inference.labels import resize_labels
@@ -167,11 +168,17 @@ class CropSampler:
     monolayers : list of Sample, optional
         Synthetic monolayers (:func:`tlseg.training.crowd.monolayer_samples`), drawn for
         a ``monolayer_fraction`` of the crops.
+    dense_fraction : float
+        This fraction of the source-balanced crops is centred on a labelled cell of the
+        source, drawn with a weight of the square of the number of labelled cells within
+        ``dense_radius`` pixels of it, so that the densest parts of real images are seen
+        more often; the other crops are centred uniformly.
     """
 
     def __init__(self, samples: list[Sample], *, crop: int, max_log2_scale: float, rng,
                  crowded: list[Sample] = (), crowded_fraction: float = 0.0,
-                 monolayers: list[Sample] = (), monolayer_fraction: float = 0.0):
+                 monolayers: list[Sample] = (), monolayer_fraction: float = 0.0,
+                 dense_fraction: float = 0.0, dense_radius: float = 60.0):
         if not samples:
             raise TlsegError("no annotated images to train on")
         self.samples = samples
@@ -187,39 +194,55 @@ class CropSampler:
         self.by_source: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
             self.by_source.setdefault(s.source, []).append(i)
+        self.dense_fraction = dense_fraction
+        self.dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if dense_fraction > 0:
+            for src, idx in self.by_source.items():
+                table = dense_centres([samples[i] for i in idx], radius=dense_radius)
+                if len(table):
+                    w = table[:, 3] / table[:, 3].sum()
+                    table[:, 0] = np.asarray(idx)[table[:, 0].astype(int)]
+                    self.dense[src] = (table[:, :3], w)
 
-    def _pick(self) -> Sample:
+    def _pick(self) -> tuple[Sample, tuple[float, float] | None]:
+        """A sample, and the crop's centre where it is not drawn uniformly."""
         # no random number is drawn without extras: old recipes train as before
         if self.extras:
             u = self.rng.random()
             for group, fraction in self.extras:
                 if u < fraction:
-                    return group[self.rng.integers(len(group))]
+                    return group[self.rng.integers(len(group))], None
                 u -= fraction
         sources = list(self.by_source)
         src = sources[self.rng.integers(len(sources))]
+        if src in self.dense and self.rng.random() < self.dense_fraction:
+            table, w = self.dense[src]
+            i, cy, cx = table[self.rng.choice(len(table), p=w)]
+            return self.samples[int(i)], (float(cy), float(cx))
         idx = self.by_source[src]
-        return self.samples[idx[self.rng.integers(len(idx))]]
+        return self.samples[idx[self.rng.integers(len(idx))]], None
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw crops (n,1,P,P), targets (n,C,P,P) and per-crop reference intensity (n,)."""
         images, targets, refs = [], [], []
         for _ in range(n):
-            s = self._pick()
-            img, tgt = self._crop(s)
+            s, centre = self._pick()
+            img, tgt = self._crop(s, centre)
             images.append(img)
             targets.append(tgt)
             refs.append(s.reference)
         return torch.stack(images), torch.stack(targets), torch.tensor(refs)
 
-    def _crop(self, s: Sample) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crop(self, s: Sample, centre=None) -> tuple[torch.Tensor, torch.Tensor]:
         rng, p = self.rng, self.crop
         m = self.max_log2_scale
         u = float(np.clip(rng.normal(0, m / 2), -m, m)) if m > 0 else 0.0
         zoom = 2.0**u  # >1: cells look bigger
         _, h, w = s.image.shape
         half = p / (2 * zoom)  # half-extent of the crop in sample pixels
-        if s.focus and rng.random() < 0.8:
+        if centre is not None:
+            cy, cx = centre
+        elif s.focus and rng.random() < 0.8:
             # sparse annotation: centre most crops on an annotated region
             y0, x0, y1, x1 = s.focus[rng.integers(len(s.focus))]
             cy, cx = rng.uniform(y0, y1), rng.uniform(x0, x1)
@@ -248,6 +271,34 @@ class CropSampler:
             tgt[k[0]] = c * fy + s_ * fx
             tgt[k[1]] = flip * (-s_ * fy + c * fx)
         return img[0], tgt
+
+
+def dense_centres(samples: list[Sample], *, radius: float) -> np.ndarray:
+    """Labelled cells' centres and local density: rows (sample index, y, x, weight).
+
+    The weight is the square of the number of labelled cells (the cell itself included)
+    whose centres lie within ``radius`` pixels of the cell's centre.
+
+    Examples
+    --------
+    >>> lab = np.zeros((40, 100), np.int32)
+    >>> lab[5:10, 5:10], lab[5:10, 12:17], lab[30:35, 80:85] = 1, 2, 3
+    >>> s = Sample("a", "src", torch.zeros(1, 40, 100), torch.zeros(7, 40, 100), lab, 30.0, 1.0)
+    >>> dense_centres([s], radius=10)[:, 3].tolist()   # two neighbours, one alone
+    [4.0, 4.0, 1.0]
+    """
+    rows = []
+    for k, s in enumerate(samples):
+        lab = np.where(s.labels > 0, s.labels, 0)
+        ids = np.unique(lab)
+        ids = ids[ids > 0]
+        if not len(ids):
+            continue
+        centres = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids))
+        d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+        count = (d2 <= radius**2).sum(1).astype(float)
+        rows.append(np.column_stack([np.full(len(ids), k), centres, count**2]))
+    return np.concatenate(rows) if rows else np.zeros((0, 4))
 
 
 def _affine_grid(p, cy, cx, theta, flip, zoom, h, w) -> torch.Tensor:
@@ -283,6 +334,7 @@ __all__ = [
     "UNKNOWN",
     "CropSampler",
     "Sample",
+    "dense_centres",
     "list_pairs",
     "load_sample",
     "make_sample",

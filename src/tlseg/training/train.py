@@ -230,7 +230,9 @@ def train_samples(
             weight_borders(s, tc.border_weight)
     sampler = CropSampler(train_set, crop=tc.crop, max_log2_scale=tc.max_log2_scale, rng=np_rng,
                           crowded=crowded, crowded_fraction=tc.crowded,
-                          monolayers=monolayers, monolayer_fraction=tc.monolayers)
+                          monolayers=monolayers, monolayer_fraction=tc.monolayers,
+                          dense_fraction=tc.dense,
+                          dense_radius=2 * model_config.canonical_diameter)
     dev = _device(device)
     net = UNet(model_config.channels, model_config.n_outputs)
     if init is not None:
