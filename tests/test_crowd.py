@@ -52,6 +52,30 @@ def test_crowded_fields_are_denser_and_their_labels_consistent():
     assert all(np.array_equal(a.labels, b.labels) for a, b in zip(crowded, again))
 
 
+def test_relief_pasting_carries_the_halo_and_draws_no_seam():
+    from tlseg.training.crowd import _paste
+
+    # a dark cell with a bright halo on a background of 100, cut out with its margin
+    yy, xx = np.mgrid[:30, :30]
+    r = np.hypot(yy - 15, xx - 15)
+    patch = np.where(r < 8, 60.0, np.where(r < 9.5, 140.0, 100.0)).astype(np.float32)
+    mask = r < 8
+    for blend in ("feather", "relief"):
+        canvas = np.full((60, 60), 50.0, np.float32)  # a dimmer place
+        canvas[:, 40:] = 80.0  # and a neighbour's edge on the right
+        labels = np.zeros((60, 60), np.int64)
+        assert _paste(canvas, labels, patch, mask, 10, 20, 1, 1.0, blend)
+        assert (labels == 1).sum() == mask.sum()
+        inside = canvas[25, 35]  # the cell's body, brought to the new place's level
+        assert abs(inside - 30.0) < 1
+        if blend == "relief":
+            assert canvas[25, 26] > 60  # the halo came along, at the new level
+            assert canvas[25, 46] == 80.0  # beyond the halo the field is untouched
+            assert abs(canvas[25, 44] - 80.0 * 1.4) < 20  # the halo lies over the edge
+    with pytest.raises(ValueError, match="crowded_blend must be"):
+        TrainConfig(crowded_blend="paste")
+
+
 def test_crowded_fields_need_fully_labelled_images():
     samples = _samples()
     for s in samples:

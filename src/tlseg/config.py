@@ -338,6 +338,11 @@ class TrainConfig:
         edges at their new background level (:func:`tlseg.training.crowd.crowded_samples`;
         16 fields of 384² canonical pixels per source, built from the training images
         only), so that confluent monolayers are not read as a few big cells.
+    crowded_blend : str
+        How a pasted cell is put into a crowded field: ``"feather"`` (its pixels replace
+        the field's, feathered at the outline) or ``"relief"`` (the field is multiplied
+        by the cell's relief over its own background, halo included, so no seam is
+        drawn; :func:`tlseg.training.crowd.crowded_samples`).
     monolayers : float
         Monolayer augmentation (0 = off): this fraction of the crops come from synthetic
         confluent monolayers in phase contrast, brightfield and DIC, cells filling the
@@ -378,6 +383,7 @@ class TrainConfig:
     texture: float = 0.0
     specks: float = 0.0
     crowded: float = 0.0
+    crowded_blend: str = "feather"
     monolayers: float = 0.0
     border_weight: float = 0.0
     dense: float = 0.0
@@ -405,6 +411,8 @@ class TrainConfig:
             raise ValueError("structures must be in [0, 1]")
         if not 0 <= self.crowded <= 1:
             raise ValueError("crowded must be in [0, 1]")
+        if self.crowded_blend not in ("feather", "relief"):
+            raise ValueError("crowded_blend must be 'feather' or 'relief'")
         if not 0 <= self.monolayers <= 1 or self.crowded + self.monolayers > 1:
             raise ValueError("monolayers must be in [0, 1], and crowded + monolayers <= 1")
         if not 0 <= self.dense <= 1:

@@ -71,6 +71,10 @@ def add_parsers(sub) -> None:
                    help="crowded-field augmentation: this fraction of the crops come from "
                         "fields filled densely with the training images' own annotated "
                         "cells (0 = off)")
+    t.add_argument("--crowded-blend", choices=["feather", "relief"],
+                   default=default(tc, "crowded_blend"),
+                   help="how --crowded pastes a cell: its pixels feathered in, or the "
+                        "field multiplied by its relief (halo included, no seam)")
     t.add_argument("--monolayers", type=float, default=default(tc, "monolayers"),
                    metavar="FRACTION",
                    help="monolayer augmentation: this fraction of the crops come from "
@@ -124,8 +128,8 @@ def add_parsers(sub) -> None:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
-                "crowded", "monolayers", "border_weight", "dense", "structures", "exclude",
-                "no_tune", "name", "device")
+                "crowded", "crowded_blend", "monolayers", "border_weight", "dense",
+                "structures", "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
 #: is in exactly one of the three)
@@ -183,7 +187,8 @@ def train(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
-        specks=args.specks, crowded=args.crowded, monolayers=args.monolayers,
+        specks=args.specks, crowded=args.crowded, crowded_blend=args.crowded_blend,
+        monolayers=args.monolayers,
         border_weight=args.border_weight, dense=args.dense,
         structures=args.structures,
         name=args.name or out.name, flatfield=args.flatfield,

@@ -84,8 +84,16 @@ def _cell_bank(samples: list[Sample], margin: int) -> list[tuple[np.ndarray, np.
     return bank
 
 
-def _paste(canvas, labels, patch, mask, y, x, new_id, feather):
-    """Paste one cell with its top-left corner at (y, x); returns False if it does not fit."""
+def _paste(canvas, labels, patch, mask, y, x, new_id, feather, blend="feather"):
+    """Paste one cell with its top-left corner at (y, x); returns False if it does not fit.
+
+    ``blend="feather"`` replaces the pixels under the cell (its outline widened by 1 px
+    and feathered over ``feather`` px) by the cell brought to the local background level.
+    ``blend="relief"`` multiplies them by the cell's relief (the patch over its
+    surrounding background, less 1) within 3 px of its outline, tapered over ``feather``
+    px: its halo comes along, and what lies under the rim (a neighbour's edge) stays, so
+    no seam is drawn.
+    """
     h, w = mask.shape
     if y < 0 or x < 0 or y + h > canvas.shape[0] or x + w > canvas.shape[1]:
         return False
@@ -93,9 +101,17 @@ def _paste(canvas, labels, patch, mask, y, x, new_id, feather):
     if (under[mask] == UNKNOWN).any():
         return False
     region = canvas[y:y + h, x:x + w]
-    # bring the cell to the local background level of its new place
     ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
     src_bg = float(np.median(patch[ring])) if ring.any() else float(np.median(patch))
+    if blend == "relief":
+        if src_bg <= 0:
+            return False
+        reach = ndi.gaussian_filter(ndi.binary_dilation(mask, iterations=3).astype(np.float32),
+                                    feather)
+        region[:] = region * (1 + np.clip(reach * 1.5, 0, 1) * (patch / src_bg - 1))
+        under[mask] = new_id
+        return True
+    # bring the cell to the local background level of its new place
     dst_bg = float(np.median(region[ring & (under == 0)])) if (ring & (under == 0)).any() \
         else float(np.median(region))
     scaled = patch * (dst_bg / src_bg) if src_bg > 0 else patch
@@ -108,9 +124,10 @@ def _paste(canvas, labels, patch, mask, y, x, new_id, feather):
 
 
 def crowded_samples(samples: list[Sample], *, n: int, size: int, canonical_diameter: float,
-                    rng: np.random.Generator) -> list[Sample]:
+                    rng: np.random.Generator, blend: str = "feather") -> list[Sample]:
     """``n`` crowded fields per source: real cells of a source pasted densely into
-    ``size``² crops of its images at the canonical scale (module docstring).
+    ``size``² crops of its images at the canonical scale (module docstring); ``blend``:
+    how a cell is put in (``"feather"`` or ``"relief"``, see :func:`_paste`).
 
     Only samples without unknown pixels (no ROIs, no partial labels) give a canvas and
     cells, so pasted cells never cover an unlabelled cell. The new samples are named
@@ -151,7 +168,8 @@ def crowded_samples(samples: list[Sample], *, n: int, size: int, canonical_diame
                 overlap = (labels[y:y + mask.shape[0], x:x + mask.shape[1]][mask] > 0).mean()
                 if overlap > 0.15:
                     continue
-                if _paste(canvas, labels, patch, mask, y, x, next_id, rng.uniform(0.5, 1.2)):
+                if _paste(canvas, labels, patch, mask, y, x, next_id, rng.uniform(0.5, 1.2),
+                          blend):
                     next_id += 1
             # cells mostly covered by later pastes: their remnants are not cells to learn
             areas = np.bincount(np.where(labels > 0, labels, 0).ravel(), minlength=next_id)

@@ -216,7 +216,8 @@ def train_samples(
     if tc.crowded > 0:  # from the training images only, on a random stream of their own
         crowded = crowded_samples(train_set, n=CROWDED_PER_SOURCE, size=CROWDED_SIZE,
                                   canonical_diameter=model_config.canonical_diameter,
-                                  rng=np.random.default_rng([tc.seed, 1]))
+                                  rng=np.random.default_rng([tc.seed, 1]),
+                                  blend=tc.crowded_blend)
     monolayers = []
     if tc.monolayers > 0:
         monolayers = monolayer_samples(n=MONOLAYERS_PER_MODALITY, size=CROWDED_SIZE,
