@@ -6,7 +6,8 @@ sparse or half full. Two additions to training show a network crowded fields:
 - :func:`crowded_samples` (copy-paste augmentation, as in Ghiasi et al. 2021): a
   training image of one source at the canonical scale is filled with real annotated
   cells cut from that source's other images, each feathered into its new background and
-  brought to its local background level, until 60-90 % of the field is cells. Pasted
+  brought to its local background level (or laid on as its relief, ``blend="relief"``),
+  until 60-90 % of the field is cells. Pasted
   cells may touch and overlap their neighbours a little; a cell left with less than half
   its area under later pastes becomes unknown to the loss.
 - :func:`monolayer_samples`: synthetic confluent monolayers
