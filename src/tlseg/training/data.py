@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
+from ..analysis.measure import nucleus_centres
 from ..errors import TlsegError
 from ..inference.labels import resize_labels
 from ..inference.preprocess import rescale
@@ -289,15 +290,12 @@ def dense_centres(samples: list[Sample], *, radius: float) -> np.ndarray:
     """
     rows = []
     for k, s in enumerate(samples):
-        lab = np.where(s.labels > 0, s.labels, 0)
-        ids = np.unique(lab)
-        ids = ids[ids > 0]
-        if not len(ids):
+        centres = nucleus_centres(np.where(s.labels > 0, s.labels, 0))
+        if not len(centres):
             continue
-        centres = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids))
-        d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
-        count = (d2 <= radius**2).sum(1).astype(float)
-        rows.append(np.column_stack([np.full(len(ids), k), centres, count**2]))
+        count = cKDTree(centres).query_ball_point(centres, radius, return_length=True)
+        rows.append(np.column_stack([np.full(len(centres), k), centres,
+                                     count.astype(float) ** 2]))
     return np.concatenate(rows) if rows else np.zeros((0, 4))
 
 
