@@ -21,8 +21,8 @@ def _enclosed_background(seed: int):
     walls[:, 60:64] = walls[:, 150:154] = True
     image[walls] *= 0.5
     labels = np.zeros(image.shape, np.int32)
-    for i, y in enumerate(range(20, 220, 50)):  # pieces inside the channel
-        labels[y:y + 40, 68:146] = i + 1
+    for i, y in enumerate(range(20, 220, 50)):  # pieces inside the channel, under
+        labels[y:y + 40, 80:130] = i + 1  # three cell areas
     labels[100:140, 180:230] = labels.max() + 1  # and one in the open
     return image, labels
 
@@ -68,6 +68,34 @@ def test_a_large_object_is_read_inside_its_walls(seed):
     # the same object, smaller than a canonical cell, is read 2 px in: the wall counts
     assert not flat_objects(labels, image, prob, None, min_texture=1.3,
                             canonical_diameter=120)[0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_large_objects_are_held_to_more(seed):
+    """An object of several cell areas whose flows converge is still dropped when its
+    inside is flat (a small bubble) or, textured, when its flows do not converge (a
+    band of the well's wall); a large textured cell with converging flows is kept."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100, 2, (200, 300)).astype(np.float32)
+    r1 = np.hypot(*(np.mgrid[:200, :300] - np.array([100.0, 70.0])[:, None, None]))
+    r2 = np.hypot(*(np.mgrid[:200, :300] - np.array([100.0, 220.0])[:, None, None]))
+    labels = np.zeros(image.shape, np.int32)
+    labels[r1 < 30] = 1  # 4 canonical cell areas: flat inside, texture 1.4x the noise
+    labels[r2 < 30] = 2  # the same size, textured like a cell
+    image[r1 < 30] = 100 + rng.normal(0, 2.8, (r1 < 30).sum())
+    image[r2 < 30] += rng.normal(0, 12, (r2 < 30).sum())
+    prob = ndi.binary_dilation(labels > 0, iterations=2).astype(np.float32)
+    inward = _flows_to_centres(labels)
+    found = flat_objects(labels, image, prob, inward, min_texture=1.3,
+                         canonical_diameter=30, max_coherence=0.9)
+    assert found.tolist() == [True, False]
+    # at half the size, the flat object is an ordinary one: its flows keep it
+    assert not flat_objects(labels, image, prob, inward, min_texture=1.3,
+                            canonical_diameter=60, max_coherence=0.9).any()
+    outward = inward.copy()
+    outward[:, labels == 2] *= -1  # the textured object's flows point away from it
+    assert flat_objects(labels, image, prob, outward, min_texture=1.3,
+                        canonical_diameter=30, max_coherence=0.9).tolist() == [True, True]
 
 
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])

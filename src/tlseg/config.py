@@ -115,7 +115,9 @@ class InstanceConfig:
         Drop objects as flat as the background (the inside of a channel, a fibre's loop
         or a scratch's flank read as a cell): the texture inside the object is below
         this multiple of the background's noise, and its flow coherence below
-        ``flat_coherence`` (:mod:`tlseg.inference.flat`). Fields with too little
+        ``flat_coherence`` (:mod:`tlseg.inference.flat`); objects of 3.5 canonical cell
+        areas or more are held to more (a texture of at least 1.5x the noise, whatever
+        their flows, and a flow coherence of at least 0.6). Fields with too little
         background to measure (a confluent monolayer) are left alone. 0 keeps every
         object.
     flat_coherence : float
