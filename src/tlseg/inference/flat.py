@@ -25,11 +25,11 @@ those whose flow coherence is below ``LARGE_COHERENCE`` are flagged too. On the 
 images of ``benchmarks/false_cells.py`` the 24 large objects that match an annotated
 cell have a texture of 2.35 or more times the noise and a coherence of 0.76 or more.
 :func:`drop_flat` removes the flagged objects. A field with too little background to
-measure its noise (``MIN_BACKGROUND`` pixels: a confluent monolayer) is left as it is. Where the network
-misses most cells of a monolayer, the cells it misses are taken for the background and
-some of those it found are dropped (``docs/decisions.md``). Both run at the canonical
-scale, after the network; ``benchmarks/false_cells.py`` measures what they drop on
-structure fields and on real images of cells.
+measure its noise (``MIN_BACKGROUND`` pixels: a confluent monolayer) is left as it is.
+Where the network misses most cells of a monolayer, the cells it misses are taken for
+the background and some of those it found are dropped (``docs/decisions.md``). Both
+run at the canonical scale, after the network; ``benchmarks/false_cells.py`` measures
+what they drop on structure fields and on real images of cells.
 """
 
 from __future__ import annotations
