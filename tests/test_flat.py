@@ -98,6 +98,29 @@ def test_large_objects_are_held_to_more(seed):
                         canonical_diameter=30, max_coherence=0.9).tolist() == [True, True]
 
 
+def test_the_diameter_estimate_reads_the_objects_segmenting_keeps(tl_cells_without):
+    """The size statistic of the diameter refinement leaves out what the flat filter
+    drops (a small bubble read as one large object would pull it up), and reads every
+    object when the model's flat filter is off."""
+    from tlseg.inference.diameter import kept_objects
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 2, (200, 300)).astype(np.float32)
+    yy, xx = np.mgrid[:200, :300]
+    labels = np.zeros(image.shape, np.int32)
+    labels[np.hypot(yy - 100, xx - 70) < 30] = 1  # 4 cell areas, flat inside
+    cell = np.hypot(yy - 100, xx - 220) < 15
+    labels[cell] = 2
+    image[cell] += rng.normal(0, 12, cell.sum())
+    maps = np.zeros((5, *image.shape), np.float32)
+    maps[0] = ndi.binary_dilation(labels > 0, iterations=2)
+    maps[3:5] = _flows_to_centres(labels)  # converging on both, as on cells
+    model, off = tl_cells_without(flat_texture=0.0)
+    kept = kept_objects(labels, image, maps, model.config)
+    assert int(kept.max()) == 1 and kept[100, 220] == 1 and kept[100, 70] == 0
+    assert np.array_equal(kept_objects(labels, image, maps, off.config), labels)
+
+
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
 def test_cells_are_not_flat(modality):
     for seed in (1, 2):
