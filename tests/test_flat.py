@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage as ndi
 
 from tlseg.config import InstanceConfig
-from tlseg.inference.flat import drop_flat, flat_objects
+from tlseg.inference.flat import drop_flat, drop_flat_as_set, flat_objects
 from tlseg.synthetic import synthetic_field
 from tlseg.training.structures import structure_relief
 
@@ -102,8 +102,6 @@ def test_the_diameter_estimate_reads_the_objects_segmenting_keeps(tl_cells_witho
     """The size statistic of the diameter refinement leaves out what the flat filter
     drops (a small bubble read as one large object would pull it up), and reads every
     object when the model's flat filter is off."""
-    from tlseg.inference.diameter import kept_objects
-
     rng = np.random.default_rng(0)
     image = rng.normal(100, 2, (200, 300)).astype(np.float32)
     yy, xx = np.mgrid[:200, :300]
@@ -116,9 +114,9 @@ def test_the_diameter_estimate_reads_the_objects_segmenting_keeps(tl_cells_witho
     maps[0] = ndi.binary_dilation(labels > 0, iterations=2)
     maps[3:5] = _flows_to_centres(labels)  # converging on both, as on cells
     model, off = tl_cells_without(flat_texture=0.0)
-    kept = kept_objects(labels, image, maps, model.config)
+    kept = drop_flat_as_set(labels, image, maps, model.config)
     assert int(kept.max()) == 1 and kept[100, 220] == 1 and kept[100, 70] == 0
-    assert np.array_equal(kept_objects(labels, image, maps, off.config), labels)
+    assert np.array_equal(drop_flat_as_set(labels, image, maps, off.config), labels)
 
 
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .flat import drop_flat
+from .flat import drop_flat_as_set
 from .postprocess import instances_from_maps
 from .window import estimation_crop, structure_map
 
@@ -97,9 +97,9 @@ def refine_diameter(model: Model, image: np.ndarray, diameter: float, *, window:
         if min(crop.shape) < 32:
             break
         maps = model.predict_maps(crop)
-        labels = kept_objects(instances_from_maps(maps, canonical_diameter=canon,
-                                                  config=model.config.instances),
-                              crop, maps, model.config)
+        labels = drop_flat_as_set(instances_from_maps(maps, canonical_diameter=canon,
+                                                      config=model.config.instances),
+                                  crop, maps, model.config)
         if labels.max() < min_cells:
             break
         area = SIZE_STATISTICS[statistic](np.bincount(labels.ravel())[1:])
@@ -111,20 +111,6 @@ def refine_diameter(model: Model, image: np.ndarray, diameter: float, *, window:
         if done:
             break
     return diameter
-
-
-def kept_objects(labels: np.ndarray, image: np.ndarray, maps: np.ndarray,
-                 config) -> np.ndarray:
-    """``labels`` less what the flat filter of ``config`` (a :class:`ModelConfig`) drops,
-    as :meth:`tlseg.Model.predict_instances` does; ``image`` and ``maps`` at the
-    canonical scale."""
-    inst = config.instances
-    if inst.flat_texture <= 0 or labels.max(initial=0) == 0:
-        return labels
-    return drop_flat(labels, image, maps[0], maps[3:5] if maps.shape[0] >= 5 else None,
-                     min_texture=inst.flat_texture,
-                     canonical_diameter=config.canonical_diameter,
-                     max_coherence=inst.flat_coherence)
 
 
 def size_head_diameter(model: Model, image: np.ndarray, *, window: int = 384,

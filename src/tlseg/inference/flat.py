@@ -204,4 +204,18 @@ def drop_flat(labels: np.ndarray, image: np.ndarray, prob: np.ndarray,
     return keep_objects(labels, ~found) if found.any() else labels
 
 
-__all__ = ["drop_flat", "field_noise", "flat_objects"]
+def drop_flat_as_set(labels: np.ndarray, image: np.ndarray, maps: np.ndarray, config, *,
+                     field: tuple[np.ndarray, float | None] | None = None) -> np.ndarray:
+    """:func:`drop_flat` with the settings of ``config`` (a
+    :class:`tlseg.config.ModelConfig`: its ``instances.flat_texture`` and
+    ``flat_coherence``, its ``canonical_diameter``) and the network's stacked ``maps``
+    (3 or 5, H, W; the flows are maps 3-4) on ``image``'s canonical grid: what
+    segmenting and the diameter estimate both drop."""
+    inst = config.instances
+    return drop_flat(labels, image, maps[0], maps[3:5] if maps.shape[0] >= 5 else None,
+                     min_texture=inst.flat_texture,
+                     canonical_diameter=config.canonical_diameter,
+                     max_coherence=inst.flat_coherence, field=field)
+
+
+__all__ = ["drop_flat", "drop_flat_as_set", "field_noise", "flat_objects"]

@@ -30,7 +30,7 @@ import yaml
 from ..config import ModelConfig
 from ..errors import TlsegError
 from .diameter import estimate_diameter
-from .flat import drop_flat, field_noise
+from .flat import drop_flat_as_set, field_noise
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
@@ -361,11 +361,7 @@ class Model:
         if (inst.flat_texture > 0 or inst.opaque_darkness > 0) and labels.max(initial=0) > 0:
             field = field_noise(labels, small, maps[0])  # measured once for both filters
             if field[1] is not None:  # None: no background to measure (a monolayer)
-                labels = drop_flat(labels, small, maps[0],
-                                   maps[3:5] if maps.shape[0] >= 5 else None,
-                                   min_texture=inst.flat_texture,
-                                   canonical_diameter=self.config.canonical_diameter,
-                                   max_coherence=inst.flat_coherence, field=field)
+                labels = drop_flat_as_set(labels, small, maps, self.config, field=field)
                 labels = drop_opaque(labels, small, maps[0],
                                      min_darkness=inst.opaque_darkness,
                                      canonical_diameter=self.config.canonical_diameter,
