@@ -97,6 +97,36 @@ def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
     assert kept == model.config.instances and record["f1_model_settings"] == 1.0
 
 
+def _disc_maps(discs, shape=(120, 260)):
+    """Foreground and distance maps of sharp discs (y, x, radius), canonical pixels."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    prob, dist = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    for y, x, r in discs:
+        d = np.hypot(yy - y, xx - x)
+        inside = d < r
+        prob[inside] = 0.97
+        dist[inside] = np.maximum(dist[inside], 1 - d[inside] / r)
+    return np.stack([prob, dist, np.zeros_like(prob)])
+
+
+def test_the_size_floor_tuned_to_nuclei_keeps_a_margin_under_the_cells():
+    # the calibration site: four cells of 0.87 canonical cell areas with a nucleus each,
+    # two objects of 0.49 without one, which nothing but their size tells apart
+    model = tlseg.Model(ModelConfig(name="t", channels=(8, 16), canonical_diameter=30,
+                                    flows=False))
+    cells = [(30, 30, 14), (30, 90, 14), (90, 30, 14), (90, 90, 14)]
+    site = _disc_maps(cells + [(30, 160, 10.5), (90, 160, 10.5)])
+    tuned, record = tune_to_nuclei(model, [(site, np.array([c[:2] for c in cells]))])
+    # a floor over half a cell would match this site one to one, and drop the smaller
+    # cells of the plate's other fields: the floor stays at 0.4 of a cell at most
+    assert tuned.min_area_fraction <= 0.4
+    assert record["match_tuned_settings"][0] == 4
+    other = _disc_maps([(30, 30 + 60 * k, 10.5) for k in range(4)])  # smaller cells
+    labels = tlseg.inference.postprocess.instances_from_maps(
+        other, canonical_diameter=30, config=tuned)
+    assert labels.max() == 4
+
+
 @pytest.fixture(scope="module")
 def small_plate(tmp_path_factory):
     root = tmp_path_factory.mktemp("cal")
