@@ -115,6 +115,17 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
         torch.testing.assert_close(a, b)
 
 
+def test_the_same_training_repeats_bit_for_bit_on_the_cpu(data_dir, tmp_path):
+    samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
+    a, b = (train_samples(samples, tmp_path / name, model_config=TINY, train_config=TC,
+                          tune=False) for name in ("a", "b"))
+    for wa, wb in zip(a.net.state_dict().values(), b.net.state_dict().values()):
+        assert torch.equal(wa, wb)
+    image = synthetic_field((160, 160), diameter=30, seed=1)["tl"]
+    assert np.array_equal(a.predict_maps(image), a.predict_maps(image))
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after
+
+
 def test_averaged_weights_and_training_without_tuning(data_dir, tmp_path):
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
     last = train_samples(samples, tmp_path / "last", model_config=TINY, train_config=TC,

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
-from ..inference.model import Model
+from ..inference.model import Model, repeatable
 from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..io import atomic_path
@@ -161,6 +161,27 @@ def _save_checkpoint(path: Path, step, net, opt, sched, np_rng, torch_rng, meta,
         torch.save(state, tmp)
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, total: int, *, warmup: float):
+    """The learning-rate schedule of a training of ``total`` steps: one cycle (a warm-up of
+    a ``warmup`` share of the steps, at least two, then a cosine decay), or a constant
+    ``lr`` under 4 steps. PyTorch's ``OneCycleLR`` divides by zero when the warm-up ends
+    on the first step (20 steps with a 5 % warm-up).
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(1, 1)
+    >>> for total in (1, 10, 20, 300):
+    ...     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    ...     sched = one_cycle(opt, 1e-3, total, warmup=0.05)
+    ...     for _ in range(total):
+    ...         opt.step(); sched.step()
+    """
+    if total < 4:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total, pct_start=min(0.5, max(warmup, 2 / total)))
+
+
 def train_samples(
     samples: list[Sample],
     out_dir,
@@ -243,9 +264,7 @@ def train_samples(
     ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
            if tc.ema > 0 else None)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=tc.lr, total_steps=tc.total_steps, pct_start=0.1 if init is None else 0.05
-    )
+    sched = one_cycle(opt, tc.lr, tc.total_steps, warmup=0.1 if init is None else 0.05)
     step, elapsed_before = 0, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
@@ -287,35 +306,36 @@ def train_samples(
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
     try:
-        while step < tc.total_steps:
-            raw, target, ref = sampler.batch(tc.batch_size)
-            raw = add_structures(raw, target, torch_rng, fraction=tc.structures,
-                                 diameter=model_config.canonical_diameter)
-            x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
-                            specks=tc.specks)
-            x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
-            x = augment_normalized(x, torch_rng)
-            loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
-                                      flow_weight=tc.flow_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(net)
-            step += 1
-            elapsed = elapsed_before + time.time() - t0
-            if step % 10 == 0 or step == tc.total_steps:
-                writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
-                                 f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
-                                 f"{parts['flow']:.4f}",
-                                 f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
-                log.flush()
-            if step % tc.checkpoint_every == 0 and step < tc.total_steps:
-                _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
-                                 {"elapsed_s": elapsed, "settings": settings}, ema)
-            if progress:
-                progress(step, tc.total_steps, parts)
+        with repeatable(dev.type == "cpu"):  # the same data and seed, the same model
+            while step < tc.total_steps:
+                raw, target, ref = sampler.batch(tc.batch_size)
+                raw = add_structures(raw, target, torch_rng, fraction=tc.structures,
+                                     diameter=model_config.canonical_diameter)
+                x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
+                                specks=tc.specks)
+                x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
+                x = augment_normalized(x, torch_rng)
+                loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
+                                          flow_weight=tc.flow_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update_parameters(net)
+                step += 1
+                elapsed = elapsed_before + time.time() - t0
+                if step % 10 == 0 or step == tc.total_steps:
+                    writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
+                                     f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
+                                     f"{parts['flow']:.4f}",
+                                     f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
+                    log.flush()
+                if step % tc.checkpoint_every == 0 and step < tc.total_steps:
+                    _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
+                                     {"elapsed_s": elapsed, "settings": settings}, ema)
+                if progress:
+                    progress(step, tc.total_steps, parts)
     finally:
         log.close()
     if ema is not None:
