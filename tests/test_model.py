@@ -6,7 +6,7 @@ from tlseg.analysis.metrics import average_precision
 from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
 from tlseg.inference import diameter
-from tlseg.inference.model import Model, shipped_models
+from tlseg.inference.model import Model, repeatable, shipped_models
 from tlseg.inference.network import UNet
 from tlseg.inference.window import pick_window, structure_map
 from tlseg.synthetic import synthetic_field
@@ -266,3 +266,24 @@ def test_outlines_enlarged_from_the_canonical_scale_are_smooth():
     assert smooth.dtype == small.dtype and set(np.unique(smooth)) == {0, 1}
     assert iou(smooth > 0) > iou(blocky) + 0.005
     assert small.max() == 1 and small.shape == (50, 50)  # the input is left alone
+
+
+def test_repeatable_blocks_in_several_threads_restore_the_setting_after_the_last():
+    import threading
+
+    inside = threading.Barrier(4)
+    seen = []
+
+    def work():
+        with repeatable():
+            inside.wait(timeout=10)  # all four open at once
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            inside.wait(timeout=10)  # none closes before all have looked
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [True] * 4
+    assert not torch.are_deterministic_algorithms_enabled()

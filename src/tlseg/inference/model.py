@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -74,6 +75,9 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+_REPEATABLE = {"lock": threading.Lock(), "depth": 0, "before": (False, False)}
+
+
 @contextmanager
 def repeatable(on: bool = True) -> Iterator[None]:
     """Within the block (or the decorated function) PyTorch uses deterministic
@@ -82,15 +86,26 @@ def repeatable(on: bool = True) -> Iterator[None]:
     between two runs, and two fine-tunings of one model on the same crops by up to
     1.5e-3 in a weight after 40 steps: enough to move a calibration's count by a cell.
     On the CPU it costs no time measurably. Ops without a deterministic version warn
-    instead of failing; the previous setting is restored after."""
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    if on:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    instead of failing. The setting is process-wide: blocks open in several threads at
+    once share it, and the last to close restores what was set before the first."""
+    if not on:
+        yield
+        return
+    state = _REPEATABLE
+    with state["lock"]:
+        if state["depth"] == 0:
+            state["before"] = (torch.are_deterministic_algorithms_enabled(),
+                               torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        state["depth"] += 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+        with state["lock"]:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                before, warn_only = state["before"]
+                torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 def shipped_models() -> dict[str, Path]:
