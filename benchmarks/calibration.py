@@ -30,6 +30,10 @@ interrupted run resumes at the next fold.
 
     python benchmarks/calibration.py --data ../shared/data [--experiments E ...] [--k 1]
     python benchmarks/calibration.py --data ../shared/data --leave-one-out --k 1
+    python benchmarks/calibration.py --data ../shared/data --leave-one-out --k 1 --seed 1 --out F
+
+(``--seed``: another calibration seed, to see how much the seed moves the counts; its
+folds are kept apart.)
 
 Results: ``benchmarks/results/calibration.json``, one entry per protocol (``one_field``,
 ``leave_one_out``). A leave-one-out run writes both: its folds calibrated on the ``--k``
@@ -105,13 +109,13 @@ def summaries(rows) -> dict:
             "calibrated_vs_cells": summary(rows, "calibrated", "true_cells")}
 
 
-def calibrate_on(base, work, plate, wells, fields, d, steps, name="model"):
+def calibrate_on(base, work, plate, wells, fields, d, steps, name="model", seed=0):
     """Calibrate ``base`` on ``fields`` (their wells) into ``work/name``."""
     shutil.rmtree(work / name, ignore_errors=True)
     t0 = time.perf_counter()
     model = tlseg.calibrate(plate, work / name, tl_channel="w1", nuclei_channel="w2",
                             wells=[wells[f] for f in fields], base=base, steps=steps,
-                            diameter=d)
+                            diameter=d, seed=seed)
     return model, round(time.perf_counter() - t0, 1)
 
 
@@ -124,6 +128,7 @@ def main(argv=None) -> int:
                    help="count every field once, calibrated on the experiment's other "
                         "fields (the --k of them with the most nuclei)")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0, help="calibration seed (crops, augmentation)")
     p.add_argument("--base", default="tl-cells", help="label-free model to calibrate")
     p.add_argument("--out", help="results file (default benchmarks/results/calibration.json)")
     args = p.parse_args(argv)
@@ -138,7 +143,9 @@ def main(argv=None) -> int:
     experiments = args.experiments or sorted(table["experiment"].unique())
     base = tlseg.load_model(args.base)
     results, one_field = {}, {}
-    done_path = WORK / "calibration" / f"folds-{args.base}-k{args.k}-s{args.steps}.json"
+    seed = f"-seed{args.seed}" if args.seed else ""
+    done_path = (WORK / "calibration"
+                 / f"folds-{args.base}-k{args.k}-s{args.steps}{seed}.json")
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     for exp in experiments:
         fields = table[table["experiment"] == exp]
@@ -170,7 +177,8 @@ def main(argv=None) -> int:
                     try:
                         models[tuple(calib)] = calibrate_on(base, work, plate, wells, calib,
                                                             d, args.steps,
-                                                            name=f"model-{len(models)}")
+                                                            name=f"model-{len(models)}",
+                                                            seed=args.seed)
                     except tlseg.TlsegError as exc:  # too few nuclei: the base model counts
                         print(f"{exp} {calib}: {exc}", flush=True)
                         models[tuple(calib)] = base, None
@@ -200,7 +208,7 @@ def main(argv=None) -> int:
         else:
             calib = fields["field"].tolist()[: args.k]
             model, seconds = calibrate_on(base, work, work / "plate", wells, calib, d,
-                                          args.steps)
+                                          args.steps, seed=args.seed)
             rows = count_fields(base, model, src, fields.iloc[args.k:], d)
             results[exp] = {"calibration_fields": calib, "diameter": d,
                             "calibration_s": seconds,
@@ -209,7 +217,7 @@ def main(argv=None) -> int:
                             "fields": rows, **summaries(rows)}
         for k in ("base", "calibrated", "base_vs_cells", "calibrated_vs_cells"):
             print(f"{exp} {k:>20}", results[exp][k])
-    settings = {"k": args.k, "steps": args.steps, "base": args.base}
+    settings = {"k": args.k, "steps": args.steps, "base": args.base, "seed": args.seed}
     out = args.out and Path(args.out)
     if args.leave_one_out:
         pooled = [r for e in results.values() for r in e["fields"]]
