@@ -143,9 +143,9 @@ def main(argv=None) -> int:
     experiments = args.experiments or sorted(table["experiment"].unique())
     base = tlseg.load_model(args.base)
     results, one_field = {}, {}
-    seed = f"-seed{args.seed}" if args.seed else ""
+    seed_suffix = f"-seed{args.seed}" if args.seed else ""
     done_path = (WORK / "calibration"
-                 / f"folds-{args.base}-k{args.k}-s{args.steps}{seed}.json")
+                 / f"folds-{args.base}-k{args.k}-s{args.steps}{seed_suffix}.json")
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     for exp in experiments:
         fields = table[table["experiment"] == exp]

@@ -85,12 +85,8 @@ def test_annotation_fragments_are_ignored_not_cells(data_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.5])
-def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch, ema):
-    # one thread: multi-threaded conv backward sums in a varying order (tiny float noise)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    torch.use_deterministic_algorithms(True)
+def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, ema):
+    # training runs under repeatable(): no thread pinning or deterministic mode needed here
     samples = load_folders([data_dir], canonical_diameter=TINY.canonical_diameter)
     tc = replace(TC, ema=ema)
     ref = train_samples(samples, tmp_path / "ref", model_config=TINY, train_config=tc)
@@ -108,9 +104,6 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
         train_samples(samples, tmp_path / "run", model_config=TINY, train_config=tc)
     resumed = train_samples(samples, tmp_path / "run", model_config=TINY, train_config=tc,
                             resume=True)
-    monkeypatch.undo()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
     for a, b in zip(ref.net.state_dict().values(), resumed.net.state_dict().values()):
         torch.testing.assert_close(a, b)
 
