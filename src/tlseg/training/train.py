@@ -33,7 +33,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
-from ..inference.model import Model, repeatable
+from ..inference.model import Model
+from ..inference.runtime import repeatable
 from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..io import atomic_path
