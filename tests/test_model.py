@@ -7,8 +7,8 @@ from tlseg.config import ModelConfig
 from tlseg.errors import TlsegError
 from tlseg.inference import diameter
 from tlseg.inference.model import Model, shipped_models
-from tlseg.inference.runtime import repeatable
 from tlseg.inference.network import UNet
+from tlseg.inference.runtime import repeatable
 from tlseg.inference.window import pick_window, structure_map
 from tlseg.synthetic import synthetic_field
 from tlseg.training.targets import median_diameter
