@@ -205,7 +205,7 @@ def synthetic_field(
         "nuclei": fluo,
         "labels": labels,
         "nuclei_labels": nuclei_labels,
-        "n_cells": int(len(present)),
+        "n_cells": len(present),
     }
 
 

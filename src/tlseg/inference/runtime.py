@@ -37,6 +37,8 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+# module-level because what it guards is: PyTorch's deterministic mode is one setting
+# for the whole process, so the blocks open in any thread must be counted in one place
 _REPEATABLE = {"lock": threading.Lock(), "depth": 0, "before": (False, False)}
 
 

@@ -198,7 +198,7 @@ def validate_counts(wells: pd.DataFrame, conditions: pd.DataFrame | None = None,
                 mask &= (used[k] == row[k]).to_numpy()
             sub = used[mask]
             entry = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys}
-            entry.update(n_wells=int(len(sub)),
+            entry.update(n_wells=len(sub),
                          n_cells_mean=_f(sub["n_cells"].mean()), n_cells_sd=_f(sub["n_cells"].std(ddof=1)),
                          n_nuclei_mean=_f(sub["n_nuclei"].mean()),
                          n_nuclei_sd=_f(sub["n_nuclei"].std(ddof=1)))

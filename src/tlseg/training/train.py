@@ -34,9 +34,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
-from ..inference.runtime import repeatable
 from ..inference.network import UNet
 from ..inference.preprocess import normalize
+from ..inference.runtime import repeatable
 from ..io import atomic_path
 from .augment import augment_normalized, augment_raw
 from .crowd import crowded_samples, monolayer_samples, weight_borders
