@@ -35,9 +35,18 @@ interrupted run resumes at the next fold.
 (``--seed``: another calibration seed, to see how much the seed moves the counts; its
 folds are kept apart.)
 
+``--confluent`` calibrates on synthetic confluent monolayers instead, which the base
+model reads as background: per modality and cell size (:data:`CONFLUENT`), a plate of six
+512² fields (``tlseg.synthetic_field(confluent=True)``, with their nuclear stain) is
+calibrated on its first field, and the other five are counted and scored (AP@0.5 against
+their true cells) by the base and the calibrated model, at the diameter ``tlseg plate
+run`` estimates for the plate.
+
+    python benchmarks/calibration.py --confluent
+
 Results: ``benchmarks/results/calibration.json``, one entry per protocol (``one_field``,
-``leave_one_out``). A leave-one-out run writes both: its folds calibrated on the ``--k``
-fields with the most nuclei are the one-field protocol.
+``leave_one_out``, ``confluent``). A leave-one-out run writes both of the first two: its
+folds calibrated on the ``--k`` fields with the most nuclei are the one-field protocol.
 """
 
 from __future__ import annotations
@@ -119,6 +128,61 @@ def calibrate_on(base, work, plate, wells, fields, d, steps, name="model", seed=
     return model, round(time.perf_counter() - t0, 1)
 
 
+#: (modality, cell diameter in px) of the synthetic confluent plates
+CONFLUENT = (("phase", 24), ("brightfield", 24), ("dic", 24), ("phase", 16), ("phase", 40))
+CONFLUENT_FIELDS = 6
+
+
+def confluent_plates(base, steps: int, seed: int) -> dict:
+    """The ``--confluent`` protocol (module docstring)."""
+    from tlseg.synthetic import synthetic_field
+
+    results = {}
+    for modality, diameter in CONFLUENT:
+        work = WORK / "calibration" / f"confluent-{modality}-{diameter}"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "plate").mkdir(parents=True)
+        fields = []
+        for i in range(CONFLUENT_FIELDS):
+            f = synthetic_field((512, 512), diameter=diameter, modality=modality,
+                                confluent=True, seed=100 + i)
+            well = f"A{i + 1:02d}"
+            tifffile.imwrite(work / "plate" / f"conf_{well}_s1_w1.tif", f["tl"])
+            tifffile.imwrite(work / "plate" / f"conf_{well}_s1_w2.tif", f["nuclei"])
+            fields.append((well, f["tl"], f["labels"]))
+        d = (weighted_diameter(base, [tl for _, tl, _ in fields[:4]])
+             or base.config.default_diameter)
+        t0 = time.perf_counter()
+        model = tlseg.calibrate(work / "plate", work / "model", tl_channel="w1",
+                                nuclei_channel="w2", wells=["A01"], base=base, steps=steps,
+                                diameter=d, seed=seed)
+        seconds = round(time.perf_counter() - t0, 1)
+        rows = []
+        for well, tl, truth in fields[1:]:
+            row = {"well": well, "true": int(truth.max())}
+            for name, m in (("base", base), ("calibrated", model)):
+                labels = m.segment(tl, diameter=d)
+                row[name] = int(labels.max())
+                row[f"{name}_ap50"] = round(tlseg.evaluate(labels, truth)["AP50"], 3)
+            rows.append(row)
+            print(f"confluent {modality} {diameter} px {row}", flush=True)
+        key = f"{modality}, {diameter} px"
+        results[key] = {
+            "true_diameter": diameter, "diameter": round(float(d), 2),
+            "calibration_s": seconds, "labels": model.card["calibration"]["labels"],
+            "instances": model.card["calibration"].get("instances"), "fields": rows,
+            **{f"{name}_{what}": (int(sum(r[name] for r in rows)) if what == "total"
+                                  else round(float(np.mean([r[f"{name}_ap50"] for r in rows])),
+                                             3))
+               for name in ("base", "calibrated") for what in ("total", "mean_ap50")},
+            "true_total": int(sum(r["true"] for r in rows))}
+        print(f"confluent {key}: {results[key]['true_total']} true, base "
+              f"{results[key]['base_total']} (AP@0.5 {results[key]['base_mean_ap50']}), "
+              f"calibrated {results[key]['calibrated_total']} "
+              f"(AP@0.5 {results[key]['calibrated_mean_ap50']})", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data")
@@ -130,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0, help="calibration seed (crops, augmentation)")
     p.add_argument("--base", default="tl-cells", help="label-free model to calibrate")
+    p.add_argument("--confluent", action="store_true",
+                   help="calibrate on synthetic confluent monolayers instead (docstring)")
     p.add_argument("--out", help="results file (default benchmarks/results/calibration.json)")
     args = p.parse_args(argv)
     logging.getLogger("tlseg").setLevel(logging.INFO)
@@ -137,6 +203,12 @@ def main(argv=None) -> int:
     tlseg.set_threads()
     from pathlib import Path
 
+    if args.confluent:
+        results = confluent_plates(tlseg.load_model(args.base), args.steps, args.seed)
+        update_results("calibration", ("confluent",),
+                       {"steps": args.steps, "base": args.base, "seed": args.seed,
+                        "plates": results}, out=args.out and Path(args.out))
+        return 0
     src = Path(args.data) / "paired" / "aisegcell-s10"
     table = pd.read_csv(src / "fields.csv").sort_values(["n_nuclei", "field"],
                                                          ascending=[False, True])

@@ -4,8 +4,10 @@
 A lab images one plate with a nuclear stain; the stain is free supervision. On the
 calibration wells both models run, and their agreement becomes training labels with no
 human input (:func:`tlseg.plate.nucleus_labels.calibration_labels`: a cell holding one
-nucleus stays a cell, an object far from every nucleus is background, a cell holding
-several is split at them, the rest is unknown to the loss).
+nucleus stays a cell; an object far from every nucleus is background; a cell holding
+several is split at them; where packed nuclei lie outside every cell, as in a confluent
+monolayer the model reads as background, each gets the region nearer to it than to any
+other; the rest is unknown to the loss).
 
 The base model is then fine-tuned on these labels with the masked loss (the settings of
 :data:`tlseg.config.TEACH_MODES` ``finetune``; outside the known pixels the base model's
@@ -36,7 +38,7 @@ from ..training.targets import UNKNOWN
 from ..training.train import train_samples
 from ..training.tune import instance_maker
 from .layout import Site, read_channel, scan_plate
-from .nucleus_labels import calibration_labels, nucleus_match
+from .nucleus_labels import calibration_labels, nucleus_match, seed_missed
 from .run import weighted_diameter
 from .validate import agreement
 
@@ -252,7 +254,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
              ", ".join(calib_wells), d, nd)
     canon = base.config.canonical_diameter
     samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0, "cells_split": 0,
-                            "background_fraction": 0.0, "known_fraction": 0.0}
+                            "cells_seeded": 0, "background_fraction": 0.0,
+                            "known_fraction": 0.0}
     centres = []  # nucleus centres per calibration site, input pixels
     for key, image, stain in pairs:
         cells = base.predict_instances(image, diameter=d)[0]
@@ -263,6 +266,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
         make_up["cells_split"] += int((centres_per_cell(cells, centres[-1])[1:] >= 2).sum())
+        make_up["cells_seeded"] += int(seed_missed(cells, nuclei, diameter=d).max())
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
         samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,

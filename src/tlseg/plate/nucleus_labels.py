@@ -8,8 +8,14 @@ input: what :func:`tlseg.calibrate` learns from (:func:`calibration_labels`).
 - a cell holding two or more nuclei (touching cells read as one) is split at its
   nuclei: each of its pixels goes to the nearest of them it can reach inside the cell
   (:func:`split_at_nuclei`);
-- an object without a nucleus near one, and everything near a nucleus outside every
-  cell (a missed cell, whose outline nothing tells) are *unknown* to the loss.
+- a nucleus outside every label-free object marks a cell the model missed. Where the
+  nuclei are packed, the pixels in no label-free object (or in one holding no nucleus)
+  that are nearer to it than to any other nucleus become that cell
+  (:func:`seed_missed`): in a confluent monolayer, which a model may read as background
+  throughout, these regions tile the field and give every cell an outline. Around a
+  lone missed nucleus nothing tells the outline, and what lies near it stays unknown;
+- an object without a nucleus near one, and the rest of what lies near a nucleus, are
+  *unknown* to the loss.
 
 :func:`nucleus_match` counts how a site's cells and nuclei pair up, the score the
 calibrated model's instance settings are tuned on.
@@ -24,9 +30,16 @@ from skimage.segmentation import relabel_sequential, watershed
 from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
 from ..training.targets import UNKNOWN
 
+#: a missed cell's region reaches at most this fraction of a cell diameter beyond its
+#: nucleus: in a packed field its neighbours' regions stop it first, even where the
+#: diameter is under-estimated by half
+SEED_REACH = 1.0
+#: ... and is kept when at most this fraction of its rim borders free pixels
+OPEN_RIM = 0.25
+
 
 def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
-                       split: bool = True) -> np.ndarray:
+                       split: bool = True, seed: bool = True) -> np.ndarray:
     """Training labels from label-free cells and nuclei (see the module docstring).
 
     Parameters
@@ -39,6 +52,9 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     split : bool
         Split the cells that hold several nuclei at them (:func:`split_at_nuclei`);
         without, they are unknown.
+    seed : bool
+        Give each nucleus outside every label-free object a cell (:func:`seed_missed`);
+        without, what lies near it is unknown.
 
     Returns
     -------
@@ -71,7 +87,67 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
         parts = split_at_nuclei(np.where(np.isin(cells, several), cells, 0), nuclei)
         inside = parts > 0
         labels[inside] = parts[inside] + int(cells.max())
+    if seed:
+        missed = seed_missed(cells, nuclei, diameter=diameter)
+        new = missed > 0
+        labels[new] = missed[new] + int(labels.max(initial=0))
     return labels
+
+
+def seed_missed(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float) -> np.ndarray:
+    """A cell for each nucleus whose centre lies outside every label-free object, where
+    its neighbours tell its outline: the free pixels (in no object, or in an object that
+    holds no nucleus: a fragment of a cell) that are nearer to that nucleus than to any
+    other missed one (their Voronoi regions, from scipy's distance transform), at most
+    ``SEED_REACH`` x ``diameter`` beyond it, kept only when at most ``OPEN_RIM`` of the
+    region's rim borders free pixels outside every region rather than another region, a
+    cell holding a nucleus or the image's edge. In a packed field the regions meet and
+    tile it; a lone nucleus's region is a disc in free space and is left out (unknown):
+    its outline would be a guess.
+
+    Returns labels numbered 1..n over the seeded cells, 0 elsewhere.
+
+    Examples
+    --------
+    Two touching cells the model missed, nuclei side by side, between two label-free
+    cells: each nucleus gets the part of the gap nearer to it.
+
+    >>> cells = np.zeros((7, 24), int); cells[:, :3] = 1; cells[:, 21:] = 2
+    >>> nuclei = np.zeros_like(cells); nuclei[2:5, 6:9] = 1; nuclei[2:5, 14:17] = 2
+    >>> nuclei[3, 0] = 3; nuclei[3, 23] = 4  # the label-free cells' own nuclei
+    >>> seed_missed(cells, nuclei, diameter=14)[3].tolist()
+    [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0]
+    >>> lone = np.zeros((40, 40), int); lone[18:21, 18:21] = 1  # a nucleus in free space
+    >>> int(seed_missed(np.zeros_like(lone), lone, diameter=14).max())
+    0
+    """
+    centres = nucleus_centres(nuclei)
+    if len(centres) == 0:
+        return np.zeros(cells.shape, np.int32)
+    ids = np.unique(nuclei[nuclei > 0])
+    yx = np.rint(centres).astype(np.int64)
+    home = cells[yx[:, 0], yx[:, 1]]
+    lost = ids[home == 0]
+    if len(lost) == 0:
+        return np.zeros(cells.shape, np.int32)
+    free = (cells == 0) | ~np.isin(cells, home[home > 0])
+    # each free pixel goes to the nearest missed nucleus: the cells the model found, with
+    # their nuclei, are there already
+    dist, (iy, ix) = ndi.distance_transform_edt(~np.isin(nuclei, lost), return_indices=True)
+    region = np.where(free & (dist <= SEED_REACH * diameter), nuclei[iy, ix], 0)
+    # a rim pixel is open where a 4-neighbour is free and in no region
+    cross = ndi.generate_binary_structure(2, 1)
+    outside = np.pad(free & (region == 0), 1, constant_values=False)
+    near_free = ndi.binary_dilation(outside, cross)[1:-1, 1:-1]
+    inner = ndi.grey_erosion(region, footprint=cross, mode="nearest")
+    outer = ndi.grey_dilation(region, footprint=cross, mode="nearest")
+    rim = (region > 0) & ((inner != region) | (outer != region) | near_free)
+    n = int(nuclei.max()) + 1
+    open_rim = np.bincount(region[rim & near_free], minlength=n)
+    all_rim = np.bincount(region[rim], minlength=n)
+    closed = np.flatnonzero(open_rim <= OPEN_RIM * np.maximum(all_rim, 1))
+    region[~np.isin(region, closed[closed > 0])] = 0
+    return relabel_sequential(region)[0].astype(np.int32)
 
 
 def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
@@ -133,4 +209,4 @@ def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
                      per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
 
 
-__all__ = ["calibration_labels", "nucleus_match", "split_at_nuclei"]
+__all__ = ["calibration_labels", "nucleus_match", "seed_missed", "split_at_nuclei"]
