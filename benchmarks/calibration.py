@@ -42,7 +42,10 @@ calibrated on its first field, and the other five are counted and scored (AP@0.5
 their true cells) by the base and the calibrated model, at the diameter ``tlseg plate
 run`` estimates for the plate.
 
-    python benchmarks/calibration.py --confluent
+    python benchmarks/calibration.py --confluent [--no-seed-missed]
+
+(``--no-seed-missed``: the calibration labels leave the missed nuclei's surroundings
+unknown, as a lone missed nucleus's; key ``confluent_without_seeding``.)
 
 Results: ``benchmarks/results/calibration.json``, one entry per protocol (``one_field``,
 ``leave_one_out``, ``confluent``). A leave-one-out run writes both of the first two: its
@@ -133,13 +136,14 @@ CONFLUENT = (("phase", 24), ("brightfield", 24), ("dic", 24), ("phase", 16), ("p
 CONFLUENT_FIELDS = 6
 
 
-def confluent_plates(base, steps: int, seed: int) -> dict:
+def confluent_plates(base, steps: int, seed: int, seed_missed: bool = True) -> dict:
     """The ``--confluent`` protocol (module docstring)."""
     from tlseg.synthetic import synthetic_field
 
     results = {}
     for modality, diameter in CONFLUENT:
-        work = WORK / "calibration" / f"confluent-{modality}-{diameter}"
+        work = (WORK / "calibration"
+                / f"confluent-{modality}-{diameter}{'' if seed_missed else '-unseeded'}")
         shutil.rmtree(work, ignore_errors=True)
         (work / "plate").mkdir(parents=True)
         fields = []
@@ -155,7 +159,7 @@ def confluent_plates(base, steps: int, seed: int) -> dict:
         t0 = time.perf_counter()
         model = tlseg.calibrate(work / "plate", work / "model", tl_channel="w1",
                                 nuclei_channel="w2", wells=["A01"], base=base, steps=steps,
-                                diameter=d, seed=seed)
+                                diameter=d, seed=seed, seed_missed_cells=seed_missed)
         seconds = round(time.perf_counter() - t0, 1)
         rows = []
         for well, tl, truth in fields[1:]:
@@ -196,6 +200,9 @@ def main(argv=None) -> int:
     p.add_argument("--base", default="tl-cells", help="label-free model to calibrate")
     p.add_argument("--confluent", action="store_true",
                    help="calibrate on synthetic confluent monolayers instead (docstring)")
+    p.add_argument("--no-seed-missed", action="store_true",
+                   help="with --confluent: calibration labels without seeded cells at the "
+                        "missed nuclei (file key confluent_without_seeding)")
     p.add_argument("--out", help="results file (default benchmarks/results/calibration.json)")
     args = p.parse_args(argv)
     logging.getLogger("tlseg").setLevel(logging.INFO)
@@ -204,8 +211,10 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     if args.confluent:
-        results = confluent_plates(tlseg.load_model(args.base), args.steps, args.seed)
-        update_results("calibration", ("confluent",),
+        results = confluent_plates(tlseg.load_model(args.base), args.steps, args.seed,
+                                   seed_missed=not args.no_seed_missed)
+        key = "confluent_without_seeding" if args.no_seed_missed else "confluent"
+        update_results("calibration", (key,),
                        {"steps": args.steps, "base": args.base, "seed": args.seed,
                         "plates": results}, out=args.out and Path(args.out))
         return 0

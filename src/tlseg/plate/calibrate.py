@@ -189,6 +189,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
               diameter: float | None = None, nuclei_diameter: float | None = None,
               steps: int = STEPS, seed: int = 0, resume: bool = False,
               layout: str = "auto", pattern: str | None = None,
+              seed_missed_cells: bool = True,
               progress: Callable[[int, int, dict], None] | None = None) -> Model:
     """Fine-tune the label-free model on a plate's paired nuclear stain:
     ``tlseg plate calibrate``.
@@ -219,6 +220,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         Continue an interrupted calibration in ``out_dir``.
     layout, pattern
         File-name layout of the plate, as for :func:`tlseg.run_plate`.
+    seed_missed_cells : bool
+        Give packed nuclei outside every label-free cell a cell in the labels
+        (:func:`~tlseg.plate.nucleus_labels.seed_missed`); without, what lies near them
+        is unknown.
     progress : callable(step, total, losses), optional
         Called after every training step.
 
@@ -261,12 +266,13 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         cells = base.predict_instances(image, diameter=d)[0]
         nuclei = nuclei_model.predict_instances(stain, diameter=nd)[0]
         centres.append(nucleus_centres(nuclei))
-        labels = calibration_labels(cells, nuclei, diameter=d)
+        labels = calibration_labels(cells, nuclei, diameter=d, seed=seed_missed_cells)
         make_up["sites"] += 1
         make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
         make_up["cells_split"] += int((centres_per_cell(cells, centres[-1])[1:] >= 2).sum())
-        make_up["cells_seeded"] += int(seed_missed(cells, nuclei, diameter=d).max())
+        if seed_missed_cells:
+            make_up["cells_seeded"] += int(seed_missed(cells, nuclei, diameter=d).max())
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())
         samples.append(make_sample(image, labels, diameter=d, canonical_diameter=canon,
