@@ -182,6 +182,7 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "before" in printed and "after" in printed
+    assert "training cells from" in printed and "cells seeded at packed nuclei" in printed
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
     # five held-aside sites, fewer than the check's limit: every held-aside well checked

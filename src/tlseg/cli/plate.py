@@ -184,6 +184,11 @@ def _calibrate(args) -> int:
         bar.close()
     c = model.card["calibration"]
     print(f"calibrated model written to {args.out} (wells {', '.join(c['wells'])})")
+    lab = c["labels"]
+    print(f"  labels: {lab['cells_kept']} training cells from {lab['nuclei']} nuclei, "
+          f"{lab['known_fraction']:.0%} of the pixels known (label-free cells split at "
+          f"their nuclei: {lab['cells_split']}; cells seeded at packed nuclei that no "
+          f"label-free cell holds: {lab.get('cells_seeded', 0)})")
     if "before" in c:
         for when in ("before", "after"):
             s = c[when]
