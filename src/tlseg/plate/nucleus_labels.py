@@ -94,6 +94,21 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     return labels
 
 
+def nucleus_homes(cells: np.ndarray,
+                  nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nuclei's ids, their centres rounded to the nearest pixel ((N, 2) y, x) and the
+    label-free object holding each centre (0: none), in label order.
+
+    >>> cells = np.zeros((5, 9), int); cells[:, :4] = 3
+    >>> nuclei = np.zeros_like(cells); nuclei[1:4, 1:3] = 1; nuclei[1:4, 6:8] = 2
+    >>> [a.tolist() for a in nucleus_homes(cells, nuclei)]
+    [[1, 2], [[2, 2], [2, 6]], [3, 0]]
+    """
+    ids = np.unique(nuclei[nuclei > 0])
+    yx = np.rint(nucleus_centres(nuclei)).astype(np.int64)
+    return ids, yx, cells[yx[:, 0], yx[:, 1]]
+
+
 def seed_missed(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float) -> np.ndarray:
     """A cell for each nucleus whose centre lies outside every label-free object, where
     its neighbours tell its outline: the free pixels (in no object, or in an object that
@@ -121,12 +136,7 @@ def seed_missed(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float) -> np
     >>> int(seed_missed(np.zeros_like(lone), lone, diameter=14).max())
     0
     """
-    centres = nucleus_centres(nuclei)
-    if len(centres) == 0:
-        return np.zeros(cells.shape, np.int32)
-    ids = np.unique(nuclei[nuclei > 0])
-    yx = np.rint(centres).astype(np.int64)
-    home = cells[yx[:, 0], yx[:, 1]]
+    ids, _, home = nucleus_homes(cells, nuclei)
     lost = ids[home == 0]
     if len(lost) == 0:
         return np.zeros(cells.shape, np.int32)
@@ -165,17 +175,14 @@ def split_at_nuclei(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     >>> split_at_nuclei(cells, nuclei)[2].tolist()
     [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0]
     """
-    centres = nucleus_centres(nuclei)
-    if len(centres) == 0 or cells.max() == 0:
+    ids, yx, home = nucleus_homes(cells, nuclei)
+    if len(ids) == 0 or cells.max() == 0:
         return np.zeros(cells.shape, np.int32)
-    yx = np.rint(centres).astype(np.int64)
-    home = np.concatenate([[0], cells[yx[:, 0], yx[:, 1]]])  # the cell of each nucleus
-    ids = np.unique(nuclei[nuclei > 0])
     lut = np.zeros(int(nuclei.max()) + 1, np.int64)
-    lut[ids] = home[1:]
+    lut[ids] = home
     # a nucleus marks the cell that holds its centre, with its pixels in that cell
     markers = np.where((nuclei > 0) & (lut[nuclei] == cells) & (cells > 0), nuclei, 0)
-    housed = home[1:] > 0
+    housed = home > 0
     markers[yx[housed, 0], yx[housed, 1]] = ids[housed]
     parts = np.zeros(cells.shape, np.int64)
     for cell, box in enumerate(ndi.find_objects(cells), start=1):
@@ -209,4 +216,5 @@ def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
                      per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
 
 
-__all__ = ["calibration_labels", "nucleus_match", "seed_missed", "split_at_nuclei"]
+__all__ = ["calibration_labels", "nucleus_homes", "nucleus_match", "seed_missed",
+           "split_at_nuclei"]
