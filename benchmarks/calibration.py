@@ -171,19 +171,18 @@ def confluent_plates(base, steps: int, seed: int, seed_missed: bool = True) -> d
             rows.append(row)
             print(f"confluent {modality} {diameter} px {row}", flush=True)
         key = f"{modality}, {diameter} px"
-        results[key] = {
+        plate = results[key] = {
             "true_diameter": diameter, "diameter": round(float(d), 2),
             "calibration_s": seconds, "labels": model.card["calibration"]["labels"],
             "instances": model.card["calibration"].get("instances"), "fields": rows,
-            **{f"{name}_{what}": (int(sum(r[name] for r in rows)) if what == "total"
-                                  else round(float(np.mean([r[f"{name}_ap50"] for r in rows])),
-                                             3))
-               for name in ("base", "calibrated") for what in ("total", "mean_ap50")},
-            "true_total": int(sum(r["true"] for r in rows))}
-        print(f"confluent {key}: {results[key]['true_total']} true, base "
-              f"{results[key]['base_total']} (AP@0.5 {results[key]['base_mean_ap50']}), "
-              f"calibrated {results[key]['calibrated_total']} "
-              f"(AP@0.5 {results[key]['calibrated_mean_ap50']})", flush=True)
+            "true_total": sum(r["true"] for r in rows)}
+        for name in ("base", "calibrated"):
+            plate[f"{name}_total"] = sum(r[name] for r in rows)
+            plate[f"{name}_mean_ap50"] = round(float(np.mean([r[f"{name}_ap50"] for r in rows])),
+                                               3)
+        print(f"confluent {key}: {plate['true_total']} true, base {plate['base_total']} "
+              f"(AP@0.5 {plate['base_mean_ap50']}), calibrated {plate['calibrated_total']} "
+              f"(AP@0.5 {plate['calibrated_mean_ap50']})", flush=True)
     return results
 
 

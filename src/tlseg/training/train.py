@@ -306,39 +306,36 @@ def train_samples(
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
-    try:
-        with repeatable(dev.type == "cpu"):  # the same data and seed, the same model
-            while step < tc.total_steps:
-                raw, target, ref = sampler.batch(tc.batch_size)
-                raw = add_structures(raw, target, torch_rng, fraction=tc.structures,
-                                     diameter=model_config.canonical_diameter)
-                x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
-                                specks=tc.specks)
-                x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
-                x = augment_normalized(x, torch_rng)
-                loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
-                                          flow_weight=tc.flow_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update_parameters(net)
-                step += 1
-                elapsed = elapsed_before + time.time() - t0
-                if step % 10 == 0 or step == tc.total_steps:
-                    writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
-                                     f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
-                                     f"{parts['flow']:.4f}",
-                                     f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
-                    log.flush()
-                if step % tc.checkpoint_every == 0 and step < tc.total_steps:
-                    _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
-                                     {"elapsed_s": elapsed, "settings": settings}, ema)
-                if progress:
-                    progress(step, tc.total_steps, parts)
-    finally:
-        log.close()
+    with log, repeatable(dev.type == "cpu"):  # the same data and seed, the same model
+        while step < tc.total_steps:
+            raw, target, ref = sampler.batch(tc.batch_size)
+            raw = add_structures(raw, target, torch_rng, fraction=tc.structures,
+                                 diameter=model_config.canonical_diameter)
+            x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
+                            specks=tc.specks)
+            x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
+            x = augment_normalized(x, torch_rng)
+            loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
+                                      flow_weight=tc.flow_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            step += 1
+            elapsed = elapsed_before + time.time() - t0
+            if step % 10 == 0 or step == tc.total_steps:
+                writer.writerow([step, f"{loss.item():.4f}", f"{parts['fg']:.4f}",
+                                 f"{parts['dist']:.4f}", f"{parts['size']:.4f}",
+                                 f"{parts['flow']:.4f}",
+                                 f"{sched.get_last_lr()[0]:.2e}", f"{elapsed:.1f}"])
+                log.flush()
+            if step % tc.checkpoint_every == 0 and step < tc.total_steps:
+                _save_checkpoint(ckpt_path, step, net, opt, sched, np_rng, torch_rng,
+                                 {"elapsed_s": elapsed, "settings": settings}, ema)
+            if progress:
+                progress(step, tc.total_steps, parts)
     if ema is not None:
         net = ema.module
     net.cpu().eval()
