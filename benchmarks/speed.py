@@ -26,6 +26,10 @@ seconds and the speed-up over PyTorch (docs/export.md), under the key ``onnx``.
 Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``);
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
+``--uncounted-texture-only`` times the check for missed cells
+(:func:`tlseg.uncounted_texture`) against segmenting the same field, on synthetic
+phase-contrast fields of 1024² and 2048² with cells of 30 px and 15 px (the check works
+at the image's resolution up to 30 px a cell), interleaved (key ``uncounted_texture``).
 ``--structure-filter-only`` times ``tl-cells`` with its structure filter
 (``repeat_similarity``), pattern removal (``remove_pattern``), flat filter
 (``flat_texture``) and speck filter (``opaque_darkness``) on and off, interleaved,
@@ -237,6 +241,36 @@ def time_structure_filter(sizes, repeats: int) -> dict:
     return {"threads": 2, "repeats": repeats, "rows": rows}
 
 
+def time_uncounted_texture(sizes, repeats: int) -> dict:
+    """Median seconds of ``predict_instances`` (diameter given) and of
+    :func:`tlseg.uncounted_texture` on its labels, interleaved, and the time a
+    transmitted-light site takes with the check over the time without it."""
+    import tlseg
+    from tlseg.synthetic import synthetic_field
+
+    tlseg.set_threads(2)
+    model = tlseg.load_model("tl-cells")
+    rows = []
+    for n in sizes:
+        for d in (30, 15):
+            image = synthetic_field((n, n), diameter=d, seed=n)["tl"].astype(np.float32)
+            times = {"segment": [], "check": []}
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                labels = model.predict_instances(image, diameter=d)[0]
+                t1 = time.perf_counter()
+                tlseg.uncounted_texture(image, labels, d)
+                times["segment"].append(t1 - t0)
+                times["check"].append(time.perf_counter() - t1)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            ratio = (med["segment"] + med["check"]) / med["segment"]
+            rows.append({"size": n, "diameter": d, "segment_s": round(med["segment"], 3),
+                         "check_s": round(med["check"], 3), "ratio": round(ratio, 3)})
+            print(f"{n}², cells {d} px: segment {med['segment']:.3f} s, check "
+                  f"{med['check']:.3f} s ({ratio:.3f}x)")
+    return {"threads": 2, "repeats": repeats, "rows": rows}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="*", type=int, default=[1024, 2048, 4096])
@@ -254,6 +288,10 @@ def main(argv=None) -> int:
                       help="time tl-cells with its structure filter and pattern removal on "
                            "and off (sizes 1024 "
                            "and 2048 unless --sizes); rewrite only the 'structure_filter' key")
+    part.add_argument("--uncounted-texture-only", action="store_true",
+                      help="time the check for missed cells against segmenting (sizes "
+                           "1024 and 2048 unless --sizes); rewrite only the "
+                           "'uncounted_texture' key")
     part.add_argument("--onnx-only", action="store_true",
                       help="time only the network in PyTorch vs onnxruntime (needs "
                            "'tlseg[export]'); rewrite only the 'onnx' key")
@@ -268,6 +306,12 @@ def main(argv=None) -> int:
         sizes = args.sizes if given else [1024, 2048]
         timing = time_structure_filter(sizes, max(args.repeats, 5))
         print(f"written {update_results('speed', ('structure_filter',), timing, argv=argv, out=args.out)}")
+        return 0
+    if args.uncounted_texture_only:
+        given = "--sizes" in (sys.argv[1:] if argv is None else argv)
+        timing = time_uncounted_texture(args.sizes if given else [1024, 2048],
+                                        max(args.repeats, 5))
+        print(f"written {update_results('speed', ('uncounted_texture',), timing, argv=argv, out=args.out)}")
         return 0
     if args.nuclei_only:
         nuclei = time_nuclei(args.nuclei_models, args.nuclei_repeats)

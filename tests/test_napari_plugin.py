@@ -46,6 +46,19 @@ def test_manifest_is_valid():
 
 
 @pytest.mark.slow
+def test_a_monolayer_read_as_a_few_cells_is_pointed_out(widget, qtbot):
+    viewer = widget.viewer
+    assert "missed" not in widget.status.value
+    sheet = synthetic_field((256, 256), diameter=24, modality="brightfield", confluent=True,
+                            seed=1)
+    widget.image.value = viewer.add_image(sheet["tl"], name="sheet")
+    widget.diameter.value = 24
+    widget.segment()
+    qtbot.waitUntil(lambda: "sheet cells" in viewer.layers, timeout=WAIT)
+    assert "outside them: look for missed cells" in widget.status.value
+
+
+@pytest.mark.slow
 def test_segment_and_edit_with_undo(widget):
     viewer = widget.viewer
     layer = viewer.layers["field cells"]

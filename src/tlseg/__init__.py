@@ -47,7 +47,7 @@ _API = {
     # analysis
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
     "measure_cells": "analysis.measure", "discard_edge": "analysis.measure",
-    "write_overlay": "analysis.overlay",
+    "write_overlay": "analysis.overlay", "uncounted_texture": "analysis.coverage",
     "segment_and_measure": "analysis.pipeline", "segment_folder": "analysis.pipeline",
     # training
     "train": "training.run", "tune": "training.run",
@@ -104,6 +104,7 @@ __all__ = [
     "teach",
     "train",
     "tune",
+    "uncounted_texture",
     "validate_plate",
     "write_demo_images",
     "write_labels",
@@ -129,6 +130,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from .analysis.coverage import uncounted_texture
     from .analysis.measure import discard_edge, measure_cells
     from .analysis.metrics import evaluate, evaluate_folders
     from .analysis.overlay import write_overlay

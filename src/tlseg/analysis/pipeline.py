@@ -11,7 +11,9 @@ atomically into the output folder:
 - ``<stem>_overlay.png`` with ``overlay``.
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
-``diameter_source``, ``mean_area_px``, ``error``), rewritten after every image. An
+``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``), rewritten
+after every image; an image whose cell-like texture lies mostly outside the cells counted
+(:func:`tlseg.uncounted_texture` over ``FLAG``) is also named in a warning. An
 image's row is its last write, so it is the completion marker: a re-run skips an image
 only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
 and redoes any other; a run killed between two writes loses nothing on the re-run.
@@ -33,13 +35,14 @@ from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
+from .coverage import FLAG, uncounted_texture
 from .measure import discard_edge, measure_cells
 from .overlay import write_overlay
 
 log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ("image", "status", "n_cells", "diameter", "diameter_source", "mean_area_px",
-                 "error")
+                 "uncounted_texture", "error")
 
 
 @dataclass
@@ -84,10 +87,13 @@ def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | No
     Returns
     -------
     Segmented
-        ``labels``, ``details`` (diameter used and its source, scale, cell count) and
-        ``cells`` (:func:`tlseg.measure_cells`).
+        ``labels``, ``details`` (diameter used and its source, scale, cell count; for a
+        transmitted-light model also ``uncounted_texture``,
+        :func:`tlseg.uncounted_texture`) and ``cells`` (:func:`tlseg.measure_cells`).
     """
     labels, details = model.predict_instances(image, diameter=diameter, tile=tile, augment=tta)
+    if model.config.flatfield == "divide":  # transmitted light: cells are texture
+        details["uncounted_texture"] = uncounted_texture(image, labels, details["diameter"])
     if exclude_edge:
         kept = discard_edge(labels)
         details = {**details, "n_cells": int(kept.max()),
@@ -96,6 +102,15 @@ def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | No
     cells = measure_cells(labels, channels if channels is not None else {"image": image},
                          nuclei=nuclei, pixel_size=pixel_size)
     return Segmented(labels, details, cells)
+
+
+def missed_warning(name: str, share: float) -> str:
+    """The one-line warning for a field whose :func:`tlseg.uncounted_texture` is over
+    ``FLAG``."""
+    return (f"{name}: {share:.0%} of its cell-like texture lies outside the cells counted: "
+            "look at its overlay for missed cells (a confluent or unfamiliar culture: "
+            "calibrate with a nuclear stain or teach a few ROIs) or for structures and "
+            "debris")
 
 
 def _read_counts(path: Path) -> dict[str, dict]:
@@ -202,7 +217,8 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                         "diameter": round(details["diameter"], 2),
                         "diameter_source": details["diameter_source"],
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
-                        else 0.0, "error": ""}
+                        else 0.0, "uncounted_texture": details.get("uncounted_texture"),
+                        "error": ""}
         try:  # the counts row last: it marks the image done
             write_table(out / f"{f.stem}_cells.csv", cells)
             write_labels(mask_path, labels)
@@ -216,7 +232,10 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                              ) from None
         log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
                  details["diameter"], details["diameter_source"])
+        share = details.get("uncounted_texture")
+        if share is not None and share > FLAG:
+            log.warning(missed_warning(f.name, share))
     return pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))
 
 
-__all__ = ["COUNT_COLUMNS", "Segmented", "segment_and_measure", "segment_folder"]
+__all__ = ["COUNT_COLUMNS", "Segmented", "missed_warning", "segment_and_measure", "segment_folder"]

@@ -36,6 +36,7 @@ from qtpy.QtCore import QObject, Signal
 
 import tlseg
 from tlseg import TlsegError, edit
+from tlseg.analysis.coverage import FLAG
 
 
 class _Cancelled(Exception):
@@ -189,7 +190,11 @@ class TlsegWidget(Container):
         d = self.diameter.value or None
 
         def work():
-            return model.predict_instances(image, diameter=d)
+            labels, details = model.predict_instances(image, diameter=d)
+            if model.config.flatfield == "divide":  # transmitted light: check for misses
+                details["uncounted_texture"] = tlseg.uncounted_texture(
+                    image, labels, details["diameter"])
+            return labels, details
 
         self.worker = create_worker(work)
         self.worker.returned.connect(lambda res: self._segmented(name, *res))
@@ -207,8 +212,13 @@ class TlsegWidget(Container):
             self.viewer.add_labels(labels, name=name)
         self.labels_layer.value = self.viewer.layers[name]
         self._undo.clear()
-        self._say(f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
-                  f"{details['diameter_source']})")
+        text = (f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
+                f"{details['diameter_source']})")
+        share = details.get("uncounted_texture")
+        if share is not None and share > FLAG:
+            text += (f"; {share:.0%} of the cell-like texture lies outside them: look for "
+                     "missed cells")
+        self._say(text)
 
     # -- correct ----------------------------------------------------------------------
     def _edit(self, op: str):

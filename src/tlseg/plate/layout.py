@@ -35,7 +35,8 @@ from ..errors import TlsegError
 from ..io.images import IMAGE_SUFFIXES, subfolder_hint
 
 #: columns tlseg writes into wells.csv beside the plate map's (:mod:`~tlseg.plate.summary`)
-WELL_COLUMNS = ("well", "n_sites", "n_cells", "n_nuclei", "cells_per_site", "mean_area_px",
+WELL_COLUMNS = ("well", "n_sites", "n_cells", "n_nuclei", "cells_per_site",
+                "uncounted_texture", "mean_area_px",
                 "mean_area_um2", "cells_per_mm2", "cells_without_nucleus",
                 "cells_with_several_nuclei", "nuclei_outside_cells", "n_failed_sites")
 #: wells.csv columns that conditions.csv summarises as a mean and an SD

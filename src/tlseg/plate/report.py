@@ -231,6 +231,42 @@ def _stats_rows(s: dict) -> str:
     return f"<table class='t'>{rows}</table>"
 
 
+def _uncounted(wells: pd.DataFrame, sites: pd.DataFrame, out: Path, run: dict,
+               top: int = 12, shown: int = 3) -> str:
+    """The wells whose cell-like texture lies mostly outside the cells counted
+    (``uncounted_texture`` over :data:`tlseg.analysis.coverage.FLAG`), with the worst site
+    of the first ``shown`` of them drawn; or ''."""
+    from ..analysis.coverage import FLAG
+
+    if "uncounted_texture" not in wells:
+        return ""
+    high = wells[wells["uncounted_texture"] > FLAG].sort_values("uncounted_texture",
+                                                                ascending=False)
+    if high.empty:
+        return ""
+    text = (f"In <b>{len(high)}</b> of {int(wells['uncounted_texture'].notna().sum())} wells, "
+            f"more than {FLAG:.0%} of a site's cell-like texture lies outside the cells "
+            "counted (uncounted_texture in wells.csv and sites.csv). Look at their masks: "
+            "missed cells (a confluent or unfamiliar culture: calibrate the model with a "
+            "nuclear stain, <code>tlseg plate calibrate</code>, or teach it a few corrected "
+            "ROIs), or structures and debris, which this check cannot tell from cells.")
+    cols = [c for c in ("well", "n_cells", "n_nuclei", "uncounted_texture") if c in high]
+    more = f"<p>… and {len(high) - top} more.</p>" if len(high) > top else ""
+    ok = sites[(sites["status"] == "ok") & sites["well"].isin(high["well"].head(shown))]
+    worst = ok.sort_values("uncounted_texture", ascending=False).drop_duplicates("well")
+    thumbs = [((f"{site['key']}: {int(site['n_cells'])} cells, uncounted texture "
+                f"{site['uncounted_texture']:.2f}"), src)
+              for site, src in _drawn(out, worst, run)]
+    return (f"<h2>Wells that may hide uncounted cells</h2><p>{text}</p>"
+            + _table(high[cols].head(top)) + more + _figures(thumbs))
+
+
+def _figures(thumbs: list[tuple[str, str]]) -> str:
+    return ("<div class='figs'>" + "".join(
+        f"<figure><img src='{src}'><figcaption>{html.escape(cap)}</figcaption></figure>"
+        for cap, src in thumbs) + "</div>") if thumbs else ""
+
+
 def _parting(wells: pd.DataFrame, totals: dict, top: int = 5) -> str:
     """Where the label-free and nuclei counts part: the plate's ``totals`` (validation.json
     ``parting``) and the wells that part most (:func:`tlseg.plate.summary.nucleus_check`)."""
@@ -271,6 +307,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     if problems:
         items = "".join(f"<li>{html.escape(str(p))}</li>" for p in problems)
         parts.append(f"<h2>Problems ({len(problems)})</h2><ul class='warn'>{items}</ul>")
+    parts.append(_uncounted(used, sites, out, run))
     figs = []
     if conds is not None and len(conds):
         figs.append(("Counts per condition (mean ± SD over replicate wells)", bar_chart(conds, keys)))
@@ -321,9 +358,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
         parts.append("<h2>Conditions</h2>" + _table(conds))
     thumbs = _examples(out, used, sites, keys, run)
     if thumbs:
-        parts.append("<h2>Example sites (green: cells, magenta: nuclei)</h2><div class='figs'>"
-                     + "".join(f"<figure><img src='{src}'><figcaption>{html.escape(cap)}"
-                               "</figcaption></figure>" for cap, src in thumbs) + "</div>")
+        parts.append("<h2>Example sites (green: cells, magenta: nuclei)</h2>"
+                     + _figures(thumbs))
     parts.append("<h2>Wells</h2>" + _table(wells))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th"
@@ -338,19 +374,10 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     return path
 
 
-def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[str, str]]:
-    """One overlay thumbnail per condition (or per the first wells without a plate map)."""
-    ok = sites[sites["status"] == "ok"]
+def _drawn(out: Path, picked: pd.DataFrame, run: dict):
+    """(site record, overlay PNG) for each site of ``picked`` whose example can be drawn."""
     tl = (run.get("config") or {}).get("tl_channel")
-    picks = []
-    if keys:
-        for values, group in used.groupby(keys, sort=True):
-            picks.append((values if isinstance(values, tuple) else (values,), group["well"].iloc[0]))
-    else:
-        picks = [((w,), w) for w in used["well"].iloc[:4]]
-    thumbs = []
-    for values, well in picks[:limit]:
-        site = ok[ok["well"] == well].iloc[0]
+    for _, site in picked.iterrows():
         key = site["key"]
         try:
             diameter = site.get("diameter")
@@ -359,6 +386,20 @@ def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[s
                                float(diameter) if pd.notna(diameter) else None)
         except Exception:  # an example picture must never break the report
             continue
-        label = " · ".join(t for t in map(_value, values) if t)
-        thumbs.append((f"{label} — {key}: {int(site['n_cells'])} cells", src))
-    return thumbs
+        yield site, src
+
+
+def _examples(out: Path, used, sites, keys, run, limit: int = 8) -> list[tuple[str, str]]:
+    """One overlay thumbnail per condition (or per the first wells without a plate map)."""
+    ok = sites[sites["status"] == "ok"]
+    picks = []
+    if keys:
+        for values, group in used.groupby(keys, sort=True):
+            picks.append((values if isinstance(values, tuple) else (values,), group["well"].iloc[0]))
+    else:
+        picks = [((w,), w) for w in used["well"].iloc[:4]]
+    picks = picks[:limit]
+    first = pd.DataFrame([ok[ok["well"] == well].iloc[0] for _, well in picks])
+    labels = {well: " · ".join(t for t in map(_value, values) if t) for values, well in picks}
+    return [(f"{labels[site['well']]} — {site['key']}: {int(site['n_cells'])} cells", src)
+            for site, src in _drawn(out, first, run)]

@@ -49,7 +49,8 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     """Write ``sites.csv``, ``wells.csv`` and (with a plate map) ``conditions.csv``.
 
     wells.csv: well, n_sites, n_cells (label-free count, summed over the well's sites),
-    n_nuclei (when a nuclei channel was segmented), cells_per_site, mean_area_px,
+    n_nuclei (when a nuclei channel was segmented), cells_per_site, uncounted_texture
+    (the largest of the well's sites, :func:`tlseg.uncounted_texture`), mean_area_px,
     mean_area_um2 and cells_per_mm2 (when the pixel size is known), n_failed_sites, and
     the plate-map columns; with a nuclei channel also :func:`nucleus_check`'s columns.
     conditions.csv: per combination of plate-map columns, the number of replicate wells
@@ -71,6 +72,9 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     if has_nuclei:
         wells["n_nuclei"] = wells["n_nuclei"].astype(int)
     wells["cells_per_site"] = wells["n_cells"] / wells["n_sites"]
+    if "uncounted_texture" in ok.columns and ok["uncounted_texture"].notna().any():
+        texture = pd.to_numeric(ok["uncounted_texture"]).groupby(ok["well"]).max()
+        wells["uncounted_texture"] = wells["well"].map(texture)
     cells = load_cells(out)
     if len(cells):
         wells = wells.merge(cells.groupby("well")["area"].mean().rename("mean_area_px"),
@@ -95,7 +99,8 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     wells = wells.sort_values("well", key=lambda s: s.map(split_well)).reset_index(drop=True)
     write_table(out / "wells.csv", wells)
     site_cols = [c for c in ("well", "site", "status", "n_cells", "n_nuclei", "diameter",
-                             "nuclei_diameter", "shape", "seconds", "error") if c in sites]
+                             "nuclei_diameter", "uncounted_texture", "shape", "seconds",
+                             "error") if c in sites]
     write_table(out / "sites.csv", sites[site_cols])
     result = {"sites": sites, "wells": wells, "cells": cells}
     if pm is not None and len(pm.columns):
