@@ -102,7 +102,7 @@ def test_segment_folder_records_it_and_warns_on_a_monolayer(tmp_path, caplog):
     assert counts.loc["sheet.tif", "uncounted_texture"] > FLAG
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and warned[0].startswith("sheet.tif: ")
-    assert "overlay" in warned[0]
+    assert "missed cells" in warned[0]
 
 
 def test_nuclei_model_leaves_it_out():

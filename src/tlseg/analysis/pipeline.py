@@ -108,7 +108,7 @@ def missed_warning(name: str, share: float) -> str:
     """The one-line warning for a field whose :func:`tlseg.uncounted_texture` is over
     ``FLAG``."""
     return (f"{name}: {share:.0%} of its cell-like texture lies outside the cells counted: "
-            "look at its overlay for missed cells (a confluent or unfamiliar culture: "
+            "look at its masks for missed cells (a confluent or unfamiliar culture: "
             "calibrate with a nuclear stain or teach a few ROIs) or for structures and "
             "debris")
 

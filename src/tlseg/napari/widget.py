@@ -189,12 +189,9 @@ class TlsegWidget(Container):
         name = f"{self.image.value.name} cells"
         d = self.diameter.value or None
 
-        def work():
-            labels, details = model.predict_instances(image, diameter=d)
-            if model.config.flatfield == "divide":  # transmitted light: check for misses
-                details["uncounted_texture"] = tlseg.uncounted_texture(
-                    image, labels, details["diameter"])
-            return labels, details
+        def work():  # as `tlseg segment`: with the check for missed cells
+            done = tlseg.segment_and_measure(model, image, diameter=d)
+            return done.labels, done.details
 
         self.worker = create_worker(work)
         self.worker.returned.connect(lambda res: self._segmented(name, *res))

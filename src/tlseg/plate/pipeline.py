@@ -178,8 +178,8 @@ def validate_plate(out, *, density: str | None = None, table_style: str = "tlseg
         if high:
             logger.warning(f"{len(high)} well(s) with more than {FLAG:.0%} of a site's "
                            f"cell-like texture outside the cells counted ({', '.join(high[:8])}"
-                           f"{' …' if len(high) > 8 else ''}): look at their overlays for "
-                           "missed cells (report.html, uncounted_texture in wells.csv)")
+                           f"{' …' if len(high) > 8 else ''}): look for missed cells in "
+                           "report.html and their masks (uncounted_texture in wells.csv)")
     report = write_report(out, wells=wells, conds=conds, sites=tables["sites"],
                           validation=validation, run=run)
     log(f"wells.csv, report.html written to {out}")
