@@ -133,7 +133,7 @@ def test_dollar_signs_in_the_plate_map_do_not_break_the_report(tmp_path):
 def test_mathtext_escape_keeps_the_text_as_written():
     from matplotlib.figure import Figure
 
-    from tlseg.plate.report import _plain
+    from tlseg.plate.figures import _plain
 
     fig = Figure()
     for s in ("$\\foo$", "a $ b", "5 $ and 6 $", "\\$x$", "plain"):
