@@ -41,7 +41,7 @@ def results(tmp_path):
              "n_cells": n, "n_nuclei": n, "status": "ok"}))
         data[key] = (tl, cells, nuclei)
     pd.DataFrame({"well": ["A01", "B02"], "n_sites": [2, 1], "n_cells": [5, 4],
-                  "n_nuclei": [5, 4], "cell_line": ["HeLa", "U2OS"],
+                  "n_nuclei": [5, 4], "uncounted_texture": [0.1, 0.9], "cell_line": ["HeLa", "U2OS"],
                   "seeding_density": [1250, 2500]}).to_csv(out / "wells.csv", index=False)
     (out / "run.json").write_text(json.dumps({"config": {"tl_channel": "w1",
                                                           "nuclei_channel": "w2"}}))
@@ -77,7 +77,8 @@ def test_browse_wells_and_sites(browser, results):
     grid = browser.grid
     assert grid.rowCount() >= 2 and grid.columnCount() >= 2
     assert grid.verticalHeaderItem(1).text() == "B" and grid.horizontalHeaderItem(1).text() == "2"
-    assert grid.item(0, 0).text() == "5" and grid.item(1, 1).text() == "4"
+    assert grid.item(0, 0).text() == "5" and grid.item(1, 1).text() == "4!"
+    assert "look for missed cells" in grid.item(1, 1).toolTip()  # B02 may hide cells
     assert grid.item(0, 1).text() == ""  # A02: no images (grey)
     # opening selects the first well: its first site is shown
     assert [layer.name for layer in viewer.layers] == ["transmitted light", "cells", "nuclei"]

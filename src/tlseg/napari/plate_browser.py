@@ -3,7 +3,8 @@
 The dock widget reads the results folder written by ``tlseg plate run PLATE -o OUT``:
 
 - ``OUT/wells.csv``: one row per well (counts, QC, condition columns); it colours the
-  plate grid by ``n_cells`` (wells with no images are grey);
+  plate grid by ``n_cells`` (wells with no images are grey) and marks with "!" the wells
+  whose ``uncounted_texture`` is over ``FLAG`` (:func:`tlseg.uncounted_texture`);
 - ``OUT/sites/<well>_s<site>.json``: each site's channel paths and status;
 - ``OUT/masks/<well>_s<site>_cells.tif`` and ``_nuclei.tif``: the site's label images;
 - ``OUT/run.json``: the run's config (``tl_channel``, ``nuclei_channel``).
@@ -36,6 +37,7 @@ from qtpy.QtWidgets import (
 
 import tlseg
 from tlseg import TlsegError
+from tlseg.analysis.coverage import FLAG
 from tlseg.plate.layout import read_channel
 
 from .plate_calibrate import CalibratePanel
@@ -192,10 +194,12 @@ class PlateBrowser(Container):
         self.grid.setColumnCount(n_cols)
         self.grid.setVerticalHeaderLabels([_row_name(i) for i in range(n_rows)])
         self.grid.setHorizontalHeaderLabels([str(j + 1) for j in range(n_cols)])
-        counts = {}
+        counts, uncounted = {}, {}
         if "n_cells" in self.wells.columns:
             counts = {w: v for w, v in self.wells["n_cells"].items()
                       if w in self.sites and np.isfinite(v)}
+        if "uncounted_texture" in self.wells.columns:  # wells that may hide cells
+            uncounted = {w: v for w, v in self.wells["uncounted_texture"].items() if v > FLAG}
         lo, hi = (min(counts.values()), max(counts.values())) if counts else (0, 1)
         cmap = colormaps["viridis"]
         self._cells: dict[tuple[int, int], str] = {}
@@ -219,6 +223,10 @@ class PlateBrowser(Container):
             item.setForeground(QBrush(QColor("white" if dark else "black")))
             item.setText(f"{int(v)}")
             item.setToolTip(f"{well}: {int(v)} cells")
+            if well in uncounted:
+                item.setText(f"{int(v)}!")
+                item.setToolTip(f"{well}: {int(v)} cells; {uncounted[well]:.0%} of a site's "
+                                "cell-like texture lies outside them: look for missed cells")
         width = self.grid.verticalHeader().sizeHint().width() + 34 * n_cols + 4
         height = self.grid.horizontalHeader().sizeHint().height() + 24 * n_rows + 4
         self.grid.setMinimumSize(min(width, 900), min(height, 600))
