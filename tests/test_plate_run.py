@@ -228,21 +228,18 @@ def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatc
     assert _estimate("stub", sites, "w1") == 12.0  # a plain median of two would be 66
 
 
-def test_bar_chart_draws_no_error_bar_for_a_single_well():
+def test_bar_chart_draws_no_error_bar_for_a_single_well(monkeypatch):
     import matplotlib.pyplot as plt
 
-    from tlseg.plate import report
+    from tlseg.plate import figures
 
     conds = pd.DataFrame({"density": [1, 2], "n_cells_mean": [10.0, 20.0],
                           "n_cells_sd": [np.nan, 2.0], "n_nuclei_mean": [11.0, 19.0],
                           "n_nuclei_sd": [np.nan, 1.5]})
     captured = []
-    real_png = report._png
-    report._png = lambda fig: captured.append(fig) or real_png(fig)
-    try:
-        assert report.bar_chart(conds, ["density"]).startswith("data:image/png;base64,")
-    finally:
-        report._png = real_png
+    real_png = figures._png
+    monkeypatch.setattr(figures, "_png", lambda fig: captured.append(fig) or real_png(fig))
+    assert figures.bar_chart(conds, ["density"]).startswith("data:image/png;base64,")
     (ax,) = captured[0].axes
     # one vertical error segment per bar with replicate wells; none for n = 1 (SD undefined)
     segments = [seg for c in ax.collections for seg in c.get_segments()]
