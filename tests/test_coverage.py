@@ -57,6 +57,23 @@ def test_specks_and_halos_are_not_missed_cells():
     assert uncounted_texture(image, labels, 30) == 0
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_lattice_of_posts_is_not_missed_cells(seed, monkeypatch):
+    """A chip's posts are texture outside the cells; their pattern is subtracted first,
+    as before the network."""
+    import torch
+
+    from tlseg.analysis import coverage
+    from tlseg.training.structures import structure_relief
+
+    field = synthetic_field((384, 384), diameter=30, n_cells=15, seed=seed)
+    relief = structure_relief(384, 384, "posts", 30.0, torch.Generator().manual_seed(seed))
+    chip = field["tl"] * (1 + relief.numpy())
+    assert uncounted_texture(chip, field["labels"], 30) < 0.1
+    monkeypatch.setattr(coverage, "remove_pattern", lambda image, diameter: image)
+    assert uncounted_texture(chip, field["labels"], 30) > FLAG  # the posts, left in
+
+
 def test_large_cells_are_measured_on_a_shrunk_image():
     field = synthetic_field((384, 384), diameter=90, n_cells=12, seed=2)
     truth = field["labels"]

@@ -20,7 +20,8 @@ edge, a cloud of debris. A high value therefore says "look at the masks", not ho
 cells were missed.
 
 The texture is a band-pass of the image (Gaussians of ``BAND`` cell diameters, so
-neither shading nor pixel noise counts), its absolute value smoothed over ``SMOOTH``
+neither shading nor pixel noise counts), after a chip's lattice of posts or traps has been
+subtracted as before the network (:func:`tlseg.inference.repeats.remove_pattern`), its absolute value smoothed over ``SMOOTH``
 diameters. Everything is measured in units of the cell diameter, at the image's own
 resolution, or at 15 px a cell where cells are larger (:func:`scipy.ndimage` filters,
 :func:`skimage.measure.label` for the patches).
@@ -34,6 +35,7 @@ from scipy import ndimage as ndi
 from ..errors import TlsegError
 from ..inference.labels import resize_labels
 from ..inference.preprocess import rescale
+from ..inference.repeats import remove_pattern
 
 #: band-pass Gaussians, in cell diameters: finer than cells' grain, coarser than shading
 BAND = (1 / 30, 4 / 30)
@@ -64,6 +66,9 @@ def _checked(image, labels, diameter) -> tuple[np.ndarray, np.ndarray, float]:
         raise TlsegError(f"uncounted_texture: labels must be integers, got {labels.dtype}")
     if not diameter or not diameter > 0:
         raise TlsegError(f"uncounted_texture: diameter must be > 0 pixels, got {diameter}")
+    # a chip's lattice of posts or traps is subtracted, as before the network
+    # (:func:`tlseg.inference.repeats.remove_pattern`): it is texture, but not cells
+    image = remove_pattern(image.astype(np.float32), float(diameter))
     factor = min(1.0, WORK_DIAMETER / float(diameter))
     if factor < 1.0:
         image = rescale(image.astype(np.float32), factor)
