@@ -129,6 +129,20 @@ def crowded_val_fields(data: Path, source: str, n: int, limit: int | None = None
                                      rng=np.random.default_rng(0))]
 
 
+def quadrants(image: np.ndarray) -> list[np.ndarray]:
+    """The four quadrants of a field, row by row: how the count validation cuts the
+    neuronal ``paired/isl-phase-dapi`` field into sites.
+
+    Examples
+    --------
+    >>> [q.tolist() for q in quadrants(np.arange(4).reshape(2, 2))]
+    [[[0]], [[1]], [[2]], [[3]]]
+    """
+    h, w = image.shape[:2]
+    return [image[y:y + h // 2, x:x + w // 2]
+            for y, x in ((0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2))]
+
+
 def train_median_diameter(data: Path, source: str, kind: str = "tl") -> float:
     """Median over a source's TRAIN masks of each image's median cell diameter."""
     folder = Path(data) / kind / source / "train" / "masks"

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, add_out, count_errors, write_results
+from common import WORK, add_out, count_errors, quadrants, write_results
 from scipy import ndimage as ndi
 
 import tlseg
@@ -87,12 +87,10 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
                      "true_cells": int(f.n_cells)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
-    h, w = tl.shape
-    for q, (y, x) in enumerate([(0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)]):
+    for q, pair in enumerate(zip(quadrants(tl), quadrants(nuc))):
         well = f"B{q + 1:02d}"
-        for ch, img in (("w1", tl), ("w2", nuc)):
-            tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif",
-                             img[y:y + h // 2, x:x + w // 2], compression="zlib")
+        for ch, img in zip(("w1", "w2"), pair):
+            tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif", img, compression="zlib")
         rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
                      "acquisition": "isl-A4", "true_count": np.nan, "true_cells": np.nan})
     return pd.DataFrame(rows)

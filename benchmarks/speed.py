@@ -29,7 +29,7 @@ the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``)
 ``--uncounted-texture-only`` times the check for missed cells
 (:func:`tlseg.uncounted_texture`) against segmenting the same field, on synthetic
 phase-contrast fields of 1024² and 2048² with cells of 30 px and 15 px (the check works
-at the image's resolution up to 30 px a cell), interleaved (key ``uncounted_texture``).
+at the image's resolution up to 15 px a cell), interleaved (key ``uncounted_texture``).
 ``--structure-filter-only`` times ``tl-cells`` with its structure filter
 (``repeat_similarity``), pattern removal (``remove_pattern``), flat filter
 (``flat_texture``) and speck filter (``opaque_darkness``) on and off, interleaved,
@@ -301,16 +301,15 @@ def main(argv=None) -> int:
         onnx = time_onnx(max(args.repeats, 7))
         print(f"written {update_results('speed', ('onnx',), onnx, argv=argv, out=args.out)}")
         return 0
+    # the filter and check timings default to 1024² and 2048² unless --sizes is given
+    given = "--sizes" in (sys.argv[1:] if argv is None else argv)
+    sizes = args.sizes if given else [1024, 2048]
     if args.structure_filter_only:
-        given = "--sizes" in (sys.argv[1:] if argv is None else argv)
-        sizes = args.sizes if given else [1024, 2048]
         timing = time_structure_filter(sizes, max(args.repeats, 5))
         print(f"written {update_results('speed', ('structure_filter',), timing, argv=argv, out=args.out)}")
         return 0
     if args.uncounted_texture_only:
-        given = "--sizes" in (sys.argv[1:] if argv is None else argv)
-        timing = time_uncounted_texture(args.sizes if given else [1024, 2048],
-                                        max(args.repeats, 5))
+        timing = time_uncounted_texture(sizes, max(args.repeats, 5))
         print(f"written {update_results('speed', ('uncounted_texture',), timing, argv=argv, out=args.out)}")
         return 0
     if args.nuclei_only:

@@ -33,9 +33,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from common import (
+    VAL_SOURCES,
     add_out,
     confluent_fields,
     crowded_val_fields,
+    quadrants,
     val_pairs,
     write_results,
 )
@@ -43,12 +45,10 @@ from common import (
 import tlseg
 from tlseg.analysis.coverage import FLAG
 
-SOURCES = ("usiigaci", "bbbc030-cho", "ctc-dic-hela")
-
 
 def fields(data: Path, limit: int | None):
     """(set, name, image, true labels or None, true count or None, diameter or None)."""
-    for source in SOURCES:
+    for source in VAL_SOURCES:
         for img, mask in val_pairs(data, source)[:limit]:
             yield f"val {source}", img.stem, tlseg.read_image(img), tifffile.imread(mask), None, None
     s10 = data / "paired" / "aisegcell-s10"
@@ -63,12 +63,10 @@ def fields(data: Path, limit: int | None):
     nuclei_model = tlseg.load_model("nuclei")
     for img in sorted((neuronal / "tl").glob("*.tif"))[:limit]:
         tl, dapi = tlseg.read_image(img), tlseg.read_image(neuronal / "nuc" / img.name)
-        h, w = tl.shape
-        for q, (a, b) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-            box = np.s_[a * h // 2:(a + 1) * h // 2, b * w // 2:(b + 1) * w // 2]
-            n = int(tlseg.discard_edge(nuclei_model.segment(dapi[box])).max())
-            yield "neuronal quadrants", f"{img.stem} q{q + 1}", tl[box], None, n, 46.5
-    for source in SOURCES:
+        for q, (tl_q, dapi_q) in enumerate(zip(quadrants(tl), quadrants(dapi))):
+            n = int(tlseg.discard_edge(nuclei_model.segment(dapi_q)).max())
+            yield "neuronal quadrants", f"{img.stem} q{q + 1}", tl_q, None, n, 46.5
+    for source in VAL_SOURCES:
         for i, (image, labels, _) in enumerate(crowded_val_fields(data, source, 2, limit)):
             yield "val cells pasted densely", f"{source} {i}", image, labels, None, 30.0
     for i, (modality, field) in enumerate(confluent_fields(limit)):
