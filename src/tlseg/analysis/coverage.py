@@ -54,7 +54,10 @@ FLAG = 0.5
 WORK_DIAMETER = 15.0
 
 
-def _checked(image, labels, diameter) -> tuple[np.ndarray, np.ndarray, float]:
+def _working(image, labels, diameter) -> tuple[np.ndarray, np.ndarray, float]:
+    """The checked inputs at the working resolution: the image (float32, a chip's lattice
+    subtracted) and labels shrunk so that cells are at most ``WORK_DIAMETER`` px, and the
+    diameter there."""
     image = np.asarray(image)
     labels = np.asarray(labels)
     if image.ndim != 2:
@@ -71,7 +74,7 @@ def _checked(image, labels, diameter) -> tuple[np.ndarray, np.ndarray, float]:
     image = remove_pattern(image.astype(np.float32), float(diameter))
     factor = min(1.0, WORK_DIAMETER / float(diameter))
     if factor < 1.0:
-        image = rescale(image.astype(np.float32), factor)
+        image = rescale(image, factor)
         labels = resize_labels(labels, image.shape)
         diameter = float(diameter) * factor
     return image.astype(np.float32, copy=False), labels, float(diameter)
@@ -99,7 +102,7 @@ def textured_outside(image: np.ndarray, labels: np.ndarray, diameter: float
     diameter : float
         The cell diameter at that resolution.
     """
-    x, labels, d = _checked(image, labels, diameter)
+    x, labels, d = _working(image, labels, diameter)
     cells = labels > 0
     interior = ndi.binary_erosion(cells, iterations=max(1, round(2 * d / 30)))
     if interior.sum() < 20:

@@ -38,7 +38,7 @@ from ..training.targets import UNKNOWN
 from ..training.train import train_samples
 from ..training.tune import instance_maker
 from .layout import Site, read_channel, scan_plate
-from .nucleus_labels import calibration_labels, nucleus_match
+from .nucleus_labels import calibration_labels, nucleus_homes, nucleus_match
 from .run import weighted_diameter
 from .validate import agreement
 
@@ -273,9 +273,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         make_up["cells_split"] += int((centres_per_cell(cells, centres[-1])[1:] >= 2).sum())
         # a seeded cell holds the centre of the nucleus it was seeded at, outside every
         # label-free cell
-        yx = np.rint(centres[-1]).astype(np.int64)
-        missed = yx[cells[yx[:, 0], yx[:, 1]] == 0]
-        at = labels[missed[:, 0], missed[:, 1]]
+        _, yx, home = nucleus_homes(cells, nuclei)
+        at = labels[yx[home == 0, 0], yx[home == 0, 1]]
         make_up["cells_seeded"] += len(np.unique(at[at > 0]))
         make_up["background_fraction"] += float((labels == 0).mean())
         make_up["known_fraction"] += float((labels != UNKNOWN).mean())

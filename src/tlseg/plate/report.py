@@ -117,6 +117,7 @@ def _uncounted(wells: pd.DataFrame, sites: pd.DataFrame, out: Path, run: dict,
 
 
 def _figures(thumbs: list[tuple[str, str]]) -> str:
+    """A row of (caption, PNG data URL) figures, or '' when there are none."""
     return ("<div class='figs'>" + "".join(
         f"<figure><img src='{src}'><figcaption>{html.escape(cap)}</figcaption></figure>"
         for cap, src in thumbs) + "</div>") if thumbs else ""
@@ -183,9 +184,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                      heat_map(used, "n_cells", "label-free cells per well")))
     if "n_nuclei" in used and len(used):
         figs.append(("Nuclei count per well", heat_map(used, "n_nuclei", "nuclei per well")))
-    parts.append("<div class='figs'>" + "".join(
-        f"<figure><img src='{src}'><figcaption>{html.escape(cap)}</figcaption></figure>"
-        for cap, src in figs) + "</div>")
+    parts.append(_figures(figs))
     if validation is not None:
         parts.append("<h2>Agreement, per well</h2>" + _stats_rows(validation["per_well"]))
         if validation.get("per_condition"):
