@@ -41,7 +41,7 @@ model reads as background: per modality and cell size (:data:`CONFLUENT`), a pla
 calibrated on its first field, and the other five are counted and scored (AP@0.5 against
 their true cells) by the base and the calibrated model, at the diameter ``tlseg plate
 run`` estimates for the plate, and checked for missed cells (:func:`tlseg.uncounted_texture`:
-each field's value, the fields over ``FLAG`` and the largest value per plate).
+each field's value, the fields over ``FLAG`` (``flagged``) and the largest value per plate).
 
     python benchmarks/calibration.py --confluent [--no-seed-missed]
 
@@ -68,7 +68,7 @@ import tifffile
 from common import WORK, count_errors, update_results
 
 import tlseg
-from tlseg.analysis.coverage import FLAG
+from tlseg.analysis.coverage import flagged
 from tlseg.io import atomic_path
 from tlseg.plate.run import weighted_diameter
 from tlseg.plate.validate import agreement
@@ -184,7 +184,7 @@ def confluent_plates(base, steps: int, seed: int, seed_missed: bool = True) -> d
             plate[f"{name}_mean_ap50"] = round(float(np.mean([r[f"{name}_ap50"] for r in rows])),
                                                3)
             checked = [r[f"{name}_uncounted"] for r in rows if r[f"{name}_uncounted"] is not None]
-            plate[f"{name}_flagged"] = sum(v > FLAG for v in checked)
+            plate[f"{name}_flagged"] = sum(flagged(v) for v in checked)
             plate[f"{name}_uncounted_max"] = max(checked) if checked else None
         print(f"confluent {key}: {plate['true_total']} true, base {plate['base_total']} "
               f"(AP@0.5 {plate['base_mean_ap50']}), calibrated {plate['calibrated_total']} "

@@ -43,7 +43,7 @@ from common import (
 )
 
 import tlseg
-from tlseg.analysis.coverage import FLAG
+from tlseg.analysis.coverage import FLAG, flagged
 
 
 def fields(data: Path, limit: int | None):
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         share = tlseg.uncounted_texture(image, labels, details["diameter"])
         row = {"set": name, "field": field, "diameter": round(details["diameter"], 1),
                "found": int(labels.max()), "share": share,
-               "flagged": share is not None and share > FLAG}
+               "flagged": flagged(share)}
         if truth is not None:
             row["true"] = len(np.unique(truth[truth > 0]))
             row["recall"] = round(tlseg.evaluate(labels, truth)["recall"], 3)

@@ -158,4 +158,16 @@ def uncounted_texture(image: np.ndarray, labels: np.ndarray, diameter: float) ->
     return round(missed / (n + missed), 4)
 
 
-__all__ = ["FLAG", "textured_outside", "uncounted_texture"]
+def flagged(value) -> bool:
+    """Whether an :func:`uncounted_texture` value is over :data:`FLAG`, worth a look at the
+    masks; False for a field without a value (None, or NaN in a table).
+
+    Examples
+    --------
+    >>> flagged(0.61), flagged(0.43), flagged(None), flagged(float("nan"))
+    (True, False, False, False)
+    """
+    return value is not None and bool(np.isfinite(value)) and value > FLAG
+
+
+__all__ = ["FLAG", "flagged", "textured_outside", "uncounted_texture"]

@@ -13,10 +13,10 @@ atomically into the output folder:
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
 ``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``), rewritten
 after every image; an image whose cell-like texture lies mostly outside the cells counted
-(:func:`tlseg.uncounted_texture` over ``FLAG``) is also named in a warning. An
-image's row is its last write, so it is the completion marker: a re-run skips an image
-only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
-and redoes any other; a run killed between two writes loses nothing on the re-run.
+(:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
+is also named in a warning. An image's row is its last write, so it is the completion
+marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
+asked for) overlay all exist, and redoes any other; a run killed between two writes loses nothing on the re-run.
 Hidden temporary files left by a killed run are removed when the next run starts.
 """
 
@@ -35,7 +35,7 @@ from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
-from .coverage import FLAG, uncounted_texture
+from .coverage import flagged, uncounted_texture
 from .measure import discard_edge, measure_cells
 from .overlay import write_overlay
 
@@ -233,7 +233,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
         log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
                  details["diameter"], details["diameter_source"])
         share = details.get("uncounted_texture")
-        if share is not None and share > FLAG:
+        if flagged(share):
             log.warning(missed_warning(f.name, share))
     return pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))
 

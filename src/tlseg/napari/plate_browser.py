@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
 
 import tlseg
 from tlseg import TlsegError
-from tlseg.analysis.coverage import FLAG
+from tlseg.analysis.coverage import flagged
 from tlseg.plate.layout import read_channel
 
 from .plate_calibrate import CalibratePanel
@@ -199,7 +199,7 @@ class PlateBrowser(Container):
             counts = {w: v for w, v in self.wells["n_cells"].items()
                       if w in self.sites and np.isfinite(v)}
         if "uncounted_texture" in self.wells.columns:  # wells that may hide cells
-            uncounted = {w: v for w, v in self.wells["uncounted_texture"].items() if v > FLAG}
+            uncounted = {w: v for w, v in self.wells["uncounted_texture"].items() if flagged(v)}
         lo, hi = (min(counts.values()), max(counts.values())) if counts else (0, 1)
         cmap = colormaps["viridis"]
         self._cells: dict[tuple[int, int], str] = {}

@@ -36,7 +36,7 @@ from qtpy.QtCore import QObject, Signal
 
 import tlseg
 from tlseg import TlsegError, edit
-from tlseg.analysis.coverage import FLAG
+from tlseg.analysis.coverage import flagged
 
 
 class _Cancelled(Exception):
@@ -212,7 +212,7 @@ class TlsegWidget(Container):
         text = (f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
                 f"{details['diameter_source']})")
         share = details.get("uncounted_texture")
-        if share is not None and share > FLAG:
+        if flagged(share):
             text += (f"; {share:.0%} of the cell-like texture lies outside them: look for "
                      "missed cells")
         self._say(text)

@@ -13,7 +13,7 @@ from ..io import atomic_path
 from .cellprofiler import check_table_style, write_cellprofiler_tables
 from .layout import read_plate_map, scan_plate
 from .run import lock_output, prepare_run, run_sites
-from .summary import summarize
+from .summary import flagged_wells, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +171,14 @@ def validate_plate(out, *, density: str | None = None, table_style: str = "tlseg
             log(f"label-free cells without a nucleus: {p['cells_without_nucleus']}, with "
                 f"several: {p['cells_with_several_nuclei']}; nuclei outside every cell: "
                 f"{p['nuclei_outside_cells']} (per well in wells.csv)")
-    if "uncounted_texture" in wells:
+    high = flagged_wells(wells)["well"].tolist()
+    if high:
         from ..analysis.coverage import FLAG
 
-        high = wells.loc[wells["uncounted_texture"] > FLAG, "well"].tolist()
-        if high:
-            logger.warning(f"{len(high)} well(s) with more than {FLAG:.0%} of a site's "
-                           f"cell-like texture outside the cells counted ({', '.join(high[:8])}"
-                           f"{' …' if len(high) > 8 else ''}): look for missed cells in "
-                           "report.html and their masks (uncounted_texture in wells.csv)")
+        logger.warning(f"{len(high)} well(s) with more than {FLAG:.0%} of a site's "
+                       f"cell-like texture outside the cells counted ({', '.join(high[:8])}"
+                       f"{' …' if len(high) > 8 else ''}): look for missed cells in "
+                       "report.html and their masks (uncounted_texture in wells.csv)")
     report = write_report(out, wells=wells, conds=conds, sites=tables["sites"],
                           validation=validation, run=run)
     log(f"wells.csv, report.html written to {out}")

@@ -18,6 +18,7 @@ from .figures import (
     scatter,
     value_text,
 )
+from .summary import flagged_wells
 from .validate import conditions_keys
 
 
@@ -93,10 +94,7 @@ def _uncounted(wells: pd.DataFrame, sites: pd.DataFrame, out: Path, run: dict,
     of the first ``shown`` of them drawn; or ''."""
     from ..analysis.coverage import FLAG
 
-    if "uncounted_texture" not in wells:
-        return ""
-    high = wells[wells["uncounted_texture"] > FLAG].sort_values("uncounted_texture",
-                                                                ascending=False)
+    high = flagged_wells(wells)
     if high.empty:
         return ""
     text = (f"In <b>{len(high)}</b> of {int(wells['uncounted_texture'].notna().sum())} wells, "

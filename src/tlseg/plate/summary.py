@@ -45,6 +45,17 @@ def plate_map(out) -> pd.DataFrame | None:
     return pm.set_index("well")
 
 
+def flagged_wells(wells: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``wells`` whose ``uncounted_texture`` is flagged
+    (:func:`tlseg.analysis.coverage.flagged`), worst first; empty without the column."""
+    from ..analysis.coverage import flagged
+
+    if "uncounted_texture" not in wells:
+        return wells.iloc[:0]
+    high = wells[[flagged(v) for v in wells["uncounted_texture"]]]
+    return high.sort_values("uncounted_texture", ascending=False)
+
+
 def summarize(out) -> dict[str, pd.DataFrame]:
     """Write ``sites.csv``, ``wells.csv`` and (with a plate map) ``conditions.csv``.
 
