@@ -8,7 +8,7 @@ import tifffile
 import tlseg
 from tlseg.cli import main
 from tlseg.config import ModelConfig
-from tlseg.plate.calibrate import tune_to_nuclei
+from tlseg.plate.nuclei_tuning import tune_to_nuclei
 from tlseg.plate.nucleus_labels import calibration_labels
 from tlseg.training.targets import cut_cells
 
@@ -167,6 +167,15 @@ def test_missing_channel_other_shapes_and_too_few_nuclei_write_nothing(small_pla
     for f in folder.glob("*_A01_*"):
         image = tifffile.imread(f)
         tifffile.imwrite(odd / f.name, image if "_w1" in f.name else image[:-8])
+    for wells, plate_map, why in (
+            (["seeding_density=5000"], None, "needs a plate map"),
+            (["dose=1"], small_plate["plate_map"], "no column 'dose'.*seeding_density"),
+            (["seeding_density=7"], small_plate["plate_map"],
+             r"no well .*\(values: 1250, 2500, 5000, 10000\)")):
+        with pytest.raises(tlseg.TlsegError, match=why):
+            tlseg.calibrate(folder, out, tl_channel="w1", nuclei_channel="w2", wells=wells,
+                            plate_map=plate_map, diameter=28, nuclei_diameter=14)
+        assert not out.exists()
     with pytest.raises(tlseg.TlsegError, match="must be the same field"):
         tlseg.calibrate(odd, out, tl_channel="w1", nuclei_channel="w2", diameter=28,
                         nuclei_diameter=14)
@@ -177,14 +186,18 @@ def test_missing_channel_other_shapes_and_too_few_nuclei_write_nothing(small_pla
 def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path, capsys):
     out = tmp_path / "calibrated"
     rc = main(["plate", "calibrate", str(small_plate["plate"]), "-o", str(out),
-               "--tl-channel", "w1", "--nuclei-channel", "w2", "--wells",
-               "C01,C02,D01", "--steps", "4", "--diameter", "28", "--nuclei-diameter", "14"])
+               "--tl-channel", "w1", "--nuclei-channel", "w2", "--plate-map",
+               str(small_plate["plate_map"]), "--wells", "seeding_density=5000,d1",
+               "--steps", "4", "--diameter", "28", "--nuclei-diameter", "14"])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
+    # the condition stands for its wells, d1 for D01; their conditions are named
+    assert "(wells C01, C02, D01; cell_line synthetic; seeding_density 5000, 10000)" in printed
     assert "before" in printed and "after" in printed
     assert "training cells from" in printed and "cells seeded at packed nuclei" in printed
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
+    assert card["conditions"]["D01"] == {"cell_line": "synthetic", "seeding_density": 10000}
     # five held-aside sites, fewer than the check's limit: every held-aside well checked
     assert card["checked_wells"] == card["held_aside_wells"] == ["A01", "A02", "B01", "B02",
                                                                  "D02"]
@@ -199,7 +212,8 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
                  "--workers", "1"]) == 0
     assert pd.read_csv(results / "wells.csv")["n_cells"].sum() > 0
     report = (results / "report.html").read_text()
-    assert "calibrated with the nuclear stain on wells C01, C02, D01" in report
+    assert ("calibrated with the nuclear stain on wells C01, C02, D01 (cell_line synthetic; "
+            "seeding_density 5000, 10000)") in report
     assert "On 5 sites of the held-aside wells A01, A02, B01, B02, D02" in report
 
 

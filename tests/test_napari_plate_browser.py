@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,9 @@ def test_calibrate_the_well_shown_from_the_browser(browser, tmp_path, qtbot):
     browser.select("D01")
     assert panel.wells.native.placeholderText().startswith("D01")
     assert panel.settings()["wells"] == ["D01"]  # the well shown, by default
-    panel.wells.value = "C01, c02,D01"
+    shutil.copy(made["plate_map"], out / "plate_map.csv")  # as a run with --plate-map keeps it
+    panel.wells.value = "seeding_density=5000, d01"  # a plate-map condition, and a well
+    assert panel.settings()["plate_map"] == str(out / "plate_map.csv")
     panel.steps.value = 4
     worker = panel.calibrate()
     qtbot.waitUntil(lambda: panel.button.enabled, timeout=300_000)

@@ -162,6 +162,21 @@ def test_linear_range_stops_where_counts_saturate():
         validate_counts(wells.drop(columns="n_nuclei"))
 
 
+def test_agreement_over_condition_means_needs_three_conditions():
+    """Through two condition means any line fits (r = ±1): no statistics over them."""
+    rng = np.random.default_rng(0)
+    for n_conditions, expected in ((2, False), (3, True)):
+        wells = pd.DataFrame({"well": [f"A{i + 1:02d}" for i in range(4 * n_conditions)],
+                              "n_sites": 1, "drug": np.repeat(range(n_conditions), 4),
+                              "n_nuclei": rng.integers(40, 60, 4 * n_conditions)})
+        wells["n_cells"] = wells["n_nuclei"] + rng.integers(-3, 4, len(wells))
+        conds = wells.groupby("drug", as_index=False).agg(
+            n_cells_mean=("n_cells", "mean"), n_nuclei_mean=("n_nuclei", "mean"))
+        res = validate_counts(wells, conds)
+        assert ("per_condition" in res) is expected
+        assert len(res["conditions"]) == n_conditions  # each condition's own test stays
+
+
 def test_validate_plate_summarises_site_records_into_wells_conditions_and_a_report(tmp_path):
     """The tables of a run, from hand-made site records (what `tlseg plate run` writes)."""
     import json

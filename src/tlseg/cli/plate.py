@@ -10,11 +10,22 @@ from pathlib import Path
 from ..config import PlateConfig, default
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where X says something: not for
+    None, a flag's False, or help that already names its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_parsers(sub) -> None:
     pl = sub.add_parser("plate", help="batch-segment a plate, measure cells, validate counts")
     pls = pl.add_subparsers(dest="plate_command", required=True)
     r = pls.add_parser("run", help="segment every site of a plate folder (Dask, resumable)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     r.add_argument("plate_dir", help="folder of the plate's images (with its .HTD file if "
                                      "any), a MetaXpress acquisition (folder with a .jdce "
                                      "descriptor), or an OME-Zarr plate (PLATE.zarr)")
@@ -41,7 +52,8 @@ def add_parsers(sub) -> None:
     r.add_argument("--exclude-edge", action="store_true",
                    help="discard cells and nuclei that touch a site's edge before counting "
                         "and measuring (as annotations that leave cut cells out)")
-    r.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
+    r.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"],
+                   help="file-name layout")
     r.add_argument("--pattern", help="regex for file names with named groups well (or row, col), "
                                      "site, channel; overrides --layout")
     r.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
@@ -61,10 +73,11 @@ def add_parsers(sub) -> None:
                        help="cellprofiler: also write cellprofiler/Image.csv and Cells.csv "
                             "with CellProfiler's column names (for pycytominer)")
     c = pls.add_parser("convert", help="turn a plate folder into an OME-Zarr plate",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     c.add_argument("plate_dir", help="folder of the plate's images")
     c.add_argument("-o", "--out", required=True, help="the OME-Zarr plate to make (PLATE.zarr)")
-    c.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
+    c.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"],
+                   help="file-name layout")
     c.add_argument("--pattern", help="regex for file names with named groups well (or row, col), "
                                      "site, channel; overrides --layout")
     c.add_argument("--pixel-size", type=float, help="µm per pixel, written as the pixel scale")
@@ -73,23 +86,28 @@ def add_parsers(sub) -> None:
 
     k = pls.add_parser("calibrate", help="fine-tune the label-free model on this plate's "
                        "cells, with the paired nuclear stain as labels (no annotation)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     k.add_argument("plate_dir", help="folder of the plate's images")
     k.add_argument("-o", "--out", required=True, help="model folder to write (then "
                    "`tlseg plate run ... --model OUT` counts without the stain)")
     k.add_argument("--tl-channel", required=True, help="transmitted-light channel")
     k.add_argument("--nuclei-channel", required=True, help="nuclear-stain channel")
-    k.add_argument("--wells", help="calibration wells, e.g. A01,B03 (the others are held "
+    k.add_argument("--wells", help="calibration wells, e.g. A01,B03, or with --plate-map "
+                   "conditions COLUMN=VALUE, e.g. role=calibration (the others are held "
                    "aside to measure it; default: all but every third well)")
+    k.add_argument("--plate-map", help="CSV with a 'well' column and condition columns (for "
+                   "--wells COLUMN=VALUE; the calibration wells' conditions go in the card)")
     k.add_argument("--base", default=default(PlateConfig, "model"),
                    help="label-free model to calibrate (name or folder)")
-    k.add_argument("--nuclei-model", default=default(PlateConfig, "nuclei_model"))
+    k.add_argument("--nuclei-model", default=default(PlateConfig, "nuclei_model"),
+                   help="nuclei model (name or folder)")
     k.add_argument("--diameter", type=float, help="cell diameter in pixels (default: estimate)")
     k.add_argument("--nuclei-diameter", type=float, help="nucleus diameter in pixels")
     k.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
-    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--seed", type=int, default=0, help="random seed of the fine-tuning")
     k.add_argument("--resume", action="store_true", help="continue an interrupted calibration")
-    k.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"])
+    k.add_argument("--layout", default="auto", choices=["auto", "imagexpress", "incell", "operetta"],
+                   help="file-name layout")
     k.add_argument("--pattern", help="regex for file names with named groups well (or row, "
                    "col), site, channel; overrides --layout")
 
@@ -141,9 +159,14 @@ def _run(plate_dir, out, args) -> int:
 
     def progress(rec, i, n):
         nonlocal bar
+        if bar is False:
+            return
         if bar is None:
             bar = tqdm(total=n, unit="site", file=sys.stderr, desc="segmenting")
         bar.update(1)
+        if bar.n >= n:  # closed before the summary's messages, which it would redraw under
+            bar.close()
+            bar = False
 
     result = tlseg.run_plate(plate_dir, out, cfg, plate_map=args.plate_map,
                        layout=getattr(args, "layout", "auto"), pattern=getattr(args, "pattern", None),
@@ -152,7 +175,7 @@ def _run(plate_dir, out, args) -> int:
                        density=getattr(args, "density_column", None),
                        table_style=getattr(args, "table_style", "tlseg"), progress=progress,
                        write_zarr=getattr(args, "write_zarr", False))
-    if bar is not None:
+    if bar:
         bar.close()
     print(f"{result['processed']} site(s) segmented this run; results in {out}")
     return 2 if result["failed"] else 0
@@ -162,16 +185,24 @@ def _calibrate(args) -> int:
     from tqdm import tqdm
 
     import tlseg
+    from tlseg.plate.calibrate import conditions_text
 
     tlseg.set_threads()
     bar = None
 
     def on_step(step, total, parts):
         nonlocal bar
+        if bar is False:  # fine-tuning already done
+            return
         if bar is None:
             bar = tqdm(total=total, desc="calibrating", unit="step", file=sys.stderr)
         bar.n = step
         bar.refresh()
+        if step >= total:
+            bar.close()
+            bar = False
+            print("fine-tuned; now tuning the instance settings to the nuclei and counting "
+                  "the held-aside wells before and after", file=sys.stderr)
 
     wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
     model = tlseg.calibrate(args.plate_dir, args.out, tl_channel=args.tl_channel,
@@ -179,11 +210,14 @@ def _calibrate(args) -> int:
                             nuclei_model=args.nuclei_model, diameter=args.diameter,
                             nuclei_diameter=args.nuclei_diameter, steps=args.steps,
                             seed=args.seed, resume=args.resume, layout=args.layout,
-                            pattern=args.pattern, progress=on_step)
-    if bar is not None:
+                            pattern=args.pattern, plate_map=args.plate_map,
+                            progress=on_step)
+    if bar:
         bar.close()
     c = model.card["calibration"]
-    print(f"calibrated model written to {args.out} (wells {', '.join(c['wells'])})")
+    conds = conditions_text(c.get("conditions"))
+    print(f"calibrated model written to {args.out} (wells {', '.join(c['wells'])}"
+          + (f"; {conds}" if conds else "") + ")")
     lab = c["labels"]
     print(f"  labels: {lab['cells_kept']} training cells from {lab['nuclei']} nuclei, "
           f"{lab['known_fraction']:.0%} of the pixels known (label-free cells split at "

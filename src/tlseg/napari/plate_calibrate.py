@@ -63,8 +63,10 @@ class CalibratePanel(Container):
         super().__init__(labels=True)
         self.browser = browser
         self.record: dict = {}
+        self.root: Path | None = None
         self.wells = LineEdit(label="calibration wells", value="")
-        self.wells.tooltip = "e.g. A01,B03 (empty: the well shown); the others are held aside"
+        self.wells.tooltip = ("e.g. A01,B03, or a plate-map condition such as role=calibration "
+                              "(empty: the well shown); the others are held aside")
         self.out_dir = LineEdit(label="calibrated model", value="")
         self.out_dir.tooltip = "model folder to write; `tlseg plate run --model` then uses it"
         self.steps = SpinBox(label="steps", value=STEPS, min=1, max=10_000)
@@ -81,6 +83,7 @@ class CalibratePanel(Container):
     def opened(self, root: Path, record: dict) -> None:
         """A results folder was opened: enable calibration if it has a nuclear channel."""
         self.record = record
+        self.root = Path(root)
         config = record.get("config") or {}
         ready = bool(config.get("nuclei_channel")) and bool(record.get("plate"))
         self.button.enabled = ready
@@ -98,7 +101,7 @@ class CalibratePanel(Container):
         if not config.get("nuclei_channel") or not record.get("plate"):
             raise TlsegError("this plate run has no nuclear channel to calibrate from; run "
                              "`tlseg plate run` with --nuclei-channel")
-        wells = [w.strip().upper() for w in self.wells.value.split(",") if w.strip()]
+        wells = [w.strip() for w in self.wells.value.split(",") if w.strip()]
         if not wells and self.browser.well.value:
             wells = [self.browser.well.value]
         if not wells:
@@ -106,6 +109,9 @@ class CalibratePanel(Container):
         if not str(self.out_dir.value).strip():
             raise TlsegError("name the model folder to write")
         by_well = (config.get("well_diameters") or {}).get(wells[0]) or [None, None]
+        # the run's copy of its plate map: conditions (role=calibration) name wells
+        plate_map = self.root / "plate_map.csv" if self.root is not None else None
+        plate_map = str(plate_map) if plate_map is not None and plate_map.is_file() else None
         return {"plate_dir": record["plate"], "out_dir": str(self.out_dir.value).strip(),
                 "tl_channel": config["tl_channel"], "nuclei_channel": config["nuclei_channel"],
                 "wells": wells, "base": config.get("model", "tl-cells"),
@@ -113,7 +119,7 @@ class CalibratePanel(Container):
                 "diameter": config.get("diameter") or by_well[0],
                 "nuclei_diameter": config.get("nuclei_diameter") or by_well[1],
                 "steps": int(self.steps.value), "layout": record.get("layout") or "auto",
-                "pattern": record.get("pattern")}
+                "pattern": record.get("pattern"), "plate_map": plate_map}
 
     def calibrate(self, *_):
         """Run :func:`tlseg.calibrate` in a worker thread; returns the worker."""

@@ -14,8 +14,8 @@ The base model is then fine-tuned on these labels with the masked loss (the sett
 own maps are the targets, as in teaching). Last, the fine-tuned model's instance settings
 (thresholds, merging, splitting, minimum size, the faint-cell and flow filters) are tuned
 on the calibration sites so that its cells match the nuclei one to one
-(:func:`tune_to_nuclei`): a lab's debris, optics and culture decide what is a cell and
-where touching cells part. The model folder's card records the calibration wells, the
+(:func:`~tlseg.plate.nuclei_tuning.tune_to_nuclei`): a lab's debris, optics and culture
+decide what is a cell and where touching cells part. The model folder's card records the calibration wells, the
 settings and the label-free vs nuclei agreement before and after on wells held aside from
 the calibration.
 """
@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.measure import centres_per_cell, nucleus_centres
-from ..config import TEACH_MODES, InstanceConfig, TrainConfig
+from ..config import TEACH_MODES, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
-from ..training.tune import instance_maker
-from .layout import Site, read_channel, scan_plate
-from .nucleus_labels import calibration_labels, nucleus_homes, nucleus_match
+from .layout import Site, read_channel, read_plate_map, scan_plate, split_well
+from .nuclei_tuning import tune_instances
+from .nucleus_labels import calibration_labels, nucleus_homes
 from .run import weighted_diameter
 from .validate import agreement
 
@@ -52,88 +52,46 @@ STEPS = 300
 MAX_CHECK_SITES = 8
 
 
-def _f1(counts: np.ndarray) -> float:
-    tp, fp, fn = (int(c) for c in counts)
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+def wells_by_condition(chosen: list[str], plate_map) -> list[str]:
+    """Wells named in ``chosen``, each entry a well (``B03``) or a plate-map condition
+    ``COLUMN=VALUE`` that stands for every well of the map with that value.
 
-
-#: the instance settings :func:`tune_to_nuclei` tries, one at a time. The size floor stops
-#: at 0.4 of a canonical cell's area: at 0.6 it matched a calibration field's nuclei one or
-#: two cells better and dropped a quarter of the cells of another field of the same
-#: experiment, whose smallest cells are smaller (docs/benchmarks.md, *Calibration from a
-#: nuclear stain*)
-NUCLEI_TUNING_AXES = {
-    "fg_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-    "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-    "merge_threshold": (0.0, 0.3, 0.4, 0.5, 0.6),
-    "flow_split": (0.0, 0.15, 0.25, 0.35, 0.5),
-    "min_area_fraction": (0.08, 0.15, 0.25, 0.4),
-    "min_mean_prob": (0.0, 0.5, 0.6, 0.7, 0.8),
-    "min_flow_coherence": (0.0, 0.25, 0.35, 0.45, 0.55),
-}
-#: the tuned settings replace the model's only when they match this much better (F1)
-MIN_F1_GAIN = 0.01
-
-
-def tune_to_nuclei(model: Model, sites: list[tuple[np.ndarray, np.ndarray]], *,
-                   passes: int = 2) -> tuple[InstanceConfig, dict]:
-    """Instance settings under which the model's cells match the nuclei one to one.
-
-    Parameters
-    ----------
-    model : Model
-    sites : list of (maps, centres)
-        Per calibration site, the model's maps at the canonical scale
-        (:meth:`~tlseg.inference.model.Model.canonical_maps`) and the nuclei's centres in
-        those maps' pixels.
-    passes : int
-        Rounds of coordinate ascent: each setting of :data:`NUCLEI_TUNING_AXES` in turn
-        takes the value with the best pooled F1 of :func:`nucleus_match`, the others
-        held.
-
-    Returns
-    -------
-    InstanceConfig
-        The tuned settings, or the model's own when they do not match at least
-        :data:`MIN_F1_GAIN` better.
-    dict
-        F1 and :func:`nucleus_match` counts with the model's settings and the tuned ones,
-        and whether the settings changed.
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> pm = pd.DataFrame({"well": ["A01", "A02", "B01"], "role": ["cal", "test", "cal"],
+    ...                    "density": [5000, 20000, 5000]}).set_index("well")
+    >>> wells_by_condition(["role=cal"], pm)
+    ['A01', 'B01']
+    >>> wells_by_condition(["density=20000", "b1"], pm)
+    ['A02', 'B01']
     """
-    axes = dict(NUCLEI_TUNING_AXES)
-    if not model.config.flows:
-        axes.pop("flow_split"), axes.pop("min_flow_coherence")
-    instances = instance_maker([maps for maps, _ in sites], model.config.canonical_diameter)
+    from .layout import normalize_well
 
-    def score(cfg: InstanceConfig) -> np.ndarray:
-        return sum(nucleus_match(instances(k, cfg), centres)
-                   for k, (_, centres) in enumerate(sites))
-
-    start = model.config.instances
-    best, best_counts = start, score(start)
-    first = best_counts
-    for _ in range(passes):
-        changed = False
-        for name, values in axes.items():
-            if name == "seed_threshold" and best.use_flows:
-                continue
-            for v in values:
-                if v == getattr(best, name):
-                    continue
-                cfg = replace(best, **{name: v})
-                counts = score(cfg)
-                if _f1(counts) > _f1(best_counts):
-                    best, best_counts, changed = cfg, counts, True
-        if not changed:
-            break
-    keep = _f1(best_counts) >= _f1(first) + MIN_F1_GAIN
-    record = {"f1_model_settings": round(_f1(first), 4),
-              "f1_tuned_settings": round(_f1(best_counts), 4),
-              # matched cells, cells without a nucleus, unmatched nuclei
-              "match_model_settings": first.tolist(),
-              "match_tuned_settings": best_counts.tolist(),
-              "settings_changed": bool(keep and best != start)}
-    return (best if keep else start), record
+    wells: list[str] = []
+    for entry in chosen:
+        if "=" not in entry:
+            wells.append(normalize_well(entry))
+            continue
+        column, value = (t.strip() for t in entry.split("=", 1))
+        if plate_map is None:
+            raise TlsegError(f"--wells {entry}: a condition needs a plate map (--plate-map)")
+        if column not in plate_map.columns:
+            raise TlsegError(f"--wells {entry}: the plate map has no column {column!r} "
+                             f"(columns: {', '.join(map(str, plate_map.columns))})")
+        values = plate_map[column]
+        match = values.astype(str) == value
+        if not match.any() and np.issubdtype(values.dtype, np.number):
+            try:  # 20000 and 2e4 name the same density
+                match = np.isclose(values.astype(float), float(value))
+            except ValueError:
+                pass
+        if not match.any():
+            seen = [str(v) for v in sorted(set(values.tolist()))]
+            raise TlsegError(f"--wells {entry}: no well of the plate map has {column} = "
+                             f"{value} (values: {', '.join(seen[:12])})")
+        wells += [w for w in plate_map.index[match] if w not in wells]
+    return list(dict.fromkeys(wells))
 
 
 def _split_wells(wells: list[str], chosen: list[str] | None) -> tuple[list[str], list[str]]:
@@ -188,7 +146,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
               wells: list[str] | None = None, base="tl-cells", nuclei_model="nuclei",
               diameter: float | None = None, nuclei_diameter: float | None = None,
               steps: int = STEPS, seed: int = 0, resume: bool = False,
-              layout: str = "auto", pattern: str | None = None,
+              layout: str = "auto", pattern: str | None = None, plate_map=None,
               seed_missed_cells: bool = True,
               progress: Callable[[int, int, dict], None] | None = None) -> Model:
     """Fine-tune the label-free model on a plate's paired nuclear stain:
@@ -204,8 +162,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     tl_channel, nuclei_channel : str
         The transmitted-light and nuclear-stain channels as the file names call them.
     wells : list of str, optional
-        Calibration wells (e.g. ``["A01", "B03"]``); the plate's other wells are held
-        aside to measure the calibration. Default: every well but every third one,
+        Calibration wells (e.g. ``["A01", "B03"]``), or with a plate map also conditions
+        ``COLUMN=VALUE`` (e.g. ``["role=calibration"]``: every well whose plate-map
+        column has that value; :func:`wells_by_condition`); the plate's other wells are
+        held aside to measure the calibration. Default: every well but every third one,
         which is held aside.
     base, nuclei_model : Model, str or path
         The label-free model to calibrate and the nuclei model.
@@ -220,6 +180,9 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         Continue an interrupted calibration in ``out_dir``.
     layout, pattern
         File-name layout of the plate, as for :func:`tlseg.run_plate`.
+    plate_map : path, optional
+        Plate-map CSV, as for :func:`tlseg.run_plate`: conditions in ``wells``, and the
+        calibration wells' conditions recorded in the card.
     seed_missed_cells : bool
         Give packed nuclei outside every label-free cell a cell in the labels
         (:func:`~tlseg.plate.nucleus_labels.seed_missed`); without, what lies near them
@@ -236,7 +199,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     Raises
     ------
     TlsegError
-        A missing channel, channels of different shapes, unknown wells, or fewer than
+        A missing channel, channels of different shapes, unknown wells or conditions, an
+        unreadable plate map, or fewer than
         :data:`MIN_NUCLEI` nuclei on the calibration wells; nothing is written then.
     """
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
@@ -246,7 +210,15 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         log.warning(p)
     if not sites:
         raise TlsegError(f"{plate.folder}: no site has both channels {tl} and {nuc}")
-    calib_wells, held_wells = _split_wells(sorted({s.well for s in sites}), wells)
+    pm = None
+    if plate_map is not None:
+        pm, pm_warnings = read_plate_map(plate_map, plate.wells)
+        for w in pm_warnings:
+            log.warning(w)
+    if wells:
+        wells = wells_by_condition(wells, pm)
+    calib_wells, held_wells = _split_wells(sorted({s.well for s in sites}, key=split_well),
+                                           wells)
     base = base if isinstance(base, Model) else Model.load(base)
     nuclei_model = (nuclei_model if isinstance(nuclei_model, Model)
                     else Model.load(nuclei_model))
@@ -296,11 +268,16 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
             "calibration": {"wells": calib_wells, "held_aside_wells": held_wells,
                             "diameter": round(float(d), 2),
                             "nuclei_diameter": round(float(nd), 2), "labels": make_up}}
+    if pm is not None:  # what the calibration wells hold, in the plate map's words
+        card["calibration"]["conditions"] = {
+            w: {str(k): v.item() if isinstance(v, np.generic) else v
+                for k, v in pm.loc[w].items()}
+            for w in calib_wells if w in pm.index}
     model = train_samples(samples, out_dir, model_config=replace(base.config,
                                                                  name=Path(out_dir).name),
                           train_config=tc, init=base, resume=resume, progress=progress,
                           card=card)
-    model = _tune_instances(model, pairs, centres, d, out_dir)
+    model = tune_instances(model, pairs, centres, d, out_dir)
     if held:
         check = [(s.key, *_read_pair(s, tl, nuc)) for s in held]
         before = _counts(base, nuclei_model, check, d, nd)
@@ -318,6 +295,25 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                  card["calibration"]["after"]["label_free"],
                  card["calibration"]["before"]["nuclei"])
     return model
+
+
+def conditions_text(conditions: dict) -> str:
+    """The calibration wells' plate-map conditions (the card's ``conditions``) in a few
+    words: each column with its values over those wells; '' without any.
+
+    Examples
+    --------
+    >>> conditions_text({"A01": {"drug": "DMSO", "density": 5000},
+    ...                  "A02": {"drug": "DMSO", "density": 20000}})
+    'drug DMSO; density 5000, 20000'
+    """
+    values: dict[str, list] = {}
+    for row in (conditions or {}).values():
+        for column, value in row.items():
+            seen = values.setdefault(column, [])
+            if value not in seen and value != "":
+                seen.append(value)
+    return "; ".join(f"{c} {', '.join(map(str, v))}" for c, v in values.items() if v)
 
 
 def spread_sites(sites: list, n: int) -> list:
@@ -345,22 +341,3 @@ def spread_sites(sites: list, n: int) -> list:
     for k in range(max((len(v) for v in by_well.values()), default=0)):
         out += [v[k] for v in by_well.values() if k < len(v)]
     return out[:n]
-
-
-def _tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
-    """The calibrated model with instance settings tuned to the calibration sites' nuclei
-    (:func:`tune_to_nuclei`), saved to ``out_dir`` with the record in its card."""
-    sites = []
-    for (_, image, _), yx in zip(pairs, centres):
-        maps, details = model.canonical_maps(image, diameter=d)
-        # a pixel's centre maps to (i + 0.5) * scale - 0.5 at the canonical scale
-        sites.append((maps, (yx + 0.5) * details["scale"] - 0.5))
-    tuned, record = tune_to_nuclei(model, sites)
-    log.info("instance settings tuned to the nuclei: one-to-one F1 %.3f -> %.3f%s",
-             record["f1_model_settings"], record["f1_tuned_settings"],
-             "" if record["settings_changed"] else " (kept the model's own)")
-    model = Model(replace(model.config, instances=tuned), model.net, card=model.card)
-    card = dict(model.card)
-    card["calibration"] = {**card["calibration"], "instances": record}
-    model.save_tuning(out_dir, card=card)
-    return model

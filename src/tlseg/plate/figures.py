@@ -40,14 +40,27 @@ def _cond_label(row, keys) -> str:
     return " · ".join(t for t in (value_text(row[k]) for k in keys) if t) or "all"
 
 
-def bar_chart(conds: pd.DataFrame, keys: list[str]) -> str:
+def model_label(model) -> str:
+    """The legend's name for the label-free counts: "label-free (<model>)", the model's
+    name or its folder's.
+
+    Examples
+    --------
+    >>> model_label("tl-cells"), model_label("/labs/plates/calibrated-2026/"), model_label(None)
+    ('label-free (tl-cells)', 'label-free (calibrated-2026)', 'label-free')
+    """
+    name = Path(str(model)).name if model else ""
+    return f"label-free ({_plain(name)})" if name else "label-free"
+
+
+def bar_chart(conds: pd.DataFrame, keys: list[str], model: str | None = None) -> str:
     x = np.arange(len(conds))
     has_nuc = "n_nuclei_mean" in conds
     w = 0.38 if has_nuc else 0.6
     fig = Figure(figsize=(max(4.5, 0.7 * len(conds) + 2), 3.6))
     ax = fig.subplots()
     ax.bar(x - (w / 2 if has_nuc else 0), conds["n_cells_mean"], w, yerr=conds["n_cells_sd"],
-           capsize=3, color=LF, label="label-free (tl-cells)", error_kw={"lw": 1})
+           capsize=3, color=LF, label=model_label(model), error_kw={"lw": 1})
     if has_nuc:
         ax.bar(x + w / 2, conds["n_nuclei_mean"], w, yerr=conds["n_nuclei_sd"], capsize=3,
                color=NUC, label="nuclei", error_kw={"lw": 1})
@@ -81,11 +94,11 @@ def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
     return _png(fig)
 
 
-def density_plot(d: dict) -> str:
+def density_plot(d: dict, model: str | None = None) -> str:
     """Counts against seeding density, label-free and nuclei side by side: level means ±
     SD over replicate wells, the line fitted over the linear range, the range shaded."""
     panels = [(c, name, colour) for c, name, colour in
-              (("n_cells", "label-free (tl-cells)", LF), ("n_nuclei", "nuclei", NUC))
+              (("n_cells", model_label(model), LF), ("n_nuclei", "nuclei", NUC))
               if c in d["means"]]
     fig = Figure(figsize=(4 * len(panels), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))

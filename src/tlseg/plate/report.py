@@ -55,8 +55,12 @@ def _calibration(model: str | None) -> str:
         return ""
     if not c:
         return ""
+    from .calibrate import conditions_text
+
+    conds = conditions_text(c.get("conditions"))
     text = (f"Label-free model <code>{html.escape(str(model))}</code>, calibrated with the "
-            f"nuclear stain on wells {html.escape(', '.join(c.get('wells', [])))}.")
+            f"nuclear stain on wells {html.escape(', '.join(c.get('wells', [])))}"
+            + (f" ({html.escape(conds)})" if conds else "") + ".")
     if c.get("before") and c.get("after"):
         b, a = c["before"], c["after"]
 
@@ -72,8 +76,11 @@ def _calibration(model: str | None) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0,
-                      classes="t")
+    """``df`` as an HTML table that scrolls sideways on its own when wider than the page
+    (a plate map adds a column per condition)."""
+    table = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0,
+                       classes="t")
+    return f"<div class='wide'>{table}</div>"
 
 
 def _stats_rows(s: dict) -> str:
@@ -148,11 +155,12 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     out = Path(out)
     keys = conditions_keys(conds) if conds is not None else []
     used = wells[wells["n_sites"] > 0]
+    model = (run.get("config") or {}).get("model")
     parts = [f"<h1>tlseg plate report</h1><p>Plate <code>{html.escape(run.get('plate', ''))}</code>"
              f" ({html.escape(str(run.get('layout')))} layout), {len(used)} wells, "
              f"{int((sites['status'] == 'ok').sum())} of {len(sites)} sites segmented. "
              f"</p>{_settings(run.get('config') or {})}"
-             + _calibration((run.get("config") or {}).get("model"))]
+             + _calibration(model)]
     problems = list(run.get("skipped_sites", [])) + [f"unparsed file name: {f}"
                                                       for f in run.get("unparsed_files", [])]
     problems += run.get("warnings", [])
@@ -164,7 +172,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     parts.append(_uncounted(used, sites, out, run))
     figs = []
     if conds is not None and len(conds):
-        figs.append(("Counts per condition (mean ± SD over replicate wells)", bar_chart(conds, keys)))
+        figs.append(("Counts per condition (mean ± SD over replicate wells)",
+                     bar_chart(conds, keys, model)))
     if validation is not None:
         density = None
         if validation.get("density"):
@@ -176,7 +185,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                 group = ", ".join(f"{k} = {v}" for k, v in d["group"].items())
                 title = (f"Counts vs {d['column']}{' — ' + group if group else ''}: "
                          "means ± SD, linear range shaded")
-                figs.append((title, density_plot(d)))
+                figs.append((title, density_plot(d, model)))
     if len(used):  # a plate where no site was segmented has nothing to draw
         figs.append(("Label-free count per well",
                      heat_map(used, "n_cells", "label-free cells per well")))
@@ -217,7 +226,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
              "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th"
              "{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
              ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}"
-             "figcaption{font-size:12px;color:#555}.warn{color:#a00}.set{font-size:13px}")
+             "figcaption{font-size:12px;color:#555}.warn{color:#a00}.set{font-size:13px}"
+             ".wide{overflow-x:auto}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tlseg plate report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     path = out / "report.html"

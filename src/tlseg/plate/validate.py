@@ -18,6 +18,9 @@ Agreement statistics over wells (each well one pair of counts):
   plate of 4 levels with counts 24 to 179 has all-level R² 0.966 over wells, but no
   two-level prefix reaching 0.95). Agreement: every level's mean label-free count is
   within 10 % of its mean nuclei count.
+
+The same agreement statistics over condition means need at least ``MIN_CONDITIONS`` (3)
+conditions; per condition, a paired t-test over its replicate wells.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from .layout import CONDITION_COLUMNS, WELL_COLUMNS
 LINEAR_R2 = 0.95  # of the level means
 LACK_OF_FIT_ALPHA = 0.05
 AGREEMENT = 0.10
+#: condition means that agreement statistics over conditions need: through two points
+#: any line fits (Pearson r is ±1, R² 1)
+MIN_CONDITIONS = 3
 
 
 def lins_ccc(x, y) -> float:
@@ -189,7 +195,9 @@ def validate_counts(wells: pd.DataFrame, conditions: pd.DataFrame | None = None,
         raise TlsegError("count validation needs at least 2 wells with results")
     res = {"per_well": agreement(used["n_cells"], used["n_nuclei"])}
     if conditions is not None and len(conditions) >= 2:
-        res["per_condition"] = agreement(conditions["n_cells_mean"], conditions["n_nuclei_mean"])
+        if len(conditions) >= MIN_CONDITIONS:
+            res["per_condition"] = agreement(conditions["n_cells_mean"],
+                                             conditions["n_nuclei_mean"])
         keys = conditions_keys(conditions)
         tests = []
         for _, row in conditions.iterrows():
