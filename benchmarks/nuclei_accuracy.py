@@ -30,6 +30,12 @@ Every set also gets the per-image count error a plate user sees, mean |counted -
 true over its images (``mean_abs_count_error``; on bbbc039 against the masks without
 their fragments in the ``fragments ignored`` row).
 
+``--size-floor 0 0.15 0.2 ...`` scores the shipped weights once per value of the field-relative
+size floor (``min_area_of_median``: objects under that fraction of the field's median object
+area dropped) and replaces only the file's ``size_floor`` entry::
+
+    python benchmarks/nuclei_accuracy.py --data ../shared/data --size-floor 0 0.15 0.2 0.25 0.3 0.4
+
 Several models can be compared in one run (``--models nuclei runs/nuclei-v2``).
 Results: ``benchmarks/results/nuclei_accuracy.json`` (``--out`` for a trial run, with
 ``--limit``). ``--counts`` scores the shipped ``nuclei`` model alone and replaces only the
@@ -43,6 +49,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--counts", action="store_true",
                    help="score the shipped nuclei model alone and replace only the "
                         "results file's 'counts' entry")
+    p.add_argument("--size-floor", nargs="+", type=float, metavar="FRACTION",
+                   help="score the shipped weights at each field-relative size floor "
+                        "(min_area_of_median) and replace only the 'size_floor' entry")
     add_out(p, "nuclei_accuracy")
     args = p.parse_args(argv)
     tlseg.set_threads()
@@ -162,6 +172,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.counts:
         return shipped_counts(sets, argv, args.out, t0)
+    if args.size_floor:
+        return size_floors(sets, args.size_floor, argv, args.out, t0)
     results, images = {}, {}
     for m in args.models:
         print(f"{m}:", flush=True)
@@ -198,6 +210,37 @@ def shipped_counts(sets: dict, argv, out: Path | None, t0: float) -> int:
         "diameter": "estimated automatically per image",
         "mean_abs_count_error": errors,
         "images": images,
+        "wall_s": round(time.time() - t0, 1),
+    })
+    print(f"written {path}")
+    return 0
+
+
+def size_floors(sets: dict, fractions: list[float], argv, out: Path | None, t0: float) -> int:
+    """``--size-floor``: the shipped weights and settings, with ``min_area_of_median`` at
+    each of ``fractions``; per set AP@0.5, mean AP, counted objects and count error."""
+    shipped = tlseg.load_model("nuclei")
+    rows = {}
+    for f in fractions:
+        inst = replace(shipped.config.instances, min_area_of_median=f)
+        model = tlseg.Model(replace(shipped.config, instances=inst), shipped.net,
+                            card=shipped.card)
+        table, _ = score_model(model, sets)
+        rows[str(f)] = {name: {k: row[k] for k in ("ap50", "map", "f1", "n_pred", "n_true",
+                                                   "no_true_mask", "mean_abs_count_error")
+                               if k in row}
+                        for name, row in table.items()}
+        a = table["aisegcell"]
+        print(f"size floor {f}: bbbc039 AP@0.5 {table['bbbc039']['ap50']:.3f}, dsb2018 "
+              f"{table['dsb2018-examples']['ap50']:.3f}, bbbc039 count error (fragments "
+              f"ignored) {100 * table[NO_FRAGMENTS]['mean_abs_count_error']:.1f} %; "
+              f"aisegcell {a['n_pred']} counted / {a['n_true']} true, count error "
+              f"{100 * a['mean_abs_count_error']:.1f} %", flush=True)
+    path = update_results("nuclei_accuracy", ("size_floor",), argv=argv, out=out, payload={
+        "model": "nuclei (shipped weights and settings), min_area_of_median varied",
+        "shipped_value": shipped.config.instances.min_area_of_median,
+        "diameter": "estimated automatically per image",
+        "floors": rows,
         "wall_s": round(time.time() - t0, 1),
     })
     print(f"written {path}")

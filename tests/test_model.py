@@ -194,6 +194,37 @@ def test_faint_cells_are_dropped_and_the_rest_renumbered():
         InstanceConfig(min_mean_prob=1.0)
 
 
+def test_objects_small_for_their_field_are_dropped_where_the_field_has_enough():
+    from tlseg.inference.postprocess import (
+        MIN_OBJECTS_FOR_MEDIAN,
+        InstanceConfig,
+        maps_to_instances,
+    )
+
+    def field(n_nuclei):
+        """n_nuclei discs of radius 6, a speck of radius 2 and a small disc cut by the edge"""
+        yy, xx = np.mgrid[:60, :200]
+        centres = [(15 + 30 * (k % 2), 10 + 15 * (k // 2)) for k in range(n_nuclei)]
+        dist = np.zeros(yy.shape)
+        for (cy, cx), r in [*((c, 6) for c in centres), ((30, 185), 2), ((0, 170), 3)]:
+            dist = np.maximum(dist, (1 - np.hypot(yy - cy, xx - cx) / r).clip(0))
+        return (dist > 0).astype(float), dist
+
+    cfg = InstanceConfig(fg_threshold=0.4, seed_threshold=0.3, min_area_fraction=0.0)
+    floor = InstanceConfig(fg_threshold=0.4, seed_threshold=0.3, min_area_fraction=0.0,
+                           min_area_of_median=0.2)
+    prob, dist = field(MIN_OBJECTS_FOR_MEDIAN + 2)
+    everything = maps_to_instances(prob, dist, canonical_diameter=12, config=cfg)
+    kept = maps_to_instances(prob, dist, canonical_diameter=12, config=floor)
+    assert everything.max() == MIN_OBJECTS_FOR_MEDIAN + 4  # the nuclei, the speck, the cut one
+    assert kept.max() == everything.max() - 1 and kept[30, 185] == 0 and kept[0, 170] > 0
+    few = field(MIN_OBJECTS_FOR_MEDIAN - 3)  # too few nuclei for a median: nothing dropped
+    assert (maps_to_instances(*few, canonical_diameter=12, config=floor).max()
+            == maps_to_instances(*few, canonical_diameter=12, config=cfg).max())
+    with pytest.raises(ValueError, match="min_area_of_median"):
+        InstanceConfig(min_area_of_median=1.0)
+
+
 def test_cells_whose_flows_point_away_are_dropped():
     from tlseg.inference.postprocess import InstanceConfig, maps_to_instances
 

@@ -28,8 +28,22 @@ def test_train_cli_smoke(data_dir, tmp_path, capsys):
     assert model.config.canonical_diameter == 20
     # transmitted light: the structure filter is on, and tuning keeps it
     assert model.config.instances.repeat_similarity == 0.8
+    assert model.config.instances.min_area_of_median == 0.0
     assert (tmp_path / "m" / "train_log.csv").read_text().count("\n") >= 2
     assert not (tmp_path / "m" / "checkpoint.pt").exists()
+
+
+def test_a_fluorescence_model_gets_the_nucleus_size_floor_and_tuning_keeps_it(data_dir,
+                                                                              tmp_path):
+    from tlseg.inference.postprocess import NUCLEUS_SIZE_FLOOR
+
+    rc = main(["train", str(data_dir), "-o", str(tmp_path / "n"), "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "2", "--canonical-diameter", "20",
+               "--channels", "8", "16", "--flatfield", "subtract"])
+    assert rc == 0
+    instances = Model.from_folder(tmp_path / "n").config.instances
+    assert instances.min_area_of_median == NUCLEUS_SIZE_FLOOR > 0
+    assert instances.repeat_similarity == 0.0  # the chip filters are for transmitted light
 
 
 def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):

@@ -88,6 +88,13 @@ class InstanceConfig:
         With distance seeds, split a cell whose pixels flow to two or more sinks that
         each gather at least this fraction of a canonical cell's area (models with
         flows); 0 turns splitting off.
+    min_area_of_median : float
+        Drop objects smaller than this fraction of the median area of the image's
+        objects (both among the objects not cut by the image's edge, and only where there
+        are at least :data:`tlseg.inference.postprocess.MIN_OBJECTS_FOR_MEDIAN` of
+        them): apoptotic bodies, micronuclei and bright specks beside nuclei, which a
+        nucleus count leaves out, as a size range relative to the field's own nuclei.
+        Independent of the diameter the image was segmented at. 0 keeps every object.
     min_mean_prob : float
         Drop cells whose mean foreground probability is below this (background enclosed
         by cells, faint debris: the network is unsure over the whole object, whereas a
@@ -140,6 +147,7 @@ class InstanceConfig:
     flow_split: float = 0.0
     min_mean_prob: float = 0.0
     min_flow_coherence: float = 0.0
+    min_area_of_median: float = 0.0
     repeat_similarity: float = 0.0
     remove_pattern: bool = False
     flat_texture: float = 0.0
@@ -153,6 +161,8 @@ class InstanceConfig:
                 raise ValueError(f"{name} must be in (0, 1), got {v}")
         if not 0.0 <= self.min_area_fraction < 1.0:
             raise ValueError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
+        if not 0.0 <= self.min_area_of_median < 1.0:
+            raise ValueError(f"min_area_of_median must be in [0, 1), got {self.min_area_of_median}")
         if not 0.0 <= self.merge_threshold <= 1.0:
             raise ValueError(f"merge_threshold must be in [0, 1], got {self.merge_threshold}")
         if not 0.0 <= self.flow_split < 1.0:

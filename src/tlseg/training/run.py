@@ -12,6 +12,7 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import TlsegError
 from ..inference.flat import FLAT_COHERENCE, FLAT_TEXTURE
 from ..inference.model import Model
+from ..inference.postprocess import NUCLEUS_SIZE_FLOOR
 from ..inference.repeats import REPEAT_SIMILARITY
 from ..inference.specks import OPAQUE_DARKNESS
 from .data import split_holdout
@@ -96,6 +97,9 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
                                                flat_texture=FLAT_TEXTURE,
                                                flat_coherence=FLAT_COHERENCE,
                                                opaque_darkness=OPAQUE_DARKNESS))
+        elif mc.flatfield == "subtract":  # fluorescence: apoptotic bodies are not nuclei
+            mc = replace(mc, instances=replace(mc.instances,
+                                               min_area_of_median=NUCLEUS_SIZE_FLOOR))
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     card = dict(card or {})

@@ -39,13 +39,15 @@ def tune_model(model: Model, held: list[Sample]) -> tuple[Model, dict, dict]:
     from ..config import SIZE_STATISTICS
 
     tuned, scores = tune_thresholds(model, held)
-    # the structure, flat and speck filters and the pattern removal are not tuned
-    # (held-out images seldom show structures or debris): kept
+    # the structure, flat and speck filters, the pattern removal and the field-relative
+    # size floor are not tuned (held-out images seldom show structures, debris or
+    # apoptotic bodies): kept
     kept = model.config.instances
     tuned = replace(tuned, repeat_similarity=kept.repeat_similarity,
                     remove_pattern=kept.remove_pattern, flat_texture=kept.flat_texture,
                     flat_coherence=kept.flat_coherence,
-                    opaque_darkness=kept.opaque_darkness)
+                    opaque_darkness=kept.opaque_darkness,
+                    min_area_of_median=kept.min_area_of_median)
     model = Model(replace(model.config, instances=tuned), model.net)
     factor, calibration = calibrate_diameter(model, held, statistics=SIZE_STATISTICS)
     stat = calibration.get("size_statistic", model.config.size_statistic)
