@@ -210,7 +210,7 @@ def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatc
     estimate runs away must not move the group's size (aiSEGcell A04/A05)."""
     import tlseg.inference.model
     from tlseg.plate.layout import Site
-    from tlseg.plate.run import _estimate
+    from tlseg.plate.run import plate_diameter
 
     class Stub:  # the empty site reads 120 px and finds 2 objects; the full one 12 px, 60
         def estimate_diameter(self, image):
@@ -225,7 +225,7 @@ def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatc
         path = tmp_path / f"s{i}.tif"
         tifffile.imwrite(path, np.full((32, 32), value, np.uint16))
         sites.append(Site("A01", i + 1, {"w1": path}))
-    assert _estimate("stub", sites, "w1") == 12.0  # a plain median of two would be 66
+    assert plate_diameter("stub", sites, "w1") == 12.0  # a plain median of two would be 66
 
 
 def test_bar_chart_draws_no_error_bar_for_a_single_well(monkeypatch):

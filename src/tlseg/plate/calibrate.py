@@ -39,7 +39,7 @@ from ..training.train import train_samples
 from .layout import Site, read_channel, read_plate_map, scan_plate, split_well
 from .nuclei_tuning import tune_instances
 from .nucleus_labels import calibration_labels, nucleus_homes
-from .run import weighted_diameter
+from .run import plate_diameter
 from .validate import agreement
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     base, nuclei_model : Model, str or path
         The label-free model to calibrate and the nuclei model.
     diameter, nuclei_diameter : float, optional
-        Cell and nucleus diameters in pixels (default: estimated on the calibration
-        sites).
+        Cell and nucleus diameters in pixels (default: estimated as ``tlseg plate run``
+        does, on up to 4 sites spread over the plate, :func:`~tlseg.plate.run.plate_diameter`).
     steps : int
         Fine-tuning steps.
     seed : int
@@ -223,9 +223,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     nuclei_model = (nuclei_model if isinstance(nuclei_model, Model)
                     else Model.load(nuclei_model))
     pairs = [(s.key, *_read_pair(s, tl, nuc)) for s in sites if s.well in calib_wells]
-    d = (diameter or weighted_diameter(base, [p[1] for p in pairs[:4]])
-         or base.config.default_diameter)
-    nd = (nuclei_diameter or weighted_diameter(nuclei_model, [p[2] for p in pairs[:4]])
+    # estimated as `tlseg plate run` estimates them, over sites spread over the plate: the
+    # calibrated model then learns the cells at the scale a plate run shows them
+    d = diameter or plate_diameter(base, sites, tl) or base.config.default_diameter
+    nd = (nuclei_diameter or plate_diameter(nuclei_model, sites, nuc)
           or nuclei_model.config.default_diameter)
     log.info("calibration wells %s; cell diameter %.1f px, nucleus diameter %.1f px",
              ", ".join(calib_wells), d, nd)

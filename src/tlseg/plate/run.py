@@ -216,9 +216,11 @@ def weighted_diameter(model, images) -> float | None:
     return weighted_median(found, cells)
 
 
-def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> float | None:
+def plate_diameter(model, sites: list[Site], channel: str, n: int = 4) -> float | None:
     """Automatic diameter over up to ``n`` sites spread over the plate
-    (:func:`weighted_diameter`)."""
+    (:func:`weighted_diameter`): what ``tlseg plate run`` estimates, and ``tlseg plate
+    calibrate`` too. ``model``: a :class:`~tlseg.inference.model.Model`, or its name or
+    folder."""
     import numpy as np
 
     from ..inference.model import Model
@@ -231,7 +233,7 @@ def _estimate(model_name: str, sites: list[Site], channel: str, n: int = 4) -> f
             images.append(read_channel(s.paths[channel]).astype(np.float32))
         except TlsegError:  # a corrupt site is reported when it is run
             continue
-    return weighted_diameter(Model.load(model_name), images)
+    return weighted_diameter(model if isinstance(model, Model) else Model.load(model), images)
 
 
 def _estimate_by_group(cfg: PlateConfig, sites: list[Site], plate_map) -> dict:
@@ -248,10 +250,10 @@ def _estimate_by_group(cfg: PlateConfig, sites: list[Site], plate_map) -> dict:
         groups.setdefault("(not in the plate map)" if value is None else str(value), []).append(s)
     out = {}
     for value, members in groups.items():
-        d = cfg.diameter or _estimate(cfg.model, members, cfg.tl_channel)
+        d = cfg.diameter or plate_diameter(cfg.model, members, cfg.tl_channel)
         nd = None
         if cfg.nuclei_channel:
-            nd = cfg.nuclei_diameter or _estimate(cfg.nuclei_model, members, cfg.nuclei_channel)
+            nd = cfg.nuclei_diameter or plate_diameter(cfg.nuclei_model, members, cfg.nuclei_channel)
         log.info(f"{col} = {value}: {len({s.well for s in members})} well(s), cell diameter "
             + (f"{d:.1f} px" if d else "not found (model default)")
             + (f", nucleus diameter {nd:.1f} px" if nd else ""))
@@ -306,11 +308,11 @@ def prepare_run(plate: Plate, out, cfg: PlateConfig, *, plate_map=None
         cfg = replace(cfg, well_diameters=_estimate_by_group(cfg, sites, plate_map))
     elif cfg.diameter_mode == "plate":
         if cfg.diameter is None:
-            cfg = replace(cfg, diameter=_estimate(cfg.model, sites, cfg.tl_channel))
+            cfg = replace(cfg, diameter=plate_diameter(cfg.model, sites, cfg.tl_channel))
             log.info("cell diameter estimated on the plate: "
                 + (f"{cfg.diameter:.1f} px" if cfg.diameter else "failed, model default used"))
         if cfg.nuclei_channel and cfg.nuclei_diameter is None:
-            cfg = replace(cfg, nuclei_diameter=_estimate(cfg.nuclei_model, sites,
+            cfg = replace(cfg, nuclei_diameter=plate_diameter(cfg.nuclei_model, sites,
                                                          cfg.nuclei_channel))
             log.info("nucleus diameter estimated on the plate: "
                 + (f"{cfg.nuclei_diameter:.1f} px" if cfg.nuclei_diameter else
