@@ -15,9 +15,9 @@ own maps are the targets, as in teaching). Last, the fine-tuned model's instance
 (thresholds, merging, splitting, minimum size, the faint-cell and flow filters) are tuned
 on the calibration sites so that its cells match the nuclei one to one
 (:func:`~tlseg.plate.nuclei_tuning.tune_to_nuclei`): a lab's debris, optics and culture
-decide what is a cell and where touching cells part. The model folder's card records the calibration wells, the
-settings and the label-free vs nuclei agreement before and after on wells held aside from
-the calibration.
+decide what is a cell and where touching cells part. The model folder's card records the
+calibration wells, the settings and the label-free vs nuclei agreement before and after
+on wells held aside from the calibration.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from ..inference.model import Model
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
-from .layout import Site, read_channel, read_plate_map, scan_plate, split_well
+from .layout import (
+    Site,
+    normalize_well,
+    read_channel,
+    read_plate_map,
+    scan_plate,
+    split_well,
+)
 from .nuclei_tuning import tune_instances
 from .nucleus_labels import calibration_labels, nucleus_homes
 from .run import plate_diameter
@@ -66,8 +73,6 @@ def wells_by_condition(chosen: list[str], plate_map) -> list[str]:
     >>> wells_by_condition(["density=20000", "b1"], pm)
     ['A02', 'B01']
     """
-    from .layout import normalize_well
-
     wells: list[str] = []
     for entry in chosen:
         if "=" not in entry:
@@ -90,8 +95,8 @@ def wells_by_condition(chosen: list[str], plate_map) -> list[str]:
             seen = [str(v) for v in sorted(set(values.tolist()))]
             raise TlsegError(f"--wells {entry}: no well of the plate map has {column} = "
                              f"{value} (values: {', '.join(seen[:12])})")
-        wells += [w for w in plate_map.index[match] if w not in wells]
-    return list(dict.fromkeys(wells))
+        wells += list(plate_map.index[match])
+    return list(dict.fromkeys(wells))  # in the order named, each well once
 
 
 def _split_wells(wells: list[str], chosen: list[str] | None) -> tuple[list[str], list[str]]:
@@ -171,7 +176,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         The label-free model to calibrate and the nuclei model.
     diameter, nuclei_diameter : float, optional
         Cell and nucleus diameters in pixels (default: estimated as ``tlseg plate run``
-        does, on up to 4 sites spread over the plate, :func:`~tlseg.plate.run.plate_diameter`).
+        does, on up to 4 sites spread over the plate:
+        :func:`~tlseg.plate.run.plate_diameter`).
     steps : int
         Fine-tuning steps.
     seed : int
@@ -200,8 +206,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     ------
     TlsegError
         A missing channel, channels of different shapes, unknown wells or conditions, an
-        unreadable plate map, or fewer than
-        :data:`MIN_NUCLEI` nuclei on the calibration wells; nothing is written then.
+        unreadable plate map, or fewer than :data:`MIN_NUCLEI` nuclei on the calibration
+        wells; nothing is written then.
     """
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     tl, nuc = plate.resolve_channel(tl_channel), plate.resolve_channel(nuclei_channel)
