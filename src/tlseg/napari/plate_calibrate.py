@@ -25,6 +25,7 @@ from magicgui.widgets import (
 import tlseg
 from tlseg import TlsegError
 from tlseg.plate.calibrate import STEPS
+from tlseg.plate.layout import normalize_well
 
 from .widget import _Relay
 
@@ -108,7 +109,8 @@ class CalibratePanel(Container):
             raise TlsegError("choose a calibration well (click one in the grid)")
         if not str(self.out_dir.value).strip():
             raise TlsegError("name the model folder to write")
-        by_well = (config.get("well_diameters") or {}).get(wells[0]) or [None, None]
+        first = wells[0] if "=" in wells[0] else normalize_well(wells[0])
+        by_well = (config.get("well_diameters") or {}).get(first) or [None, None]
         # the run's copy of its plate map: conditions (role=calibration) name wells
         plate_map = self.root / "plate_map.csv" if self.root is not None else None
         plate_map = str(plate_map) if plate_map is not None and plate_map.is_file() else None
