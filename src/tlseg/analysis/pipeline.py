@@ -16,7 +16,8 @@ after every image; an image whose cell-like texture lies mostly outside the cell
 (:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
 is also named in a warning. An image's row is its last write, so it is the completion
 marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
-asked for) overlay all exist, and redoes any other; a run killed between two writes loses nothing on the re-run.
+asked for) overlay all exist, and redoes any other; a run killed between two writes
+loses nothing on the re-run.
 Hidden temporary files left by a killed run are removed when the next run starts.
 """
 

@@ -38,6 +38,19 @@ def raster_order(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
+def edge_ids(labels: np.ndarray) -> np.ndarray:
+    """The ids (> 0, sorted) of the objects that touch the image's edge: cut by it.
+
+    Examples
+    --------
+    >>> lab = np.zeros((5, 5), int); lab[0, 1] = 3; lab[2, 2] = 1; lab[4, 4] = 2
+    >>> edge_ids(lab).tolist()
+    [2, 3]
+    """
+    rim = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return np.unique(rim[rim > 0])
+
+
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label image to ``shape`` (pixel centres aligned)."""
     if labels.shape == tuple(shape):

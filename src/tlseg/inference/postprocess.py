@@ -29,7 +29,7 @@ from skimage.segmentation import relabel_sequential
 
 from ..config import InstanceConfig
 from .flows import flow_coherence, flows_to_instances, split_by_flows
-from .labels import banded_watershed
+from .labels import banded_watershed, edge_ids
 
 
 def instances_from_maps(maps: np.ndarray, *, canonical_diameter: float,
@@ -130,10 +130,7 @@ def drop_small_for_field(labels: np.ndarray, fraction: float) -> np.ndarray:
     if fraction <= 0 or n == 0:
         return labels
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    cut = np.zeros(n + 1, bool)
-    for rim in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        cut[rim] = True
-    cut = cut[1:]
+    cut = np.isin(np.arange(1, n + 1), edge_ids(labels))
     uncut = sizes[~cut & (sizes > 0)]
     if len(uncut) < MIN_OBJECTS_FOR_MEDIAN:
         return labels

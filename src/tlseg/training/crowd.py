@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from ..inference.labels import edge_ids
 from ..synthetic import MODALITIES, synthetic_field
 from .data import Sample, make_sample
 from .targets import UNKNOWN, cut_cells, make_targets, median_diameter
@@ -72,7 +73,7 @@ def _cell_bank(samples: list[Sample], margin: int) -> list[tuple[np.ndarray, np.
         lab = s.labels
         h, w = lab.shape
         cut = set(cut_cells(lab).tolist())
-        edge = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).tolist())
+        edge = set(edge_ids(lab).tolist())
         for i, sl in enumerate(ndi.find_objects(np.where(lab > 0, lab, 0)), start=1):
             if sl is None or i in cut or i in edge:
                 continue

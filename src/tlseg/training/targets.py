@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..inference.labels import edge_ids
+
 UNKNOWN = -1
 FG_ONLY = 0.5  # ``valid`` of a cell cut by a ROI edge: only its foreground is known
 N_TARGETS = 6  # fg, dist, logsize, valid, flow_y, flow_x
@@ -160,6 +162,5 @@ def ignore_fragments(labels: np.ndarray, *, fraction: float) -> np.ndarray:
     if fraction <= 0 or ids.size == 0:
         return labels
     small = ids[areas[ids] < fraction * np.median(areas[ids])]
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    small = np.setdiff1d(small, border)
+    small = np.setdiff1d(small, edge_ids(labels))
     return np.where(np.isin(labels, small), UNKNOWN, labels)
