@@ -21,6 +21,36 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _StepBar:
+    """A progress bar on stderr, made at the first step and closed at the last, so that
+    what the command logs after the work (the plate summary, the calibration's tuning) is
+    not drawn under it again; ``after`` is printed once the last step is done."""
+
+    def __init__(self, desc: str, unit: str, after: str | None = None):
+        self.desc, self.unit, self.after = desc, unit, after
+        self.bar = None
+        self.done = False
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.done:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
+        self.bar.n = step
+        self.bar.refresh()
+        if step >= total:
+            self.close()
+            if self.after:
+                print(self.after, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None and not self.done:
+            self.bar.close()
+        self.done = True
+
+
 def add_parsers(sub) -> None:
     pl = sub.add_parser("plate", help="batch-segment a plate, measure cells, validate counts")
     pls = pl.add_subparsers(dest="plate_command", required=True)
@@ -145,8 +175,6 @@ def plate(args) -> int:
 
 
 def _run(plate_dir, out, args) -> int:
-    from tqdm import tqdm
-
     import tlseg
 
     cfg = tlseg.PlateConfig(tl_channel=args.tl_channel, nuclei_channel=args.nuclei_channel,
@@ -155,54 +183,28 @@ def _run(plate_dir, out, args) -> int:
                     diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate",
                     diameter_by=getattr(args, "diameter_by", None),
                     exclude_edge=getattr(args, "exclude_edge", False))
-    bar = None
-
-    def progress(rec, i, n):
-        nonlocal bar
-        if bar is False:
-            return
-        if bar is None:
-            bar = tqdm(total=n, unit="site", file=sys.stderr, desc="segmenting")
-        bar.update(1)
-        if bar.n >= n:  # closed before the summary's messages, which it would redraw under
-            bar.close()
-            bar = False
-
+    bar = _StepBar("segmenting", "site")
     result = tlseg.run_plate(plate_dir, out, cfg, plate_map=args.plate_map,
                        layout=getattr(args, "layout", "auto"), pattern=getattr(args, "pattern", None),
                        workers=args.workers, scheduler=getattr(args, "scheduler", None),
                        threads=getattr(args, "threads", None),
                        density=getattr(args, "density_column", None),
-                       table_style=getattr(args, "table_style", "tlseg"), progress=progress,
+                       table_style=getattr(args, "table_style", "tlseg"),
+                       progress=lambda rec, i, n: bar(i, n),
                        write_zarr=getattr(args, "write_zarr", False))
-    if bar:
-        bar.close()
+    bar.close()
     print(f"{result['processed']} site(s) segmented this run; results in {out}")
     return 2 if result["failed"] else 0
 
 
 def _calibrate(args) -> int:
-    from tqdm import tqdm
-
     import tlseg
     from tlseg.plate.calibrate import conditions_text
 
     tlseg.set_threads()
-    bar = None
-
-    def on_step(step, total, parts):
-        nonlocal bar
-        if bar is False:  # fine-tuning already done
-            return
-        if bar is None:
-            bar = tqdm(total=total, desc="calibrating", unit="step", file=sys.stderr)
-        bar.n = step
-        bar.refresh()
-        if step >= total:
-            bar.close()
-            bar = False
-            print("fine-tuned; now tuning the instance settings to the nuclei and counting "
-                  "the held-aside wells before and after", file=sys.stderr)
+    bar = _StepBar("calibrating", "step",
+                   after="fine-tuned; now tuning the instance settings to the nuclei and "
+                         "counting the held-aside wells before and after")
 
     wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
     model = tlseg.calibrate(args.plate_dir, args.out, tl_channel=args.tl_channel,
@@ -211,9 +213,8 @@ def _calibrate(args) -> int:
                             nuclei_diameter=args.nuclei_diameter, steps=args.steps,
                             seed=args.seed, resume=args.resume, layout=args.layout,
                             pattern=args.pattern, plate_map=args.plate_map,
-                            progress=on_step)
-    if bar:
-        bar.close()
+                            progress=lambda step, total, parts: bar(step, total))
+    bar.close()
     c = model.card["calibration"]
     conds = conditions_text(c.get("conditions"))
     print(f"calibrated model written to {args.out} (wells {', '.join(c['wells'])}"
