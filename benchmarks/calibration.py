@@ -23,6 +23,10 @@ error in cells below 20, the largest count / true ratio, the fields within the t
 tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias with 95 %
 limits and the paired t-test.
 
+``--pick median`` calibrates on the field (the ``--k`` fields) around the experiment's
+median nucleus count instead, a typical well rather than the best-populated one (key
+``one_field_median``): how much the calibration depends on the field it is given.
+
 With ``--leave-one-out`` every field of an experiment is counted once, by a model
 calibrated on the experiment's other fields (the ``--k`` of them with the most nuclei),
 and the agreement is also pooled over all fields. A calibration reads only its own
@@ -214,6 +218,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--experiments", nargs="*", help="default: every experiment")
     p.add_argument("--k", type=int, default=1, help="calibration fields per experiment")
+    p.add_argument("--pick", choices=("most", "median"), default="most",
+                   help="without --leave-one-out: calibrate on the --k fields with the most "
+                        "nuclei, or on those around the experiment's median (key "
+                        "one_field_median)")
     p.add_argument("--leave-one-out", action="store_true",
                    help="count every field once, calibrated on the experiment's other "
                         "fields (the --k of them with the most nuclei)")
@@ -310,14 +318,19 @@ def main(argv=None) -> int:
                     "instances": same[0][1].get("instances"),
                     "fields": [r for r, _ in same], **summaries([r for r, _ in same])}
         else:
-            calib = fields["field"].tolist()[: args.k]
-            model, seconds = calibrate_on(base, work, work / "plate", wells, calib, d,
-                                          args.steps, seed=args.seed)
-            rows = count_fields(base, model, src, fields.iloc[args.k:], d)
+            start = (len(fields) - args.k) // 2 if args.pick == "median" else 0
+            calib = fields["field"].tolist()[start: start + args.k]
+            try:
+                model, seconds = calibrate_on(base, work, work / "plate", wells, calib, d,
+                                              args.steps, seed=args.seed)
+            except tlseg.TlsegError as exc:  # too few nuclei: the base model counts
+                print(f"{exp} {calib}: {exc}", flush=True)
+                model, seconds = base, None
+            rows = count_fields(base, model, src, fields[~fields["field"].isin(calib)], d)
+            card = model.card.get("calibration", {})
             results[exp] = {"calibration_fields": calib, "diameter": d,
-                            "calibration_s": seconds,
-                            "labels": model.card["calibration"]["labels"],
-                            "instances": model.card["calibration"].get("instances"),
+                            "calibration_s": seconds, "labels": card.get("labels"),
+                            "instances": card.get("instances"),
                             "fields": rows, **summaries(rows)}
         for k in ("base", "calibrated", "base_vs_cells", "calibrated_vs_cells",
                   "base_vs_cells_no_debris", "calibrated_vs_cells_no_debris"):
@@ -334,8 +347,8 @@ def main(argv=None) -> int:
                                                        "from": "leave_one_out folds"},
                        out=out)
     else:
-        update_results("calibration", ("one_field",), {**settings, "experiments": results},
-                       out=out)
+        key = "one_field_median" if args.pick == "median" else "one_field"
+        update_results("calibration", (key,), {**settings, "experiments": results}, out=out)
     return 0
 
 

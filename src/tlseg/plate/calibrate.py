@@ -147,6 +147,22 @@ def _agreement(rows: list[dict], column: str) -> dict:
     return out
 
 
+def worse_on_held_aside(before: dict, after: dict) -> str | None:
+    """A warning when the calibrated model agrees less with the nuclei than the base model
+    on the held-aside wells (their ``mean_abs_rel_error``, :func:`_agreement`), else None.
+
+    >>> worse_on_held_aside({"mean_abs_rel_error": 0.096}, {"mean_abs_rel_error": 0.126})
+    'on the held-aside wells the calibrated model agrees less with the nuclei than the base model (mean |relative error| 9.6% -> 12.6%): calibrate on more or other wells, or keep the base model'
+    >>> worse_on_held_aside({"mean_abs_rel_error": 0.096}, {"mean_abs_rel_error": 0.045})
+    """
+    was, now = before.get("mean_abs_rel_error"), after.get("mean_abs_rel_error")
+    if was is None or now is None or now <= was:
+        return None
+    return ("on the held-aside wells the calibrated model agrees less with the nuclei than "
+            f"the base model (mean |relative error| {was:.1%} -> {now:.1%}): calibrate on "
+            "more or other wells, or keep the base model")
+
+
 def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
               wells: list[str] | None = None, base="tl-cells", nuclei_model="nuclei",
               diameter: float | None = None, nuclei_diameter: float | None = None,
@@ -301,6 +317,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                  card["calibration"]["before"]["label_free"],
                  card["calibration"]["after"]["label_free"],
                  card["calibration"]["before"]["nuclei"])
+        note = worse_on_held_aside(card["calibration"]["before"],
+                                   card["calibration"]["after"])
+        if note:
+            log.warning(note)
     return model
 
 
