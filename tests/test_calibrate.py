@@ -237,3 +237,22 @@ def test_calibrating_on_a_monolayer_teaches_the_model_to_separate_its_cells(tmp_
     assert model.card["calibration"]["labels"]["cells_seeded"] > 0.8 * fields[0]["n_cells"]
     after = model.segment(other["tl"], diameter=24)
     assert tlseg.evaluate(after, other["labels"])["AP50"] > 0.7  # 0.96 on the CPU
+
+
+def test_the_report_says_when_calibration_agreed_less_on_held_aside_wells(tmp_path):
+    import yaml
+
+    from tlseg.plate.report import _calibration
+
+    sites = {"n_sites": 7, "nuclei": 444}
+    card = {"calibration": {"wells": ["A01"], "held_aside_wells": ["A02", "A03"],
+                            "before": {**sites, "label_free": 411, "mean_abs_rel_error": 0.096},
+                            "after": {**sites, "label_free": 387, "mean_abs_rel_error": 0.126}}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    text = _calibration(str(tmp_path))
+    assert "411 label-free cells before, mean |relative error| 9.6 %" in text
+    assert ("<b>On the held-aside wells the calibrated model agrees less with the nuclei "
+            "than the base model (mean |relative error| 9.6 % -&gt; 12.6 %)") in text
+    card["calibration"]["after"].update(label_free=445, mean_abs_rel_error=0.045)
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    assert "agrees less" not in _calibration(str(tmp_path))

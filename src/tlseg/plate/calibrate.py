@@ -152,15 +152,15 @@ def worse_on_held_aside(before: dict, after: dict) -> str | None:
     on the held-aside wells (their ``mean_abs_rel_error``, :func:`_agreement`), else None.
 
     >>> worse_on_held_aside({"mean_abs_rel_error": 0.096}, {"mean_abs_rel_error": 0.126})
-    'on the held-aside wells the calibrated model agrees less with the nuclei than the base model (mean |relative error| 9.6% -> 12.6%): calibrate on more or other wells, or keep the base model'
+    'on the held-aside wells the calibrated model agrees less with the nuclei than the base model (mean |relative error| 9.6 % -> 12.6 %): calibrate on more or other wells, or keep the base model'
     >>> worse_on_held_aside({"mean_abs_rel_error": 0.096}, {"mean_abs_rel_error": 0.045})
     """
     was, now = before.get("mean_abs_rel_error"), after.get("mean_abs_rel_error")
     if was is None or now is None or now <= was:
         return None
     return ("on the held-aside wells the calibrated model agrees less with the nuclei than "
-            f"the base model (mean |relative error| {was:.1%} -> {now:.1%}): calibrate on "
-            "more or other wells, or keep the base model")
+            f"the base model (mean |relative error| {100 * was:.1f} % -> {100 * now:.1f} %): "
+            "calibrate on more or other wells, or keep the base model")
 
 
 def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,

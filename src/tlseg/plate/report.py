@@ -55,7 +55,7 @@ def _calibration(model: str | None) -> str:
         return ""
     if not c:
         return ""
-    from .calibrate import conditions_text
+    from .calibrate import conditions_text, worse_on_held_aside
 
     conds = conditions_text(c.get("conditions"))
     text = (f"Label-free model <code>{html.escape(str(model))}</code>, calibrated with the "
@@ -72,6 +72,9 @@ def _calibration(model: str | None) -> str:
         text += (f" On {b['n_sites']} sites of the held-aside wells "
                  f"{html.escape(', '.join(wells))} ({b['nuclei']} nuclei): {b['label_free']} "
                  f"label-free cells before{err(b)}; {a['label_free']} after{err(a)}.")
+        worse = worse_on_held_aside(b, a)
+        if worse:
+            text += f" <b>{html.escape(worse[0].upper() + worse[1:])}.</b>"
     return f"<h2>Calibration</h2><p>{text}</p>"
 
 
