@@ -73,7 +73,7 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, cells_without_debris, count_errors, update_results
+from common import WORK, count_errors, true_cells_without_debris, update_results
 
 import tlseg
 from tlseg.analysis.coverage import flagged
@@ -106,12 +106,6 @@ def summary(rows, column, truth="true"):
         out.update({k: a.get(k) for k in ("r2", "ccc", "bias", "loa_low", "loa_high",
                                           "paired_p")})
     return out
-
-
-def true_cells_without_debris(src, field: str) -> int:
-    """The field's whole-cell count with debris left out (:func:`common.cells_without_debris`)."""
-    return cells_without_debris(*(tifffile.imread(src / folder / f"{field}.tif")
-                                  for folder in ("cell_labels", "nuc_labels", "nuc")))
 
 
 def count_fields(base, model, src, fields, d):

@@ -145,6 +145,13 @@ def cells_without_debris(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarra
     return len(regions) - int(debris)
 
 
+def true_cells_without_debris(folder: Path, field: str) -> int:
+    """:func:`cells_without_debris` of one field of a paired set with whole-cell masks
+    (``folder``: ``paired/aisegcell-s10``; its ``cell_labels``, ``nuc_labels`` and ``nuc``)."""
+    return cells_without_debris(*(tifffile.imread(Path(folder) / sub / f"{field}.tif")
+                                  for sub in ("cell_labels", "nuc_labels", "nuc")))
+
+
 #: the synthetic confluent monolayers the accuracy and diameter benchmarks score
 CONFLUENT = [(m, d) for m in ("phase", "brightfield", "dic") for d in (16, 24, 40)]
 

@@ -60,9 +60,9 @@ import tifffile
 from common import (
     WORK,
     add_out,
-    cells_without_debris,
     count_errors,
     quadrants,
+    true_cells_without_debris,
     write_results,
 )
 from scipy import ndimage as ndi
@@ -96,9 +96,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         rows.append({"well": well, "source": "aisegcell-s10", "field": f.field,
                      "acquisition": f.experiment, "true_count": int(f.n_nuclei),
                      "true_cells": int(f.n_cells),
-                     "true_cells_no_debris": cells_without_debris(
-                         *(tifffile.imread(s10 / sub / f"{f.field}.tif")
-                           for sub in ("cell_labels", "nuc_labels", "nuc")))})
+                     "true_cells_no_debris": true_cells_without_debris(s10, f.field)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
     for q, pair in enumerate(zip(quadrants(tl), quadrants(nuc))):

@@ -22,9 +22,9 @@ cells were missed.
 The texture is a band-pass of the image (Gaussians of ``BAND`` cell diameters, so
 neither shading nor pixel noise counts), after a chip's lattice of posts or traps has
 been subtracted as before the network (:func:`tlseg.inference.repeats.remove_pattern`),
-its absolute value smoothed over ``SMOOTH`` diameters. Everything is measured in units of the cell diameter, at the image's own
-resolution, or at 15 px a cell where cells are larger (:func:`scipy.ndimage` filters,
-:func:`skimage.measure.label` for the patches).
+its absolute value smoothed over ``SMOOTH`` diameters. Everything is measured in units
+of the cell diameter, at the image's own resolution, or at 15 px a cell where cells are
+larger (:func:`scipy.ndimage` filters, :func:`skimage.measure.label` for the patches).
 """
 
 from __future__ import annotations
