@@ -14,7 +14,7 @@ import tlseg
 from tlseg.cli import main
 from tlseg.cli.main import EXPORT_FORMATS
 from tlseg.config import ModelConfig
-from tlseg.inference import export
+from tlseg.inference import bioimageio, export
 from tlseg.inference.export import FORMATS, TOLERANCE, example_input
 
 
@@ -101,13 +101,13 @@ def test_onnx_that_does_not_match_is_not_written(tiny_model, tmp_path, monkeypat
 
 
 def test_licence_is_bsd_only_when_every_data_set_is_cc0():
-    assert export._licence({"licences": {"bbbc039": "CC0 1.0 (BBBC039v1)"}}) == "BSD-3-Clause"
+    assert bioimageio._licence({"licences": {"bbbc039": "CC0 1.0 (BBBC039v1)"}}) == "BSD-3-Clause"
     tl = tlseg.load_model("tl-cells").card
-    assert export._licence(tl) == "LICENSE.md"
-    text = export._licence_text(tl)
+    assert bioimageio._licence(tl) == "LICENSE.md"
+    text = bioimageio._licence_text(tl)
     assert "research use" in text and "CC BY 4.0" in text and "BSD-3-Clause" in text
-    assert export._licence({}) == "LICENSE.md"
-    assert "ask the model's author" in export._licence_text({})
+    assert bioimageio._licence({}) == "LICENSE.md"
+    assert "ask the model's author" in bioimageio._licence_text({})
 
 
 @pytest.mark.parametrize("name", ["tl-cells", "nuclei"])
