@@ -103,6 +103,21 @@ def count_errors(counts, truth) -> dict:
 DEBRIS_AREA = 0.2
 
 
+def stain_halfway(cells: np.ndarray, nuclei: np.ndarray,
+                  stain: np.ndarray) -> tuple[np.ndarray, float]:
+    """A paired field's nuclear ``stain`` smoothed (Gaussian, sigma 1 px) and the level
+    halfway from its background (the median outside every annotated cell and nucleus,
+    dilated by 5 px) to the median inside the annotated ``nuclei``: an object whose
+    smoothed stain nowhere exceeds it holds no DNA (:func:`cells_without_debris`)."""
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(np.asarray(stain, float), 1)
+    outside = ~ndi.binary_dilation((cells > 0) | (nuclei > 0), iterations=5)
+    background = np.median(smooth[outside]) if outside.any() else smooth.min()
+    level = np.median(smooth[nuclei > 0]) if (nuclei > 0).any() else smooth.max()
+    return smooth, float(background + 0.5 * (level - background))
+
+
 def cells_without_debris(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> int:
     """The true cell count of an annotated field with debris left out.
 
@@ -128,17 +143,12 @@ def cells_without_debris(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarra
     >>> cells_without_debris(cells, nuclei, stain)
     5
     """
-    from scipy import ndimage as ndi
     from skimage.measure import regionprops
 
     regions = regionprops(cells)
     if not regions:
         return 0
-    smooth = ndi.gaussian_filter(np.asarray(stain, float), 1)
-    outside = ~ndi.binary_dilation((cells > 0) | (nuclei > 0), iterations=5)
-    background = np.median(smooth[outside]) if outside.any() else smooth.min()
-    level = np.median(smooth[nuclei > 0]) if (nuclei > 0).any() else smooth.max()
-    halfway = background + 0.5 * (level - background)
+    smooth, halfway = stain_halfway(cells, nuclei, stain)
     small = DEBRIS_AREA * np.median([r.area for r in regions])
     debris = sum(r.area < small and smooth[r.slice][r.image].max() <= halfway
                  for r in regions)

@@ -26,7 +26,10 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
   whole-cell masks, which keep them, every cell counts. Where the nuclei model's objects
   lie against the aisegcell-s10 annotation (on the edge, on an annotated nucleus, a
   second one on it, in an annotated cell without an annotated nucleus, outside every
-  annotated cell) is reported per experiment.
+  annotated cell) is reported per experiment, and so is where the label-free cells lie
+  against the whole-cell annotation (:func:`cell_breakdown`: matched, a split or a
+  fragment of an annotated cell, merged, outside every annotated cell, with or without
+  nuclear stain).
 - ``isl-phase-dapi``: one 1024² phase-contrast + DAPI field of a neuronal culture, cut
   into 4 quadrants of 512² (so its count varies); no ground truth, nuclei counts only.
 
@@ -62,12 +65,14 @@ from common import (
     add_out,
     count_errors,
     quadrants,
+    stain_halfway,
     true_cells_without_debris,
     write_results,
 )
 from scipy import ndimage as ndi
 
 import tlseg
+from tlseg.analysis.metrics import matched_pairs
 from tlseg.plate.validate import agreement
 
 
@@ -136,6 +141,40 @@ def nucleus_breakdown(kept: np.ndarray, edge: int, nuclei: np.ndarray,
     return out
 
 
+def cell_breakdown(found: np.ndarray, cells: np.ndarray, nuclei: np.ndarray,
+                   stain: np.ndarray) -> dict:
+    """Where the label-free cells ``found`` lie against a field's whole-cell annotation
+    ``cells``: matched to an annotated cell at IoU >= 0.5 (``matched``), mostly inside an
+    annotated cell that another object matches (``split``) or that none matches
+    (``fragment``), over half or more of two or more annotated cells (``merged``), or
+    mostly outside every annotated cell (``outside_cells``; ``outside_with_stain``: those
+    whose smoothed nuclear stain passes halfway to the annotated nuclei's, by eye mostly
+    cells no one annotated, :func:`common.stain_halfway`); ``missed``: annotated cells no
+    object matches."""
+    pairs = matched_pairs(cells, found)
+    matched_true = {t for t, _ in pairs}
+    matched_found = {f for _, f in pairs}
+    smooth, halfway = stain_halfway(cells, nuclei, stain)
+    true_area = np.bincount(cells.ravel())
+    out = {"matched": len(pairs), "split": 0, "fragment": 0, "merged": 0,
+           "outside_cells": 0, "outside_with_stain": 0}
+    for i, sl in enumerate(ndi.find_objects(found), start=1):
+        if sl is None or i in matched_found:
+            continue
+        inside = found[sl] == i
+        under = cells[sl][inside]
+        ids, overlap = np.unique(under[under > 0], return_counts=True)
+        if (overlap >= 0.5 * true_area[ids]).sum() >= 2:
+            out["merged"] += 1
+        elif overlap.sum() > 0.5 * inside.sum():
+            out["split" if ids[overlap.argmax()] in matched_true else "fragment"] += 1
+        else:
+            out["outside_cells"] += 1
+            out["outside_with_stain"] += int(smooth[sl][inside].max() > halfway)
+    out["missed"] = int(len(true_area[1:].nonzero()[0]) - len(matched_true))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -197,6 +236,14 @@ def main(argv=None) -> int:
     parts.loc["all"] = parts.sum()
     print(parts.to_string())
     res["nuclei_model_objects_aisegcell_s10"] = parts.to_dict("index")
+    parts = pd.DataFrame([{"acquisition": r.acquisition, **cell_breakdown(
+        tlseg.read_labels(out / "masks" / f"{r.well}_s1_cells.tif"),
+        *(tifffile.imread(src / sub / f"{r.field}.tif")
+          for sub in ("cell_labels", "nuc_labels", "nuc")))} for r in s10.itertuples()])
+    parts = parts.groupby("acquisition").sum()
+    parts.loc["all"] = parts.sum()
+    print(parts.to_string())
+    res["label_free_objects_aisegcell_s10"] = parts.to_dict("index")
     sets = [("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
             ("aisegcell-s10", s10)]
     sets += [(f"aisegcell-s10 {e}", s10[s10["acquisition"] == e])
