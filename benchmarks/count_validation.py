@@ -17,7 +17,11 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
   so is the nuclei model's (one nucleus per cell). The whole-cell masks also outline
   debris, specks a tenth of a cell's area with no DNA in them (55 of the 1,551):
   ``*_vs_true_cells_no_debris`` leaves them out (``true_cells_no_debris``,
-  :func:`common.cells_without_debris`).
+  :func:`common.cells_without_debris`). Those masks are connected components (touching
+  cells are one annotation) and leave out some cells whose nucleus is annotated; with one
+  nucleus a cell, ``*_vs_true_cells_curated`` counts each annotation as the annotated
+  nuclei in it, debris as none, and adds the annotated nuclei outside every annotation
+  (``true_cells_curated``, :func:`common.curated_cells`).
 - The aiSEGcell nucleus masks leave out every nucleus that touches the field's edge (none
   of their 1,665 does; 71 of the 1,551 aisegcell-s10 whole cells do), so against the true
   nucleus count both models' objects touching the edge are not counted
@@ -66,6 +70,7 @@ from common import (
     count_errors,
     quadrants,
     stain_halfway,
+    true_cells_curated,
     true_cells_without_debris,
     write_results,
 )
@@ -91,7 +96,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         rows.append({"well": well, "source": "aisegcell", "field": f.field,
                      "acquisition": f.field.split("_")[1],  # experiment id, e.g. 210930MA20
                      "true_count": int(f.n_nuclei), "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan})
+                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan})
     s10 = data / "paired" / "aisegcell-s10"
     fields = pd.read_csv(s10 / "fields.csv").sort_values("field")
     for i, f in enumerate(fields.itertuples()):
@@ -101,7 +106,8 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         rows.append({"well": well, "source": "aisegcell-s10", "field": f.field,
                      "acquisition": f.experiment, "true_count": int(f.n_nuclei),
                      "true_cells": int(f.n_cells),
-                     "true_cells_no_debris": true_cells_without_debris(s10, f.field)})
+                     "true_cells_no_debris": true_cells_without_debris(s10, f.field),
+                     "true_cells_curated": true_cells_curated(s10, f.field)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
     for q, pair in enumerate(zip(quadrants(tl), quadrants(nuc))):
@@ -110,7 +116,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
             tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif", img, compression="zlib")
         rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
                      "acquisition": "isl-A4", "true_count": np.nan, "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan})
+                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -150,14 +156,22 @@ def cell_breakdown(found: np.ndarray, cells: np.ndarray, nuclei: np.ndarray,
     mostly outside every annotated cell (``outside_cells``; ``outside_with_stain``: those
     whose smoothed nuclear stain passes halfway to the annotated nuclei's, by eye mostly
     cells no one annotated, :func:`common.stain_halfway`); ``missed``: annotated cells no
-    object matches."""
+    object matches. ``pieces_in_doublets``: the splits and fragments that lie in an
+    annotation holding two or more annotated nuclei, touching cells outlined as one."""
     pairs = matched_pairs(cells, found)
+    several = np.zeros(int(cells.max()) + 1, int)  # annotated nuclei mostly in each cell
+    for sl, j in zip(ndi.find_objects(nuclei), range(1, int(nuclei.max()) + 1)):
+        if sl is None:
+            continue
+        under = cells[sl][nuclei[sl] == j]
+        if (under > 0).sum() >= 0.5 * under.size:
+            several[np.bincount(under[under > 0]).argmax()] += 1
     matched_true = {t for t, _ in pairs}
     matched_found = {f for _, f in pairs}
     smooth, halfway = stain_halfway(cells, nuclei, stain)
     true_area = np.bincount(cells.ravel())
-    out = {"matched": len(pairs), "split": 0, "fragment": 0, "merged": 0,
-           "outside_cells": 0, "outside_with_stain": 0}
+    out = {"matched": len(pairs), "split": 0, "fragment": 0, "pieces_in_doublets": 0,
+           "merged": 0, "outside_cells": 0, "outside_with_stain": 0}
     for i, sl in enumerate(ndi.find_objects(found), start=1):
         if sl is None or i in matched_found:
             continue
@@ -167,7 +181,9 @@ def cell_breakdown(found: np.ndarray, cells: np.ndarray, nuclei: np.ndarray,
         if (overlap >= 0.5 * true_area[ids]).sum() >= 2:
             out["merged"] += 1
         elif overlap.sum() > 0.5 * inside.sum():
-            out["split" if ids[overlap.argmax()] in matched_true else "fragment"] += 1
+            host = ids[overlap.argmax()]
+            out["split" if host in matched_true else "fragment"] += 1
+            out["pieces_in_doublets"] += int(several[host] >= 2)
         else:
             out["outside_cells"] += 1
             out["outside_with_stain"] += int(smooth[sl][inside].max() > halfway)
@@ -216,7 +232,7 @@ def main(argv=None) -> int:
     wells["n_nuclei_inner"] = [int(inner_nuclei[w].max()) for w in wells["well"]]
     wells["n_cells_inner"] = [int(inner(w, "cells").max()) for w in wells["well"]]
     cols = ["well", "source", "field", "acquisition", "true_count", "true_cells",
-            "true_cells_no_debris", "n_nuclei",
+            "true_cells_no_debris", "true_cells_curated", "n_nuclei",
             "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
             "nuclei_outside_cells"]
@@ -263,7 +279,8 @@ def main(argv=None) -> int:
             for key, column in (("label_free_vs_true_cells", "n_cells"),
                                 ("nuclei_vs_true_cells", "n_nuclei")):
                 for suffix, truth_column in (("", "true_cells"),
-                                             ("_no_debris", "true_cells_no_debris")):
+                                             ("_no_debris", "true_cells_no_debris"),
+                                             ("_curated", "true_cells_curated")):
                     entry[key + suffix] = {
                         **agreement(cells[column], cells[truth_column]),
                         **count_errors(cells[column], cells[truth_column])}
