@@ -162,7 +162,7 @@ def time_onnx(repeats: int) -> dict:
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     import tlseg
-    from tlseg.inference.export import example_input
+    from tlseg.inference.onnx_export import example_input
 
     torch.set_num_threads(2)
     model = tlseg.load_model("tl-cells")

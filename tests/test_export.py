@@ -14,8 +14,9 @@ import tlseg
 from tlseg.cli import main
 from tlseg.cli.main import EXPORT_FORMATS
 from tlseg.config import ModelConfig
-from tlseg.inference import bioimageio, export
-from tlseg.inference.export import FORMATS, TOLERANCE, example_input
+from tlseg.inference import bioimageio, onnx_export
+from tlseg.inference.export import FORMATS
+from tlseg.inference.onnx_export import TOLERANCE, example_input
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_onnx_gives_pytorchs_maps_and_the_json_holds_the_preprocessing(tiny_mode
 
 def test_onnx_that_does_not_match_is_not_written(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # every file now "differs"
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # every file now "differs"
     with pytest.raises(tlseg.TlsegError, match="differ"):
         tlseg.export_model(tiny_model, tmp_path / "tiny.onnx")
     assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,11 @@
 """A model as a BioImage Model Zoo package (``rdf.yaml``, format 0.5).
 
 The package holds the weights as a PyTorch state dict with the network's source, as
-TorchScript and as ONNX (:func:`tlseg.inference.export.export_onnx`, with its check), a
-test input and output made by tlseg, the model card as documentation, the licence, and
-tlseg's preprocessing as JSON (:func:`tlseg.inference.export.preprocessing`): its input
-and output are those of the ONNX file. Needs the ``export`` extra.
+TorchScript and as ONNX (:func:`tlseg.inference.onnx_export.export_onnx`, with its
+check), a test input and output made by tlseg, the model card as documentation, the
+licence, and tlseg's preprocessing as JSON
+(:func:`tlseg.inference.onnx_export.preprocessing`): its input and output are those of
+the ONNX file. Needs the ``export`` extra.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import yaml
 
 from ..errors import TlsegError
 from . import network
-from .export import _CHANNELS, OPSET, _require, example_input, export_onnx
 from .model import Model
+from .onnx_export import _CHANNELS, OPSET, _require, example_input, export_onnx
 
 #: side of the package's test image (canonical-scale pixels)
 TEST_SIZE = 256
