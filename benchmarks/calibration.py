@@ -20,8 +20,8 @@ cell's area with no DNA in them (40 of 220524DS30's 522 annotations, 14 of 20092
 :func:`common.cells_without_debris`), and a fourth, by both masks, also counts an
 annotation holding several annotated nuclei (touching cells: the masks are connected
 components) as that many cells and adds the annotated nuclei no annotation holds
-(``*_vs_cells_curated``, :func:`common.curated_cells`). Reported per field, and over the experiment's
-counted fields: mean |relative error| over fields with >= 20 true objects, mean absolute
+(``*_vs_cells_curated``, :func:`common.curated_cells`). Reported per field, and over the
+experiment's counted fields: mean |relative error| over fields with >= 20 true objects, mean absolute
 error in cells below 20, the largest count / true ratio, the fields within the targets'
 tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias with 95 %
 limits and the paired t-test.
@@ -76,13 +76,7 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
-from common import (
-    WORK,
-    count_errors,
-    true_cells_curated,
-    true_cells_without_debris,
-    update_results,
-)
+from common import WORK, count_errors, true_cell_counts, update_results
 
 import tlseg
 from tlseg.analysis.coverage import flagged
@@ -125,8 +119,7 @@ def count_fields(base, model, src, fields, d):
     for f, n_true, n_cells in zip(fields["field"], fields["n_nuclei"], fields["n_cells"]):
         image = tlseg.read_image(src / "tl" / f"{f}.tif")
         row = {"field": f, "true": int(n_true), "true_cells": int(n_cells),
-               "true_cells_no_debris": true_cells_without_debris(src, f),
-               "true_cells_curated": true_cells_curated(src, f)}
+               **true_cell_counts(src, f)}
         for name, m in (("base", base), ("calibrated", model)):
             labels = m.segment(image, diameter=d)
             row[name] = int(labels.max())
@@ -281,10 +274,8 @@ def main(argv=None) -> int:
                 calib = fields.drop(fields.index[i])["field"].tolist()[: args.k]
                 key = f"{exp} {left['field'].iloc[0]} d={d:.2f}"
                 if key in done:
-                    field = left["field"].iloc[0]
                     rows.append({**done[key]["row"],
-                                 "true_cells_no_debris": true_cells_without_debris(src, field),
-                                 "true_cells_curated": true_cells_curated(src, field)})
+                                 **true_cell_counts(src, left["field"].iloc[0])})
                     folds.append(done[key]["fold"])
                     print(f"{exp} {rows[-1]} (done)", flush=True)
                     continue

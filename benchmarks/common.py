@@ -118,6 +118,40 @@ def stain_halfway(cells: np.ndarray, nuclei: np.ndarray,
     return smooth, float(background + 0.5 * (level - background))
 
 
+def nuclei_per_cell(cells: np.ndarray, nuclei: np.ndarray) -> tuple[np.ndarray, int]:
+    """How many annotated ``nuclei`` lie mostly (half their area or more) in each
+    whole-cell annotation of ``cells`` (indexed by its label), and how many touch no
+    annotation at all.
+
+    >>> cells = np.zeros((20, 20), int); cells[:10] = 1
+    >>> nuclei = np.zeros_like(cells)
+    >>> nuclei[2:4, 2:4] = 1; nuclei[2:4, 8:10] = 2; nuclei[14:16, 2:4] = 3
+    >>> hosts, unoutlined = nuclei_per_cell(cells, nuclei)
+    >>> hosts.tolist(), unoutlined
+    ([0, 2], 1)
+    """
+    from skimage.measure import regionprops
+
+    hosts = np.zeros(int(cells.max(initial=0)) + 1, int)
+    unoutlined = 0
+    for r in regionprops(nuclei):
+        under = cells[r.slice][r.image]
+        under = under[under > 0]
+        if under.size == 0:
+            unoutlined += 1
+        elif under.size >= 0.5 * r.area:
+            hosts[np.bincount(under).argmax()] += 1
+    return hosts, unoutlined
+
+
+def _debris(regions, cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> list[bool]:
+    """Per region of ``cells``: under :data:`DEBRIS_AREA` of the median annotation's area
+    and nowhere stained past :func:`stain_halfway`."""
+    smooth, halfway = stain_halfway(cells, nuclei, stain)
+    small = DEBRIS_AREA * np.median([r.area for r in regions])
+    return [r.area < small and smooth[r.slice][r.image].max() <= halfway for r in regions]
+
+
 def cells_without_debris(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> int:
     """The true cell count of an annotated field with debris left out.
 
@@ -148,18 +182,7 @@ def cells_without_debris(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarra
     regions = regionprops(cells)
     if not regions:
         return 0
-    smooth, halfway = stain_halfway(cells, nuclei, stain)
-    small = DEBRIS_AREA * np.median([r.area for r in regions])
-    debris = sum(r.area < small and smooth[r.slice][r.image].max() <= halfway
-                 for r in regions)
-    return len(regions) - int(debris)
-
-
-def true_cells_without_debris(folder: Path, field: str) -> int:
-    """:func:`cells_without_debris` of one field of a paired set with whole-cell masks
-    (``folder``: ``paired/aisegcell-s10``; its ``cell_labels``, ``nuc_labels`` and ``nuc``)."""
-    return cells_without_debris(*(tifffile.imread(Path(folder) / sub / f"{field}.tif")
-                                  for sub in ("cell_labels", "nuc_labels", "nuc")))
+    return len(regions) - int(sum(_debris(regions, cells, nuclei, stain)))
 
 
 def curated_cells(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> int:
@@ -168,9 +191,10 @@ def curated_cells(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> i
     The aisegcell-s10 whole-cell masks are connected components, so touching cells are one
     annotation, and their annotators left out some cells whose nucleus is annotated; the
     data's cultures hold one nucleus per cell. So each whole-cell annotation counts as
-    many cells as the annotated nuclei that lie mostly in it (at least one), its debris
-    (:func:`cells_without_debris`: small, unstained, holding no annotated nucleus) none,
-    and every annotated nucleus that touches no whole-cell annotation counts one more.
+    many cells as the annotated nuclei that lie mostly in it (at least one,
+    :func:`nuclei_per_cell`), its debris (:func:`cells_without_debris`: small, unstained,
+    holding no annotated nucleus) none, and every annotated nucleus that touches no
+    whole-cell annotation counts one more.
 
     Examples
     --------
@@ -185,31 +209,31 @@ def curated_cells(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> i
     """
     from skimage.measure import regionprops
 
+    hosts, unoutlined = nuclei_per_cell(cells, nuclei)
     regions = regionprops(cells)
-    hosts = np.zeros(int(cells.max(initial=0)) + 1, int)
-    unoutlined = 0
-    for r in regionprops(nuclei):
-        under = cells[r.slice][r.image]
-        under = under[under > 0]
-        if under.size == 0:
-            unoutlined += 1
-        elif under.size >= 0.5 * r.area:
-            hosts[np.bincount(under).argmax()] += 1
     if not regions:
         return unoutlined
-    smooth, halfway = stain_halfway(cells, nuclei, stain)
-    small = DEBRIS_AREA * np.median([r.area for r in regions])
-    count = sum(max(1, hosts[r.label]) for r in regions
-                if hosts[r.label] or not (r.area < small
-                                          and smooth[r.slice][r.image].max() <= halfway))
+    debris = _debris(regions, cells, nuclei, stain)
+    count = sum(max(1, hosts[r.label]) for r, d in zip(regions, debris)
+                if hosts[r.label] or not d)
     return int(count) + unoutlined
 
 
-def true_cells_curated(folder: Path, field: str) -> int:
-    """:func:`curated_cells` of one field of a paired set with whole-cell masks (as
-    :func:`true_cells_without_debris`)."""
-    return curated_cells(*(tifffile.imread(Path(folder) / sub / f"{field}.tif")
-                           for sub in ("cell_labels", "nuc_labels", "nuc")))
+def read_paired(folder: Path, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole-cell mask, nucleus mask and nuclear stain of one field of a paired set
+    with whole-cell masks (``folder``: ``paired/aisegcell-s10``; its ``cell_labels``,
+    ``nuc_labels`` and ``nuc``)."""
+    return tuple(tifffile.imread(Path(folder) / sub / f"{field}.tif")
+                 for sub in ("cell_labels", "nuc_labels", "nuc"))
+
+
+def true_cell_counts(folder: Path, field: str) -> dict:
+    """A paired field's whole-cell truths beside the plain annotation count, read once:
+    ``true_cells_no_debris`` (:func:`cells_without_debris`) and ``true_cells_curated``
+    (:func:`curated_cells`)."""
+    masks = read_paired(folder, field)
+    return {"true_cells_no_debris": cells_without_debris(*masks),
+            "true_cells_curated": curated_cells(*masks)}
 
 
 #: the synthetic confluent monolayers the accuracy and diameter benchmarks score

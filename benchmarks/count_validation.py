@@ -68,10 +68,11 @@ from common import (
     WORK,
     add_out,
     count_errors,
+    nuclei_per_cell,
     quadrants,
+    read_paired,
     stain_halfway,
-    true_cells_curated,
-    true_cells_without_debris,
+    true_cell_counts,
     write_results,
 )
 from scipy import ndimage as ndi
@@ -105,9 +106,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
             shutil.copy(s10 / sub / f"{f.field}.tif", plate / f"paired_{well}_s1_{ch}.tif")
         rows.append({"well": well, "source": "aisegcell-s10", "field": f.field,
                      "acquisition": f.experiment, "true_count": int(f.n_nuclei),
-                     "true_cells": int(f.n_cells),
-                     "true_cells_no_debris": true_cells_without_debris(s10, f.field),
-                     "true_cells_curated": true_cells_curated(s10, f.field)})
+                     "true_cells": int(f.n_cells), **true_cell_counts(s10, f.field)})
     isl = data / "paired" / "isl-phase-dapi"
     tl, nuc = tifffile.imread(isl / "tl" / "A4.tif"), tifffile.imread(isl / "nuc" / "A4.tif")
     for q, pair in enumerate(zip(quadrants(tl), quadrants(nuc))):
@@ -159,13 +158,7 @@ def cell_breakdown(found: np.ndarray, cells: np.ndarray, nuclei: np.ndarray,
     object matches. ``pieces_in_doublets``: the splits and fragments that lie in an
     annotation holding two or more annotated nuclei, touching cells outlined as one."""
     pairs = matched_pairs(cells, found)
-    several = np.zeros(int(cells.max()) + 1, int)  # annotated nuclei mostly in each cell
-    for sl, j in zip(ndi.find_objects(nuclei), range(1, int(nuclei.max()) + 1)):
-        if sl is None:
-            continue
-        under = cells[sl][nuclei[sl] == j]
-        if (under > 0).sum() >= 0.5 * under.size:
-            several[np.bincount(under[under > 0]).argmax()] += 1
+    several, _ = nuclei_per_cell(cells, nuclei)
     matched_true = {t for t, _ in pairs}
     matched_found = {f for _, f in pairs}
     smooth, halfway = stain_halfway(cells, nuclei, stain)
@@ -254,8 +247,7 @@ def main(argv=None) -> int:
     res["nuclei_model_objects_aisegcell_s10"] = parts.to_dict("index")
     parts = pd.DataFrame([{"acquisition": r.acquisition, **cell_breakdown(
         tlseg.read_labels(out / "masks" / f"{r.well}_s1_cells.tif"),
-        *(tifffile.imread(src / sub / f"{r.field}.tif")
-          for sub in ("cell_labels", "nuc_labels", "nuc")))} for r in s10.itertuples()])
+        *read_paired(src, r.field))} for r in s10.itertuples()])
     parts = parts.groupby("acquisition").sum()
     parts.loc["all"] = parts.sum()
     print(parts.to_string())
