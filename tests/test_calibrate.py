@@ -115,6 +115,28 @@ def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
     assert kept == model.config.instances and record["f1_model_settings"] == 1.0
 
 
+def test_a_setting_does_not_move_for_a_cell_or_two_of_one_field():
+    # 60 cells with a nucleus each, one faint object and one small one without: each
+    # move that drops one of them matches one cell better (F1 + 0.008), under the gain a
+    # move needs; the model's own settings stay
+    model = tlseg.Model(ModelConfig(name="t", channels=(8, 16), canonical_diameter=30,
+                                    flows=False))
+    def site(rows):  # rows of 10 cells, then the faint object and the small one
+        cells = [(30 + 60 * i, 30 + 60 * j, 14) for i in range(rows) for j in range(10)]
+        y = 30 + 60 * rows
+        maps = _disc_maps(cells + [(y, 60, 14), (y, 240, 6)], shape=(y + 30, 600))
+        maps[0][y - 25:y + 26, 35:86][maps[1][y - 25:y + 26, 35:86] > 0] = 0.62
+        return maps, np.array([c[:2] for c in cells])
+
+    tuned, record = tune_to_nuclei(model, [site(6)])
+    assert record["match_model_settings"] == [60, 2, 0]
+    assert tuned == model.config.instances and not record["settings_changed"]
+    # the same two objects beside 20 cells weigh enough to move a setting
+    tuned, record = tune_to_nuclei(model, [site(2)])
+    assert record["match_model_settings"] == [20, 2, 0]
+    assert record["settings_changed"]
+
+
 def _disc_maps(discs, shape=(120, 260)):
     """Foreground and distance maps of sharp discs (y, x, radius), canonical pixels."""
     yy, xx = np.mgrid[:shape[0], :shape[1]]
