@@ -42,7 +42,7 @@ _API = {
     "write_table": "io", "imagej_to_labels": "io.imagej", "labels_to_imagej": "io.imagej",
     # inference
     "Model": "inference.model", "load_model": "inference.model",
-    "shipped_models": "inference.model", "set_threads": "inference.runtime",
+    "shipped_models": "inference.folder", "set_threads": "inference.runtime",
     "export_model": "inference.export",
     # analysis
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
@@ -144,7 +144,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         TrainConfig,
     )
     from .inference.export import export_model
-    from .inference.model import Model, load_model, shipped_models
+    from .inference.folder import shipped_models
+    from .inference.model import Model, load_model
     from .inference.runtime import set_threads
     from .io import list_images, read_image, read_labels, write_labels, write_table
     from .io.imagej import imagej_to_labels, labels_to_imagej

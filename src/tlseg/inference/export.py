@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import TlsegError
 from .bioimageio import export_bioimageio
-from .model import Model, shipped_models
+from .folder import shipped_models
+from .model import Model
 from .onnx_export import export_onnx
 
 #: what :func:`export_model` writes

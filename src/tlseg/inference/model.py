@@ -1,35 +1,26 @@
 """A segmentation model: network + settings, and inference on whole images.
 
-A saved model is a folder:
-
-- ``config.yaml``: ``format: 1``, the network and the preprocessing
-  (:class:`~tlseg.config.ModelConfig` less its tuning);
-- ``tuning.yaml``: the settings chosen after training on held-out images or taught ROIs
-  (instance thresholds, diameter calibration, default and taught diameter), which
-  :func:`tlseg.tune` rewrites;
-- ``weights.pt``: a state dict, loaded with ``weights_only=True``;
-- ``README.md`` (the model card) and ``card.yaml`` (its machine-readable facts).
-
-A folder whose ``config.yaml`` has no ``format`` (tlseg 0.1: every setting in it) loads
-too. Shipped models live in ``tlseg/models/<name>/`` inside the package; nothing is
-downloaded.
+:class:`Model` holds a :class:`~tlseg.config.ModelConfig` and its network; it is read
+from and written to a model folder by :mod:`tlseg.inference.folder`. Inference runs the
+checks and preprocessing (:meth:`Model.canonical_maps`), the network over tiles
+(:meth:`Model.predict_maps`), the instances and the non-cell filters at the canonical
+scale, and brings the labels back to the image's size (:meth:`Model.predict_instances`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ..config import ModelConfig
 from ..errors import TlsegError
 from .diameter import estimate_diameter
 from .flat import drop_flat_as_set, field_noise
+from .folder import read_folder, shipped_models, write_folder, write_tuning
 from .labels import raster_order, resize_labels, upsample_labels
 from .network import UNet
 from .postprocess import instances_from_maps
@@ -50,26 +41,6 @@ log = logging.getLogger(__name__)
 #: the maps (5 float32 per pixel) and the post-processing grow with it: at this size the
 #: peak is 3.7 GiB (docs/reliability.md); larger images are refused with a clear message
 MAX_CANONICAL_PIXELS = 8192 * 8192
-
-
-def shipped_models() -> dict[str, Path]:
-    """The models that ship inside the package (no download).
-
-    Returns
-    -------
-    dict of str to Path
-        Model name (``tl-cells``, ``nuclei``) to its folder.
-
-    Examples
-    --------
-    >>> import tlseg
-    >>> sorted(tlseg.shipped_models())
-    ['nuclei', 'tl-cells']
-    """
-    root = Path(str(resources.files("tlseg") / "models"))
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.yaml").is_file()}
 
 
 class Model:
@@ -106,26 +77,9 @@ class Model:
 
     @classmethod
     def from_folder(cls, path) -> Model:
-        """Load a model folder written by :meth:`save` or ``tlseg train``."""
-        path = Path(path)
-        cfg_file, w_file = path / "config.yaml", path / "weights.pt"
-        if not cfg_file.is_file() or not w_file.is_file():
-            raise TlsegError(
-                f"{path}: not a model folder (needs config.yaml and weights.pt); "
-                "train one with `tlseg train` or name a shipped model"
-            )
-        tuning_file = path / "tuning.yaml"
-        try:
-            tuning = yaml.safe_load(tuning_file.read_text()) if tuning_file.is_file() else None
-            config = ModelConfig.from_files(yaml.safe_load(cfg_file.read_text()), tuning)
-            state = torch.load(w_file, map_location="cpu", weights_only=True)
-            net = UNet(config.channels, config.n_outputs)
-            net.load_state_dict(state)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
-            raise TlsegError(f"{path}: cannot load model ({str(exc).splitlines()[0]})") from None
-        card_file = path / "card.yaml"
-        card = yaml.safe_load(card_file.read_text()) if card_file.is_file() else {}
-        return cls(config, net, card)
+        """Load a model folder written by :meth:`save` or ``tlseg train``
+        (:func:`~tlseg.inference.folder.read_folder`)."""
+        return cls(*read_folder(path))
 
     @classmethod
     def load(cls, name_or_path) -> Model:
@@ -138,38 +92,17 @@ class Model:
         raise TlsegError(f"{p}: model folder not found")
 
     def save(self, path, *, card: dict | None = None, card_text: str | None = None) -> None:
-        """Write config.yaml, tuning.yaml, weights.pt, card.yaml and README.md (each
-        atomically)."""
-        from ..io import atomic_path
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """Write the model folder (:func:`~tlseg.inference.folder.write_folder`)."""
         if card is not None:
             self.card = dict(card)
-        with atomic_path(path / "weights.pt") as tmp:
-            torch.save(self.net.state_dict(), tmp)
-        config, _tuning = self.config.to_files()
-        with atomic_path(path / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.save_tuning(path)
-        with atomic_path(path / "card.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
-        if card_text is not None:
-            with atomic_path(path / "README.md") as tmp:
-                tmp.write_text(card_text)
+        write_folder(path, self.config, self.net, self.card, card_text=card_text)
 
     def save_tuning(self, path, *, card: dict | None = None) -> None:
         """Rewrite only the model folder's ``tuning.yaml`` (and ``card.yaml`` when
         ``card`` is given): what re-tuning changes."""
-        from ..io import atomic_path
-
-        path = Path(path)
-        with atomic_path(path / "tuning.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(self.config.to_files()[1], sort_keys=False))
         if card is not None:
             self.card = dict(card)
-            with atomic_path(path / "card.yaml") as tmp:
-                tmp.write_text(yaml.safe_dump(self.card, sort_keys=False, allow_unicode=True))
+        write_tuning(path, self.config, self.card if card is not None else None)
 
     # --- inference ----------------------------------------------------------------
     @torch.inference_mode()
