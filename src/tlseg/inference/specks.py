@@ -25,7 +25,7 @@ halo around it as a phase-contrast cell does.
 :func:`drop_opaque` removes them. Both run at the canonical scale, after the network and
 the flat filter. A field with too little background to measure its noise is left as it is.
 On the real images of ``benchmarks/false_cells.py`` (the ``tl`` train and val splits and
-the 33 aisegcell-s10 fields, 5,858 objects) it drops 2 objects, neither an annotated cell
+the 33 aisegcell-s10 fields, 5,853 objects) it drops 2 objects, neither an annotated cell
 (``docs/decisions.md``, *Speck filter for opaque debris*).
 """
 
