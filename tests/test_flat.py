@@ -174,3 +174,23 @@ def test_a_fibre_running_through_background_is_not_its_texture(seed):
     prob = ndi.binary_dilation(labels > 0, iterations=2).astype(np.float32)
     assert flat_objects(labels, image, prob, None, min_texture=1.3,
                         canonical_diameter=30).tolist() == [True, False]
+
+
+def test_lines_looked_at_near_the_read_objects_are_those_of_the_whole_field():
+    """foreign_lines with ``ids`` measures the distance in a window around the lines
+    near those objects; near them it marks what the whole field's lines mark."""
+    from tlseg.inference.flat import LINE_REACH, detail, foreign_lines
+
+    f = synthetic_field((300, 300), diameter=30, n_cells=15, seed=5)
+    image = f["tl"].astype(np.float32)
+    yy, xx = np.mgrid[:300, :300]
+    image[np.abs(yy - 150 - 30 * np.sin(xx / 30)) < 2] *= 0.4  # a fibre across
+    image[np.abs(xx - 40 - 10 * np.cos(yy / 20)) < 2] *= 0.4  # and another
+    labels = f["labels"].astype(np.int32)
+    fine = detail(image)
+    whole = foreign_lines(labels, fine, 2.0, canonical_diameter=30)
+    for ids in (np.array([1, 2, 3]), np.arange(4, labels.max() + 1)):
+        near = ndi.binary_dilation(np.isin(labels, ids), iterations=LINE_REACH)
+        some = foreign_lines(labels, fine, 2.0, canonical_diameter=30, ids=ids)
+        assert np.array_equal(some[near], whole[near])
+    assert whole.any()
