@@ -7,7 +7,14 @@ import torch
 from scipy import ndimage as ndi
 
 from tlseg.config import InstanceConfig
-from tlseg.inference.flat import drop_flat, drop_flat_as_set, flat_objects
+from tlseg.inference.flat import (
+    LINE_REACH,
+    detail,
+    drop_flat,
+    drop_flat_as_set,
+    flat_objects,
+    foreign_lines,
+)
 from tlseg.synthetic import synthetic_field
 from tlseg.training.structures import structure_relief
 
@@ -179,8 +186,6 @@ def test_a_fibre_running_through_background_is_not_its_texture(seed):
 def test_lines_looked_at_near_the_read_objects_are_those_of_the_whole_field():
     """foreign_lines with ``ids`` measures the distance in a window around the lines
     near those objects; near them it marks what the whole field's lines mark."""
-    from tlseg.inference.flat import LINE_REACH, detail, foreign_lines
-
     f = synthetic_field((300, 300), diameter=30, n_cells=15, seed=5)
     image = f["tl"].astype(np.float32)
     yy, xx = np.mgrid[:300, :300]
