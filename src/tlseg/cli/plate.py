@@ -223,8 +223,7 @@ def _calibrate(args) -> int:
     print(f"  labels: {lab['cells_kept']} training cells from {lab['nuclei']} nuclei, "
           f"{lab['known_fraction']:.0%} of the pixels known (label-free cells split at "
           f"their nuclei: {lab['cells_split']}; cells seeded at packed nuclei that no "
-          f"label-free cell holds: {lab.get('cells_seeded', 0)}; pieces without a nucleus "
-          f"joined to the cell they touch: {lab.get('pieces_joined', 0)})")
+          f"label-free cell holds: {lab.get('cells_seeded', 0)})")
     if "before" in c:
         for when in ("before", "after"):
             s = c[when]

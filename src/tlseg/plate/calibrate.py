@@ -4,7 +4,7 @@
 A lab images one plate with a nuclear stain; the stain is free supervision. On the
 calibration wells both models run, and their agreement becomes training labels with no
 human input (:func:`tlseg.plate.nucleus_labels.calibration_labels`: a cell holding one
-nucleus stays a cell, with the pieces holding none that touch it alone; an object far from every nucleus is background; a cell holding
+nucleus stays a cell; an object far from every nucleus is background; a cell holding
 several is split at them; where packed nuclei lie outside every cell, as in a confluent
 monolayer the model reads as background, each gets the region nearer to it than to any
 other; the rest is unknown to the loss).
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
+from ..analysis.measure import centres_per_cell, nucleus_centres
 from ..config import TEACH_MODES, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
@@ -45,7 +45,7 @@ from .layout import (
     split_well,
 )
 from .nuclei_tuning import tune_instances
-from .nucleus_labels import calibration_labels, join_pieces, nucleus_homes
+from .nucleus_labels import calibration_labels, nucleus_homes
 from .run import plate_diameter
 from .validate import agreement
 
@@ -254,7 +254,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
              ", ".join(calib_wells), d, nd)
     canon = base.config.canonical_diameter
     samples, make_up = [], {"sites": 0, "nuclei": 0, "cells_kept": 0, "cells_split": 0,
-                            "cells_seeded": 0, "pieces_joined": 0, "background_fraction": 0.0,
+                            "cells_seeded": 0, "background_fraction": 0.0,
                             "known_fraction": 0.0}
     centres = []  # nucleus centres per calibration site, input pixels
     for key, image, stain in pairs:
@@ -266,8 +266,6 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         make_up["nuclei"] += len(centres[-1])
         make_up["cells_kept"] += len(np.unique(labels[labels > 0]))
         make_up["cells_split"] += int((centres_per_cell(cells, centres[-1])[1:] >= 2).sum())
-        make_up["pieces_joined"] += int(np.count_nonzero(
-            join_pieces(cells, nuclei_per_cell(cells, nuclei))))
         # a seeded cell holds the centre of the nucleus it was seeded at, outside every
         # label-free cell
         _, yx, home = nucleus_homes(cells, nuclei)

@@ -1,10 +1,7 @@
 """Training labels from a plate's own label-free cells and nuclear stain, with no human
 input: what :func:`tlseg.calibrate` learns from (:func:`calibration_labels`).
 
-- a label-free cell holding exactly one nucleus stays a cell, and so do the pieces that
-  hold no nucleus and touch that cell and no other that holds one: a cell the model cut
-  in two, or a protrusion read as a cell of its own, is learnt whole
-  (:func:`join_pieces`);
+- a label-free cell holding exactly one nucleus stays a cell;
 - a label-free object holding no nucleus and lying entirely farther than one cell
   diameter from every nucleus is background (debris, structures, well edges), and so is
   every other pixel that far from every nucleus;
@@ -42,8 +39,7 @@ OPEN_RIM = 0.25
 
 
 def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float,
-                       split: bool = True, seed: bool = True, join: bool = True
-                       ) -> np.ndarray:
+                       split: bool = True, seed: bool = True) -> np.ndarray:
     """Training labels from label-free cells and nuclei (see the module docstring).
 
     Parameters
@@ -59,9 +55,6 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
     seed : bool
         Give each nucleus outside every label-free object a cell (:func:`seed_missed`);
         without, what lies near it is unknown.
-    join : bool
-        Join the pieces without a nucleus to the one-nucleus cell they touch
-        (:func:`join_pieces`); without, they are unknown.
 
     Returns
     -------
@@ -90,14 +83,6 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
         labels[np.isin(cells, np.concatenate([doubtful, several]))] = UNKNOWN
     keep = np.isin(cells, one)
     labels[keep] = cells[keep]
-    if join and len(one):
-        # a piece holding part of a nucleus whose centre lies outside every object is
-        # that missed cell's, which the seeding below outlines
-        ids_n, _, home = nucleus_homes(cells, nuclei)
-        lost = np.isin(nuclei, ids_n[home == 0]) & (cells > 0)
-        host = join_pieces(cells, counts, apart=np.unique(cells[lost]) if seed else ())
-        joined = host[cells] > 0
-        labels[joined] = host[cells[joined]]
     if split and len(several):
         parts = split_at_nuclei(np.where(np.isin(cells, several), cells, 0), nuclei)
         inside = parts > 0
@@ -107,56 +92,6 @@ def calibration_labels(cells: np.ndarray, nuclei: np.ndarray, *, diameter: float
         new = missed > 0
         labels[new] = missed[new] + int(labels.max(initial=0))
     return labels
-
-
-def join_pieces(cells: np.ndarray, counts: np.ndarray, apart=()) -> np.ndarray:
-    """The cell each piece without a nucleus belongs to: per label-free object (index =
-    id), the id of the object holding exactly one nucleus that it touches (4-connected),
-    alone or through other such pieces, and no other object holding a nucleus; 0 for
-    every other object. A piece touching two cells with nuclei, or one with several, is
-    left out: it may be a cell whose nucleus was not found.
-
-    ``counts``: nuclei per object, as :func:`~tlseg.analysis.measure.nuclei_per_cell`
-    gives them; ``apart``: ids of pieces never to join.
-
-    Examples
-    --------
-    A cell cut in three (its nucleus in the middle part) beside a piece that touches two
-    cells with nuclei:
-
-    >>> cells = np.array([[1, 2, 3, 0, 4, 5, 6]])
-    >>> counts = np.array([0, 0, 1, 0, 1, 0, 1])
-    >>> join_pieces(cells, counts).tolist()
-    [0, 2, 0, 2, 0, 0, 0]
-    """
-    n = len(counts)
-    pairs = []
-    for a, b in ((cells[:, :-1], cells[:, 1:]), (cells[:-1], cells[1:])):
-        m = (a != b) & (a > 0) & (b > 0)
-        pairs.append(np.stack([a[m], b[m]], axis=1))
-    pairs = np.unique(np.concatenate(pairs), axis=0) if len(pairs) else np.zeros((0, 2), int)
-    pairs = np.concatenate([pairs, pairs[:, ::-1]])  # both directions
-    ids = np.arange(n)
-    group = np.where(counts == 1, ids, 0)  # the one-nucleus cell an object belongs to
-    group[0] = 0
-    free = (counts == 0) & (ids > 0)
-    blocked = np.zeros(n, bool)  # pieces touching a cell with several nuclei
-    several = counts >= 2
-    blocked[pairs[several[pairs[:, 1]], 0]] = True
-    blocked[np.asarray(apart, dtype=np.int64)] = True
-    while True:
-        # the groups each still unjoined piece touches
-        touch = pairs[free[pairs[:, 0]] & (group[pairs[:, 0]] == 0) & (group[pairs[:, 1]] > 0)]
-        if len(touch) == 0:
-            break
-        touch = np.unique(np.stack([touch[:, 0], group[touch[:, 1]]], axis=1), axis=0)
-        piece, hits = np.unique(touch[:, 0], return_counts=True)
-        alone = piece[(hits == 1) & ~blocked[piece]]
-        if len(alone) == 0:
-            break
-        lut = dict(map(tuple, touch))
-        group[alone] = [lut[p] for p in alone]
-    return np.where(free, group, 0)
 
 
 def nucleus_homes(cells: np.ndarray,
@@ -281,5 +216,5 @@ def nucleus_match(cells: np.ndarray, centres: np.ndarray) -> np.ndarray:
                      per[0] + np.clip(per[1:] - 1, 0, None).sum()], np.int64)
 
 
-__all__ = ["calibration_labels", "join_pieces", "nucleus_homes", "nucleus_match", "seed_missed",
+__all__ = ["calibration_labels", "nucleus_homes", "nucleus_match", "seed_missed",
            "split_at_nuclei"]
