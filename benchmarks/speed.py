@@ -23,7 +23,12 @@ on a 1024² canonical-scale input, in PyTorch, in PyTorch with BatchNorm folded 
 convolutions, and exported to ONNX in onnxruntime, 2 threads each, interleaved; median
 seconds and the speed-up over PyTorch (docs/export.md), under the key ``onnx``.
 
-Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``);
+Size limit (``--limit-only``): peak memory and time of one field at the largest size
+tlseg segments, 8192² at the canonical scale (a 1024² synthetic brightfield field tiled
+8 x 8, diameter given), measured as the size rows are (key ``limit``).
+
+Results: ``benchmarks/results/speed.json`` (the nuclei timings under ``nuclei``; a full
+run keeps the entries of the ``--...-only`` runs);
 the Cellpose 3 rows also go to ``benchmarks/results/peers.json`` (key ``speed``).
 ``--nuclei-only`` times only the nuclei model and rewrites only that key.
 ``--uncounted-texture-only`` times the check for missed cells
@@ -53,6 +58,8 @@ import tifffile
 from common import REPO, add_out, results_path, stamp, update_results, write_results
 
 CELLPOSE_PY = REPO / "benchmarks" / ".venv-cellpose" / "bin" / "python"
+#: the keys of speed.json that only their own ``--...-only`` run rewrites
+PART_KEYS = ("structure_filter", "uncounted_texture", "onnx", "limit")
 NUCLEUS_DIAMETER = 14.0
 
 
@@ -66,6 +73,7 @@ def _child(argv) -> int:
     model = tlseg.load_model("tl-cells")
     image = tlseg.read_image(path)
     load_s = time.perf_counter() - t0
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -74,7 +82,7 @@ def _child(argv) -> int:
         times.append(time.perf_counter() - t)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"times": times, "load_s": load_s, "peak_rss_mb": rss_mb,
-                      "n_cells": det["n_cells"]}))
+                      "rss_before_mb": rss_before_mb, "n_cells": det["n_cells"]}))
     return 0
 
 
@@ -117,6 +125,30 @@ def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
               f"{r['tlseg_auto_diameter']['s_per_megapixel']:>12.3f} {r['tlseg']['peak_rss_mb']:>7} "
               f"{cp.get('s_per_megapixel', float('nan')):>14.3f} {r.get('speedup_vs_cellpose', float('nan')):>9.2f}")
     return rows
+
+
+#: the field at the largest size tlseg segments (``MAX_CANONICAL_PIXELS``, 8192² at the
+#: canonical scale): a 1024² synthetic brightfield field with 30 px cells, tiled 8 x 8
+LIMIT_TILE, LIMIT_TILES = 1024, 8
+
+
+def measure_limit() -> dict:
+    """Peak memory and time of segmenting one field at the size limit (:data:`LIMIT_TILE`
+    x :data:`LIMIT_TILES`, diameter given: 30 px, so no rescaling), as the size rows are
+    measured: in a fresh process that loads ``tl-cells``, reads the TIFF, segments it and
+    writes the labels; also the process's peak before segmenting."""
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Path(tmp) / "limit.tif"
+        subprocess.run([sys.executable, __file__, "--make-limit", str(img)], check=True)
+        r = _run([sys.executable, __file__, "--child", str(img), "1", "30"])
+    side = LIMIT_TILE * LIMIT_TILES
+    row = {"field": f"{LIMIT_TILE}² synthetic brightfield field (30 px cells) tiled "
+                    f"{LIMIT_TILES} x {LIMIT_TILES}", "size": side,
+           "megapixels": round(side * side / 1e6, 1), "s_per_image": round(r["times"][0], 1),
+           "peak_rss_mb": round(r["peak_rss_mb"]),
+           "rss_before_segmenting_mb": round(r["rss_before_mb"]), "n_cells": r["n_cells"]}
+    print(json.dumps(row))
+    return row
 
 
 def time_nuclei(model_names, repeats: int) -> dict:
@@ -292,11 +324,18 @@ def main(argv=None) -> int:
                       help="time the check for missed cells against segmenting (sizes "
                            "1024 and 2048 unless --sizes); rewrite only the "
                            "'uncounted_texture' key")
+    part.add_argument("--limit-only", action="store_true",
+                      help="peak memory and time of one field at the size limit (8192² at "
+                           "the canonical scale); rewrite only the 'limit' key")
     part.add_argument("--onnx-only", action="store_true",
                       help="time only the network in PyTorch vs onnxruntime (needs "
                            "'tlseg[export]'); rewrite only the 'onnx' key")
     add_out(p, "speed", " (and peers.json's 'speed')")
     args = p.parse_args(argv)
+    if args.limit_only:
+        limit = measure_limit()
+        print(f"written {update_results('speed', ('limit',), limit, argv=argv, out=args.out)}")
+        return 0
     if args.onnx_only:
         onnx = time_onnx(max(args.repeats, 7))
         print(f"written {update_results('speed', ('onnx',), onnx, argv=argv, out=args.out)}")
@@ -318,14 +357,16 @@ def main(argv=None) -> int:
         return 0
     rows = time_tl_cells(args.sizes, args.repeats, not args.no_cellpose)
     path = results_path("speed", args.out)
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    # the entries the --...-only runs write, each with its own date and command, are kept
+    kept = {k: stored[k] for k in PART_KEYS if k in stored}
     if args.skip_nuclei:
-        stored = json.loads(path.read_text()) if path.is_file() else {}
         nuclei = {"nuclei": stored["nuclei"]} if "nuclei" in stored else {}
     else:
         nuclei = {"nuclei": {**stamp(argv),
                              **time_nuclei(args.nuclei_models, args.nuclei_repeats)}}
     out = write_results("speed", argv=argv, out=args.out,
-                        payload={"threads": 2, "rows": rows, **nuclei})
+                        payload={"threads": 2, "rows": rows, **nuclei, **kept})
     print(f"written {out}")
     if all("cellpose3" in r for r in rows) and rows:
         peers_out = (None if args.out is None or out.resolve() == results_path("speed")
@@ -342,6 +383,13 @@ if __name__ == "__main__":
 
         n = int(sys.argv[3])
         tifffile.imwrite(sys.argv[2], synthetic_field((n, n), diameter=30, seed=n)["tl"])
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--make-limit":
+        from tlseg import synthetic_field
+
+        tile = synthetic_field((LIMIT_TILE, LIMIT_TILE), diameter=30, modality="brightfield",
+                               seed=1)["tl"]
+        tifffile.imwrite(sys.argv[2], np.tile(tile, (LIMIT_TILES, LIMIT_TILES)))
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[2:]))
