@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
 from .flows import flow_coherence
 from .postprocess import keep_objects
@@ -95,7 +96,8 @@ def foreign_lines(labels: np.ndarray, fine: np.ndarray, noise: float, *,
     from every object, and those within ``LINE_REACH`` of them (module docstring): what
     :func:`interior_texture` leaves out. With ``ids``, only the lines within
     ``LINE_REACH`` of those objects are looked at (the others cannot reach their
-    insides), and the distance from the objects is measured only around them.
+    insides). The distance from every object is found with a k-d tree over the objects'
+    rims (``scipy.spatial.cKDTree``), for the lines' pixels only.
 
     >>> labels = np.zeros((40, 90), np.int32)
     >>> labels[10:30, 10:30] = 1
@@ -113,25 +115,32 @@ def foreign_lines(labels: np.ndarray, fine: np.ndarray, noise: float, *,
     parts, n = ndi.label(dark, structure=np.ones((3, 3)))
     if n == 0:
         return dark
-    near = labels > 0 if ids is None else np.isin(labels, ids)
+    objects = labels > 0
+    near = objects if ids is None else np.isin(labels, ids)
     lines = np.unique(parts[ndi.binary_dilation(near, iterations=LINE_REACH) & dark])
     lines = lines[lines > 0]
     foreign = np.zeros(n + 1, bool)
     if lines.size:
-        # the distance to the nearest object, in a window around these lines reaching
-        # as far beyond them as a foreign line must: nearer objects all lie in it
+        # a line is foreign where one of its pixels outside the objects lies at `reach`
+        # or more from every object pixel; the nearest object pixel is always on an
+        # object's rim, so only the rims are searched
         reach = LINE_REACH_OUT * canonical_diameter
-        pad = int(np.ceil(reach)) + 1
-        every = ndi.find_objects(parts)
-        boxes = [every[i - 1] for i in lines]
-        window = tuple(slice(max(min(b[k].start for b in boxes) - pad, 0),
-                             min(max(b[k].stop for b in boxes) + pad, labels.shape[k]))
-                       for k in range(2))
-        free = labels[window] == 0
-        away = (ndi.distance_transform_edt(free) if not free.all()
-                else np.full(free.shape, np.inf))
-        foreign[lines] = np.asarray(ndi.maximum(away, parts[window], lines)) >= reach
-    return ndi.binary_dilation(foreign[parts], iterations=LINE_REACH)
+        ys, xs = np.nonzero(np.isin(parts, lines) & ~objects)
+        rims = np.argwhere(objects & ~ndi.binary_erosion(objects, border_value=1))
+        if rims.size == 0:
+            far = np.ones(ys.size, bool)
+        else:
+            distance, _ = cKDTree(rims).query(np.column_stack([ys, xs]),
+                                              distance_upper_bound=reach + 1)
+            far = distance >= reach
+        foreign[np.unique(parts[ys[far], xs[far]])] = True
+    out = foreign[parts]
+    rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+    if rows.size:  # grown by LINE_REACH, in the box around the foreign lines only
+        box = (slice(max(rows[0] - LINE_REACH, 0), rows[-1] + LINE_REACH + 1),
+               slice(max(cols[0] - LINE_REACH, 0), cols[-1] + LINE_REACH + 1))
+        out[box] = ndi.binary_dilation(out[box], iterations=LINE_REACH)
+    return out
 
 
 def interior_texture(labels: np.ndarray, fine: np.ndarray, ids: np.ndarray | None = None,
