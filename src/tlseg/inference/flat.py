@@ -116,7 +116,12 @@ def foreign_lines(labels: np.ndarray, fine: np.ndarray, noise: float, *,
     if n == 0:
         return dark
     objects = labels > 0
-    near = objects if ids is None else np.isin(labels, ids)
+    if ids is None:
+        near = objects
+    else:  # a look-up table: np.isin would hold int64 copies of the field
+        chosen = np.zeros(int(labels.max(initial=0)) + 1, bool)
+        chosen[ids] = True
+        near = chosen[labels]
     lines = np.unique(parts[ndi.binary_dilation(near, iterations=LINE_REACH) & dark])
     lines = lines[lines > 0]
     foreign = np.zeros(n + 1, bool)
@@ -125,7 +130,9 @@ def foreign_lines(labels: np.ndarray, fine: np.ndarray, noise: float, *,
         # or more from every object pixel; the nearest object pixel is always on an
         # object's rim, so only the rims are searched
         reach = LINE_REACH_OUT * canonical_diameter
-        ys, xs = np.nonzero(np.isin(parts, lines) & ~objects)
+        on_line = np.zeros(n + 1, bool)
+        on_line[lines] = True
+        ys, xs = np.nonzero(on_line[parts] & ~objects)
         rims = np.argwhere(objects & ~ndi.binary_erosion(objects, border_value=1))
         if rims.size == 0:
             far = np.ones(ys.size, bool)
