@@ -5,13 +5,15 @@ Run::
     python benchmarks/speed.py            # sizes 1024 2048 4096, then the nuclei model
 
 For each size a synthetic phase-contrast field (cells 30 px across, so neither tool
-rescales) is written to a temporary TIFF. Each measurement runs in a fresh process:
-tl-cells (``tlseg.load_model`` + ``Model.predict_instances`` + ``tlseg.write_labels``,
-what ``tlseg segment`` does per image; diameter given, then estimated) and Cellpose 3
+rescales) is written to a temporary TIFF. Each measurement is one timed call in a fresh
+process, after an untimed warm-up on a 256² image: tl-cells (``tlseg.load_model`` +
+``Model.predict_instances`` + ``tlseg.write_labels``, what ``tlseg segment`` does per
+image; diameter given, then estimated) and Cellpose 3
 (``benchmarks/peers/cellpose_speed.py`` in its own venv, cyto-style network, diameter
-30), each after an untimed warm-up on a 256² image. Reported: median seconds per image
-over repeats (1 at 4096²), seconds per megapixel, peak RSS of
-the process, and the Cellpose / tlseg time ratio.
+30). The three take turns for ``--repeats`` rounds (1 at 4096²), so that load on the
+shared machine affects them alike. Reported: median seconds per image over the rounds,
+seconds per megapixel, the highest peak RSS of the rounds' processes, and the Cellpose /
+tlseg time ratio.
 
 Nuclei: a synthetic 1024² nuclear-stain site (``tlseg.synthetic_field``, 150 cells,
 nuclei ~14 px) is segmented at its known nucleus diameter by each of
@@ -109,19 +111,32 @@ def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
             subprocess.run([sys.executable, __file__, "--make", str(img), str(size)], check=True)
             mp = size * size / 1e6
             reps = repeats if size <= 2048 else 1
-            row = {"size": size, "megapixels": round(mp, 2)}
-            for label, diam in (("tlseg", "30"), ("tlseg_auto_diameter", "auto")):
-                r = _run([sys.executable, __file__, "--child", str(img), str(reps), diam])
-                med = float(np.median(r["times"]))
+            # one timed call a process, the tools in turn, so that load on the machine
+            # affects them alike; the median over the rounds
+            runs = {"tlseg": [], "tlseg_auto_diameter": []}
+            with_cellpose = cellpose and CELLPOSE_PY.exists()
+            if with_cellpose:
+                runs["cellpose3"] = []
+            for _ in range(reps):
+                for label, diam in (("tlseg", "30"), ("tlseg_auto_diameter", "auto")):
+                    runs[label].append(_run([sys.executable, __file__, "--child", str(img),
+                                             "1", diam]))
+                if with_cellpose:
+                    runs["cellpose3"].append(_run(
+                        [str(CELLPOSE_PY), str(REPO / "benchmarks/peers/cellpose_speed.py"),
+                         "--image", str(img), "--repeats", "1", "--threads", "2"]))
+            row = {"size": size, "megapixels": round(mp, 2), "rounds": reps}
+            for label, rs in runs.items():
+                times = [r["seconds_per_image"] if label == "cellpose3" else r["times"][0]
+                         for r in rs]
+                med = float(np.median(times))
                 row[label] = {"s_per_image": round(med, 3), "s_per_megapixel": round(med / mp, 3),
-                              "peak_rss_mb": round(r["peak_rss_mb"]), "n_cells": r["n_cells"]}
-            if cellpose and CELLPOSE_PY.exists():
-                r = _run([str(CELLPOSE_PY), str(REPO / "benchmarks/peers/cellpose_speed.py"),
-                          "--image", str(img), "--repeats", str(reps), "--threads", "2"])
-                med = float(r["seconds_per_image"])
-                row["cellpose3"] = {"s_per_image": round(med, 3), "s_per_megapixel": round(med / mp, 3),
-                                    "peak_rss_mb": round(r["peak_rss_mb"])}
-                row["speedup_vs_cellpose"] = round(med / row["tlseg"]["s_per_image"], 2)
+                              "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs))}
+                if label != "cellpose3":
+                    row[label]["n_cells"] = rs[0]["n_cells"]
+            if with_cellpose:
+                row["speedup_vs_cellpose"] = round(row["cellpose3"]["s_per_image"]
+                                                   / row["tlseg"]["s_per_image"], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\n{'size':>6} {'tlseg s/MP':>11} {'auto-d s/MP':>12} {'RSS MB':>7} {'Cellpose s/MP':>14} {'speed-up':>9}")
