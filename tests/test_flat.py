@@ -8,7 +8,9 @@ from scipy import ndimage as ndi
 
 from tlseg.config import InstanceConfig
 from tlseg.inference.flat import (
+    LINE_DARKNESS,
     LINE_REACH,
+    LINE_REACH_OUT,
     detail,
     drop_flat,
     drop_flat_as_set,
@@ -184,8 +186,8 @@ def test_a_fibre_running_through_background_is_not_its_texture(seed):
 
 
 def test_lines_looked_at_near_the_read_objects_are_those_of_the_whole_field():
-    """foreign_lines with ``ids`` measures the distance in a window around the lines
-    near those objects; near them it marks what the whole field's lines mark."""
+    """foreign_lines with ``ids`` looks only at the lines near those objects; near them
+    it marks what the whole field's lines mark."""
     f = synthetic_field((300, 300), diameter=30, n_cells=15, seed=5)
     image = f["tl"].astype(np.float32)
     yy, xx = np.mgrid[:300, :300]
@@ -199,3 +201,58 @@ def test_lines_looked_at_near_the_read_objects_are_those_of_the_whole_field():
         some = foreign_lines(labels, fine, 2.0, canonical_diameter=30, ids=ids)
         assert np.array_equal(some[near], whole[near])
     assert whole.any()
+
+
+def _foreign_lines_by_definition(labels, fine, noise, canonical_diameter):
+    """The lines of dark pixels that come within LINE_REACH steps of an object and have a
+    pixel LINE_REACH_OUT diameters or more from every object (a distance transform of
+    the whole field), grown by LINE_REACH."""
+    parts, n = ndi.label(fine < -LINE_DARKNESS * noise, structure=np.ones((3, 3)))
+    away = ndi.distance_transform_edt(labels == 0)
+    far = np.zeros(n + 1, bool)
+    far[np.unique(parts[away >= LINE_REACH_OUT * canonical_diameter])] = True
+    near = np.zeros(n + 1, bool)
+    steps = ndi.distance_transform_cdt(labels == 0, metric="taxicab")
+    near[np.unique(parts[steps <= LINE_REACH])] = True
+    far &= near
+    far[0] = False
+    return ndi.binary_dilation(far[parts], iterations=LINE_REACH)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_foreign_lines_are_those_of_their_definition(seed):
+    """The k-d tree over the objects' rims finds the lines a distance transform of the
+    whole field finds: fibres across, short scratches, specks, near cells and far."""
+    rng = np.random.default_rng(seed)
+    f = synthetic_field((320, 280), diameter=24, n_cells=int(rng.integers(5, 25)), seed=seed)
+    image = f["tl"].astype(np.float32)
+    yy, xx = np.mgrid[:320, :280]
+    for _ in range(3):
+        a, p, y0 = rng.uniform(5, 40), rng.uniform(15, 60), rng.uniform(0, 320)
+        x0, x1 = sorted(rng.uniform(0, 280, 2))
+        line = (np.abs(yy - y0 - a * np.sin(xx / p)) < rng.uniform(1, 2.5)) & (xx >= x0) & (xx <= x1)
+        image[line] *= 0.4
+    for y, x in rng.uniform(0, 280, (10, 2)):
+        image[np.hypot(yy - y, xx - x) < 2] *= 0.4
+    labels = f["labels"].astype(np.int32)
+    fine = detail(image)
+    mine = foreign_lines(labels, fine, 2.0, canonical_diameter=24)
+    assert np.array_equal(mine, _foreign_lines_by_definition(labels, fine, 2.0, 24))
+    assert mine.any()
+
+
+def test_a_line_is_foreign_from_exactly_half_a_cell_away():
+    """Lines running straight and diagonally out of an object: foreign where their far
+    end lies half a canonical diameter (12 px here) or more from it, Euclidean."""
+    labels = np.zeros((200, 400), np.int32)
+    fine = np.zeros(labels.shape)
+    lengths = {1: ("across", 11), 2: ("across", 12), 3: ("diagonal", 8), 4: ("diagonal", 9)}
+    for i, (way, k) in lengths.items():
+        y, x = 60, 20 + (i - 1) * 90
+        labels[y:y + 20, x:x + 20] = i
+        for step in range(1, k + 1):  # from the object's right edge, or its lower corner
+            fine[(y + 10, x + 19 + step) if way == "across" else (y + 19 + step, x + 19 + step)] = -10
+    out = foreign_lines(labels, fine, 1.0, canonical_diameter=24)
+    ends = [out[60 + 10, 20 + 19 + 11], out[60 + 10, 110 + 19 + 12],
+            out[60 + 19 + 8, 200 + 19 + 8], out[60 + 19 + 9, 290 + 19 + 9]]
+    assert [bool(e) for e in ends] == [False, True, False, True]
