@@ -6,7 +6,9 @@ Run::
 
 For each size a synthetic phase-contrast field (cells 30 px across, so neither tool
 rescales) is written to a temporary TIFF. Each measurement is one timed call in a fresh
-process, after an untimed warm-up on a 256² image: tl-cells (``tlseg.load_model`` +
+process, after an untimed warm-up (tl-cells: the image's top-left 1024², the size of
+its tiles, so that the network's convolutions are set up for them; Cellpose 3: a 256²
+image, more than its 224² tiles): tl-cells (``tlseg.load_model`` +
 ``Model.predict_instances`` + ``tlseg.write_labels``, what ``tlseg segment`` does per
 image; diameter given, then estimated) and Cellpose 3
 (``benchmarks/peers/cellpose_speed.py`` in its own venv, cyto-style network, diameter
@@ -64,12 +66,12 @@ CELLPOSE_PY = REPO / "benchmarks" / ".venv-cellpose" / "bin" / "python"
 #: the keys of speed.json that only their own ``--...-only`` run rewrites
 PART_KEYS = ("structure_filter", "uncounted_texture", "onnx", "limit")
 NUCLEUS_DIAMETER = 14.0
-WARM_UP = 256  # px a side of the untimed first call in each timing process
+WARM_UP = 1024  # px a side of the untimed first call in each timing process (a tile)
 
 
 def _child(argv) -> int:
     """Run in a fresh process: segment one image `repeats` times after an untimed
-    warm-up on its top-left ``WARM_UP``² pixels (as the Cellpose script does), print
+    warm-up on its top-left ``WARM_UP``² pixels (the Cellpose script warms up too), print
     timings as JSON."""
     import tlseg
 
