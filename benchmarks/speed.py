@@ -6,9 +6,8 @@ Run::
 
 For each size a synthetic phase-contrast field (cells 30 px across, so neither tool
 rescales) is written to a temporary TIFF. Each measurement is one timed call in a fresh
-process, after an untimed warm-up (tl-cells: the image's top-left 1024², the size of
-its tiles, so that the network's convolutions are set up for them; Cellpose 3: a 256²
-image, more than its 224² tiles): tl-cells (``tlseg.load_model`` +
+process, after an untimed call on the same image, so that each is the time per image of a
+run that has started (a folder or a plate): tl-cells (``tlseg.load_model`` +
 ``Model.predict_instances`` + ``tlseg.write_labels``, what ``tlseg segment`` does per
 image; diameter given, then estimated) and Cellpose 3
 (``benchmarks/peers/cellpose_speed.py`` in its own venv, cyto-style network, diameter
@@ -66,13 +65,11 @@ CELLPOSE_PY = REPO / "benchmarks" / ".venv-cellpose" / "bin" / "python"
 #: the keys of speed.json that only their own ``--...-only`` run rewrites
 PART_KEYS = ("structure_filter", "uncounted_texture", "onnx", "limit")
 NUCLEUS_DIAMETER = 14.0
-WARM_UP = 1024  # px a side of the untimed first call in each timing process (a tile)
 
 
 def _child(argv) -> int:
-    """Run in a fresh process: segment one image `repeats` times after an untimed
-    warm-up on its top-left ``WARM_UP``² pixels (the Cellpose script warms up too), print
-    timings as JSON."""
+    """Run in a fresh process: segment one image once untimed, then `repeats` times
+    timed; print the timings as JSON."""
     import tlseg
 
     path, repeats, diameter = argv[0], int(argv[1]), argv[2]
@@ -83,7 +80,7 @@ def _child(argv) -> int:
     load_s = time.perf_counter() - t0
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     diameter = None if diameter == "auto" else float(diameter)
-    model.predict_instances(image[:WARM_UP, :WARM_UP], diameter=diameter)  # untimed
+    model.predict_instances(image, diameter=diameter)  # untimed: set-up, first faults
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -126,10 +123,11 @@ def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
                 if with_cellpose:
                     runs["cellpose3"].append(_run(
                         [str(CELLPOSE_PY), str(REPO / "benchmarks/peers/cellpose_speed.py"),
-                         "--image", str(img), "--repeats", "1", "--threads", "2"]))
+                         "--image", str(img), "--repeats", "2", "--threads", "2"]))
             row = {"size": size, "megapixels": round(mp, 2), "rounds": reps}
             for label, rs in runs.items():
-                times = [r["seconds_per_image"] if label == "cellpose3" else r["times"][0]
+                # Cellpose's script warms up on a 256² image: its first call is untimed here
+                times = [r["seconds"][-1] if label == "cellpose3" else r["times"][0]
                          for r in rs]
                 med = float(np.median(times))
                 row[label] = {"s_per_image": round(med, 3), "s_per_megapixel": round(med / mp, 3),
