@@ -156,8 +156,9 @@ LIMIT_TILE, LIMIT_TILES = 1024, 8
 def measure_limit() -> dict:
     """Peak memory and time of segmenting one field at the size limit (:data:`LIMIT_TILE`
     x :data:`LIMIT_TILES`, diameter given: 30 px, so no rescaling), as the size rows are
-    measured: in a fresh process that loads ``tl-cells``, reads the TIFF, segments it and
-    writes the labels; also the process's peak before segmenting."""
+    measured: in a fresh process that loads ``tl-cells``, reads the TIFF, segments it
+    (once untimed, then timed) and writes the labels; also the process's peak before
+    segmenting."""
     with tempfile.TemporaryDirectory() as tmp:
         img = Path(tmp) / "limit.tif"
         subprocess.run([sys.executable, __file__, "--make-limit", str(img)], check=True)
