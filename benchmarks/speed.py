@@ -68,11 +68,11 @@ NUCLEUS_DIAMETER = 14.0
 
 
 def _child(argv) -> int:
-    """Run in a fresh process: segment one image once untimed, then `repeats` times
-    timed; print the timings as JSON."""
+    """Run in a fresh process: segment one image once untimed, then once timed; print
+    the time and memory as JSON."""
     import tlseg
 
-    path, repeats, diameter = argv[0], int(argv[1]), argv[2]
+    path, diameter = argv[0], argv[1]
     tlseg.set_threads(2)
     t0 = time.perf_counter()
     model = tlseg.load_model("tl-cells")
@@ -81,14 +81,12 @@ def _child(argv) -> int:
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     diameter = None if diameter == "auto" else float(diameter)
     model.predict_instances(image, diameter=diameter)  # untimed: set-up, first faults
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        labels, det = model.predict_instances(image, diameter=diameter)
-        tlseg.write_labels(Path(path).with_name("out_masks.tif"), labels)
-        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    labels, det = model.predict_instances(image, diameter=diameter)
+    tlseg.write_labels(Path(path).with_name("out_masks.tif"), labels)
+    seconds = time.perf_counter() - t
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"times": times, "load_s": load_s, "peak_rss_mb": rss_mb,
+    print(json.dumps({"seconds": seconds, "load_s": load_s, "peak_rss_mb": rss_mb,
                       "rss_before_mb": rss_before_mb, "n_cells": det["n_cells"]}))
     return 0
 
@@ -119,7 +117,7 @@ def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
             for _ in range(reps):
                 for label, diam in (("tlseg", "30"), ("tlseg_auto_diameter", "auto")):
                     runs[label].append(_run([sys.executable, __file__, "--child", str(img),
-                                             "1", diam]))
+                                             diam]))
                 if with_cellpose:
                     runs["cellpose3"].append(_run(
                         [str(CELLPOSE_PY), str(REPO / "benchmarks/peers/cellpose_speed.py"),
@@ -127,7 +125,7 @@ def time_tl_cells(sizes, repeats: int, cellpose: bool) -> list[dict]:
             row = {"size": size, "megapixels": round(mp, 2), "rounds": reps}
             for label, rs in runs.items():
                 # Cellpose's script warms up on a 256² image: its first call is untimed here
-                times = [r["seconds"][-1] if label == "cellpose3" else r["times"][0]
+                times = [r["seconds"][-1] if label == "cellpose3" else r["seconds"]
                          for r in rs]
                 med = float(np.median(times))
                 row[label] = {"s_per_image": round(med, 3), "s_per_megapixel": round(med / mp, 3),
@@ -162,11 +160,11 @@ def measure_limit() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         img = Path(tmp) / "limit.tif"
         subprocess.run([sys.executable, __file__, "--make-limit", str(img)], check=True)
-        r = _run([sys.executable, __file__, "--child", str(img), "1", "30"])
+        r = _run([sys.executable, __file__, "--child", str(img), "30"])
     side = LIMIT_TILE * LIMIT_TILES
     row = {"field": f"{LIMIT_TILE}² synthetic brightfield field (30 px cells) tiled "
                     f"{LIMIT_TILES} x {LIMIT_TILES}", "size": side,
-           "megapixels": round(side * side / 1e6, 1), "s_per_image": round(r["times"][0], 1),
+           "megapixels": round(side * side / 1e6, 1), "s_per_image": round(r["seconds"], 1),
            "peak_rss_mb": round(r["peak_rss_mb"]),
            "rss_before_segmenting_mb": round(r["rss_before_mb"]), "n_cells": r["n_cells"]}
     print(json.dumps(row))
