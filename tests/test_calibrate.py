@@ -237,6 +237,8 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert ("calibrated with the nuclear stain on wells C01, C02, D01 (cell_line synthetic; "
             "seeding_density 5000, 10000)") in report
     assert "On 5 sites of the held-aside wells A01, A02, B01, B02, D02" in report
+    # a run without a nuclear channel names no nuclei model and draws no nuclei
+    assert "nuclei model" not in report and "magenta" not in report
 
 
 @pytest.mark.slow

@@ -284,3 +284,12 @@ def test_discard_edge_keeps_inner_objects_and_refuses_a_stack():
     assert kept.max() == 2 and (kept > 0).sum() == 8 and not kept[0].any()
     with pytest.raises(ValueError, match="2-D label image"):
         tlseg.discard_edge(np.zeros((2, 4, 4), int))
+
+
+def test_the_settings_line_names_the_nuclei_model_only_with_a_nuclear_channel():
+    from tlseg.plate.report import _settings
+
+    cfg = {"tl_channel": "w1", "nuclei_channel": None, "model": "tl-cells",
+           "nuclei_model": "nuclei", "nuclei_diameter": None}
+    assert "nuclei" not in _settings(cfg)
+    assert "nuclei model <code>nuclei</code>" in _settings({**cfg, "nuclei_channel": "w2"})

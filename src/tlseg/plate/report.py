@@ -29,6 +29,8 @@ def _settings(cfg: dict) -> str:
     for k, v in cfg.items():
         if v is None or v == "" or k == "well_diameters":
             continue
+        if k.startswith("nuclei_") and not cfg.get("nuclei_channel"):
+            continue  # a run without a nuclear channel used no nuclei model
         if isinstance(v, float):
             text = f"{v:.4g}"
         else:
@@ -222,7 +224,8 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
         parts.append("<h2>Conditions</h2>" + _table(conds))
     thumbs = _examples(out, used, sites, keys, run)
     if thumbs:
-        parts.append("<h2>Example sites (green: cells, magenta: nuclei)</h2>"
+        legend = "green: cells, magenta: nuclei" if "n_nuclei" in used else "green: cells"
+        parts.append(f"<h2>Example sites ({legend})</h2>"
                      + _figures(thumbs))
     parts.append("<h2>Wells</h2>" + _table(wells))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
