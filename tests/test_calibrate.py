@@ -280,3 +280,19 @@ def test_the_report_says_when_calibration_agreed_less_on_held_aside_wells(tmp_pa
     card["calibration"]["after"].update(label_free=445, mean_abs_rel_error=0.045)
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
     assert "agrees less" not in _calibration(str(tmp_path))
+    card = {"calibration": {"wells": ["A01"], "held_aside_wells": []}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    assert "<b>No well is held aside, so the calibration is not measured" in _calibration(
+        str(tmp_path))
+
+
+def test_a_calibration_with_no_well_held_aside_says_so_before_it_starts(small_plate, tmp_path,
+                                                                       caplog):
+    one = tmp_path / "one"
+    one.mkdir()
+    for f in small_plate["plate"].glob("*_A01_*"):
+        (one / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(tlseg.TlsegError, match="at least 30 are needed"):
+        tlseg.calibrate(one, tmp_path / "model", tl_channel="w1", nuclei_channel="w2",
+                        diameter=28, nuclei_diameter=14)
+    assert "no well is held aside" in caplog.text

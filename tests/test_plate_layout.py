@@ -6,7 +6,8 @@ import pytest
 
 from tlseg.analysis.measure import measure_cells, nuclei_per_cell
 from tlseg.errors import TlsegError
-from tlseg.plate.layout import normalize_well, read_plate_map, row_name, scan_plate
+from tlseg.plate.layout import normalize_well, row_name, scan_plate
+from tlseg.plate.plate_map import read_plate_map
 from tlseg.plate.validate import agreement, linear_range, lins_ccc, validate_counts
 
 

@@ -24,7 +24,8 @@ from tlseg.cli import main
 from tlseg.errors import TlsegError
 from tlseg.io import write_table
 from tlseg.plate import pipeline
-from tlseg.plate.layout import read_plate_map, scan_plate
+from tlseg.plate.layout import scan_plate
+from tlseg.plate.plate_map import read_plate_map
 from tlseg.plate.run import process_site
 
 TLSEG = [sys.executable, "-m", "tlseg.cli"]
@@ -101,6 +102,21 @@ def test_duplicate_files_for_one_site_are_reported_and_the_first_name_kept(tmp_p
     d = _touch(tmp_path / "op", ["r01c01f01p01-ch1sk1fk1fl1.tiff",
                                  "r01c01f01p02-ch1sk1fk1fl1.tiff"])
     assert scan_plate(d).duplicates == []
+
+
+def test_one_channel_given_as_both_the_cells_and_the_nuclei_is_refused(tmp_path, capsys):
+    """``--nuclei-channel`` naming the transmitted-light channel would count nuclei on
+    the brightfield image and calibrate on them; refused before anything is written."""
+    d = _touch(tmp_path / "ix", ["p_A01_s1_w1.tif", "p_A01_s1_w2.tif"])
+    with pytest.raises(TlsegError, match="channel w1 is given twice"):
+        scan_plate(d).sites(["w1", "w1"])
+    for cmd, out in (("run", tmp_path / "out"), ("calibrate", tmp_path / "model")):
+        args = ["plate", cmd, str(d), "-o", str(out), "--tl-channel", "w1",
+                "--nuclei-channel", "w1"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "channel w1 is given twice" in err and "channels found: w1, w2" in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_duplicate_files_reach_run_json_the_log_and_the_report(tmp_path, serial, capsys):

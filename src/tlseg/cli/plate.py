@@ -199,7 +199,7 @@ def _run(plate_dir, out, args) -> int:
 
 def _calibrate(args) -> int:
     import tlseg
-    from tlseg.plate.calibrate import conditions_text
+    from tlseg.plate.calibrate import NOT_MEASURED, conditions_text
 
     tlseg.set_threads()
     bar = _StepBar("calibrating", "step",
@@ -232,6 +232,8 @@ def _calibrate(args) -> int:
             print(f"  {when:6s} on {s['n_sites']} sites of held-aside wells {', '.join(wells)}: "
                   f"{s['label_free']} label-free cells for {s['nuclei']} nuclei"
                   + (f", mean |relative error| {err:.1%}" if err is not None else ""))
+    elif not c["held_aside_wells"]:
+        print(f"  {NOT_MEASURED}")
     return 0
 
 

@@ -36,16 +36,10 @@ from ..inference.model import Model
 from ..training.data import make_sample
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
-from .layout import (
-    Site,
-    normalize_well,
-    read_channel,
-    read_plate_map,
-    scan_plate,
-    split_well,
-)
+from .layout import Site, normalize_well, read_channel, scan_plate, split_well
 from .nuclei_tuning import tune_instances
 from .nucleus_labels import calibration_labels, nucleus_homes
+from .plate_map import read_plate_map
 from .run import plate_diameter
 from .validate import agreement
 
@@ -55,6 +49,9 @@ log = logging.getLogger(__name__)
 MIN_NUCLEI = 30
 #: fine-tuning steps (crops of 128 px at the canonical scale, batch 8)
 STEPS = 300
+#: what a calibration without held-aside wells says (log, CLI, report)
+NOT_MEASURED = ("no well is held aside, so the calibration is not measured on wells it "
+                "did not learn from (on a plate of several wells, name fewer with --wells)")
 #: sites of the held-aside wells counted before and after (at most)
 MAX_CHECK_SITES = 8
 
@@ -241,6 +238,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         wells = wells_by_condition(wells, pm)
     calib_wells, held_wells = _split_wells(sorted({s.well for s in sites}, key=split_well),
                                            wells)
+    if not held_wells:
+        log.warning(NOT_MEASURED)
     base = base if isinstance(base, Model) else Model.load(base)
     nuclei_model = (nuclei_model if isinstance(nuclei_model, Model)
                     else Model.load(nuclei_model))

@@ -11,8 +11,9 @@ from ..config import PlateConfig, settings_or_config
 from ..errors import TlsegError
 from ..io import atomic_path
 from .cellprofiler import check_table_style, write_cellprofiler_tables
-from .layout import read_plate_map, scan_plate
-from .run import lock_output, prepare_run, run_sites
+from .layout import scan_plate
+from .plate_map import read_plate_map
+from .run import lock_output, plan_run, prepare_run, run_sites
 from .summary import flagged_wells, summarize
 
 logger = logging.getLogger(__name__)
@@ -93,8 +94,9 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     if plate_map is not None:
         pm, pm_warnings = read_plate_map(plate_map, plate.wells)
         warnings += pm_warnings
+    planned = plan_run(plate, config)  # bad settings or channels: nothing written
     with lock_output(out):  # held to the end: a second run on this folder is refused
-        sites, record, config = prepare_run(plate, out, config, plate_map=pm)
+        sites, record, config = prepare_run(plate, out, planned, plate_map=pm)
         warnings += record["skipped_sites"]
         for w in warnings:
             logger.warning(w)

@@ -57,7 +57,7 @@ def _calibration(model: str | None) -> str:
         return ""
     if not c:
         return ""
-    from .calibrate import conditions_text, worse_on_held_aside
+    from .calibrate import NOT_MEASURED, conditions_text, worse_on_held_aside
 
     conds = conditions_text(c.get("conditions"))
     text = (f"Label-free model <code>{html.escape(str(model))}</code>, calibrated with the "
@@ -77,6 +77,8 @@ def _calibration(model: str | None) -> str:
         worse = worse_on_held_aside(b, a)
         if worse:
             text += f" <b>{html.escape(worse[0].upper() + worse[1:])}.</b>"
+    elif not c.get("held_aside_wells"):
+        text += f" <b>{html.escape(NOT_MEASURED[0].upper() + NOT_MEASURED[1:])}.</b>"
     return f"<h2>Calibration</h2><p>{text}</p>"
 
 

@@ -262,14 +262,12 @@ def _estimate_by_group(cfg: PlateConfig, sites: list[Site], plate_map) -> dict:
     return out
 
 
-def prepare_run(plate: Plate, out, cfg: PlateConfig, *, plate_map=None
-                ) -> tuple[list[Site], dict, PlateConfig]:
-    """Check the settings against an earlier run in ``out``, fix the diameters, write run.json.
+def plan_run(plate: Plate, cfg: PlateConfig) -> tuple[list[Site], list[str], PlateConfig]:
+    """Check the settings against the plate, before anything is written.
 
-    Returns the sites to process, the run record and the settings with the channels
-    resolved and the diameters filled in (an earlier run's, or estimated).
+    Returns the sites that have every channel, a message per site that lacks one, and
+    the settings with the channels as the plate names them.
     """
-    out = Path(out)
     if cfg.diameter_mode not in ("plate", "site"):
         raise TlsegError(f"diameter mode must be 'plate' or 'site', got {cfg.diameter_mode!r}")
     if cfg.diameter_by and cfg.diameter_mode == "site":
@@ -282,6 +280,18 @@ def prepare_run(plate: Plate, out, cfg: PlateConfig, *, plate_map=None
     sites, problems = plate.sites(chans)
     if not sites:
         raise TlsegError(f"{plate.folder}: no site has all of the channels {', '.join(chans)}")
+    return sites, problems, cfg
+
+
+def prepare_run(plate: Plate, out, planned: tuple[list[Site], list[str], PlateConfig], *,
+                plate_map=None) -> tuple[list[Site], dict, PlateConfig]:
+    """Check the settings against an earlier run in ``out``, fix the diameters, write run.json.
+
+    ``planned`` is what :func:`plan_run` returns. Returns the sites to process, the run
+    record and the settings with the diameters filled in (an earlier run's, or estimated).
+    """
+    out = Path(out)
+    sites, problems, cfg = planned
     run_file = out / "run.json"
     earlier = None
     if run_file.is_file():

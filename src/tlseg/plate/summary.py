@@ -10,7 +10,8 @@ import pandas as pd
 
 from ..errors import TlsegError
 from ..io import write_table
-from .layout import COUNT_COLUMNS, split_well
+from .layout import split_well
+from .plate_map import COUNT_COLUMNS
 
 
 def load_sites(out) -> pd.DataFrame:

@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import TlsegError
-from .layout import CONDITION_COLUMNS, WELL_COLUMNS
+from .plate_map import CONDITION_COLUMNS, WELL_COLUMNS
 
 LINEAR_R2 = 0.95  # of the level means
 LACK_OF_FIT_ALPHA = 0.05
