@@ -37,7 +37,10 @@ class _StepBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
+            # counted from this step on: the rate and the time left are not skewed by the
+            # work before the first report (or by a resumed run's finished steps)
+            self.bar = tqdm(total=total, initial=step, desc=self.desc, unit=self.unit,
+                            file=sys.stderr)
         self.bar.n = step
         self.bar.refresh()
         if step >= total:
