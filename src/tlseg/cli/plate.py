@@ -207,7 +207,7 @@ def _calibrate(args) -> int:
     tlseg.set_threads()
     bar = _StepBar("calibrating", "step",
                    after="fine-tuned; now tuning the instance settings to the nuclei and "
-                         "counting the held-aside wells before and after")
+                         "counting any held-aside wells before and after")
 
     wells = [w.strip() for w in args.wells.split(",") if w.strip()] if args.wells else None
     model = tlseg.calibrate(args.plate_dir, args.out, tl_channel=args.tl_channel,
