@@ -123,6 +123,24 @@ def test_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error: ") and "is a file" in err and "\n" not in err
 
 
+def test_inputs_that_would_write_the_same_outputs_are_refused(tmp_path, capsys):
+    """a/img.tif and b/img.tif both write img_masks.tif: the second was skipped as done
+    and its count never made; img.png beside img.tif would overwrite its results."""
+    for name in ("a/img.tif", "b/img.tif", "c/img.tif", "c/IMG.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        _field_file(tmp_path / name)
+    out = tmp_path / "out"
+    for inputs in (["a/img.tif", "b/img.tif"], ["c"]):
+        assert main(["segment", *(str(tmp_path / i) for i in inputs), "-o", str(out),
+                     "--diameter", "30"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "would both write" in err and "\n" not in err and not out.exists()
+    # the same file given twice is one input, segmented once
+    counts = tlseg.segment_folder([tmp_path / "a/img.tif", tmp_path / "a" / ".." / "a/img.tif"],
+                                  out, diameter=30)
+    assert list(counts["image"]) == ["img.tif"]
+
+
 def test_labels_beyond_32_bits_are_refused_not_wrapped(tmp_path):
     labels = np.zeros((32, 32), np.uint64)
     labels[4:12, 4:12] = 2**33  # wrapped to int32 this was 0: an all-background ROI

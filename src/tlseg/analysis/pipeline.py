@@ -139,6 +139,18 @@ def _output_folder(out) -> Path:
     return out
 
 
+def _refuse_shared_names(files: list[Path], out: Path) -> None:
+    """Two inputs whose names differ only in their folder or suffix (``a/img.tif``,
+    ``b/img.tif``, ``img.png``) would write the same ``<stem>_masks.tif``: the second
+    would be skipped as done, or overwrite the first's results. Refused before any work."""
+    first: dict[str, Path] = {}
+    for f in files:
+        other = first.setdefault(f.stem.casefold(), f)
+        if other is not f:
+            raise TlsegError(f"{other} and {f} would both write {f.stem}_masks.tif into "
+                             f"{out}: segment them into separate -o folders, or rename one")
+
+
 def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                    model: Model | str | Path | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None,
@@ -187,8 +199,10 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
     files = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
-    model = model if model is not None else Model.load(config.model)
+    files = list({f.resolve(): f for f in files}.values())  # a file given twice runs once
+    _refuse_shared_names(files, out)
     out = _output_folder(out)
+    model = model if model is not None else Model.load(config.model)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
     for f in (progress or (lambda it: it))(files):
