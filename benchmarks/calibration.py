@@ -81,7 +81,7 @@ from common import WORK, count_errors, true_cell_counts, update_results
 import tlseg
 from tlseg.analysis.coverage import flagged
 from tlseg.io import atomic_path
-from tlseg.plate.run import weighted_diameter
+from tlseg.plate.prepare import weighted_diameter
 from tlseg.plate.validate import agreement
 
 

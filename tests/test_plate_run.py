@@ -210,7 +210,7 @@ def test_a_near_empty_site_does_not_set_its_groups_diameter(tmp_path, monkeypatc
     estimate runs away must not move the group's size (aiSEGcell A04/A05)."""
     import tlseg.inference.model
     from tlseg.plate.layout import Site
-    from tlseg.plate.run import plate_diameter
+    from tlseg.plate.prepare import plate_diameter
 
     class Stub:  # the empty site reads 120 px and finds 2 objects; the full one 12 px, 60
         def estimate_diameter(self, image):

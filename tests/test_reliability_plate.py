@@ -119,6 +119,25 @@ def test_one_channel_given_as_both_the_cells_and_the_nuclei_is_refused(tmp_path,
         assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+def test_another_plates_run_in_the_output_folder_is_refused_a_moved_plate_resumes(
+        tmp_path, serial, capsys):
+    """Finished sites are skipped by well and site: a second plate run into the first's
+    output folder would have reported the first plate's counts as its own."""
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for folder, seed in ((a, 1), (b, 2)):
+        folder.mkdir()
+        tifffile.imwrite(folder / "p_A01_s1_w1.tif",
+                         tlseg.synthetic_field((96, 96), diameter=20, seed=seed)["tl"])
+    assert main(_run_args(a, out)) == 0
+    assert main(_run_args(b, out)) == 2
+    err = capsys.readouterr().err
+    assert f"holds the run of another plate ({a})" in err and "another -o" in err
+    moved = a.rename(tmp_path / "moved")
+    assert main(_run_args(moved, out)) == 0
+    assert "which is gone; resuming it from" in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["plate"] == str(moved)
+
+
 def test_duplicate_files_reach_run_json_the_log_and_the_report(tmp_path, serial, capsys):
     folder = _corrupt_plate(tmp_path / "plate")  # no segmentation needed to see the warning
     (folder / "p_A01_s1_w1.TIF").write_bytes(b"II*\x00garbage")

@@ -1,9 +1,9 @@
 """Plates: the journey of a screen, one module a stage.
 
 layout (file names → wells, sites, channels) and plate_map (conditions per well) →
-run (segment every site on a Dask cluster, resumable) → measure (per-cell table) →
-summary (wells.csv, conditions.csv) → validate (label-free vs nuclei statistics) →
-report (report.html).
+prepare (settings, diameters, run.json) → run (segment every site on a Dask cluster,
+resumable) → measure (per-cell table) → summary (wells.csv, conditions.csv) → validate
+(label-free vs nuclei statistics) → report (report.html).
 :mod:`~tlseg.plate.pipeline` strings them together; :mod:`~tlseg.plate.demo` makes a
 synthetic plate with known counts.
 """

@@ -40,7 +40,7 @@ from .layout import Site, normalize_well, read_channel, scan_plate, split_well
 from .nuclei_tuning import tune_instances
 from .nucleus_labels import calibration_labels, nucleus_homes
 from .plate_map import read_plate_map
-from .run import plate_diameter
+from .prepare import plate_diameter
 from .validate import agreement
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from ..io import atomic_path
 from .cellprofiler import check_table_style, write_cellprofiler_tables
 from .layout import scan_plate
 from .plate_map import read_plate_map
-from .run import lock_output, plan_run, prepare_run, run_sites
+from .prepare import plan_run, prepare_run
+from .run import lock_output, run_sites
 from .summary import flagged_wells, summarize
 
 logger = logging.getLogger(__name__)
