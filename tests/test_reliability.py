@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -125,7 +126,8 @@ def test_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
 
 def test_inputs_that_would_write_the_same_outputs_are_refused(tmp_path, capsys):
     """a/img.tif and b/img.tif both write img_masks.tif: the second was skipped as done
-    and its count never made; img.png beside img.tif would overwrite its results."""
+    and its count never made (in one run, or in a second run into the same folder);
+    img.png beside img.tif would overwrite its results."""
     for name in ("a/img.tif", "b/img.tif", "c/img.tif", "c/IMG.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         _field_file(tmp_path / name)
@@ -139,6 +141,21 @@ def test_inputs_that_would_write_the_same_outputs_are_refused(tmp_path, capsys):
     counts = tlseg.segment_folder([tmp_path / "a/img.tif", tmp_path / "a" / ".." / "a/img.tif"],
                                   out, diameter=30)
     assert list(counts["image"]) == ["img.tif"]
+    assert list(counts["path"]) == [str((tmp_path / "a/img.tif").resolve())]
+    # a later run of b/img.tif into the same folder would be skipped as done
+    assert main(["segment", str(tmp_path / "b/img.tif"), "-o", str(out), "--diameter", "30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"holds the results of {(tmp_path / 'a/img.tif').resolve()}" in err
+    assert "--overwrite" in err and "\n" not in err
+    assert main(["segment", str(tmp_path / "b/img.tif"), "-o", str(out), "--diameter", "30",
+                 "--overwrite"]) == 0
+    assert tlseg.read_labels(out / "img_masks.tif").max() == pd.read_csv(
+        out / "counts.csv")["n_cells"].item()
+    assert pd.read_csv(out / "counts.csv")["path"].item() == str((tmp_path / "b/img.tif").resolve())
+    # a folder that has moved (the recorded file is gone) resumes: the image is done
+    moved = (tmp_path / "b").rename(tmp_path / "moved")
+    assert main(["segment", str(moved / "img.tif"), "-o", str(out), "--diameter", "30"]) == 0
+    assert "img.tif: done in" in capsys.readouterr().out
 
 
 def test_labels_beyond_32_bits_are_refused_not_wrapped(tmp_path):

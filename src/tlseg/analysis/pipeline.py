@@ -11,8 +11,8 @@ atomically into the output folder:
 - ``<stem>_overlay.png`` with ``overlay``.
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
-``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``), rewritten
-after every image; an image whose cell-like texture lies mostly outside the cells counted
+``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``, and the
+image's absolute ``path``), rewritten after every image; an image whose cell-like texture lies mostly outside the cells counted
 (:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
 is also named in a warning. An image's row is its last write, so it is the completion
 marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
@@ -43,7 +43,7 @@ from .overlay import write_overlay
 log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ("image", "status", "n_cells", "diameter", "diameter_source", "mean_area_px",
-                 "uncounted_texture", "error")
+                 "uncounted_texture", "error", "path")
 
 
 @dataclass
@@ -151,6 +151,19 @@ def _refuse_shared_names(files: list[Path], out: Path) -> None:
                              f"{out}: segment them into separate -o folders, or rename one")
 
 
+def _refuse_other_sources(files: list[Path], rows: dict[str, dict], out: Path,
+                          overwrite: bool) -> None:
+    """An image whose name ``counts.csv`` already lists for another file that still
+    exists (a second folder run into the same ``out``) would be skipped as done, and the
+    other file's count reported for it. Refused before any work, unless ``overwrite``."""
+    for f in files:
+        earlier = str((rows.get(f.name) or {}).get("path") or "")
+        if (not overwrite and earlier and earlier != str(f.resolve())
+                and Path(earlier).exists()):
+            raise TlsegError(f"{out} holds the results of {earlier}, not of {f}: give it "
+                             "another -o, or --overwrite to replace them")
+
+
 def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                    model: Model | str | Path | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None,
@@ -205,6 +218,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     model = model if model is not None else Model.load(config.model)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
+    _refuse_other_sources(files, rows, out, config.overwrite)
     for f in (progress or (lambda it: it))(files):
         mask_path = out / f"{f.stem}_masks.tif"
         outputs = [mask_path, out / f"{f.stem}_cells.csv"]
@@ -224,7 +238,8 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
             if len(files) == 1:
                 raise TlsegError(msg) from None
             log.error("%s (skipped)", msg)
-            rows[f.name] = {"image": f.name, "status": "error", "error": msg}
+            rows[f.name] = {"image": f.name, "status": "error", "error": msg,
+                            "path": str(f.resolve())}
             _write_counts(counts_path, rows)
             continue
         labels, details, cells = result.labels, result.details, result.cells
@@ -233,7 +248,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                         "diameter_source": details["diameter_source"],
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
                         else 0.0, "uncounted_texture": details.get("uncounted_texture"),
-                        "error": ""}
+                        "error": "", "path": str(f.resolve())}
         try:  # the counts row last: it marks the image done
             write_table(out / f"{f.stem}_cells.csv", cells)
             write_labels(mask_path, labels)
