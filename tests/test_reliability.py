@@ -1,6 +1,7 @@
 """Concurrency, interruption and hostile input: nothing lost, no traceback
 (docs/reliability.md lists every case and the test that checks it)."""
 
+import json
 import subprocess
 import sys
 
@@ -156,6 +157,22 @@ def test_inputs_that_would_write_the_same_outputs_are_refused(tmp_path, capsys):
     moved = (tmp_path / "b").rename(tmp_path / "moved")
     assert main(["segment", str(moved / "img.tif"), "-o", str(out), "--diameter", "30"]) == 0
     assert "img.tif: done in" in capsys.readouterr().out
+
+
+def test_a_rerun_with_other_settings_is_refused_not_mixed(tmp_path, capsys):
+    """Done images are skipped on a re-run: another model or diameter into the same
+    folder kept the earlier results beside the new ones, under one counts.csv."""
+    image, out = _field_file(tmp_path / "a.tif"), tmp_path / "out"
+    assert main(["segment", str(image), "-o", str(out), "--diameter", "30"]) == 0
+    capsys.readouterr()
+    for other in (["--diameter", "20"], ["--model", "nuclei", "--diameter", "30"], ["--tta"]):
+        assert main(["segment", str(image), "-o", str(out), "--diameter", "30", *other]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "holds results made with other settings" in err and "\n" not in err
+    assert main(["segment", str(image), "-o", str(out), "--diameter", "30"]) == 0  # resumes
+    assert "done in" in capsys.readouterr().out
+    assert main(["segment", str(image), "-o", str(out), "--diameter", "20", "--overwrite"]) == 0
+    assert json.loads((out / "segment.json").read_text())["diameter"] == 20
 
 
 def test_labels_beyond_32_bits_are_refused_not_wrapped(tmp_path):

@@ -8,7 +8,8 @@ atomically into the output folder:
 - ``<stem>_masks.tif``: instance labels (0 = background);
 - ``<stem>_cells.csv``: one row per cell (:func:`tlseg.analysis.measure.measure_cells`:
   centroid, area, perimeter, eccentricity, solidity, mean intensity);
-- ``<stem>_overlay.png`` with ``overlay``.
+- ``<stem>_overlay.png`` with ``overlay``;
+- ``segment.json``: the settings (a re-run with others is refused unless ``overwrite``).
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
 ``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``, and the
@@ -34,7 +35,7 @@ import pandas as pd
 from ..config import SegmentConfig, settings_or_config
 from ..errors import TlsegError
 from ..inference.model import Model
-from ..io import list_images, read_image, write_labels, write_table
+from ..io import atomic_path, list_images, read_image, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
 from .coverage import flagged, uncounted_texture
 from .measure import discard_edge, measure_cells
@@ -164,6 +165,35 @@ def _refuse_other_sources(files: list[Path], rows: dict[str, dict], out: Path,
                              "another -o, or --overwrite to replace them")
 
 
+def _settings_record(out: Path, config: SegmentConfig, model: Model | None, *,
+                     done: bool) -> None:
+    """Write ``out/segment.json``: the settings that make the results (model, diameter,
+    channel, plane, tile, tta). Images already ``done`` are skipped on a re-run, so a run
+    with other settings into the same folder would mix two segmentations: refused unless
+    ``config.overwrite``."""
+    import json
+
+    if model is not None:
+        name = model.config.name
+    else:
+        name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
+    record = {"format": 1, "model": name, "diameter": config.diameter,
+              "channel": config.channel, "plane": config.plane, "tile": config.tile,
+              "tta": config.tta}
+    path = out / "segment.json"
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, OSError):
+        earlier = {}  # damaged by hand: this run's settings replace it
+    diff = [k for k in record if k in earlier and earlier[k] != record[k]]
+    if diff and done and not config.overwrite:
+        raise TlsegError(f"{out} holds results made with other settings "
+                         f"({', '.join(f'{k} {earlier[k]}' for k in diff)}); use another "
+                         "-o, repeat the earlier settings to resume, or --overwrite to redo them")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
+
 def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                    model: Model | str | Path | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None,
@@ -200,7 +230,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     >>> tifffile.imwrite(d / "a.tif", synthetic_field((160, 160), diameter=30, seed=2)["tl"])
     >>> counts = tlseg.segment_folder(d / "a.tif", d / "out", diameter=30)
     >>> list(counts["status"]), sorted(p.name for p in (d / "out").iterdir())
-    (['ok'], ['a_cells.csv', 'a_masks.tif', 'counts.csv'])
+    (['ok'], ['a_cells.csv', 'a_masks.tif', 'counts.csv', 'segment.json'])
     """
     if model is not None and not isinstance(model, Model):
         if config is not None:
@@ -215,9 +245,11 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     files = list({f.resolve(): f for f in files}.values())  # a file given twice runs once
     _refuse_shared_names(files, out)
     out = _output_folder(out)
+    given = model
     model = model if model is not None else Model.load(config.model)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
+    _settings_record(out, config, given, done=any(r.get("status") == "ok" for r in rows.values()))
     _refuse_other_sources(files, rows, out, config.overwrite)
     for f in (progress or (lambda it: it))(files):
         mask_path = out / f"{f.stem}_masks.tif"
