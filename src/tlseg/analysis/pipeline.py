@@ -13,9 +13,9 @@ atomically into the output folder:
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
 ``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``, and the
-image's absolute ``path``), rewritten after every image; an image whose cell-like texture lies mostly outside the cells counted
-(:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
-is also named in a warning. An image's row is its last write, so it is the completion
+image's absolute ``path``), rewritten after every image; an image whose cell-like
+texture lies mostly outside the cells counted (:func:`tlseg.uncounted_texture` over
+``FLAG``, :func:`~tlseg.analysis.coverage.flagged`) is also named in a warning. An image's row is its last write, so it is the completion
 marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
 asked for) overlay all exist, and redoes any other; a run killed between two writes
 loses nothing on the re-run.
@@ -35,7 +35,7 @@ import pandas as pd
 from ..config import SegmentConfig, settings_or_config
 from ..errors import TlsegError
 from ..inference.model import Model
-from ..io import atomic_path, list_images, read_image, write_labels, write_table
+from ..io import list_images, read_image, write_json, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
 from .coverage import flagged, uncounted_texture
 from .measure import discard_edge, measure_cells
@@ -190,8 +190,7 @@ def _settings_record(out: Path, config: SegmentConfig, model: Model | None, *,
         raise TlsegError(f"{out} holds results made with other settings "
                          f"({', '.join(f'{k} {earlier[k]}' for k in diff)}); use another "
                          "-o, repeat the earlier settings to resume, or --overwrite to redo them")
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    write_json(path, record)
 
 
 def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
@@ -249,9 +248,11 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     model = model if model is not None else Model.load(config.model)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
-    _settings_record(out, config, given, done=any(r.get("status") == "ok" for r in rows.values()))
+    _settings_record(out, config, given,
+                     done=any(r.get("status") == "ok" for r in rows.values()))
     _refuse_other_sources(files, rows, out, config.overwrite)
     for f in (progress or (lambda it: it))(files):
+        source = str(f.resolve())
         mask_path = out / f"{f.stem}_masks.tif"
         outputs = [mask_path, out / f"{f.stem}_cells.csv"]
         if config.overlay:
@@ -271,7 +272,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                 raise TlsegError(msg) from None
             log.error("%s (skipped)", msg)
             rows[f.name] = {"image": f.name, "status": "error", "error": msg,
-                            "path": str(f.resolve())}
+                            "path": source}
             _write_counts(counts_path, rows)
             continue
         labels, details, cells = result.labels, result.details, result.cells
@@ -280,7 +281,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                         "diameter_source": details["diameter_source"],
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
                         else 0.0, "uncounted_texture": details.get("uncounted_texture"),
-                        "error": "", "path": str(f.resolve())}
+                        "error": "", "path": source}
         try:  # the counts row last: it marks the image done
             write_table(out / f"{f.stem}_cells.csv", cells)
             write_labels(mask_path, labels)

@@ -5,6 +5,7 @@ file."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +60,13 @@ def write_labels(path, labels: np.ndarray) -> None:
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically; objects JSON does not know (paths,
+    numpy scalars) are written as their ``str``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 def write_table(path, table) -> None:

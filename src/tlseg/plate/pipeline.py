@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import PlateConfig, settings_or_config
 from ..errors import TlsegError
-from ..io import atomic_path
+from ..io import write_json
 from .cellprofiler import check_table_style, write_cellprofiler_tables
 from .layout import scan_plate
 from .plate_map import read_plate_map
@@ -102,8 +102,7 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         for w in warnings:
             logger.warning(w)
         record["warnings"] = warnings
-        with atomic_path(out / "run.json") as tmp:
-            tmp.write_text(json.dumps(record, indent=2, default=str))
+        write_json(out / "run.json", record)
         records = run_sites(sites, out, config, workers=workers, scheduler=scheduler,
                             threads=threads, progress=progress, write_zarr=write_zarr)
         failed = [r for r in records if r["status"] != "ok"]
@@ -161,8 +160,7 @@ def validate_plate(out, *, density: str | None = None, table_style: str = "tlseg
         parting = ("cells_without_nucleus", "cells_with_several_nuclei", "nuclei_outside_cells")
         if all(c in wells for c in parting):
             validation["parting"] = {c: int(wells[c].sum()) for c in parting}
-        with atomic_path(out / "validation.json") as tmp:
-            tmp.write_text(json.dumps(validation, indent=2, default=str))
+        write_json(out / "validation.json", validation)
         s = validation["per_well"]
         if s.get("r2") is not None:
             log(f"label-free vs nuclei over {s['n']} wells: R² {s['r2']:.3f}, "

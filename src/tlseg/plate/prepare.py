@@ -17,9 +17,8 @@ from pathlib import Path
 
 from ..config import PlateConfig
 from ..errors import TlsegError
-from ..io import atomic_path
+from ..io import atomic_path, write_json
 from .layout import Plate, Site
-from .run import write_json
 
 RUN_FORMAT = 1
 

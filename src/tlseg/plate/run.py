@@ -28,17 +28,11 @@ from pathlib import Path
 
 from ..config import PlateConfig
 from ..errors import TlsegError
-from ..io import atomic_path
+from ..io import atomic_path, write_json
 from ..io.files import file_lock, output_folder
 from .layout import Site
 
 log = logging.getLogger(__name__)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path``, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
 
 
 @contextlib.contextmanager
