@@ -74,11 +74,11 @@ def _calibration(model: str | None) -> str:
         text += (f" On {b['n_sites']} sites of the held-aside wells "
                  f"{html.escape(', '.join(wells))} ({b['nuclei']} nuclei): {b['label_free']} "
                  f"label-free cells before{err(b)}; {a['label_free']} after{err(a)}.")
-        worse = worse_on_held_aside(b, a)
-        if worse:
-            text += f" <b>{html.escape(worse[0].upper() + worse[1:])}.</b>"
-    elif not c.get("held_aside_wells"):
-        text += f" <b>{html.escape(NOT_MEASURED[0].upper() + NOT_MEASURED[1:])}.</b>"
+        note = worse_on_held_aside(b, a)
+    else:
+        note = None if c.get("held_aside_wells") else NOT_MEASURED
+    if note:
+        text += f" <b>{html.escape(note[0].upper() + note[1:])}.</b>"
     return f"<h2>Calibration</h2><p>{text}</p>"
 
 
