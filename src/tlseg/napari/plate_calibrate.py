@@ -27,7 +27,7 @@ from tlseg import TlsegError
 from tlseg.plate.calibrate import STEPS
 from tlseg.plate.layout import normalize_well
 
-from .widget import _Relay
+from .progress import Relay
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class CalibratePanel(Container):
         self.progress = ProgressBar(label="progress", value=0, max=STEPS)
         self.result = Label(value="open a plate run made with a nuclear channel")
         self.worker = None
-        self._relay = _Relay()
+        self._relay = Relay()
         self._relay.step.connect(self._on_step)
         self.button.changed.connect(self.calibrate)
         self.extend([self.wells, self.out_dir, self.steps, self.button, self.progress,

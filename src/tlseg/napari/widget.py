@@ -32,21 +32,13 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QObject, Signal
 
 import tlseg
 from tlseg import TlsegError, edit
 from tlseg.analysis.coverage import flagged
 
-
-class _Cancelled(Exception):
-    pass
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued signal)."""
-
-    step = Signal(int, int)
+from .corrections import correct, layer_named
+from .progress import Cancelled, Relay
 
 
 class TlsegWidget(Container):
@@ -60,7 +52,7 @@ class TlsegWidget(Container):
         self.worker = None
         self._cancel = threading.Event()
         self._undo: list[np.ndarray] = []
-        self._relay = _Relay()
+        self._relay = Relay()
         self._relay.step.connect(self._on_step)
 
         # layer pickers list the viewer's layers themselves (no reliance on Qt ancestry,
@@ -164,9 +156,7 @@ class TlsegWidget(Container):
         return data
 
     def _layer(self, name, kind, **kwargs):
-        if name in self.viewer.layers:
-            return self.viewer.layers[name]
-        return getattr(self.viewer, f"add_{kind}")(name=name, **kwargs)
+        return layer_named(self.viewer, name, kind, **kwargs)
 
     def _busy(self, busy: bool):
         for b in (self.segment_btn, self.suggest_btn, self.train_btn):
@@ -224,39 +214,14 @@ class TlsegWidget(Container):
             return self._say("error: segment or open a labels layer first")
         lab = np.asarray(layer.data)
         try:
-            if op in ("merge", "delete", "split_seeds"):
-                picks = self.viewer.layers["picks"].data if "picks" in self.viewer.layers else []
-                pts = [tuple(np.round(p[-2:]).astype(int)) for p in picks]
-                pts = [p for p in pts if 0 <= p[0] < lab.shape[0] and 0 <= p[1] < lab.shape[1]]
-                if not pts:
-                    self._layer("picks", "points", ndim=2, size=8, face_color="yellow").mode = "add"
-                    return self._say("click cells in the 'picks' layer, then press again")
-                ids = sorted({int(lab[p]) for p in pts if lab[p] > 0})
-                if op == "merge":
-                    new = edit.merge(lab, ids)
-                elif op == "delete":
-                    new = edit.delete(lab, ids)
-                else:
-                    if len(ids) != 1:
-                        return self._say("error: put all seed points inside ONE cell")
-                    new = edit.split_at_seeds(lab, ids[0], pts)
-                self.viewer.layers["picks"].data = np.empty((0, 2))
-            else:  # split along line
-                cut = self.viewer.layers["cut"] if "cut" in self.viewer.layers else None
-                if cut is None or not len(cut.data):
-                    layer_ = self._layer("cut", "shapes", ndim=2, edge_color="red", edge_width=2)
-                    layer_.mode = "add_line"
-                    return self._say("draw a line across the cells in the 'cut' layer, then press again")
-                line = np.asarray(cut.data[-1])[:, -2:]
-                new = lab
-                for a, b in zip(line[:-1], line[1:]):
-                    new = edit.split_along_line(new, a, b, width=2)
-                cut.data = []
+            new, message = correct(self.viewer, lab, op)
         except ValueError as exc:
             return self._say(f"error: {exc}")
+        if new is None:
+            return self._say(message)
         self._undo.append(lab.copy())
         layer.data = new.astype(lab.dtype, copy=False)
-        self._say(f"{op.replace('_', ' ')} done ({len(self._undo)} edit(s) to undo)")
+        self._say(f"{message} ({len(self._undo)} edit(s) to undo)")
 
     def undo(self):
         if not self._undo or self.labels_layer.value is None:
@@ -365,13 +330,13 @@ class TlsegWidget(Container):
         def on_step(step, total, parts):
             relay.step.emit(step, total)
             if cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
 
         def work():
             try:
                 tlseg.teach(project, base, out, mode=mode, steps=steps, resume=True,
                             progress=on_step)
-            except _Cancelled:
+            except Cancelled:
                 return None
             return out
 
