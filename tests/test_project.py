@@ -41,7 +41,12 @@ def test_roi_add_list_and_versions(proj, capsys):
     assert Project.open(p).rois()[0].version == 2
     full = project.label_image(rois[0].image_id)
     assert (full[0:5] == UNKNOWN).all() and (full[100:180, 100:180] != UNKNOWN).all()
+    # the same box added again is a new version of its ROI, not a second ROI
     capsys.readouterr()
+    assert main(["roi", "add", str(p), str(img), "--box", "100", "100", "180", "180",
+                 "--labels", str(lab)]) == 0
+    assert "ROI 2" in capsys.readouterr().out
+    assert [(r.roi_id, r.version) for r in Project.open(p).rois()] == [(1, 2), (2, 2)]
     assert main(["roi", "list", str(p)]) == 0
     assert "2 ROIs" in capsys.readouterr().out
 
@@ -206,6 +211,27 @@ def test_suggest_across_images_takes_each_images_best_box_first(proj, tmp_path, 
                  "--model", str(tmp_path / "tiny2"), "--diameter", "24"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert len(rows) == 2 and len({r.split()[1] for r in rows}) == 2  # one box per image
+
+
+def test_suggestions_fill_up_from_images_with_room_left(tmp_path, capsys):
+    from tlseg.teaching.suggest import suggest_across
+
+    model = Model(ModelConfig(channels=(8, 16)))
+    small = synthetic_field((64, 64), diameter=24, seed=3)["tl"].astype(np.float32)
+    big = synthetic_field((192, 192), diameter=24, seed=4)["tl"].astype(np.float32)
+    picks = suggest_across(model, [("small", small), ("big", big)], n=4, size=64, diameter=24)
+    # one 64 px box fits in the small image; the big one gives the other three
+    assert [q["key"] for q in picks].count("small") == 1 and len(picks) == 4
+    # more than fit: all that fit, and the CLI says why there are fewer
+    assert len(suggest_across(model, [("small", small)], n=3, size=64, diameter=24)) == 1
+    tifffile.imwrite(tmp_path / "small.tif", small)
+    model.save(tmp_path / "tiny")
+    assert main(["project", "init", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    assert main(["roi", "suggest", str(tmp_path / "p"), str(tmp_path / "small.tif"), "-n", "3",
+                 "--size", "64", "--model", str(tmp_path / "tiny"), "--diameter", "24"]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.splitlines()) == 2 and "only 1 box of 64 px fit" in out.err
 
 
 def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):

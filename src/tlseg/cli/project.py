@@ -94,7 +94,12 @@ def roi(args) -> int:
         image_id = project.add_image(args.image, copy=args.copy)
         roi = project.add_roi(image_id, args.box, labels[y0:y1, x0:x1])
         n = len(set(roi.labels[roi.labels > 0].tolist()))
-        print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
+        if roi.version > 1:
+            print(f"ROI {roi.roi_id} on {image_id}, box {list(roi.box)}: version {roi.version} "
+                  f"replaces version {roi.version - 1} in the training set (kept on disk), "
+                  f"{n} cells")
+        else:
+            print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
         return 0
     if args.roi_command == "export":
         import numpy as np
@@ -122,6 +127,11 @@ def roi(args) -> int:
         for i, p in enumerate(picks, start=1):
             print(f"{i:>4} {p['key'][:24]:<24} " + " ".join(f"{v:>6}" for v in p["box"])
                   + f" {p['score']:>12.3f}")
+        if len(picks) < args.n:
+            print(f"note: only {len(picks)} box{'es' if len(picks) != 1 else ''} of {args.size} px "
+                  "fit in these images without "
+                  "overlapping each other or the ROIs already added; a smaller --size or more "
+                  "images give more", file=sys.stderr)
         return 0
     errors: list[str] = []
     rois = project.rois(errors=errors)

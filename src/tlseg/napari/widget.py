@@ -274,7 +274,8 @@ class TlsegWidget(Container):
             roi = project.add_roi(image_id, (y0, x0, y1, x1), edit.relabel(patch))
         except TlsegError as exc:
             return self._say(f"error: {exc}")
-        self._say(f"ROI {roi.roi_id} added ({len(project.rois())} in the training set)")
+        done = "added" if roi.version == 1 else f"updated to version {roi.version}"
+        self._say(f"ROI {roi.roi_id} {done} ({len(project.rois())} in the training set)")
         return roi
 
     def suggest(self):

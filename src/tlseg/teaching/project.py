@@ -159,7 +159,12 @@ class Project:
     # --- ROIs -------------------------------------------------------------------------
     def add_roi(self, image_id: str, box, labels: np.ndarray, *, polygon=None,
                 roi_id: int | None = None) -> ROI:
-        """Store a ROI's label patch. A new id, or with ``roi_id`` a new version of it."""
+        """Store a ROI's label patch. A new id, or with ``roi_id`` a new version of it.
+
+        A box that a ROI of the image already has (the same image and corners) makes a
+        new version of that ROI: a corrected box added again replaces it in the training
+        set, instead of counting twice, and the earlier version stays on disk.
+        """
         info = self.images.get(image_id)
         if info is None:
             raise TlsegError(f"no image {image_id!r} in project {self.root}; add it first")
@@ -186,6 +191,8 @@ class Project:
         y0, x0, y1, x1 = box
         existing = self._roi_files()
         if roi_id is None:
+            roi_id = self._roi_with_box(image_id, box, existing)
+        if roi_id is None:
             roi_id = 1 + max((i for i, _ in existing), default=0)
             version = 1
         else:
@@ -206,6 +213,20 @@ class Project:
             tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
         return ROI(roi_id, version, image_id, (y0, x0, y1, x1), labels.astype(np.int32),
                    tuple(map(tuple, polygon)) if polygon is not None else None)
+
+    def _roi_with_box(self, image_id, box, existing) -> int | None:
+        """The id of the ROI whose latest version lies on ``image_id`` at ``box``."""
+        latest: dict[int, int] = {}
+        for i, v in existing:
+            latest[i] = max(v, latest.get(i, 0))
+        for i, v in sorted(latest.items()):
+            try:
+                meta = _read_yaml(self.root / "rois" / f"{i:06d}-v{v}.yaml")
+                if meta["image"] == image_id and tuple(int(b) for b in meta["box"]) == tuple(box):
+                    return i
+            except Exception:  # noqa: BLE001, S112 - an unreadable ROI is reported by rois()
+                continue
+        return None
 
     def _roi_files(self) -> list[tuple[int, int]]:
         out = []

@@ -103,10 +103,12 @@ def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
                    diameter: float | None = None, exclude=None) -> list[dict]:
     """The ``n`` most uncertain boxes over several images, spread across them.
 
-    Every image is ranked on its own (:func:`suggest_rois`, up to ``ceil(n / len)`` boxes);
-    then the best box of each image is taken, most uncertain first, then each image's
-    second box, and so on: a batch of ROIs is most useful when it covers what differs
-    between images rather than one image's worst corner again and again.
+    Every image is ranked on its own (:func:`suggest_rois`, up to ``n`` boxes); then the
+    best box of each image is taken, most uncertain first, then each image's second box,
+    and so on: a batch of ROIs is most useful when it covers what differs between images
+    rather than one image's worst corner again and again. An image with no room for
+    another box leaves its turn to the others; fewer than ``n`` boxes come back only when
+    no more fit without overlap.
 
     Parameters
     ----------
@@ -123,13 +125,12 @@ def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
     images = list(images)
     if not images:
         return []
-    per_image = -(-n // len(images))
     rounds: dict[int, list[dict]] = {}
     for key, image in images:
         if not isinstance(image, np.ndarray):
             image = read_image(image)
         done = (exclude or {}).get(key, ())
-        for r, pick in enumerate(suggest_rois(model, image, n=per_image, size=size,
+        for r, pick in enumerate(suggest_rois(model, image, n=n, size=size,
                                               diameter=diameter, exclude=done), start=1):
             rounds.setdefault(r, []).append(dict(pick, key=key, round=r))
     out = []
