@@ -96,7 +96,8 @@ def scatter(wells: pd.DataFrame, color_by: str | None) -> str:
 
 def density_plot(d: dict, model: str | None = None) -> str:
     """Counts against seeding density, label-free and nuclei side by side: level means ±
-    SD over replicate wells, the line fitted over the linear range, the range shaded."""
+    SD over replicate wells, each count's line fitted over the linear range, the range
+    shaded."""
     panels = [(c, name, colour) for c, name, colour in
               (("n_cells", model_label(model), LF), ("n_nuclei", "nuclei", NUC))
               if c in d["means"]]
@@ -109,10 +110,12 @@ def density_plot(d: dict, model: str | None = None) -> str:
                     capsize=3, label=f"{name}, mean ± SD")
         if lr is not None:
             ax.axvspan(lr["low"], lr["high"], color="0.9", zorder=0, label="linear range")
-            if count == "n_cells":
+            line = lr if count == "n_cells" else lr.get("reference")
+            if line is not None:
                 x = np.linspace(lr["low"], lr["high"], 20)
-                ax.plot(x, lr["intercept"] + lr["slope"] * x, "k-", lw=1,
-                        label=f"fit, R² of means {lr['r2_means']:.3f}")
+                ax.plot(x, line["intercept"] + line["slope"] * x, "k-", lw=1,
+                        label="fit, R² of means " + (f"{line['r2_means']:.3f}"
+                                                     if line["r2_means"] is not None else "–"))
         ax.set_xlabel(_plain(d["column"]))
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False, fontsize=8, loc="upper left")

@@ -212,6 +212,10 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
                     f"R² of the means {lr['r2_means']:.3f}"
                     + (f", lack-of-fit p {lof:.2f}" if lof is not None else "") + ")"
                     if lr else "no run of two or more levels meets the criteria")
+            ref = lr and lr.get("reference")
+            if ref and ref.get("slope"):
+                text += (f"; over these levels the slope is {lr['slope'] / ref['slope']:.2f} "
+                         "times the nuclei's")
             c = d["criteria"]
             parts.append(f"<h2>Linear range{(' — ' + html.escape(group)) if group else ''}</h2>"
                          f"<p>Label-free count linear in {html.escape(str(d['column']))} "

@@ -139,7 +139,9 @@ def linear_range(wells: pd.DataFrame, density: str, *, count: str = "n_cells",
                  reference: str | None = "n_nuclei") -> dict:
     """The widest run of consecutive density levels where ``count`` is linear in density
     (judged on the level means, see the module docstring) and each level's mean is within
-    :data:`AGREEMENT` of ``reference``'s.
+    :data:`AGREEMENT` of ``reference``'s. The range's ``reference`` entry is the line
+    fitted to ``reference`` over the same levels (its slope against the count's says how
+    many label-free cells each nucleus gives).
 
     Examples
     --------
@@ -149,6 +151,8 @@ def linear_range(wells: pd.DataFrame, density: str, *, count: str = "n_cells",
     >>> lr = linear_range(wells, "d")["linear_range"]
     >>> lr["low"], lr["high"], lr["n_levels"]
     (1.0, 4.0, 3)
+    >>> round(lr["slope"] / lr["reference"]["slope"], 2)  # label-free / nuclei slope
+    1.0
     """
     w = wells.dropna(subset=[density])
     w = w[w["n_sites"] > 0]
@@ -174,6 +178,8 @@ def linear_range(wells: pd.DataFrame, density: str, *, count: str = "n_cells",
             if linear and agree:
                 best = {"low": _f(run[0]), "high": _f(run[-1]), "n_levels": len(run),
                         "_start": i, **line}
+                if ref:  # the stain's own line over the same levels, drawn beside it
+                    best["reference"] = _line(w[w[density].isin(run)], density, ref)
     if best is not None:
         best.pop("_start")
     full = _line(w, density, count) if len(levels) >= 2 else None
