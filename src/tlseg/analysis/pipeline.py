@@ -37,6 +37,7 @@ from ..errors import TlsegError
 from ..inference.model import Model
 from ..io import list_images, read_image, write_json, write_labels, write_table
 from ..io.files import output_folder, undo_defuse
+from ..io.images import BLOCKY, JPEG_SUFFIXES, jpeg_blockiness
 from .coverage import flagged, uncounted_texture
 from .measure import discard_edge, measure_cells
 from .overlay import write_overlay
@@ -295,6 +296,11 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                              ) from None
         log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
                  details["diameter"], details["diameter_source"])
+        if f.suffix.lower() in JPEG_SUFFIXES and (blocky := jpeg_blockiness(image)) >= BLOCKY:
+            log.warning("%s: JPEG compression blocks show (steps at the 8 x 8 block edges "
+                        "%.1fx the others); on flat background they can be read as cells: "
+                        "segment the instrument's TIFF or PNG export if you have it",
+                        f.name, blocky)
         share = details.get("uncounted_texture")
         if flagged(share):
             log.warning(missed_warning(f.name, share))
