@@ -21,7 +21,10 @@ diameter of the whole cells, :func:`tlseg.training.targets.median_diameter`), pe
 - synthetic confluent monolayers (``synthetic_field(confluent=True)``, 512²): cells of
   16, 24 and 40 px in phase contrast, brightfield and DIC, no background between them;
 - the 33 brightfield fields of ``paired/aisegcell-s10`` (1024²-2304², sparse to
-  crowded, some vignetted to black in a corner), against their whole-cell masks.
+  crowded, some vignetted to black in a corner), against their whole-cell masks;
+- small cells (a 4x or 10x objective with a binned camera): the first two val images of
+  each label-free source shrunk so that their cells are 6 or 8 px across, and the first
+  field of each aiSEGcell-s10 experiment shrunk to cells of 6 px.
 
 Three estimators: ``central window`` (the size head and the refinement read the image
 centre, and the three neighbouring ladder rungs that agree best win), ``shipped``
@@ -134,6 +137,28 @@ def fields(data: Path, limit: int | None = None):
             yield model, f"synthetic sparse ({channel})", sparse, truth
             yield model, f"synthetic dense ({channel})", patch, truth
     yield from dense_fields(data, limit)
+    yield from small_fields(data, limit)
+
+
+def small_fields(data: Path, limit: int | None = None):
+    """Val images of each label-free source shrunk to cells of 6 and 8 px, and the first
+    field of each aiSEGcell-s10 experiment to cells of 6 px."""
+    def shrunk(image, mask, d):
+        img = rescale(image, d / true_diameter(mask))
+        return img, true_diameter(resize_labels(mask, img.shape))
+
+    for src in TL_SOURCES:
+        for p in sorted((data / "tl" / src / "val" / "images").glob("*.tif"))[:min(2, limit or 2)]:
+            mask = tifffile.imread(data / "tl" / src / "val" / "masks" / p.name)
+            for d in (6, 8):
+                yield "tl-cells", f"val cells shown at {d} px", *shrunk(tlseg.read_image(p), mask, d)
+    s10, seen = data / "paired" / "aisegcell-s10", set()
+    for p in sorted((s10 / "tl").glob("*.tif")):
+        if p.name.split("_")[0] in seen or len(seen) == (limit or 5):
+            continue
+        seen.add(p.name.split("_")[0])
+        mask = tifffile.imread(s10 / "cell_labels" / p.name)
+        yield "tl-cells", "aisegcell-s10 fields shown at 6 px", *shrunk(tlseg.read_image(p), mask, 6)
 
 
 @contextmanager
