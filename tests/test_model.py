@@ -66,15 +66,6 @@ def test_diameter_is_estimated_within_a_factor(tl_cells):
         assert est is not None and d / 1.5 < est < d * 1.5, (d, est)
 
 
-def test_diameter_of_cells_under_the_ladders_old_first_rung_is_estimated(tl_cells):
-    """Brightfield cells of 7 px (a 4x objective): with the ladder starting at 12 px the
-    estimate read them at 45 px, where none is found."""
-    f = synthetic_field((192, 192), diameter=7, modality="brightfield", seed=0)
-    true = median_diameter(f["labels"])
-    est = tl_cells.estimate_diameter(f["tl"].astype(np.float32), calibrate=False)
-    assert est is not None and true / 1.4 < est < true * 1.4, (true, est)
-
-
 def test_diameter_is_estimated_in_a_sparse_field(tl_cells):
     # the only cells sit in a corner of a large empty field (a low-density well): the
     # estimate reads them, not the empty centre (read there, it gives ~300 px)

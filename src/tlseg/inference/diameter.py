@@ -30,11 +30,8 @@ class Model(Protocol):
     def predict_maps(self, image: np.ndarray, **kwargs) -> np.ndarray: ...
 
 # candidate cell diameters (input pixels) for the automatic estimate, half an octave apart
-# (the size head is trained on +-1 octave around canonical). The readings of three
-# neighbouring rungs are averaged, so the ladder starts two rungs under the smallest cells
-# it should find: from 12 px, brightfield cells of 6-7 px were read at 22-45 px (and
-# segmented at that, none found); from 6 px, at 5.3-7.8 px (benchmarks/diameter_estimate.py)
-DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(-2, 11))  # 6 .. 384
+# (the size head is trained on +-1 octave around canonical)
+DIAMETER_LADDER = tuple(float(12 * 2 ** (k / 2)) for k in range(11))  # 12 .. 384
 # a size-head reading from rungs that saw fewer cells than this (foreground area over a
 # canonical cell's) is weak evidence: a clump of small cells zoomed far out reads as one
 # big cell, consistently over several rungs, and then loses to a reading that saw more
