@@ -15,10 +15,10 @@ atomically into the output folder:
 ``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``, and the
 image's absolute ``path``), rewritten after every image; an image whose cell-like
 texture lies mostly outside the cells counted (:func:`tlseg.uncounted_texture` over
-``FLAG``, :func:`~tlseg.analysis.coverage.flagged`) is also named in a warning. An image's row is its last write, so it is the completion
-marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
-asked for) overlay all exist, and redoes any other; a run killed between two writes
-loses nothing on the re-run.
+``FLAG``, :func:`~tlseg.analysis.coverage.flagged`) is also named in a warning. An
+image's row is its last write, so it is the completion marker: a re-run skips an image
+only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
+and redoes any other; a run killed between two writes loses nothing on the re-run.
 Hidden temporary files left by a killed run are removed when the next run starts.
 """
 
@@ -153,14 +153,15 @@ def _refuse_shared_names(files: list[Path], out: Path) -> None:
                              f"{out}: segment them into separate -o folders, or rename one")
 
 
-def _refuse_other_sources(files: list[Path], rows: dict[str, dict], out: Path,
+def _refuse_other_sources(sources: dict[Path, str], rows: dict[str, dict], out: Path,
                           overwrite: bool) -> None:
     """An image whose name ``counts.csv`` already lists for another file that still
     exists (a second folder run into the same ``out``) would be skipped as done, and the
-    other file's count reported for it. Refused before any work, unless ``overwrite``."""
-    for f in files:
+    other file's count reported for it. Refused before any work, unless ``overwrite``.
+    ``sources``: each input and its absolute path."""
+    for f, source in sources.items():
         earlier = str((rows.get(f.name) or {}).get("path") or "")
-        if (not overwrite and earlier and earlier != str(f.resolve())
+        if (not overwrite and earlier and earlier != source
                 and Path(earlier).exists()):
             raise TlsegError(f"{out} holds the results of {earlier}, not of {f}: give it "
                              "another -o, or --overwrite to replace them")
@@ -241,8 +242,10 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
         config = settings_or_config(SegmentConfig, config, settings, what="segment_folder")
     except ValueError as exc:
         raise TlsegError(str(exc)) from None
-    files = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
-    files = list({f.resolve(): f for f in files}.values())  # a file given twice runs once
+    listed = list_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
+    # each input and its absolute path, resolved once; a file given twice runs once
+    sources = {f: str(r) for r, f in {f.resolve(): f for f in listed}.items()}
+    files = list(sources)
     _refuse_shared_names(files, out)
     out = _output_folder(out)
     given = model
@@ -251,9 +254,9 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     rows = _read_counts(counts_path)
     _settings_record(out, config, given,
                      done=any(r.get("status") == "ok" for r in rows.values()))
-    _refuse_other_sources(files, rows, out, config.overwrite)
+    _refuse_other_sources(sources, rows, out, config.overwrite)
     for f in (progress or (lambda it: it))(files):
-        source = str(f.resolve())
+        source = sources[f]
         mask_path = out / f"{f.stem}_masks.tif"
         outputs = [mask_path, out / f"{f.stem}_cells.csv"]
         if config.overlay:

@@ -216,10 +216,7 @@ class Project:
 
     def _roi_with_box(self, image_id, box, existing) -> int | None:
         """The id of the ROI whose latest version lies on ``image_id`` at ``box``."""
-        latest: dict[int, int] = {}
-        for i, v in existing:
-            latest[i] = max(v, latest.get(i, 0))
-        for i, v in sorted(latest.items()):
+        for i, v in _latest_versions(existing).items():
             try:
                 meta = _read_yaml(self.root / "rois" / f"{i:06d}-v{v}.yaml")
                 if meta["image"] == image_id and tuple(int(b) for b in meta["box"]) == tuple(box):
@@ -242,11 +239,8 @@ class Project:
         """Latest version of every ROI. Unreadable ones go to ``errors`` (or are skipped)."""
         import tifffile
 
-        latest: dict[int, int] = {}
-        for i, v in self._roi_files():
-            latest[i] = max(v, latest.get(i, 0))
         out = []
-        for i, v in sorted(latest.items()):
+        for i, v in _latest_versions(self._roi_files()).items():
             stem = self.root / "rois" / f"{i:06d}-v{v}"
             try:
                 meta = _read_yaml(stem.with_suffix(".yaml"))
@@ -290,6 +284,14 @@ class Project:
             known = patch != UNKNOWN
             out[y0:y1, x0:x1][known] = patch[known]
         return out
+
+
+def _latest_versions(files: list[tuple[int, int]]) -> dict[int, int]:
+    """{ROI id: its latest version}, by id, from (id, version) pairs."""
+    latest: dict[int, int] = {}
+    for i, v in files:
+        latest[i] = max(v, latest.get(i, 0))
+    return dict(sorted(latest.items()))
 
 
 def _locked(root: Path):
