@@ -235,8 +235,9 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
     lattice peak of the autocorrelation (:func:`tlseg.inference.repeats.lattice_vectors`
     reports none below 0.5), the objects the flat filter (:mod:`tlseg.inference.flat`, the
     model's ``flat_texture`` and ``flat_coherence``) drops and, of the objects left, those
-    the speck filter (:mod:`tlseg.inference.specks`, ``opaque_darkness``) drops; of each,
-    those that match an annotated cell (IoU >= 0.5)."""
+    the speck filter (:mod:`tlseg.inference.specks`, ``opaque_darkness``) drops; of the
+    repeats at the setting, the flat objects and the specks, those that match an
+    annotated cell (IoU >= 0.5)."""
     from tlseg.inference.flat import flat_objects
     from tlseg.inference.labels import resize_labels
     from tlseg.inference.postprocess import instances_from_maps, keep_objects
@@ -255,7 +256,8 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
     for name, pairs in sets.items():
         if not pairs:
             continue
-        row = {"images": 0, "objects": 0, "dropped": 0, "dropped_at_0.7": 0, "top_peak": 0.0,
+        row = {"images": 0, "objects": 0, "dropped": 0, "dropped_matched": 0,
+               "dropped_at_0.7": 0, "top_peak": 0.0,
                "flat_dropped": 0, "flat_dropped_matched": 0, "opaque_dropped": 0,
                "opaque_dropped_matched": 0}
         for path, mask_path in pairs:
@@ -272,6 +274,9 @@ def filter_on_cell_images(model: tlseg.Model, data: Path) -> dict:
             if labels.max() == 0:
                 continue
             truth = resize_labels(tifffile.imread(mask_path), labels.shape)
+            if setting > 0:
+                row["dropped_matched"] += int(
+                    matched_objects(labels, truth)[sim >= setting].sum())
             if inst.flat_texture > 0:
                 flat = flat_objects(labels, det["image"], maps[0],
                                     maps[3:5] if maps.shape[0] >= 5 else None,

@@ -56,6 +56,7 @@ ROWS = 256  # rows of the pattern computed at once (24 copies of them in memory)
 MIN_COPIES = 3  # fewest lattice copies of a pixel inside the image for a pattern value
 LOCAL_SIGMA = 0.3  # window (canonical diameters) in which a pixel matches the pattern
 LOCAL_CORR = (0.5, 0.8)  # local correlation at which the pattern is kept from 0 to all
+NOISE_SIGMA = 1.0  # canonical px: the Gaussian that takes pixel noise out of comparisons
 
 
 def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
@@ -77,9 +78,17 @@ def _detrend(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
     return image - smooth[:h, :w]
 
 
+def _denoise(image: np.ndarray) -> np.ndarray:
+    """``image`` with its pixel noise taken out (a Gaussian of ``NOISE_SIGMA`` px), for
+    comparing images: white noise lowers every correlation by its share of the variance,
+    and on a noisy field a chip's lattice of posts correlated under 0.5."""
+    return ndi.gaussian_filter(image, NOISE_SIGMA, mode="nearest")
+
+
 def _highpass(image: np.ndarray, canonical_diameter: float) -> np.ndarray:
-    """:func:`_detrend` scaled to unit variance."""
-    hp = _detrend(image, canonical_diameter)
+    """:func:`_detrend`, without pixel noise (:func:`_denoise`), scaled to unit
+    variance."""
+    hp = _denoise(_detrend(image, canonical_diameter))
     return hp / max(float(hp.std()), 1e-6)
 
 
@@ -320,9 +329,10 @@ def pattern_component(image: np.ndarray, canonical_diameter: float, *,
     def g(a):
         return ndi.gaussian_filter(a, sigma, mode="nearest")
 
-    ma, mb = g(hp), g(template)
-    cov = g(hp * template) - ma * mb
-    var = np.maximum(g(hp * hp) - ma * ma, 0) * np.maximum(g(template * template) - mb * mb, 0)
+    a, b = _denoise(hp), _denoise(template)  # compared without pixel noise
+    ma, mb = g(a), g(b)
+    cov = g(a * b) - ma * mb
+    var = np.maximum(g(a * a) - ma * ma, 0) * np.maximum(g(b * b) - mb * mb, 0)
     corr = cov / np.sqrt(np.maximum(var, 1e-12))
     lo, hi = LOCAL_CORR
     weight = np.clip((corr - lo) / (hi - lo), 0.0, 1.0)
