@@ -199,6 +199,7 @@ def test_diameter_by_plate_map_column_estimates_one_diameter_per_group(tmp_path,
     sites = pd.read_csv(out / "sites.csv").set_index("well")
     # sites.csv keeps 2 decimals
     assert sites.loc["B02", "diameter"] == pytest.approx(by_well["B02"][0], abs=0.006)
+    assert set(sites["pattern"]) == {"none"}  # cells on a plain background: no chip
     # a resume keeps the estimates and refuses a different grouping
     assert main(base + ["-o", str(out), "--diameter-by", "objective"]) == 0
     assert main(base + ["-o", str(out)]) == 2

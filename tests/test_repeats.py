@@ -4,10 +4,12 @@ alone or crowded, are not touched."""
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from scipy import ndimage as ndi
 
 from tlseg.analysis.metrics import match_counts
+from tlseg.analysis.pipeline import segment_folder
 from tlseg.config import InstanceConfig
 from tlseg.inference.repeats import (
     drop_repeated,
@@ -86,6 +88,27 @@ def test_the_model_drops_posts_only_when_its_setting_asks(tl_cells_without):
     assert with_filter.max() < off.segment(image, diameter=30).max()
     with pytest.raises(ValueError, match="repeat_similarity"):
         InstanceConfig(repeat_similarity=1.0)
+
+
+def test_what_the_field_holds_is_reported(tl_cells_without, tmp_path, caplog):
+    # a chip's lattice is named, a field of cells has none, and a model without the
+    # structure steps does not look
+    image, _, _ = _chip(5)
+    model, off = tl_cells_without(repeat_similarity=0.0, remove_pattern=False)
+    details = model.predict_instances(image, diameter=30)[1]
+    assert details["pattern"] == "lattice"
+    cells = synthetic_field((384, 384), diameter=30, n_cells=8, seed=5)["tl"]
+    assert model.predict_instances(cells, diameter=30)[1]["pattern"] == "none"
+    assert "pattern" not in off.predict_instances(image, diameter=30)[1]
+    tifffile.imwrite(tmp_path / "chip.tif", image)
+    tifffile.imwrite(tmp_path / "cells.tif", cells)
+    with caplog.at_level("INFO", logger="tlseg"):
+        counts = segment_folder([tmp_path / "chip.tif", tmp_path / "cells.tif"],
+                                tmp_path / "out", model=model, diameter=30)
+    assert counts.set_index("image")["pattern"].to_dict() == {"chip.tif": "lattice",
+                                                              "cells.tif": "none"}
+    chip_line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("chip")]
+    assert "repeating lattice" in chip_line[0]
 
 
 def test_pattern_removal_takes_the_posts_and_leaves_the_cells(tl_cells_without):

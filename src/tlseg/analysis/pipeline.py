@@ -12,10 +12,14 @@ atomically into the output folder:
 - ``segment.json``: the settings (a re-run with others is refused unless ``overwrite``).
 
 ``counts.csv`` has one row per image (``image``, ``status``, ``n_cells``, ``diameter``,
-``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``error``, and the
-image's absolute ``path``), rewritten after every image; an image whose cell-like
-texture lies mostly outside the cells counted (:func:`tlseg.uncounted_texture` over
-``FLAG``, :func:`~tlseg.analysis.coverage.flagged`) is also named in a warning. An
+``diameter_source``, ``mean_area_px``, ``uncounted_texture``, ``pattern``, ``error``,
+and the image's absolute ``path``), rewritten after every image; ``pattern`` says
+whether a repeating structure was found (:func:`tlseg.inference.repeats.pattern_kind`:
+a chip's lattice, subtracted before the network, or a wall along one direction), and the
+log line names it, so that a field of cells taken for a chip would not pass unseen. An
+image whose cell-like texture lies mostly outside the cells counted
+(:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
+is also named in a warning. An
 image's row is its last write, so it is the completion marker: a re-run skips an image
 only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
 and redoes any other; a run killed between two writes loses nothing on the re-run.
@@ -45,7 +49,7 @@ from .overlay import write_overlay
 log = logging.getLogger(__name__)
 
 COUNT_COLUMNS = ("image", "status", "n_cells", "diameter", "diameter_source", "mean_area_px",
-                 "uncounted_texture", "error", "path")
+                 "uncounted_texture", "pattern", "error", "path")
 
 
 @dataclass
@@ -105,6 +109,18 @@ def segment_and_measure(model: Model, image: np.ndarray, *, diameter: float | No
     cells = measure_cells(labels, channels if channels is not None else {"image": image},
                          nuclei=nuclei, pixel_size=pixel_size)
     return Segmented(labels, details, cells)
+
+
+def pattern_note(details: dict) -> str:
+    """What a field's repeating structure did, for its log line ('' without one)."""
+    kind = details.get("pattern")
+    if kind == "lattice":
+        return ("; a repeating lattice (a chip's posts or traps) was taken out and the "
+                "objects on it dropped")
+    if kind == "line":
+        return ("; a structure repeating along one direction (a wall or an edge) was "
+                "found and the objects on it dropped")
+    return ""
 
 
 def missed_warning(name: str, share: float) -> str:
@@ -285,7 +301,7 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
                         "diameter_source": details["diameter_source"],
                         "mean_area_px": round(float(cells["area"].mean()), 1) if len(cells)
                         else 0.0, "uncounted_texture": details.get("uncounted_texture"),
-                        "error": "", "path": source}
+                        "pattern": details.get("pattern", ""), "error": "", "path": source}
         try:  # the counts row last: it marks the image done
             write_table(out / f"{f.stem}_cells.csv", cells)
             write_labels(mask_path, labels)
@@ -297,8 +313,8 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
             raise TlsegError(f"{out}: cannot write the results of {f.name} ({why}); free "
                              "some space or choose another -o, then run again to resume"
                              ) from None
-        log.info("%s: %d cells (diameter %.1f px, %s)", f.name, details["n_cells"],
-                 details["diameter"], details["diameter_source"])
+        log.info("%s: %d cells (diameter %.1f px, %s)%s", f.name, details["n_cells"],
+                 details["diameter"], details["diameter_source"], pattern_note(details))
         if f.suffix.lower() in JPEG_SUFFIXES and (blocky := jpeg_blockiness(image)) >= BLOCKY:
             log.warning("%s: JPEG compression blocks show (steps at the 8 x 8 block edges "
                         "%.1fx the others); on flat background they can be read as cells: "

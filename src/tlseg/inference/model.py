@@ -31,7 +31,7 @@ from .preprocess import (
     repair_edge_lines,
     rescale,
 )
-from .repeats import drop_repeated, lattice_vectors, remove_pattern
+from .repeats import drop_repeated, lattice_vectors, pattern_kind, remove_pattern
 from .runtime import repeatable
 from .specks import drop_opaque
 
@@ -255,7 +255,9 @@ class Model:
         -------
         labels : ndarray of int32 (H, W), 0 = background
         details : dict with ``diameter``, ``diameter_source`` ('given', 'estimated',
-            'taught', 'default'), ``scale`` and ``n_cells``.
+            'taught', 'default'), ``scale`` and ``n_cells``; for a model with the
+            structure filter or pattern removal also ``pattern`` ('none', 'line',
+            'lattice': :func:`tlseg.inference.repeats.pattern_kind`).
         """
         inst = self.config.instances
         repeats = inst.repeat_similarity
@@ -264,6 +266,8 @@ class Model:
                                             keep_image=(repeats > 0 or inst.flat_texture > 0
                                                         or inst.opaque_darkness > 0))
         lattice = details.pop("lattice", None)
+        if lattice is not None:  # a model with the structure steps: say what it found
+            details["pattern"] = pattern_kind(lattice)
         h, w = np.shape(image)  # 2-D: checked by canonical_maps
         scale = details["scale"]
         labels = instances_from_maps(maps, canonical_diameter=self.config.canonical_diameter,

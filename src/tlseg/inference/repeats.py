@@ -271,6 +271,24 @@ def lattice_shifts(vectors: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def pattern_kind(vectors: np.ndarray) -> str:
+    """What a field's lattice vectors (:func:`lattice_vectors`) say it holds: ``"none"``
+    (no repeating pattern), ``"line"`` (a pattern along one direction: a channel wall, a
+    well edge; the objects on it are dropped by the structure filter) or ``"lattice"``
+    (two directions: a chip's posts or traps; also subtracted by :func:`remove_pattern`).
+
+    >>> pattern_kind(np.zeros((0, 2)))
+    'none'
+    >>> pattern_kind(np.array([[0.0, 60.0], [0.0, 120.0]]))
+    'line'
+    >>> pattern_kind(np.array([[0.0, 60.0], [52.0, 30.0]]))
+    'lattice'
+    """
+    if len(vectors) == 0:
+        return "none"
+    return "line" if lattice_shifts(vectors) is None else "lattice"
+
+
 def pattern_component(image: np.ndarray, canonical_diameter: float, *,
                       min_peak: float = MIN_PEAK,
                       vectors: np.ndarray | None = None) -> np.ndarray | None:

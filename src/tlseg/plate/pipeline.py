@@ -108,6 +108,13 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         failed = [r for r in records if r["status"] != "ok"]
         for r in failed:
             logger.error("%s site %s: %s (skipped)", r["well"], r["site"], r["error"])
+        found = [r.get("pattern") for r in records if r["status"] == "ok"]
+        n_lattice, n_line = found.count("lattice"), found.count("line")
+        if n_lattice or n_line:
+            logger.info("%d of %d sites show a repeating structure (%d a chip's lattice, "
+                        "taken out before segmenting; %d a wall or an edge); the objects "
+                        "on it are dropped (pattern in sites.csv)",
+                        n_lattice + n_line, len(found), n_lattice, n_line)
         result = validate_plate(out, density=density, table_style=table_style)
     if not (result["sites"]["status"] == "ok").any():
         logger.error("no site of the plate was segmented; the errors are listed in "

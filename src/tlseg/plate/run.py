@@ -129,7 +129,8 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
                                    pixel_size=cfg.get("pixel_size"), exclude_edge=edge)
         cells, det, table = done.labels, done.details, done.cells
         rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"],
-                   uncounted_texture=det.get("uncounted_texture"))
+                   uncounted_texture=det.get("uncounted_texture"),
+                   pattern=det.get("pattern", ""))
         if ndet is not None:
             rec.update(nuclei_diameter=ndet["diameter"], n_nuclei=ndet["n_cells"])
         table.insert(0, "site", site["site"])

@@ -111,7 +111,8 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     wells = wells.sort_values("well", key=lambda s: s.map(split_well)).reset_index(drop=True)
     write_table(out / "wells.csv", wells)
     site_cols = [c for c in ("well", "site", "status", "n_cells", "n_nuclei", "diameter",
-                             "nuclei_diameter", "uncounted_texture", "shape", "seconds",
+                             "nuclei_diameter", "uncounted_texture", "pattern", "shape",
+                             "seconds",
                              "error") if c in sites]
     write_table(out / "sites.csv", sites[site_cols])
     result = {"sites": sites, "wells": wells, "cells": cells}
