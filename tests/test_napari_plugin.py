@@ -59,6 +59,20 @@ def test_a_monolayer_read_as_a_few_cells_is_pointed_out(widget, qtbot):
 
 
 @pytest.mark.slow
+def test_a_chip_is_named(widget, qtbot):
+    import torch
+
+    from tlseg.training.structures import structure_relief
+
+    f = synthetic_field((384, 384), diameter=30, n_cells=8, seed=5)
+    relief = structure_relief(384, 384, "posts", 30.0, torch.Generator().manual_seed(5))
+    widget.image.value = widget.viewer.add_image(f["tl"] * (1 + relief.numpy()), name="chip")
+    widget.segment()
+    qtbot.waitUntil(lambda: "chip cells" in widget.viewer.layers, timeout=WAIT)
+    assert "repeating lattice (a chip's posts or traps) was taken out" in widget.status.value
+
+
+@pytest.mark.slow
 def test_segment_and_edit_with_undo(widget):
     viewer = widget.viewer
     layer = viewer.layers["field cells"]

@@ -326,4 +326,5 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     return pd.DataFrame(list(rows.values()), columns=list(COUNT_COLUMNS))
 
 
-__all__ = ["COUNT_COLUMNS", "Segmented", "missed_warning", "segment_and_measure", "segment_folder"]
+__all__ = ["COUNT_COLUMNS", "Segmented", "missed_warning", "pattern_note", "segment_and_measure",
+           "segment_folder"]

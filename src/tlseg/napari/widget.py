@@ -36,6 +36,7 @@ from magicgui.widgets import (
 import tlseg
 from tlseg import TlsegError, edit
 from tlseg.analysis.coverage import flagged
+from tlseg.analysis.pipeline import pattern_note
 
 from .corrections import correct, layer_named
 from .progress import Cancelled, Relay
@@ -200,7 +201,7 @@ class TlsegWidget(Container):
         self.labels_layer.value = self.viewer.layers[name]
         self._undo.clear()
         text = (f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
-                f"{details['diameter_source']})")
+                f"{details['diameter_source']}){pattern_note(details)}")
         share = details.get("uncounted_texture")
         if flagged(share):
             text += (f"; {share:.0%} of the cell-like texture lies outside them: look for "
