@@ -128,6 +128,29 @@ def _uncounted(wells: pd.DataFrame, sites: pd.DataFrame, out: Path, run: dict,
             + _table(high[cols].head(top)) + more + _figures(thumbs))
 
 
+def _structures(sites: pd.DataFrame, top: int = 24) -> str:
+    """The sites where the structure steps found a repeating pattern (``pattern`` in
+    sites.csv: :func:`tlseg.inference.repeats.pattern_kind`), by well; or ''."""
+    if "pattern" not in sites:
+        return ""
+    found = sites[sites["pattern"].isin(["lattice", "line"])]
+    if found.empty:
+        return ""
+    what = {"lattice": "a chip's lattice of posts or traps, subtracted before segmenting",
+            "line": "a wall or an edge repeating along one direction"}
+    items = []
+    for kind, group in found.groupby("pattern"):
+        wells = sorted(set(group["well"]))
+        names = ", ".join(wells[:top]) + (f" and {len(wells) - top} more" if len(wells) > top
+                                          else "")
+        items.append(f"<li>{len(group)} site(s), {what[kind]}: {html.escape(names)}</li>")
+    n_ok = int((sites["status"] == "ok").sum())
+    return (f"<h2>Structures</h2><p>At {len(found)} of {n_ok} sites a repeating structure was "
+            "found, and the objects on it were dropped (pattern in sites.csv). A field of "
+            "cells alone shows none: if these wells hold no chip or wall, look at their "
+            f"masks.</p><ul>{''.join(items)}</ul>")
+
+
 def _figures(thumbs: list[tuple[str, str]]) -> str:
     """A row of (caption, PNG data URL) figures, or '' when there are none."""
     return ("<div class='figs'>" + "".join(
@@ -177,6 +200,7 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
         items = "".join(f"<li>{html.escape(str(p))}</li>" for p in problems)
         parts.append(f"<h2>Problems ({len(problems)})</h2><ul class='warn'>{items}</ul>")
     parts.append(_uncounted(used, sites, out, run))
+    parts.append(_structures(sites))
     figs = []
     if conds is not None and len(conds):
         figs.append(("Counts per condition (mean ± SD over replicate wells)",
