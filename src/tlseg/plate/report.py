@@ -148,7 +148,9 @@ def _structures(sites: pd.DataFrame, top: int = 24) -> str:
     return (f"<h2>Structures</h2><p>At {len(found)} of {n_ok} sites a repeating structure was "
             "found, and the objects on it were dropped (pattern in sites.csv). A field of "
             "cells alone shows none: if these wells hold no chip or wall, look at their "
-            f"masks.</p><ul>{''.join(items)}</ul>")
+            "masks; a copy of the model folder with <code>remove_pattern: false</code> and "
+            "<code>repeat_similarity: 0.0</code> in its tuning.yaml segments without these "
+            f"steps.</p><ul>{''.join(items)}</ul>")
 
 
 def _figures(thumbs: list[tuple[str, str]]) -> str:
