@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -82,3 +83,27 @@ def assert_same_cells():
                 f["tl"], diameter=30).max()
 
     return check
+
+
+@pytest.fixture(scope="session")
+def finished_plate_run():
+    """A function that writes what a finished ``tlseg plate run`` leaves in ``out`` for
+    ``validate_plate``: ``run.json`` and, per ``(well, site)`` of ``sites``, a segmented
+    site's record (with the fields given for it) and a table of its 5 cells."""
+
+    def write(out, sites: dict):
+        for sub in ("sites", "cells"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        run = {"plate": "p", "layout": "imagexpress", "skipped_sites": [],
+               "unparsed_files": [], "config": {"tl_channel": "w1"}}
+        (out / "run.json").write_text(json.dumps(run))
+        for (well, site), fields in sites.items():
+            key = f"{well}_s{site}"
+            record = {"well": well, "site": site, "key": key, "paths": {"w1": "gone.tif"},
+                      "status": "ok", "shape": [100, 100], "diameter": 20.0, "n_cells": 5,
+                      **fields}
+            (out / "sites" / f"{key}.json").write_text(json.dumps(record))
+            pd.DataFrame({"well": well, "site": site, "label": np.arange(1, 6), "area": 300.0}
+                         ).to_parquet(out / "cells" / f"{key}.parquet")
+
+    return write

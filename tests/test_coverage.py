@@ -1,6 +1,5 @@
 """The check for missed cells: cell-like texture outside the cells counted."""
 
-import json
 import logging
 
 import numpy as np
@@ -128,22 +127,10 @@ def test_nuclei_model_leaves_it_out():
     assert "uncounted_texture" not in done.details
 
 
-def test_plate_tables_and_report_name_the_wells_to_look_at(tmp_path):
+def test_plate_tables_and_report_name_the_wells_to_look_at(tmp_path, finished_plate_run):
     out = tmp_path / "run"
-    for sub in ("sites", "cells"):
-        (out / sub).mkdir(parents=True)
-    run = {"plate": "p", "layout": "imagexpress", "skipped_sites": [], "unparsed_files": [],
-           "config": {"tl_channel": "w1"}}
-    (out / "run.json").write_text(json.dumps(run))
     shares = {("A01", 1): 0.02, ("A01", 2): 0.9, ("A02", 1): 0.1, ("A02", 2): None}
-    for (well, site), share in shares.items():
-        key = f"{well}_s{site}"
-        record = {"well": well, "site": site, "key": key, "paths": {"w1": "gone.tif"},
-                  "status": "ok", "shape": [100, 100], "diameter": 20.0, "n_cells": 5,
-                  "uncounted_texture": share}
-        (out / "sites" / f"{key}.json").write_text(json.dumps(record))
-        pd.DataFrame({"well": well, "site": site, "label": np.arange(1, 6), "area": 300.0}
-                     ).to_parquet(out / "cells" / f"{key}.parquet")
+    finished_plate_run(out, {s: {"uncounted_texture": v} for s, v in shares.items()})
     result = tlseg.validate_plate(out)
     wells = pd.read_csv(out / "wells.csv").set_index("well")
     assert wells["uncounted_texture"].to_dict() == {"A01": 0.9, "A02": 0.1}  # a well's worst site

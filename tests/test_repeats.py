@@ -1,8 +1,6 @@
 """Objects on a repeating pattern (chip posts) are found and the pattern is removed; cells,
 alone or crowded, are not touched."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,28 +133,15 @@ def test_pattern_removal_takes_the_posts_and_leaves_the_cells(tl_cells_without):
     assert found[0] > found[1] and found[0] >= 0.85 * n_true
 
 
-def test_the_plate_report_lists_the_sites_with_a_structure(tmp_path):
+def test_the_plate_report_lists_the_sites_with_a_structure(tmp_path, finished_plate_run):
     out = tmp_path / "run"
-    for sub in ("sites", "cells"):
-        (out / sub).mkdir(parents=True)
-    run = {"plate": "p", "layout": "imagexpress", "skipped_sites": [], "unparsed_files": [],
-           "config": {"tl_channel": "w1"}}
-    (out / "run.json").write_text(json.dumps(run))
-    for well, pattern in (("A01", "lattice"), ("A02", "none"), ("B01", "line")):
-        key = f"{well}_s1"
-        record = {"well": well, "site": 1, "key": key, "paths": {"w1": "gone.tif"},
-                  "status": "ok", "shape": [100, 100], "diameter": 20.0, "n_cells": 5,
-                  "pattern": pattern}
-        (out / "sites" / f"{key}.json").write_text(json.dumps(record))
-        pd.DataFrame({"well": well, "site": 1, "label": np.arange(1, 6), "area": 300.0}
-                     ).to_parquet(out / "cells" / f"{key}.parquet")
+    patterns = {("A01", 1): "lattice", ("A02", 1): "none", ("B01", 1): "line"}
+    finished_plate_run(out, {s: {"pattern": p} for s, p in patterns.items()})
     html = tlseg.validate_plate(out)["report"].read_text()
     assert "At 2 of 3 sites a repeating structure was found" in html
     assert "posts or traps, subtracted before segmenting: A01" in html
     assert "along one direction: B01" in html
     assert pd.read_csv(out / "sites.csv")["pattern"].tolist() == ["lattice", "none", "line"]
-    (out / "sites" / "A01_s1.json").write_text(json.dumps({**record, "well": "A01",
-                                                          "key": "A01_s1", "pattern": "none"}))
-    (out / "sites" / "B01_s1.json").unlink()
-    (out / "cells" / "B01_s1.parquet").unlink()
-    assert "<h2>Structures" not in tlseg.validate_plate(out)["report"].read_text()
+    plain = tmp_path / "plain"
+    finished_plate_run(plain, {s: {"pattern": "none"} for s in patterns})
+    assert "<h2>Structures" not in tlseg.validate_plate(plain)["report"].read_text()
