@@ -19,10 +19,10 @@ a chip's lattice, subtracted before the network, or a wall along one direction),
 log line names it, so that a field of cells taken for a chip would not pass unseen. An
 image whose cell-like texture lies mostly outside the cells counted
 (:func:`tlseg.uncounted_texture` over ``FLAG``, :func:`~tlseg.analysis.coverage.flagged`)
-is also named in a warning. An
-image's row is its last write, so it is the completion marker: a re-run skips an image
-only when its row says 'ok' and its mask, table and (if asked for) overlay all exist,
-and redoes any other; a run killed between two writes loses nothing on the re-run.
+is also named in a warning. An image's row is its last write, so it is the completion
+marker: a re-run skips an image only when its row says 'ok' and its mask, table and (if
+asked for) overlay all exist, and redoes any other; a run killed between two writes
+loses nothing on the re-run.
 Hidden temporary files left by a killed run are removed when the next run starts.
 """
 

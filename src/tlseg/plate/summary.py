@@ -112,8 +112,7 @@ def summarize(out) -> dict[str, pd.DataFrame]:
     write_table(out / "wells.csv", wells)
     site_cols = [c for c in ("well", "site", "status", "n_cells", "n_nuclei", "diameter",
                              "nuclei_diameter", "uncounted_texture", "pattern", "shape",
-                             "seconds",
-                             "error") if c in sites]
+                             "seconds", "error") if c in sites]
     write_table(out / "sites.csv", sites[site_cols])
     result = {"sites": sites, "wells": wells, "cells": cells}
     if pm is not None and len(pm.columns):
