@@ -246,6 +246,10 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     pairs = [(s.key, *_read_pair(s, tl, nuc)) for s in sites if s.well in calib_wells]
     # estimated as `tlseg plate run` estimates them, over sites spread over the plate: the
     # calibrated model then learns the cells at the scale a plate run shows them
+    if diameter is None or nuclei_diameter is None:
+        log.info("estimating the %s on up to 4 sites spread over the plate",
+                 "cell and nucleus diameters" if diameter is None and nuclei_diameter is None
+                 else "cell diameter" if diameter is None else "nucleus diameter")
     d = diameter or plate_diameter(base, sites, tl) or base.config.default_diameter
     nd = (nuclei_diameter or plate_diameter(nuclei_model, sites, nuc)
           or nuclei_model.config.default_diameter)
@@ -256,7 +260,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                             "cells_seeded": 0, "background_fraction": 0.0,
                             "known_fraction": 0.0}
     centres = []  # nucleus centres per calibration site, input pixels
-    for key, image, stain in pairs:
+    for i, (key, image, stain) in enumerate(pairs):
+        log.info("labels from calibration site %d of %d (%s)", i + 1, len(pairs), key)
         cells = base.predict_instances(image, diameter=d)[0]
         nuclei = nuclei_model.predict_instances(stain, diameter=nd)[0]
         centres.append(nucleus_centres(nuclei))
