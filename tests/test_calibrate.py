@@ -217,6 +217,9 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert "(wells C01, C02, D01; cell_line synthetic; seeding_density 5000, 10000)" in printed
     assert "before" in printed and "after" in printed
     assert "training cells from" in printed and "cells seeded at packed nuclei" in printed
+    # the work before the progress bar is announced site by site
+    assert printed.index("labels from calibration site 1 of 3") < printed.index(
+        "training cells from")
     card = tlseg.load_model(out).card["calibration"]
     assert card["wells"] == ["C01", "C02", "D01"] and "D02" in card["held_aside_wells"]
     assert card["conditions"]["D01"] == {"cell_line": "synthetic", "seeding_density": 10000}
