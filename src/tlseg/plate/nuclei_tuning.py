@@ -77,9 +77,14 @@ def tune_to_nuclei(model: Model, sites: list[tuple[np.ndarray, np.ndarray]], *,
         axes.pop("flow_split"), axes.pop("min_flow_coherence")
     instances = instance_maker([maps for maps, _ in sites], model.config.canonical_diameter)
 
+    scored: dict[InstanceConfig, np.ndarray] = {}
+
     def score(cfg: InstanceConfig) -> np.ndarray:
-        return sum(nucleus_match(instances(k, cfg), centres)
-                   for k, (_, centres) in enumerate(sites))
+        # a second round tries many of the first round's settings again: each is made once
+        if cfg not in scored:
+            scored[cfg] = sum(nucleus_match(instances(k, cfg), centres)
+                              for k, (_, centres) in enumerate(sites))
+        return scored[cfg]
 
     start = model.config.instances
     best, best_counts = start, score(start)
