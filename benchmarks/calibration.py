@@ -85,7 +85,7 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, count_errors, true_cell_counts, update_results
+from common import WORK, count_errors, true_cell_counts, update_results, write_site
 from scipy import ndimage as ndi
 
 import tlseg
@@ -102,9 +102,8 @@ def layout_experiment(src, fields: pd.DataFrame, plate):
     for i, f in enumerate(fields["field"]):
         well = f"{'ABCDEFGH'[i // 12]}{i % 12 + 1:02d}"
         wells[f] = well
-        for channel, folder in (("w1", "tl"), ("w2", "nuc")):
-            image = tifffile.imread(src / folder / f"{f}.tif")
-            tifffile.imwrite(plate / f"exp_{well}_s1_{channel}.tif", image)
+        write_site(plate, "exp", well, 1, tifffile.imread(src / "tl" / f"{f}.tif"),
+                   tifffile.imread(src / "nuc" / f"{f}.tif"))
     return wells
 
 
@@ -184,8 +183,7 @@ def confluent_plates(base, steps: int, seed: int, seed_missed: bool = True) -> d
             f = synthetic_field((512, 512), diameter=diameter, modality=modality,
                                 confluent=True, seed=100 + i)
             well = f"A{i + 1:02d}"
-            tifffile.imwrite(work / "plate" / f"conf_{well}_s1_w1.tif", f["tl"])
-            tifffile.imwrite(work / "plate" / f"conf_{well}_s1_w2.tif", f["nuclei"])
+            write_site(work / "plate", "conf", well, 1, f["tl"], f["nuclei"])
             fields.append((well, f["tl"], f["labels"]))
         d = (weighted_diameter(base, [tl for _, tl, _ in fields[:4]])
              or base.config.default_diameter)
@@ -247,8 +245,7 @@ def chip_plate(base, steps: int, seed: int) -> dict:
         moat = ndi.distance_transform_edt(f["labels"] == 0) > 6  # cells sit between posts
         tl = (f["tl"] * (1 + posts * moat)).astype(np.float32)
         well = f"A{i + 1:02d}"
-        tifffile.imwrite(work / "plate" / f"chip_{well}_s1_w1.tif", tl)
-        tifffile.imwrite(work / "plate" / f"chip_{well}_s1_w2.tif", f["nuclei"])
+        write_site(work / "plate", "chip", well, 1, tl, f["nuclei"])
         fields.append((well, tl, f["labels"]))
     t0 = time.perf_counter()
     model = tlseg.calibrate(work / "plate", work / "model", tl_channel="w1",

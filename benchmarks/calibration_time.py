@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 import tifffile
-from common import WORK, add_out, update_results
+from common import WORK, add_out, update_results, write_site
 
 import tlseg
 from tlseg.plate.calibrate import STEPS
@@ -82,6 +82,7 @@ def timed_calibration(plate: Path, out: Path, steps: int) -> dict:
     t_end = time.perf_counter()
     at = clock.at
     c = model.card["calibration"]
+    before, after = c.get("before", {}), c.get("after", {})
     return {
         "steps": len(steps_at),
         "setup_s": round(at["setup"] - t0, 1),
@@ -94,10 +95,9 @@ def timed_calibration(plate: Path, out: Path, steps: int) -> dict:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "diameter": c["diameter"], "nuclei_diameter": c["nuclei_diameter"],
         "labels": c["labels"],
-        "held_aside": {"wells": c.get("checked_wells"),
-                       "nuclei": c["before"]["nuclei"] if "before" in c else None,
-                       "label_free_before": c["before"]["label_free"] if "before" in c else None,
-                       "label_free_after": c["after"]["label_free"] if "after" in c else None},
+        "held_aside": {"wells": c.get("checked_wells"), "nuclei": before.get("nuclei"),
+                       "label_free_before": before.get("label_free"),
+                       "label_free_after": after.get("label_free")},
     }
 
 
@@ -109,8 +109,7 @@ def synthetic_plate(size: int, steps: int) -> dict:
     true = {}
     for i, well in enumerate(("A01", "A02", "A03")):
         f = synthetic_field((size, size), diameter=30, modality="brightfield", seed=300 + i)
-        tifffile.imwrite(work / "plate" / f"time_{well}_s1_w1.tif", f["tl"])
-        tifffile.imwrite(work / "plate" / f"time_{well}_s1_w2.tif", f["nuclei"])
+        write_site(work / "plate", "time", well, 1, f["tl"], f["nuclei"])
         true[well] = int(f["labels"].max())
     result = timed_calibration(work / "plate", work / "model", steps)
     return {"size": size, "sites_per_well": 1, "true_cells": true, **result}
@@ -129,9 +128,8 @@ def real_plate(data: Path, experiment: str, steps: int) -> dict:
     for i, f in enumerate(fields):
         well, site = ("A01", i + 1) if i < 4 else ("A02", i - 3)
         layout.setdefault(well, []).append(f)
-        for channel, folder in (("w1", "tl"), ("w2", "nuc")):
-            tifffile.imwrite(work / "plate" / f"exp_{well}_s{site}_{channel}.tif",
-                             tifffile.imread(src / folder / f"{f}.tif"))
+        write_site(work / "plate", "exp", well, site, tifffile.imread(src / "tl" / f"{f}.tif"),
+                   tifffile.imread(src / "nuc" / f"{f}.tif"))
     result = timed_calibration(work / "plate", work / "model", steps)
     return {"experiment": experiment, "wells": layout, **result}
 

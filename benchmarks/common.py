@@ -219,6 +219,15 @@ def curated_cells(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> i
     return int(count) + unoutlined
 
 
+def write_site(plate: Path, name: str, well: str, site: int, tl: np.ndarray,
+               nuclei: np.ndarray) -> None:
+    """One site of an ImageXpress-named plate folder: ``<name>_<well>_s<site>_w1.tif``
+    (transmitted light) and ``..._w2.tif`` (nuclear stain), as ``tlseg plate`` reads
+    them with ``--tl-channel w1 --nuclei-channel w2``."""
+    tifffile.imwrite(plate / f"{name}_{well}_s{site}_w1.tif", tl)
+    tifffile.imwrite(plate / f"{name}_{well}_s{site}_w2.tif", nuclei)
+
+
 def read_paired(folder: Path, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The whole-cell mask, nucleus mask and nuclear stain of one field of a paired set
     with whole-cell masks (``folder``: ``paired/aisegcell-s10``; its ``cell_labels``,
