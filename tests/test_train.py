@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from scipy import ndimage as ndi
 
 from tlseg.cli import main
 from tlseg.config import ModelConfig, TrainConfig
 from tlseg.errors import TlsegError
+from tlseg.inference.labels import resize_labels
 from tlseg.inference.model import Model
 from tlseg.synthetic import synthetic_field
+from tlseg.training.data import UNKNOWN
 from tlseg.training.train import load_folders, train_samples
 
 TINY = ModelConfig(name="tiny", channels=(8, 16))
@@ -63,12 +66,43 @@ def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
     assert all(not s.complete and bool((s.targets[3] > 0).all()) for s in samples)
     partial = load_folders([data_dir], canonical_diameter=20, partial_dirs=[data_dir])
     assert all(not s.complete for s in partial)
-    with pytest.raises(TlsegError, match="both --partial and --incomplete"):
+    with pytest.raises(TlsegError, match="more than one of --partial, --incomplete"):
         load_folders([data_dir], canonical_diameter=20, partial_dirs=[data_dir],
                      incomplete_dirs=[data_dir])
     (tmp_path / "other" / "images").mkdir(parents=True)
     with pytest.raises(TlsegError, match="not among the training data"):
         load_folders([data_dir], canonical_diameter=20, partial_dirs=[tmp_path / "other"])
+
+
+def test_a_nuclear_stain_judges_incomplete_masks(tmp_path):
+    # masks that leave one cell out, and the field's nuclear stain beside them
+    d = tmp_path / "stained"
+    for sub in ("images", "masks", "stain"):
+        (d / sub).mkdir(parents=True)
+    f = synthetic_field((256, 256), n_cells=8, diameter=24, modality="brightfield", seed=7)
+    cells = f["labels"]
+    left_out = int(cells.max())
+    tifffile.imwrite(d / "images" / "a.tif", f["tl"])
+    tifffile.imwrite(d / "masks" / "a.tif", np.where(cells == left_out, 0, cells).astype(np.uint16))
+    tifffile.imwrite(d / "stain" / "a.tif", f["nuclei"])
+    (s,) = load_folders([d], canonical_diameter=24, stained_dirs=[d])
+    assert not s.complete  # never held out to tune on
+    small = resize_labels(cells, s.labels.shape)  # at the canonical scale
+    gone = s.labels[small == left_out]
+    assert (gone == UNKNOWN).mean() > 0.9  # a cell with a nucleus, unlabelled: unknown
+    kept = np.unique(s.labels[s.labels > 0])
+    assert len(kept) >= 0.8 * (left_out - 1)  # the labelled cells stay cells
+    far = resize_labels((ndi.distance_transform_edt(f["nuclei_labels"] == 0) > 36
+                         ).astype(np.int32), s.labels.shape) > 0
+    assert far.any() and (s.labels[far] == 0).all()  # far from every nucleus: background
+    # without the stain the left-out cell is trusted background
+    (plain,) = load_folders([d], canonical_diameter=24, incomplete_dirs=[d])
+    assert (plain.labels[small == left_out] == 0).all()
+    (d / "stain" / "a.tif").unlink()
+    with pytest.raises(TlsegError, match="no nuclear stain with the same name"):
+        load_folders([d], canonical_diameter=24, stained_dirs=[d])
+    with pytest.raises(TlsegError, match="more than one of"):
+        load_folders([d], canonical_diameter=24, stained_dirs=[d], incomplete_dirs=[d])
 
 
 def test_annotation_fragments_are_ignored_not_cells(data_dir, tmp_path):

@@ -31,6 +31,11 @@ def add_parsers(sub) -> None:
                    help="data folders whose masks miss only objects that are not cells of "
                         "interest, such as debris (background trusted everywhere); like "
                         "--partial, never held out to tune on")
+    t.add_argument("--stain", nargs="*", default=[], metavar="DATA",
+                   help="data folders with a stain/ folder holding each image's nuclear "
+                        "stain under its name: background is trusted only far from every "
+                        "nucleus the nuclei model finds there, and an unlabelled cell with "
+                        "a nucleus is unknown; like --partial, never held out to tune on")
     t.add_argument("--fragments", type=float, default=0.0, metavar="FRACTION",
                    help="treat labelled objects smaller than FRACTION of the median cell "
                         "area (and not cut by the image border) as annotation fragments: "
@@ -118,6 +123,7 @@ def add_parsers(sub) -> None:
     tu.add_argument("data", nargs="+", help="the data folders the model was trained on")
     tu.add_argument("--partial", nargs="*", default=[], metavar="DATA")
     tu.add_argument("--incomplete", nargs="*", default=[], metavar="DATA")
+    tu.add_argument("--stain", nargs="*", default=[], metavar="DATA")
     tu.add_argument("--exclude", nargs="*", default=[], metavar="GLOB")
     tu.add_argument("--fragments", type=float, default=0.0, metavar="FRACTION",
                     help="score annotated objects under this fraction of the median area "
@@ -126,7 +132,7 @@ def add_parsers(sub) -> None:
 
 # `tlseg train` options that only one kind of training data uses
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
-                "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
+                "stain", "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
                 "crowded", "crowded_blend", "monolayers", "border_weight", "dense",
                 "structures", "exclude", "no_tune", "name", "device")
@@ -181,7 +187,7 @@ def train(args) -> int:
 
     model = tlseg.train(
         args.data, out, base=args.base, partial=args.partial, incomplete=args.incomplete,
-        exclude=args.exclude, fragments=args.fragments, resume=args.resume,
+        exclude=args.exclude, fragments=args.fragments, stain=args.stain, resume=args.resume,
         device=args.device, tune=not args.no_tune, card={"command": command_line()},
         load_progress=on_load, progress=on_step,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -208,7 +214,7 @@ def tune(args) -> int:
     tlseg.set_threads()
     model = tlseg.tune(args.model, args.data, partial=args.partial,
                        incomplete=args.incomplete, exclude=args.exclude,
-                       fragments=args.fragments, command=command_line())
+                       fragments=args.fragments, stain=args.stain, command=command_line())
     print(f"tuning.yaml rewritten in {args.model}")
     _print_holdout_scores(model)
     return 0

@@ -87,6 +87,7 @@ def load_sample(
     partial: bool = False,
     incomplete: bool = False,
     fragments: float = 0.0,
+    stain_nuclei: np.ndarray | None = None,
 ) -> Sample | None:
     """Read one annotated image and bring it to the canonical scale (None if no cells).
 
@@ -96,6 +97,12 @@ def load_sample(
     never held out to tune or score on (its unlabelled objects would count as errors).
     ``fragments`` > 0: objects smaller than that fraction of the median area are annotation
     fragments, ignored by the loss and by tuning (:func:`tlseg.training.targets.ignore_fragments`).
+    ``stain_nuclei``: the nuclei of the image's nuclear stain (labels of the same shape).
+    The masks are then judged by them as :func:`tlseg.calibrate` judges a model's cells
+    (:func:`tlseg.plate.nucleus_labels.calibration_labels`, no cell seeded): a labelled
+    cell holding one nucleus stays a cell, one holding several is unknown, and
+    background is trusted only farther than a cell diameter from every nucleus, so that
+    debris is background and an unlabelled cell with a nucleus is unknown.
     """
     image = read_image(image_path)
     labels = read_labels(mask_path, shape=image.shape)
@@ -106,9 +113,20 @@ def load_sample(
     if partial:
         # unlabelled cells exist: trust background only near labelled cells
         labels = known_near_cells(labels, margin=1.0 * diameter)
+    if stain_nuclei is not None:
+        from ..plate.nucleus_labels import calibration_labels
+
+        if stain_nuclei.shape != labels.shape:
+            raise TlsegError(f"{image_path}: its nuclear stain is {stain_nuclei.shape[1]} x "
+                             f"{stain_nuclei.shape[0]} px, the image {labels.shape[1]} x "
+                             f"{labels.shape[0]}; give the stain of the same field")
+        known = np.where(labels == UNKNOWN, 0, labels)
+        judged = calibration_labels(known, stain_nuclei, diameter=diameter, split=False,
+                                    seed=False)
+        labels = np.where(labels == UNKNOWN, UNKNOWN, judged)
     sample = make_sample(image, labels, diameter=diameter, canonical_diameter=canonical_diameter,
                          name=image_path.stem, source=source)
-    sample.complete = not (partial or incomplete)
+    sample.complete = not (partial or incomplete or stain_nuclei is not None)
     return sample
 
 

@@ -25,7 +25,7 @@ _MODEL_KEYS = ("name", "channels", "canonical_diameter", "flatfield", "flows")
 
 
 def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
-          fragments: float = 0.0, resume: bool = False, device: str = "cpu",
+          fragments: float = 0.0, stain=(), resume: bool = False, device: str = "cpu",
           tune: bool = True, card: dict | None = None,
           load_progress: Callable[[int, int], None] | None = None,
           progress: Callable[[int, int, dict], None] | None = None, **settings) -> Model:
@@ -47,6 +47,11 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
         near labelled cells.
     incomplete : list of paths
         Folders whose masks miss only objects that are not cells of interest (debris).
+    stain : list of paths
+        Folders among ``folders`` with a ``stain/`` folder of nuclear-stain images named
+        like ``images/``: the ``nuclei`` model segments each, and its nuclei judge the
+        masks by the rules of :func:`tlseg.calibrate` (background only far from every
+        nucleus, an unlabelled cell with a nucleus unknown). Never held out to tune on.
     exclude : list of str
         Glob patterns of image file names to leave out.
     fragments : float
@@ -105,8 +110,8 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
     card = dict(card or {})
     card.setdefault("command", None)
     card.update({"data": [str(d) for d in folders], "partial": [str(d) for d in partial],
-                 "incomplete": [str(d) for d in incomplete], "exclude": list(exclude),
-                 "fragments": fragments})
+                 "incomplete": [str(d) for d in incomplete], "stain": [str(d) for d in stain],
+                 "exclude": list(exclude), "fragments": fragments})
     if base is not None:
         base = base if isinstance(base, Model) else Model.load(base)
         # the architecture, scale and shading correction are the base model's
@@ -116,7 +121,7 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
                                if k in base.card}
     samples = load_folders(folders, canonical_diameter=mc.canonical_diameter,
                            partial_dirs=partial, incomplete_dirs=incomplete, exclude=exclude,
-                           fragments=fragments, progress=load_progress)
+                           fragments=fragments, stained_dirs=stain, progress=load_progress)
     if not samples:
         raise TlsegError("the training data holds no labelled cells")
     diameters = sorted(s.diameter for s in samples)
@@ -128,7 +133,7 @@ def train(folders, out_dir, *, base=None, partial=(), incomplete=(), exclude=(),
 
 
 def tune(model_dir, folders, *, partial=(), incomplete=(), exclude=(),
-         fragments: float = 0.0, command: str | None = None) -> Model:
+         fragments: float = 0.0, stain=(), command: str | None = None) -> Model:
     """Re-tune a model folder's instance settings and diameter calibration on its
     held-out training images: ``tlseg tune``.
 
@@ -143,7 +148,7 @@ def tune(model_dir, folders, *, partial=(), incomplete=(), exclude=(),
         Model folder (rewritten in place).
     folders : list of paths
         The data folders the model was trained on.
-    partial, incomplete, exclude, fragments
+    partial, incomplete, exclude, fragments, stain
         As given to :func:`train`.
     command : str, optional
         The command line, recorded in the card.
@@ -156,7 +161,7 @@ def tune(model_dir, folders, *, partial=(), incomplete=(), exclude=(),
     model = Model.from_folder(model_dir)
     samples = load_folders(folders, canonical_diameter=model.config.canonical_diameter,
                            partial_dirs=partial, incomplete_dirs=incomplete,
-                           exclude=exclude, fragments=fragments)
+                           exclude=exclude, fragments=fragments, stained_dirs=stain)
     _, held = split_holdout(samples, TrainConfig().holdout_fraction)
     if not held:
         raise TlsegError("no held-out images to tune on: the data folders hold no fully "

@@ -37,7 +37,7 @@ from ..inference.model import Model
 from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..inference.runtime import repeatable
-from ..io import atomic_path
+from ..io import IMAGE_SUFFIXES, atomic_path, read_image
 from .augment import augment_normalized, augment_raw
 from .crowd import crowded_samples, monolayer_samples, weight_borders
 from .data import (
@@ -61,26 +61,31 @@ MONOLAYERS_PER_MODALITY = 16
 
 def load_folders(
     data_dirs, *, canonical_diameter: float, partial_dirs=(), incomplete_dirs=(), exclude=(),
-    fragments: float = 0.0, progress=None
+    fragments: float = 0.0, stained_dirs=(), nuclei_model="nuclei", progress=None
 ) -> list[Sample]:
     """Load every annotated image of the given data folders at the canonical scale.
 
     Images whose file name matches one of the ``exclude`` glob patterns are left out.
     ``partial_dirs``, ``incomplete_dirs`` and ``fragments``: see
-    :func:`tlseg.training.data.load_sample`.
+    :func:`tlseg.training.data.load_sample`. ``stained_dirs``: folders with a ``stain/``
+    folder holding each image's nuclear stain under the same name; ``nuclei_model``
+    segments it, and the nuclei judge the masks (``stain_nuclei`` of
+    :func:`~tlseg.training.data.load_sample`).
     """
     if not 0.0 <= fragments < 1.0:
         raise TlsegError(f"--fragments must be a fraction in [0, 1), got {fragments}")
     partial = {resolve_data_dir(p).resolve() for p in partial_dirs}
     incomplete = {resolve_data_dir(p).resolve() for p in incomplete_dirs}
+    stained = {resolve_data_dir(p).resolve() for p in stained_dirs}
     folders = [resolve_data_dir(d) for d in data_dirs]
-    both = sorted(map(str, partial & incomplete))
+    both = sorted(map(str, (partial & incomplete) | (stained & (partial | incomplete))))
     if both:
-        raise TlsegError(f"{both[0]}: given as both --partial and --incomplete; choose one")
-    stray = sorted(map(str, (partial | incomplete) - {f.resolve() for f in folders}))
+        raise TlsegError(f"{both[0]}: given as more than one of --partial, --incomplete and "
+                         "--stain; choose one")
+    stray = sorted(map(str, (partial | incomplete | stained) - {f.resolve() for f in folders}))
     if stray:
-        raise TlsegError(f"{stray[0]}: named by --partial/--incomplete but not among the "
-                         "training data folders; add it to DATA or drop it")
+        raise TlsegError(f"{stray[0]}: named by --partial/--incomplete/--stain but not among "
+                         "the training data folders; add it to DATA or drop it")
     samples = []
     jobs = []
     for folder in folders:
@@ -89,15 +94,29 @@ def load_folders(
         for img, mask in list_pairs(folder):
             if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
                 continue
-            jobs.append((img, mask, source, *flags))
-    for i, (img, mask, source, is_partial, is_incomplete) in enumerate(jobs):
+            stain = stain_path(folder, img) if folder.resolve() in stained else None
+            jobs.append((img, mask, source, *flags, stain))
+    nuclei = Model.load(nuclei_model) if stained else None
+    for i, (img, mask, source, is_partial, is_incomplete, stain) in enumerate(jobs):
+        found = None if stain is None else nuclei.segment(read_image(stain))
         s = load_sample(img, mask, canonical_diameter=canonical_diameter, source=source,
-                        partial=is_partial, incomplete=is_incomplete, fragments=fragments)
+                        partial=is_partial, incomplete=is_incomplete, fragments=fragments,
+                        stain_nuclei=found)
         if s is not None:
             samples.append(s)
         if progress:
             progress(i + 1, len(jobs))
     return samples
+
+
+def stain_path(folder: Path, image: Path) -> Path:
+    """The nuclear stain of a training image: ``stain/`` beside ``images/``, same stem."""
+    candidates = [folder / "stain" / (image.stem + suffix) for suffix in IMAGE_SUFFIXES]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise TlsegError(f"{image}: no nuclear stain with the same name in {folder / 'stain'}; "
+                         "add it, or leave the folder out of --stain")
+    return found
 
 
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0,
