@@ -88,10 +88,14 @@ def test_newer_format_and_corrupt_roi(proj):
         Project.open(p)
 
 
-def test_empty_training_set(proj):
+def test_empty_training_set(proj, tmp_path, capsys):
     p, *_ = proj
     with pytest.raises(TlsegError, match="empty"):
         project_samples(Project.open(p), Model(ModelConfig(channels=(8, 16))), mode="finetune")
+    # the command line says so in one line, with no progress bar drawn before it
+    assert main(["train", str(p), "--mode", "finetune", "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "empty" in err[0]
 
 
 @pytest.mark.parametrize("mode", ["finetune", "retrain"])

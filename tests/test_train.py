@@ -74,7 +74,7 @@ def test_train_from_a_base_model_with_incomplete_masks(data_dir, tmp_path):
         load_folders([data_dir], canonical_diameter=20, partial_dirs=[tmp_path / "other"])
 
 
-def test_a_nuclear_stain_judges_incomplete_masks(tmp_path):
+def test_a_nuclear_stain_judges_incomplete_masks(tmp_path, capsys):
     # masks that leave one cell out, and the field's nuclear stain beside them
     d = tmp_path / "stained"
     for sub in ("images", "masks", "stain"):
@@ -101,6 +101,12 @@ def test_a_nuclear_stain_judges_incomplete_masks(tmp_path):
     (d / "stain" / "a.tif").unlink()
     with pytest.raises(TlsegError, match="no nuclear stain with the same name"):
         load_folders([d], canonical_diameter=24, stained_dirs=[d])
+    # the command line: one line, exit code 2, no model folder written
+    assert main(["train", str(d), "-o", str(tmp_path / "m"), "--stain", str(d),
+                 "--epochs", "1", "--steps-per-epoch", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no nuclear stain with the same name" in err[0]
+    assert not (tmp_path / "m").exists()
     with pytest.raises(TlsegError, match="more than one of"):
         load_folders([d], canonical_diameter=24, stained_dirs=[d], incomplete_dirs=[d])
 

@@ -48,16 +48,20 @@ def train_project(args) -> int:
 
     base = tlseg.load_model(args.base or "tl-cells")
     mode = args.mode or "finetune"
-    bar = tqdm(total=0, desc=mode, unit="step", file=sys.stderr)
+    bar = None  # drawn at the first step: an error before it stays one line
 
     def on_step(step, total, parts):
-        bar.total = total
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=mode, unit="step", file=sys.stderr)
         bar.n = step
         bar.refresh()
 
     model = tlseg.teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
-                  seed=args.seed, resume=args.resume, diameter=args.diameter, progress=on_step)
-    bar.close()
+                        seed=args.seed, resume=args.resume, diameter=args.diameter,
+                        progress=on_step)
+    if bar is not None:
+        bar.close()
     print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
           f"{model.card['wall_time_s']:.0f} s)")
     if model.config.taught_diameter:

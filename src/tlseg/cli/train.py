@@ -168,17 +168,19 @@ def train(args) -> int:
         from .project import train_project
 
         return train_project(args)
-    loading = tqdm(total=0, desc="loading", unit="image", file=sys.stderr)
-    training = None
+    loading = training = None  # bars drawn once there is progress: an error stays one line
 
     def on_load(i, n):
-        loading.total = n
+        nonlocal loading
+        if loading is None:
+            loading = tqdm(total=n, desc="loading", unit="image", file=sys.stderr)
         loading.update(1)
 
     def on_step(step, total, parts):
         nonlocal training
         if training is None:
-            loading.close()
+            if loading is not None:
+                loading.close()
             training = tqdm(total=total, desc="training", unit="step", file=sys.stderr)
         training.n = step
         training.set_postfix(fg=f"{parts['fg']:.3f}", dist=f"{parts['dist']:.3f}",
@@ -199,9 +201,9 @@ def train(args) -> int:
         name=args.name or out.name, flatfield=args.flatfield,
         channels=args.channels, canonical_diameter=args.canonical_diameter,
         flows=not args.no_flows)
-    loading.close()
-    if training is not None:
-        training.close()
+    for bar in (loading, training):
+        if bar is not None:
+            bar.close()
     print(f"model written to {out}")
     _print_holdout_scores(model)
     return 0
