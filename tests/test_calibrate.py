@@ -9,7 +9,7 @@ import tlseg
 from tlseg.cli import main
 from tlseg.config import ModelConfig
 from tlseg.plate.nuclei_tuning import tune_to_nuclei
-from tlseg.plate.nucleus_labels import calibration_labels
+from tlseg.training.nucleus_labels import calibration_labels
 from tlseg.training.targets import cut_cells
 
 
@@ -55,7 +55,7 @@ def test_a_monolayer_the_model_misses_is_tiled_with_whole_cells_at_the_nuclei():
 
 
 def test_split_at_nuclei_keeps_each_part_inside_its_own_cell():
-    from tlseg.plate.nucleus_labels import split_at_nuclei
+    from tlseg.training.nucleus_labels import split_at_nuclei
 
     # two touching cells, each with two nuclei; cell 2's left nucleus sits nearer the
     # shared border than cell 1's right one, yet no part may cross the border

@@ -3,7 +3,7 @@
 
 A lab images one plate with a nuclear stain; the stain is free supervision. On the
 calibration wells both models run, and their agreement becomes training labels with no
-human input (:func:`tlseg.plate.nucleus_labels.calibration_labels`: a cell holding one
+human input (:func:`tlseg.training.nucleus_labels.calibration_labels`: a cell holding one
 nucleus stays a cell; an object far from every nucleus is background; a cell holding
 several is split at them; where packed nuclei lie outside every cell, as in a confluent
 monolayer the model reads as background, each gets the region nearer to it than to any
@@ -34,11 +34,11 @@ from ..config import TEACH_MODES, TrainConfig
 from ..errors import TlsegError
 from ..inference.model import Model
 from ..training.data import make_sample
+from ..training.nucleus_labels import calibration_labels, nucleus_homes
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
 from .layout import Site, normalize_well, read_channel, scan_plate, split_well
 from .nuclei_tuning import tune_instances
-from .nucleus_labels import calibration_labels, nucleus_homes
 from .plate_map import read_plate_map
 from .prepare import plate_diameter
 from .validate import agreement
@@ -204,7 +204,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         calibration wells' conditions recorded in the card.
     seed_missed_cells : bool
         Give packed nuclei outside every label-free cell a cell in the labels
-        (:func:`~tlseg.plate.nucleus_labels.seed_missed`); without, what lies near them
+        (:func:`~tlseg.training.nucleus_labels.seed_missed`); without, what lies near them
         is unknown.
     progress : callable(step, total, losses), optional
         Called after every training step.

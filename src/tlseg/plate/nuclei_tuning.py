@@ -3,7 +3,7 @@
 After fine-tuning, the calibrated model's instance settings (thresholds, ridge merging,
 flow splitting, minimum size, the faint-cell and flow filters) are tuned on the
 calibration sites by coordinate ascent so that its cells match the nuclei one to one
-(:func:`tune_to_nuclei`, scored by :func:`~tlseg.plate.nucleus_labels.nucleus_match`):
+(:func:`tune_to_nuclei`, scored by :func:`~tlseg.training.nucleus_labels.nucleus_match`):
 a lab's debris, optics and culture decide what is a cell and where touching cells part.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 
 from ..config import InstanceConfig
 from ..inference.model import Model
+from ..training.nucleus_labels import nucleus_match
 from ..training.tune import instance_maker
-from .nucleus_labels import nucleus_match
 
 log = logging.getLogger(__name__)
 

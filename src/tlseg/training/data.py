@@ -24,6 +24,7 @@ from ..errors import TlsegError
 from ..inference.labels import resize_labels
 from ..inference.preprocess import rescale
 from ..io import IMAGE_SUFFIXES, read_image, read_labels
+from .nucleus_labels import calibration_labels
 from .targets import (
     UNKNOWN,
     ignore_fragments,
@@ -99,7 +100,7 @@ def load_sample(
     fragments, ignored by the loss and by tuning (:func:`tlseg.training.targets.ignore_fragments`).
     ``stain_nuclei``: the nuclei of the image's nuclear stain (labels of the same shape).
     The masks are then judged by them as :func:`tlseg.calibrate` judges a model's cells
-    (:func:`tlseg.plate.nucleus_labels.calibration_labels`, no cell seeded): a labelled
+    (:func:`tlseg.training.nucleus_labels.calibration_labels`, no cell seeded): a labelled
     cell holding one nucleus stays a cell, one holding several is unknown, and
     background is trusted only farther than a cell diameter from every nucleus, so that
     debris is background and an unlabelled cell with a nucleus is unknown.
@@ -114,8 +115,6 @@ def load_sample(
         # unlabelled cells exist: trust background only near labelled cells
         labels = known_near_cells(labels, margin=1.0 * diameter)
     if stain_nuclei is not None:
-        from ..plate.nucleus_labels import calibration_labels
-
         if stain_nuclei.shape != labels.shape:
             raise TlsegError(f"{image_path}: its nuclear stain is {stain_nuclei.shape[1]} x "
                              f"{stain_nuclei.shape[0]} px, the image {labels.shape[1]} x "

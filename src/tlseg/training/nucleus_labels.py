@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential, watershed
 
 from ..analysis.measure import centres_per_cell, nuclei_per_cell, nucleus_centres
-from ..training.targets import UNKNOWN
+from .targets import UNKNOWN
 
 #: a missed cell's region reaches at most this fraction of a cell diameter beyond its
 #: nucleus: in a packed field its neighbours' regions stop it first, even where the
