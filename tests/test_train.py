@@ -98,6 +98,9 @@ def test_a_nuclear_stain_judges_incomplete_masks(tmp_path, capsys):
     # without the stain the left-out cell is trusted background
     (plain,) = load_folders([d], canonical_diameter=24, incomplete_dirs=[d])
     assert (plain.labels[small == left_out] == 0).all()
+    tifffile.imwrite(d / "stain" / "a.tif", f["nuclei"][:200])  # another field's shape
+    with pytest.raises(TlsegError, match="its nuclear stain is 256 x 200 px"):
+        load_folders([d], canonical_diameter=24, stained_dirs=[d])
     (d / "stain" / "a.tif").unlink()
     with pytest.raises(TlsegError, match="no nuclear stain with the same name"):
         load_folders([d], canonical_diameter=24, stained_dirs=[d])
