@@ -68,3 +68,31 @@ def test_evaluate_shape_mismatch(tmp_path, capsys):
 def test_models_lists_tl_cells(capsys):
     assert main(["models"]) == 0
     assert "tl-cells" in capsys.readouterr().out
+
+
+def _subparsers(parser, prefix=()):
+    """(command words, parser) for every command and subcommand of ``parser``."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subparsers(sub, (*prefix, name))
+
+
+def test_every_command_line_option_is_documented():
+    import re
+    from pathlib import Path
+
+    from tlseg.cli.main import _build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "cli.md").read_text() + (root / "README.md").read_text()
+    commands = dict(_subparsers(_build_parser()))
+    assert ("plate", "calibrate") in commands and ("train",) in commands
+    missing = [f"tlseg {' '.join(words)} {option}" for words, sub in commands.items()
+               for action in sub._actions for option in action.option_strings
+               if option.startswith("--") and option not in ("--help", "--out")
+               and not re.search(re.escape(option) + r"(?![\w-])", docs)]
+    assert missing == []
