@@ -63,20 +63,34 @@ def resolve_data_dir(path) -> Path:
     )
 
 
+def same_stem(folder: Path, stem: str) -> Path | None:
+    """The image file in ``folder`` named ``stem`` with one of the image suffixes, if any."""
+    return next((f for f in (folder / (stem + s) for s in IMAGE_SUFFIXES) if f.is_file()),
+                None)
+
+
 def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
     """(image, mask) pairs with the same stem; a missing mask is an error."""
     pairs = []
     for img in sorted((folder / "images").iterdir()):
         if img.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        masks = [folder / "masks" / (img.stem + s) for s in IMAGE_SUFFIXES]
-        mask = next((m for m in masks if m.is_file()), None)
+        mask = same_stem(folder / "masks", img.stem)
         if mask is None:
             raise TlsegError(f"{img}: no mask with the same name in {folder / 'masks'}")
         pairs.append((img, mask))
     if not pairs:
         raise TlsegError(f"{folder}: no images in images/")
     return pairs
+
+
+def stain_path(folder: Path, image: Path) -> Path:
+    """The nuclear stain of a training image: ``stain/`` beside ``images/``, same stem."""
+    found = same_stem(folder / "stain", image.stem)
+    if found is None:
+        raise TlsegError(f"{image}: no nuclear stain with the same name in {folder / 'stain'}; "
+                         "add it, or leave the folder out of --stain")
+    return found
 
 
 def load_sample(
@@ -354,5 +368,7 @@ __all__ = [
     "load_sample",
     "make_sample",
     "resolve_data_dir",
+    "same_stem",
     "split_holdout",
+    "stain_path",
 ]

@@ -37,7 +37,7 @@ from ..inference.model import Model
 from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..inference.runtime import repeatable
-from ..io import IMAGE_SUFFIXES, atomic_path, read_image
+from ..io import atomic_path, read_image
 from .augment import augment_normalized, augment_raw
 from .crowd import crowded_samples, monolayer_samples, weight_borders
 from .data import (
@@ -47,6 +47,7 @@ from .data import (
     load_sample,
     resolve_data_dir,
     split_holdout,
+    stain_path,
 )
 from .structures import add_structures
 from .tune import tune_model
@@ -91,10 +92,11 @@ def load_folders(
     for folder in folders:
         source = folder.parent.name if folder.name in ("train", "val") else folder.name
         flags = (folder.resolve() in partial, folder.resolve() in incomplete)
+        is_stained = folder.resolve() in stained
         for img, mask in list_pairs(folder):
             if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
                 continue
-            stain = stain_path(folder, img) if folder.resolve() in stained else None
+            stain = stain_path(folder, img) if is_stained else None
             jobs.append((img, mask, source, *flags, stain))
     nuclei = Model.load(nuclei_model) if stained else None
     for i, (img, mask, source, is_partial, is_incomplete, stain) in enumerate(jobs):
@@ -107,16 +109,6 @@ def load_folders(
         if progress:
             progress(i + 1, len(jobs))
     return samples
-
-
-def stain_path(folder: Path, image: Path) -> Path:
-    """The nuclear stain of a training image: ``stain/`` beside ``images/``, same stem."""
-    candidates = [folder / "stain" / (image.stem + suffix) for suffix in IMAGE_SUFFIXES]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise TlsegError(f"{image}: no nuclear stain with the same name in {folder / 'stain'}; "
-                         "add it, or leave the folder out of --stain")
-    return found
 
 
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, *, distill: float = 0.0,
