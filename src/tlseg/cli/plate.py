@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..config import PlateConfig, default
+from .progress import StepBar
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -19,39 +19,6 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
             return text
         return super()._get_help_string(action)
-
-
-class _StepBar:
-    """A progress bar on stderr, made at the first step and closed at the last, so that
-    what the command logs after the work (the plate summary, the calibration's tuning) is
-    not drawn under it again; ``after`` is printed once the last step is done."""
-
-    def __init__(self, desc: str, unit: str, after: str | None = None):
-        self.desc, self.unit, self.after = desc, unit, after
-        self.bar = None
-        self.done = False
-
-    def __call__(self, step: int, total: int) -> None:
-        if self.done:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            # counted from this step on: the rate and the time left are not skewed by the
-            # work before the first report (or by a resumed run's finished steps)
-            self.bar = tqdm(total=total, initial=step, desc=self.desc, unit=self.unit,
-                            file=sys.stderr)
-        self.bar.n = step
-        self.bar.refresh()
-        if step >= total:
-            self.close()
-            if self.after:
-                print(self.after, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None and not self.done:
-            self.bar.close()
-        self.done = True
 
 
 def add_parsers(sub) -> None:
@@ -186,7 +153,7 @@ def _run(plate_dir, out, args) -> int:
                     diameter_mode="site" if getattr(args, "per_site_diameter", False) else "plate",
                     diameter_by=getattr(args, "diameter_by", None),
                     exclude_edge=getattr(args, "exclude_edge", False))
-    bar = _StepBar("segmenting", "site")
+    bar = StepBar("segmenting", "site")
     result = tlseg.run_plate(plate_dir, out, cfg, plate_map=args.plate_map,
                        layout=getattr(args, "layout", "auto"), pattern=getattr(args, "pattern", None),
                        workers=args.workers, scheduler=getattr(args, "scheduler", None),
@@ -205,7 +172,7 @@ def _calibrate(args) -> int:
     from tlseg.plate.calibrate import NOT_MEASURED, conditions_text
 
     tlseg.set_threads()
-    bar = _StepBar("calibrating", "step",
+    bar = StepBar("calibrating", "step",
                    after="fine-tuned; now tuning the instance settings to the nuclei and "
                          "counting any held-aside wells before and after")
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TlsegError
+from .progress import StepBar
 
 
 def add_parsers(sub) -> None:
@@ -42,26 +43,15 @@ def add_parsers(sub) -> None:
 
 
 def train_project(args) -> int:
-    from tqdm import tqdm
-
     import tlseg
 
     base = tlseg.load_model(args.base or "tl-cells")
     mode = args.mode or "finetune"
-    bar = None  # drawn at the first step: an error before it stays one line
-
-    def on_step(step, total, parts):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=mode, unit="step", file=sys.stderr)
-        bar.n = step
-        bar.refresh()
-
+    bar = StepBar(mode, "step")
     model = tlseg.teach(args.data[0], base, args.out, mode=mode, steps=args.steps,
                         seed=args.seed, resume=args.resume, diameter=args.diameter,
-                        progress=on_step)
-    if bar is not None:
-        bar.close()
+                        progress=lambda step, total, parts: bar(step, total))
+    bar.close()
     print(f"{mode}d model written to {args.out} (ROI set {model.card['roi_set']}, "
           f"{model.card['wall_time_s']:.0f} s)")
     if model.config.taught_diameter:

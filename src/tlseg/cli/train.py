@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, TrainConfig, default
 from ..errors import TlsegError
+from .progress import StepBar
 
 
 def add_parsers(sub) -> None:
@@ -155,8 +156,6 @@ def _refuse_options(args, names, what: str) -> None:
 
 def train(args) -> int:
     """``tlseg train``: from data folders, or a PROJECT's ROIs."""
-    from tqdm import tqdm
-
     import tlseg
 
     tlseg.set_threads()
@@ -168,30 +167,16 @@ def train(args) -> int:
         from .project import train_project
 
         return train_project(args)
-    loading = training = None  # bars drawn once there is progress: an error stays one line
-
-    def on_load(i, n):
-        nonlocal loading
-        if loading is None:
-            loading = tqdm(total=n, desc="loading", unit="image", file=sys.stderr)
-        loading.update(1)
+    loading, training = StepBar("loading", "image"), StepBar("training", "step")
 
     def on_step(step, total, parts):
-        nonlocal training
-        if training is None:
-            if loading is not None:
-                loading.close()
-            training = tqdm(total=total, desc="training", unit="step", file=sys.stderr)
-        training.n = step
-        training.set_postfix(fg=f"{parts['fg']:.3f}", dist=f"{parts['dist']:.3f}",
-                             flow=f"{parts['flow']:.3f}", refresh=False)
-        training.refresh()
+        training(step, total, {k: f"{parts[k]:.3f}" for k in ("fg", "dist", "flow")})
 
     model = tlseg.train(
         args.data, out, base=args.base, partial=args.partial, incomplete=args.incomplete,
         exclude=args.exclude, fragments=args.fragments, stain=args.stain, resume=args.resume,
         device=args.device, tune=not args.no_tune, card={"command": command_line()},
-        load_progress=on_load, progress=on_step,
+        load_progress=loading, progress=on_step,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
@@ -201,9 +186,8 @@ def train(args) -> int:
         name=args.name or out.name, flatfield=args.flatfield,
         channels=args.channels, canonical_diameter=args.canonical_diameter,
         flows=not args.no_flows)
-    for bar in (loading, training):
-        if bar is not None:
-            bar.close()
+    loading.close()
+    training.close()
     print(f"model written to {out}")
     _print_holdout_scores(model)
     return 0
