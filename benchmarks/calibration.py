@@ -24,7 +24,10 @@ components) as that many cells and adds the annotated nuclei no annotation holds
 experiment's counted fields: mean |relative error| over fields with >= 20 true objects, mean absolute
 error in cells below 20, the largest count / true ratio, the fields within the targets'
 tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias with 95 %
-limits and the paired t-test.
+limits and the paired t-test. Each counted field's ``seen`` says whether the base model
+trained on it, on another time point of its position, or on neither
+(:func:`common.seen`; 7 of the 33 fields are ``tl/aisegcell-bf`` training images);
+``fields_not_seen`` pools the fields of the last kind.
 
 ``--pick median`` calibrates on the field (the ``--k`` fields) around the experiment's
 median nucleus count instead, a typical well rather than the best-populated one (key
@@ -85,7 +88,15 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
-from common import WORK, count_errors, true_cell_counts, update_results, write_site
+from common import (
+    WORK,
+    count_errors,
+    seen,
+    trained_images,
+    true_cell_counts,
+    update_results,
+    write_site,
+)
 from scipy import ndimage as ndi
 
 import tlseg
@@ -321,6 +332,7 @@ def main(argv=None) -> int:
                                                          ascending=[False, True])
     experiments = args.experiments or sorted(table["experiment"].unique())
     base = tlseg.load_model(args.base)
+    trained = trained_images(base, Path(args.data))  # the fields the base saw in training
     results, one_field = {}, {}
     seed_suffix = f"-seed{args.seed}" if args.seed else ""
     done_path = (WORK / "calibration"
@@ -374,6 +386,8 @@ def main(argv=None) -> int:
                 with atomic_path(done_path) as tmp:
                     tmp.write_text(json.dumps(done, indent=1))
                 print(f"{exp} {rows[-1]}", flush=True)
+            for r in rows:
+                r["seen"] = seen(r["field"], trained)
             results[exp] = {"diameter": d, "folds": folds, "fields": rows, **summaries(rows)}
             # the folds calibrated on the top --k fields are the one-field protocol
             top = fields["field"].tolist()[: args.k]
@@ -395,6 +409,8 @@ def main(argv=None) -> int:
                 print(f"{exp} {calib}: {exc}", flush=True)
                 model, seconds = base, None
             rows = count_fields(base, model, src, fields[~fields["field"].isin(calib)], d)
+            for r in rows:
+                r["seen"] = seen(r["field"], trained)
             card = model.card.get("calibration", {})
             results[exp] = {"calibration_fields": calib, "diameter": d,
                             "calibration_s": seconds, "labels": card.get("labels"),
@@ -408,13 +424,16 @@ def main(argv=None) -> int:
     out = args.out and Path(args.out)
     if args.leave_one_out:
         pooled = [r for e in results.values() for r in e["fields"]]
-        results = {"experiments": results, "all_fields": summaries(pooled)}
+        unseen = [r for r in pooled if r["seen"] == "not seen"]
+        results = {"experiments": results, "all_fields": summaries(pooled),
+                   "fields_not_seen": {"n": len(unseen), **summaries(unseen)}}
         for k, v in results["all_fields"].items():
             print(f"all fields {k:>20}", v)
         update_results("calibration", ("leave_one_out",), {**settings, **results}, out=out)
-        update_results("calibration", ("one_field",), {**settings, "experiments": one_field,
-                                                       "from": "leave_one_out folds"},
-                       out=out)
+        unseen = [r for e in one_field.values() for r in e["fields"] if r["seen"] == "not seen"]
+        update_results("calibration", ("one_field",), {
+            **settings, "experiments": one_field, "from": "leave_one_out folds",
+            "fields_not_seen": {"n": len(unseen), **summaries(unseen)}}, out=out)
     else:
         key = "one_field_median" if args.pick == "median" else "one_field"
         update_results("calibration", (key,), {**settings, "experiments": results}, out=out)

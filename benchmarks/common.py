@@ -8,9 +8,11 @@ sends a trial run's results elsewhere instead.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -217,6 +219,72 @@ def curated_cells(cells: np.ndarray, nuclei: np.ndarray, stain: np.ndarray) -> i
     count = sum(max(1, hosts[r.label]) for r, d in zip(regions, debris)
                 if hosts[r.label] or not d)
     return int(count) + unoutlined
+
+
+#: an aiSEGcell field's experiment and position (``<experiment>_<position>``, e.g.
+#: ``210930MA20_p0003``); its other time points image the same cells
+POSITION = re.compile(r"\d{6}[A-Za-z]+\d*_p\d+")
+
+
+def trained_images(model, data: Path) -> set[str]:
+    """The names (stems) of the images under ``data`` that ``model`` (a loaded
+    :class:`tlseg.Model`) was trained on, by its card: the images of its ``data`` folders
+    (a path read from ``data/`` on, e.g. ``shared/data/tl/aisegcell-bf`` as
+    ``data/tl/aisegcell-bf``) less those its ``exclude`` patterns name, and those of the
+    shipped model it continued from (``parent``), if any.
+
+    Examples
+    --------
+    >>> import tlseg
+    >>> trained_images(tlseg.load_model("tl-cells"), Path("no/such/folder"))
+    set()
+    """
+    from tlseg.errors import TlsegError
+    from tlseg.inference.folder import shipped_models
+    from tlseg.io import IMAGE_SUFFIXES
+    from tlseg.training.data import resolve_data_dir
+
+    card = model.card or {}
+    exclude = card.get("exclude") or []
+    names = set()
+    for entry in card.get("data") or []:
+        parts = Path(entry).parts
+        rel = Path(*parts[parts.index("data") + 1:]) if "data" in parts else Path(entry)
+        try:
+            folder = resolve_data_dir(Path(data) / rel) / "images"
+        except TlsegError:  # not here: another machine's folder
+            continue
+        names |= {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(fnmatch.fnmatch(p.name, pat) for pat in exclude)}
+    parent = card.get("parent")
+    if parent and parent != card.get("name") and parent in shipped_models():
+        import tlseg
+
+        names |= trained_images(tlseg.load_model(parent), data)
+    return names
+
+
+def seen(field: str, trained: set[str]) -> str:
+    """Whether a model saw a field in training: ``"trained on"`` (the field is one of the
+    ``trained`` images, :func:`trained_images`), ``"same position"`` (another time point
+    of its experiment's position is, :data:`POSITION`: the same cells, moved) or
+    ``"not seen"``.
+
+    Examples
+    --------
+    >>> trained = {"210930MA20_p0001_t00066_z001"}
+    >>> seen("210930MA20_p0001_t00066_z001", trained), seen("fig1_210930MA20_p0001_t00005_z001",
+    ...                                                  trained)
+    ('trained on', 'same position')
+    >>> seen("210930MA20_p0003_t00013_z001", trained)
+    'not seen'
+    """
+    if field in trained:
+        return "trained on"
+    match = POSITION.search(field)
+    if match and any(match.group() == m.group() for m in map(POSITION.search, trained) if m):
+        return "same position"
+    return "not seen"
 
 
 def write_site(plate: Path, name: str, well: str, site: int, tl: np.ndarray,

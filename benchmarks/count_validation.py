@@ -7,8 +7,11 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
 - ``aisegcell``: 7 brightfield + nuclear-marker fields of primary (blood) cells, with
   true nucleus counts (3 to 71 per field; one nucleus per cell, so the true cell count).
 - ``aisegcell-s10``: 33 brightfield + nuclear fields of 5 experiments (6 to 103 true
-  nuclei; one nucleus per cell). None of these fields is trained on; tl-cells trains on
-  other fields of the same experiments (``tl/aisegcell-bf``). Reported per experiment;
+  nuclei; one nucleus per cell). 7 of them are also ``tl/aisegcell-bf``'s training
+  images, on which tl-cells trains, and 5 more are other time points of those positions
+  (:func:`common.trained_images`, :func:`common.seen`, from the label-free model's card):
+  each well's ``seen`` says which, and the rows ``aisegcell-s10 not seen`` keep only
+  the 21 fields of positions the model never saw. Reported per experiment;
   181024TK20 is imaged in a microfluidic chip whose pillars show in every field. These
   fields also have whole-cell masks, and in 210930MA20 and 220524DS30 they hold up to
   50 % more cells than nucleus masks (not every nucleus is annotated): the label-free
@@ -71,7 +74,9 @@ from common import (
     nuclei_per_cell,
     quadrants,
     read_paired,
+    seen,
     stain_halfway,
+    trained_images,
     true_cell_counts,
     write_results,
 )
@@ -224,7 +229,12 @@ def main(argv=None) -> int:
     inner_nuclei = {w: inner(w, "nuclei") for w in wells["well"]}  # also for the break-down
     wells["n_nuclei_inner"] = [int(inner_nuclei[w].max()) for w in wells["well"]]
     wells["n_cells_inner"] = [int(inner(w, "cells").max()) for w in wells["well"]]
-    cols = ["well", "source", "field", "acquisition", "true_count", "true_cells",
+    # a field the label-free model trained on (or another time point of its position)
+    # is in-sample: the rows "not seen" leave them out
+    trained = trained_images(tlseg.load_model(args.model), args.data)
+    wells["seen"] = [seen(f, trained) if s.startswith("aisegcell") else "not seen"
+                     for f, s in zip(wells["field"], wells["source"])]
+    cols = ["well", "source", "field", "acquisition", "seen", "true_count", "true_cells",
             "true_cells_no_debris", "true_cells_curated", "n_nuclei",
             "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
@@ -252,8 +262,11 @@ def main(argv=None) -> int:
     parts.loc["all"] = parts.sum()
     print(parts.to_string())
     res["label_free_objects_aisegcell_s10"] = parts.to_dict("index")
-    sets = [("all", wells), ("aisegcell", wells[wells["source"] == "aisegcell"]),
-            ("aisegcell-s10", s10)]
+    sets = [("all", wells), ("all not seen", wells[wells["seen"] == "not seen"]),
+            ("aisegcell", wells[wells["source"] == "aisegcell"]),
+            ("aisegcell-s10", s10),
+            ("aisegcell-s10 not seen", s10[s10["seen"] == "not seen"]),
+            ("aisegcell-s10 seen", s10[s10["seen"] != "not seen"])]
     sets += [(f"aisegcell-s10 {e}", s10[s10["acquisition"] == e])
              for e in sorted(s10["acquisition"].unique())]
     sets += [("isl-phase-dapi", wells[wells["source"] == "isl-phase-dapi"])]
