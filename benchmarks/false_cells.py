@@ -33,7 +33,11 @@ masks: AP@0.5, recall and cells found per field with the posts and without them.
 Each crop is segmented at its experiment's true median cell diameter (as a plate run
 would use a diameter estimated over the whole plate). Reported per model and kind: mean
 and largest number of false cells per field, and the share of fields with at most one
-(the target is at most one false cell on a field with structures but no cells).
+(the target is at most one false cell on a field with structures but no cells). 7 of the
+33 fields are training images of ``tl-cells`` (``tl/aisegcell-bf``, whose background it
+learns as background), 5 more other time points of their positions: ``fields not seen``
+repeats the summaries over the crops of the other fields (:func:`common.seen`), and so
+does ``cells among posts``.
 
 Last, the first model's structure filter (``repeat_similarity``), flat filter and speck
 filter are run on every real image of cells here (the train and val images of the ``tl``
@@ -52,7 +56,14 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import TL_CELLS_SOURCES, add_out, split_pairs, write_results
+from common import (
+    TL_CELLS_SOURCES,
+    add_out,
+    seen,
+    split_pairs,
+    trained_images,
+    write_results,
+)
 from scipy import ndimage as ndi
 
 import tlseg
@@ -182,7 +193,7 @@ def structure(kind: str, shape, d: float, rng) -> np.ndarray:
 
 
 def false_cells(model: tlseg.Model, crops: list[dict], seed: int = 0) -> dict:
-    """Per kind: the number of cells found on each cell-free field."""
+    """Per kind: (crop index, cells found) for each cell-free field drawn."""
     rng = np.random.default_rng(seed)
     found = {}
     for kind in KINDS:
@@ -196,17 +207,19 @@ def false_cells(model: tlseg.Model, crops: list[dict], seed: int = 0) -> dict:
                 image = image * np.clip(1 + structure(kind, image.shape, c["diameter"], rng),
                                         0.05, None)
             labels, _ = model.predict_instances(image, diameter=c["diameter"])
-            found[kind].append(int(labels.max()))
+            found[kind].append((int(i), int(labels.max())))
     return found
 
 
 def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict[str, float],
-                      seed: int = 0) -> dict:
+                      seed: int = 0, trained: set[str] = frozenset()) -> dict:
     """AP@0.5 and recall on the aisegcell-s10 fields' central crops, with round posts
-    drawn between their cells and without (module docstring)."""
+    drawn between their cells and without (module docstring); also over the fields of
+    positions the model did not train on (``trained``: :func:`common.trained_images`)."""
     root = data / "paired" / "aisegcell-s10"
     rng = np.random.default_rng(seed)
     counts = {"with posts": [], "without": []}
+    fresh = []
     for path in sorted((root / "tl").glob("*.tif")):
         image, cells = tifffile.imread(path), tifffile.imread(root / "cell_labels" / path.name)
         y, x = (image.shape[0] - CROP) // 2, (image.shape[1] - CROP) // 2
@@ -218,6 +231,9 @@ def cells_among_posts(model: tlseg.Model, data: Path, diameters: dict[str, float
                                 0.05, None)
         for kind, im in (("with posts", posts), ("without", image)):
             counts[kind].append(match_counts(cells, model.predict_instances(im, diameter=d)[0]))
+        fresh.append(seen(path.stem, trained) == "not seen")
+    for kind in list(counts):
+        counts[f"{kind}, fields not seen"] = [c for c, f in zip(counts[kind], fresh) if f]
     out = {}
     for kind, c in counts.items():
         s = summarize(c)
@@ -333,15 +349,26 @@ def main(argv=None) -> int:
     results = {}
     models = [tlseg.load_model(path) for path in args.model]
     for model, name in zip(models, labels):
-        counts = false_cells(model, crops)
-        results[name] = {kind: summary(v) for kind, v in counts.items()}
+        found = false_cells(model, crops)
+        trained = trained_images(model, args.data)
+        fresh = [seen(c["field"], trained) == "not seen" for c in crops]
+        results[name] = {kind: summary([n for _, n in v]) for kind, v in found.items()}
         results[name]["all structures"] = summary(
-            [n for kind, v in counts.items() if kind != "empty" for n in v])
-        results[name]["cells among posts"] = cells_among_posts(model, args.data, diameters)
+            [n for kind, v in found.items() if kind != "empty" for _, n in v])
+        # the crops of fields the model never saw (nor their position) in training
+        results[name]["fields not seen"] = {
+            "empty": summary([n for i, n in found["empty"] if fresh[i]]),
+            "all structures": summary([n for kind, v in found.items() if kind != "empty"
+                                       for i, n in v if fresh[i]])}
+        results[name]["cells among posts"] = cells_among_posts(model, args.data, diameters,
+                                                               trained=trained)
         print(f"\n{name}\n{'kind':18s} {'mean':>6s} {'max':>5s} {'<=1':>6s}")
         for kind, s in results[name].items():
-            if kind != "cells among posts":
+            if kind not in ("cells among posts", "fields not seen"):
                 print(f"{kind:18s} {s['mean']:6.2f} {s['max']:5d} {s['at_most_one']:6.2f}")
+        for kind, s in results[name]["fields not seen"].items():
+            print(f"{kind + ', fields not seen':18s} {s['mean']:6.2f} {s['max']:5d} "
+                  f"{s['at_most_one']:6.2f} ({s['fields']} fields)")
         for kind, s in results[name]["cells among posts"].items():
             print(f"cells, {kind}: AP@0.5 {s['ap50']:.3f}, recall {s['recall']:.3f}, "
                   f"{s['cells_per_field']} found for {s['true_per_field']} a field")
