@@ -50,7 +50,10 @@ acquisition``), as a user imaging with one objective per acquisition would;
 Reports, for label-free vs nuclei counts and each against the true count: R², Lin's
 CCC, Bland–Altman bias with 95 % limits, the paired t-test, the mean |relative error|
 over fields with >= 20 true nuclei, the mean absolute error in cells over fields with
-fewer, and the largest count / true ratio; per source and per set of experiments. Writes
+fewer, and the largest count / true ratio; per source and per set of experiments. On the
+aisegcell-s10 fields the label-free model also counts each field at its own true median
+cell diameter (``n_cells_true_diameter``; key ``label_free_at_true_diameter_vs_true_cells*``):
+what the plate's one diameter per acquisition costs. Writes
 benchmarks/results/count_validation.json (``--out`` for a trial run).
 
     python benchmarks/count_validation.py --data ../shared/data [--resume]
@@ -85,6 +88,7 @@ from scipy import ndimage as ndi
 import tlseg
 from tlseg.analysis.metrics import matched_pairs
 from tlseg.plate.validate import agreement
+from tlseg.training.targets import median_diameter
 
 
 def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
@@ -234,9 +238,21 @@ def main(argv=None) -> int:
     trained = trained_images(tlseg.load_model(args.model), args.data)
     wells["seen"] = [seen(f, trained) if s.startswith("aisegcell") else "not seen"
                      for f, s in zip(wells["field"], wells["source"])]
+    # the same model at each field's own true median cell diameter (its whole-cell mask):
+    # how much of the error is the plate's one diameter per acquisition
+    model = tlseg.load_model(args.model)
+    wells["true_diameter"] = np.nan
+    wells["n_cells_true_diameter"] = np.nan
+    src = args.data / "paired" / "aisegcell-s10"
+    for i, r in wells[wells["source"] == "aisegcell-s10"].iterrows():
+        d = median_diameter(tifffile.imread(src / "cell_labels" / f"{r.field}.tif"))
+        image = tlseg.read_image(src / "tl" / f"{r.field}.tif")
+        wells.loc[i, "true_diameter"] = round(d, 1)
+        wells.loc[i, "n_cells_true_diameter"] = int(model.segment(image, diameter=d).max())
     cols = ["well", "source", "field", "acquisition", "seen", "true_count", "true_cells",
             "true_cells_no_debris", "true_cells_curated", "n_nuclei",
-            "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter",
+            "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter", "true_diameter",
+            "n_cells_true_diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
             "nuclei_outside_cells"]
     print(wells[cols].to_string(index=False))
@@ -246,7 +262,6 @@ def main(argv=None) -> int:
            "exit_code": rc, "wall_s": round(wall, 1), "resumed": args.resume,
            "wells": wells[cols].to_dict("records")}
     s10 = wells[wells["source"] == "aisegcell-s10"]
-    src = args.data / "paired" / "aisegcell-s10"
     parts = pd.DataFrame([{"acquisition": r.acquisition, **nucleus_breakdown(
         inner_nuclei[r.well], r.n_nuclei - r.n_nuclei_inner,
         tifffile.imread(src / "nuc_labels" / f"{r.field}.tif"),
@@ -282,6 +297,8 @@ def main(argv=None) -> int:
         cells = sub.dropna(subset=["true_cells"])
         if len(cells) >= 2:
             for key, column in (("label_free_vs_true_cells", "n_cells"),
+                                ("label_free_at_true_diameter_vs_true_cells",
+                                 "n_cells_true_diameter"),
                                 ("nuclei_vs_true_cells", "n_nuclei")):
                 for suffix, truth_column in (("", "true_cells"),
                                              ("_no_debris", "true_cells_no_debris"),
