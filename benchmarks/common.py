@@ -253,6 +253,8 @@ def trained_images(model, data: Path) -> set[str]:
         try:
             folder = resolve_data_dir(Path(data) / rel) / "images"
         except TlsegError:  # not here: another machine's folder
+            print(f"warning: {entry}, a training folder of {model.config.name}, "
+                  f"is not under {data}: its images count as not seen", file=sys.stderr)
             continue
         names |= {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(fnmatch.fnmatch(p.name, pat) for pat in exclude)}
