@@ -8,7 +8,6 @@ sends a trial run's results elsewhere instead.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import platform
@@ -241,8 +240,7 @@ def trained_images(model, data: Path) -> set[str]:
     """
     from tlseg.errors import TlsegError
     from tlseg.inference.folder import shipped_models
-    from tlseg.io import IMAGE_SUFFIXES
-    from tlseg.training.data import resolve_data_dir
+    from tlseg.training.data import list_pairs, resolve_data_dir
 
     card = model.card or {}
     exclude = card.get("exclude") or []
@@ -250,14 +248,13 @@ def trained_images(model, data: Path) -> set[str]:
     for entry in card.get("data") or []:
         parts = Path(entry).parts
         rel = Path(*parts[parts.index("data") + 1:]) if "data" in parts else Path(entry)
-        try:
-            folder = resolve_data_dir(Path(data) / rel) / "images"
+        try:  # the images training read (tlseg.training.train.load_folders)
+            pairs = list_pairs(resolve_data_dir(Path(data) / rel), exclude)
         except TlsegError:  # not here: another machine's folder
             print(f"warning: {entry}, a training folder of {model.config.name}, "
                   f"is not under {data}: its images count as not seen", file=sys.stderr)
             continue
-        names |= {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(fnmatch.fnmatch(p.name, pat) for pat in exclude)}
+        names |= {image.stem for image, _ in pairs}
     parent = card.get("parent")
     if parent and parent != card.get("name") and parent in shipped_models():
         import tlseg

@@ -10,6 +10,7 @@ photometric augmentation (:mod:`tlseg.training.augment`).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,10 @@ def same_stem(folder: Path, stem: str) -> Path | None:
                 None)
 
 
-def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs with the same stem; a missing mask is an error."""
+def list_pairs(folder: Path, exclude=()) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs with the same stem; a missing mask is an error. Images whose
+    file name matches one of the ``exclude`` glob patterns are then left out (a folder
+    with no images at all is an error, one whose images are all excluded is not)."""
     pairs = []
     for img in sorted((folder / "images").iterdir()):
         if img.suffix.lower() not in IMAGE_SUFFIXES:
@@ -81,7 +84,8 @@ def list_pairs(folder: Path) -> list[tuple[Path, Path]]:
         pairs.append((img, mask))
     if not pairs:
         raise TlsegError(f"{folder}: no images in images/")
-    return pairs
+    return [(img, mask) for img, mask in pairs
+            if not any(fnmatch.fnmatch(img.name, pat) for pat in exclude)]
 
 
 def stain_path(folder: Path, image: Path) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -93,9 +92,7 @@ def load_folders(
         source = folder.parent.name if folder.name in ("train", "val") else folder.name
         flags = (folder.resolve() in partial, folder.resolve() in incomplete)
         is_stained = folder.resolve() in stained
-        for img, mask in list_pairs(folder):
-            if any(fnmatch.fnmatch(img.name, pat) for pat in exclude):
-                continue
+        for img, mask in list_pairs(folder, exclude):
             stain = stain_path(folder, img) if is_stained else None
             jobs.append((img, mask, source, *flags, stain))
     nuclei = Model.load(nuclei_model) if stained else None
