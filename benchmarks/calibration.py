@@ -386,8 +386,6 @@ def main(argv=None) -> int:
                 with atomic_path(done_path) as tmp:
                     tmp.write_text(json.dumps(done, indent=1))
                 print(f"{exp} {rows[-1]}", flush=True)
-            for r in rows:
-                r["seen"] = seen(r["field"], trained)
             results[exp] = {"diameter": d, "folds": folds, "fields": rows, **summaries(rows)}
             # the folds calibrated on the top --k fields are the one-field protocol
             top = fields["field"].tolist()[: args.k]
@@ -409,13 +407,13 @@ def main(argv=None) -> int:
                 print(f"{exp} {calib}: {exc}", flush=True)
                 model, seconds = base, None
             rows = count_fields(base, model, src, fields[~fields["field"].isin(calib)], d)
-            for r in rows:
-                r["seen"] = seen(r["field"], trained)
             card = model.card.get("calibration", {})
             results[exp] = {"calibration_fields": calib, "diameter": d,
                             "calibration_s": seconds, "labels": card.get("labels"),
                             "instances": card.get("instances"),
                             "fields": rows, **summaries(rows)}
+        for r in rows:  # the one-field protocol's rows are these same dicts
+            r["seen"] = seen(r["field"], trained)
         for k in ("base", "calibrated", "base_vs_cells", "calibrated_vs_cells",
                   "base_vs_cells_no_debris", "calibrated_vs_cells_no_debris",
                   "base_vs_cells_curated", "calibrated_vs_cells_curated"):

@@ -235,12 +235,12 @@ def main(argv=None) -> int:
     wells["n_cells_inner"] = [int(inner(w, "cells").max()) for w in wells["well"]]
     # a field the label-free model trained on (or another time point of its position)
     # is in-sample: the rows "not seen" leave them out
-    trained = trained_images(tlseg.load_model(args.model), args.data)
+    model = tlseg.load_model(args.model)
+    trained = trained_images(model, args.data)
     wells["seen"] = [seen(f, trained) if s.startswith("aisegcell") else "not seen"
                      for f, s in zip(wells["field"], wells["source"])]
     # the same model at each field's own true median cell diameter (its whole-cell mask):
     # how much of the error is the plate's one diameter per acquisition
-    model = tlseg.load_model(args.model)
     wells["true_diameter"] = np.nan
     wells["n_cells_true_diameter"] = np.nan
     src = args.data / "paired" / "aisegcell-s10"
