@@ -46,7 +46,7 @@ OPTIONS = {"incomplete": ["aisegcell-bf"], "exclude": ["181024TK20_p0002_*"]}
 
 
 def recipe(data: Path, out: Path, without: str | None, epochs: int,
-           device: str = "cpu") -> tlseg.Model:
+           device: str = "cpu", optics: float = 0.0) -> tlseg.Model:
     """The tl-cells recipe on every tl-cells source but ``without``, in ``out``."""
     if (out / "weights.pt").is_file() and not (out / "checkpoint.pt").exists():
         return tlseg.load_model(out)
@@ -64,6 +64,7 @@ def recipe(data: Path, out: Path, without: str | None, epochs: int,
     return tlseg.train(folders, out, incomplete=[tl / s for s in OPTIONS["incomplete"]],
                        exclude=OPTIONS["exclude"], name=out.name, epochs=epochs,
                        flows=True, resume=resume, progress=progress, device=device,
+                       **({"optics": optics} if optics else {}),
                        card={"command": f"benchmarks/leave_one_source_out.py, {out.name}"})
 
 
@@ -98,16 +99,22 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="100 steps each (tl-cells: 40)")
     p.add_argument("--sources", nargs="*", default=list(VAL_SOURCES))
     p.add_argument("--device", default="cpu", help="where the models train (cpu, cuda)")
+    p.add_argument("--optics", type=float, default=0.0, metavar="FRACTION",
+                   help="train with `tlseg train --optics FRACTION` (the recipe plus the "
+                        "optics augmentation); results under epochs_<E>_optics_<F>")
     p.add_argument("--out", type=Path, help="results file (trial runs)")
     args = p.parse_args(argv)
     logging.getLogger("tlseg").setLevel(logging.WARNING)
-    work = WORK / f"loso-e{args.epochs}"
-    reference = recipe(args.data, work / "all-sources", None, args.epochs, args.device)
+    tag = f"e{args.epochs}" + (f"-optics{args.optics:g}" if args.optics else "")
+    key = f"epochs_{args.epochs}" + (f"_optics_{args.optics:g}" if args.optics else "")
+    work = WORK / f"loso-{tag}"
+    reference = recipe(args.data, work / "all-sources", None, args.epochs, args.device,
+                       args.optics)
     shipped = tlseg.load_model("tl-cells")
     rows, trained = {}, {"all-sources": _provenance(reference)}
     for source in args.sources:
         without = recipe(args.data, work / f"without-{source}", source, args.epochs,
-                         args.device)
+                         args.device, args.optics)
         trained[f"without-{source}"] = _provenance(without)
         tlseg.set_threads()
         rows[source] = {"all sources": score(reference, args.data, source),
@@ -118,7 +125,7 @@ def main(argv=None) -> int:
               f"{r['without it']['ap50_auto']:.3f}, known diameter "
               f"{r['all sources']['ap50_known']:.3f} -> {r['without it']['ap50_known']:.3f}",
               flush=True)
-        update_results("leave_one_source_out", (f"epochs_{args.epochs}",),
+        update_results("leave_one_source_out", (key,),
                        {"steps": args.epochs * 100, "sources": rows, "models": trained},
                        argv=argv, out=args.out)
     return 0

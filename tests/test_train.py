@@ -381,3 +381,30 @@ def test_speck_augmentation_darkens_small_spots_only_when_asked():
         assert float((field < 0.9).float().mean()) < 0.15  # ... small against the crop
     with pytest.raises(ValueError, match="specks"):
         TrainConfig(specks=1.5)
+
+
+def test_optics_augmentation_renders_the_same_cells_through_other_optics():
+    from tlseg.training.augment import optics
+
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    cell = ((yy - 48) ** 2 + (xx - 48) ** 2 < 15**2).float()  # a 30 px cell, canonical
+    x = (0.8 * cell - 0.1 + 0.01 * torch.randn(32, 1, 96, 96,
+                                                generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    assert torch.equal(optics(x, g, 0.0), x)  # off: the crops as they were ...
+    assert torch.equal(g.get_state(), state)  # ... and no random numbers drawn
+    y = optics(x, torch.Generator().manual_seed(3), 1.0)
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
+    changed = [not torch.allclose(a, b) for a, b in zip(y, x)]
+    assert sum(changed) >= 30
+    near = ((yy - 48) ** 2 + (xx - 48) ** 2 < 20**2)  # the cell and its rim
+    for crop in y[:, 0]:
+        q = torch.quantile(crop.flatten(), torch.tensor([0.005, 0.5, 0.995]))
+        assert abs(float(q[1])) < 0.05 and 0.9 < float(q[2] - q[0]) < 1.1  # normalised
+        # what stands out of the background is still the cell, wherever the optics put it
+        assert float(crop[near].abs().mean()) > 3 * float(crop[~near].abs().mean())
+    half = optics(x, torch.Generator().manual_seed(3), 0.5)
+    assert 5 <= sum(not torch.equal(a, b) for a, b in zip(half, x)) <= 27
+    with pytest.raises(ValueError, match="optics"):
+        TrainConfig(optics=1.5)

@@ -73,6 +73,10 @@ def add_parsers(sub) -> None:
                    help="debris augmentation: this fraction of the crops get sharp dark specks "
                         "smaller than a cell, which stay labelled as what lies under them "
                         "(0 = off)")
+    t.add_argument("--optics", type=float, default=default(tc, "optics"), metavar="FRACTION",
+                   help="optics augmentation: this fraction of the crops are shown through "
+                        "other optics, a random blend of the crop, its DIC-like shear relief "
+                        "and its phase-contrast-like halo (0 = off)")
     t.add_argument("--crowded", type=float, default=default(tc, "crowded"), metavar="FRACTION",
                    help="crowded-field augmentation: this fraction of the crops come from "
                         "fields filled densely with the training images' own annotated "
@@ -135,7 +139,7 @@ def add_parsers(sub) -> None:
 FOLDERS_ONLY = ("epochs", "steps_per_epoch", "batch_size", "lr", "partial", "incomplete",
                 "stain", "fragments", "flatfield", "canonical_diameter", "channels", "no_flows",
                 "flow_weight", "ema", "max_log2_scale", "max_noise", "texture", "specks",
-                "crowded", "crowded_blend", "monolayers", "border_weight", "dense",
+                "optics", "crowded", "crowded_blend", "monolayers", "border_weight", "dense",
                 "structures", "exclude", "no_tune", "name", "device")
 PROJECT_ONLY = ("mode", "steps", "diameter")
 #: options of `tlseg train` that both kinds of data use (a test checks that every option
@@ -180,7 +184,7 @@ def train(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, flow_weight=args.flow_weight, ema=args.ema,
         max_log2_scale=args.max_log2_scale, max_noise=args.max_noise, texture=args.texture,
-        specks=args.specks, crowded=args.crowded, crowded_blend=args.crowded_blend,
+        specks=args.specks, optics=args.optics, crowded=args.crowded, crowded_blend=args.crowded_blend,
         monolayers=args.monolayers, border_weight=args.border_weight, dense=args.dense,
         structures=args.structures,
         name=args.name or out.name, flatfield=args.flatfield,

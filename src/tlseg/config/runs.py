@@ -93,6 +93,11 @@ class TrainConfig:
         is not a cell (microfluidic posts, walls and channels, scratches, bubbles, a
         well's rim) drawn over their known background, which stays background
         (:func:`tlseg.training.structures.add_structures`).
+    optics : float
+        Optics augmentation (0 = off): this fraction of the normalised crops are shown as
+        a random blend of themselves, their DIC-like shear relief and their
+        phase-contrast-like halo (:func:`tlseg.training.augment.optics`), so that a
+        modality is learnt from the cells of another.
     """
 
     epochs: int = 40
@@ -117,6 +122,7 @@ class TrainConfig:
     border_weight: float = 0.0
     dense: float = 0.0
     structures: float = 0.0
+    optics: float = 0.0
 
     def __post_init__(self):
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every"):
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ValueError("specks must be in [0, 1]")
         if not 0 <= self.structures <= 1:
             raise ValueError("structures must be in [0, 1]")
+        if not 0 <= self.optics <= 1:
+            raise ValueError("optics must be in [0, 1]")
         if not 0 <= self.crowded <= 1:
             raise ValueError("crowded must be in [0, 1]")
         if self.crowded_blend not in ("feather", "relief"):

@@ -2,9 +2,10 @@
 
 Applied to raw intensities *before* normalisation (so the model learns to rely on the
 normalisation to undo shading): gamma, illumination gradients and vignetting, stray-light
-offset, dark or bright debris, defocus blur, camera noise. After normalisation, contrast
-inversion (phase contrast and brightfield flip polarity with defocus and DIC with shear
-direction) and a contrast jitter.
+offset, dark or bright debris, defocus blur, camera noise. After normalisation, optionally
+another microscope's optics (:func:`optics`: the shear relief of DIC, the halo of phase
+contrast), then contrast inversion (phase contrast and brightfield flip polarity with
+defocus and DIC with shear direction) and a contrast jitter.
 """
 
 from __future__ import annotations
@@ -81,6 +82,64 @@ def augment_normalized(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     sign = torch.where(torch.rand(b, generator=rng) < 0.25, -1.0, 1.0)
     gain = torch.exp((torch.rand(b, generator=rng) - 0.5) * 0.5)
     return x * (sign * gain).view(b, 1, 1, 1)
+
+
+def optics(x: torch.Tensor, rng: torch.Generator, fraction: float) -> torch.Tensor:
+    """Show a ``fraction`` of normalised crops (B, 1, H, W) through other optics.
+
+    Each chosen crop becomes a random blend of three renderings of the same cells, each
+    scaled to the crop's contrast unit (its 0.5-99.5 % quantile range):
+
+    - the crop itself;
+    - its *shear relief*: the derivative along a random direction of the crop smoothed
+      by 0.5-4 px, which is how DIC renders optical path (relief lit from one side);
+    - its *halo*: the crop less its blur over 4-16 px (a quarter to half a canonical
+      cell), the high-pass that gives phase-contrast cells their bright or dark halo.
+
+    The weights are squared uniform draws normalised to sum to 1 (so one rendering
+    often dominates), the relief's with a random sign; the blend is re-centred on its median and scaled to the contrast unit again, as
+    :func:`tlseg.inference.preprocess.normalize` leaves its output. Labels are untouched:
+    the cells are where they were. A source then teaches the network its cells under
+    optics it never saw (random convolutions for domain generalisation, Xu et al., ICLR
+    2021, here restricted to the transfer functions of transmitted-light microscopes).
+    ``fraction`` 0 draws no random numbers, so recipes without it train as before.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.zeros(2, 1, 64, 64)
+    >>> x[:, :, 20:40, 20:40] = 1.0
+    >>> y = optics(x, g, 1.0)
+    >>> y.shape, bool(torch.isfinite(y).all())
+    (torch.Size([2, 1, 64, 64]), True)
+    >>> torch.equal(optics(x, g, 0.0), x)
+    True
+    """
+    if fraction <= 0:
+        return x
+    out = []
+    for img in x:
+        if not _p(rng, fraction):
+            out.append(img)
+            continue
+        t = _u(rng, 0, 2 * math.pi)
+        smooth = gaussian_blur(img[None], _u(rng, 0.5, 4.0))[0]
+        gy, gx = torch.gradient(smooth[0])
+        relief = (math.cos(t) * gx + math.sin(t) * gy)[None]
+        halo = img - gaussian_blur(img[None], _u(rng, 4.0, 16.0))[0]
+        w = torch.rand(3, generator=rng) ** 2
+        w = w / w.sum().clamp_min(1e-6)
+        sign = 1.0 if _p(rng, 0.5) else -1.0
+        blend = (w[0] * _unit(img) + sign * w[1] * _unit(relief) + w[2] * _unit(halo))
+        out.append(_unit(blend - blend.median()))
+    return torch.stack(out)
+
+
+def _unit(img: torch.Tensor) -> torch.Tensor:
+    """``img`` divided by its 0.5-99.5 % quantile range (the contrast unit of
+    :func:`tlseg.inference.preprocess.normalize`)."""
+    q = torch.quantile(img.flatten()[::4], torch.tensor([0.005, 0.995]))
+    return img / (q[1] - q[0]).clamp_min(1e-6)
 
 
 def _speck_field(h: int, w: int, rng: torch.Generator) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..inference.network import UNet
 from ..inference.preprocess import normalize
 from ..inference.runtime import repeatable
 from ..io import atomic_path, read_image
-from .augment import augment_normalized, augment_raw
+from .augment import augment_normalized, augment_raw, optics
 from .crowd import crowded_samples, monolayer_samples, weight_borders
 from .data import (
     CropSampler,
@@ -322,6 +322,7 @@ def train_samples(
             x = augment_raw(raw, ref, torch_rng, max_noise=tc.max_noise, texture=tc.texture,
                             specks=tc.specks)
             x = normalize(x, flatfield=model_config.flatfield, sigma=sigma)
+            x = optics(x, torch_rng, tc.optics)
             x = augment_normalized(x, torch_rng)
             loss, parts = masked_loss(net(x.to(dev)), target.to(dev), distill=tc.distill,
                                       flow_weight=tc.flow_weight)
