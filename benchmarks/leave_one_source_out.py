@@ -112,17 +112,16 @@ def score_stand_in(models: dict, data: Path, source: str, shipped: tlseg.Model) 
     trained = trained_images(shipped, data)
     fields = [p.stem for p in sorted((folder / "tl").glob("*.tif"))
               if seen(p.stem, trained) == "not seen"]
+    counts = {name: [] for name in models}
+    for field in fields:  # each field read once, for every model
+        image = tlseg.read_image(folder / "tl" / f"{field}.tif")
+        true = tlseg.read_labels(folder / "cell_labels" / f"{field}.tif", shape=image.shape)
+        for name, model in models.items():
+            counts[name].append(match_counts(true, model.predict_instances(image)[0]))
     out = {}
-    for name, model in models.items():
-        counts, n, truth = [], [], []
-        for field in fields:
-            image = tlseg.read_image(folder / "tl" / f"{field}.tif")
-            true = tlseg.read_labels(folder / "cell_labels" / f"{field}.tif", shape=image.shape)
-            c = match_counts(true, model.predict_instances(image)[0])
-            counts.append(c)
-            n.append(c["n_pred"])
-            truth.append(c["n_true"])
-        out[name] = {"ap50_auto": round(summarize(counts)["ap50"], 4),
+    for name, c in counts.items():
+        n, truth = [x["n_pred"] for x in c], [x["n_true"] for x in c]
+        out[name] = {"ap50_auto": round(summarize(c)["ap50"], 4),
                      "counted": int(sum(n)), "true": int(sum(truth)),
                      "count_errors": count_errors(n, truth)}
     return {"stand_in": STAND_IN[source], "n_fields": len(fields), **out}

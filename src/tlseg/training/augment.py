@@ -97,12 +97,14 @@ def optics(x: torch.Tensor, rng: torch.Generator, fraction: float) -> torch.Tens
       cell), the high-pass that gives phase-contrast cells their bright or dark halo.
 
     The weights are squared uniform draws normalised to sum to 1 (so one rendering
-    often dominates), the relief's with a random sign; the blend is re-centred on its median and scaled to the contrast unit again, as
-    :func:`tlseg.inference.preprocess.normalize` leaves its output. Labels are untouched:
-    the cells are where they were. A source then teaches the network its cells under
-    optics it never saw (random convolutions for domain generalisation, Xu et al., ICLR
-    2021, here restricted to the transfer functions of transmitted-light microscopes).
-    ``fraction`` 0 draws no random numbers, so recipes without it train as before.
+    often dominates), the relief's with a random sign; the blend is re-centred on its
+    median and scaled to the contrast unit again, as
+    :func:`tlseg.inference.preprocess.normalize` leaves its output. Labels are
+    untouched: the cells are where they were. A source then teaches the network its
+    cells under optics it never saw (random convolutions for domain generalisation, Xu
+    et al., ICLR 2021, here restricted to the transfer functions of transmitted-light
+    microscopes). ``fraction`` 0 draws no random numbers, so recipes without it train as
+    before.
 
     Examples
     --------
