@@ -45,7 +45,7 @@ def rescale(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
@@ -110,10 +110,12 @@ def polynomial_shading(x: torch.Tensor, *, degree: int = 3, size: int = 64) -> t
     return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def _quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
-    """Per-image quantiles of (B, 1, H, W) on at most ~250k pixels each."""
+def _quantiles(x: torch.Tensor, qs: tuple[float, ...], *, pixels: int = 250_000
+               ) -> torch.Tensor:
+    """Per-image quantiles of (B, 1, H, W) on every k-th pixel, k = its pixel count //
+    ``pixels`` (at least 1): at most ~``pixels`` each."""
     flat = x.flatten(1)
-    step = max(1, flat.shape[1] // 250_000)
+    step = max(1, flat.shape[1] // pixels)
     return torch.quantile(flat[:, ::step], torch.tensor(qs, dtype=x.dtype), dim=1).T
 
 
