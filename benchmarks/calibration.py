@@ -29,6 +29,16 @@ trained on it, on another time point of its position, or on neither
 (:func:`common.seen`; 7 of the 33 fields are ``tl/aisegcell-bf`` training images);
 ``fields_not_seen`` pools the fields of the last kind.
 
+``--base MODEL`` calibrates another label-free model (a name or a model folder); its
+protocols are entries of their own, the base's folder name appended
+(``leave_one_out_<name>``, ``one_field_<name>``, ...). With the recipe trained without the
+brightfield images (``benchmarks/leave_one_source_out.py --epochs 40 --sources
+aisegcell-bf``, folder ``without-aisegcell-bf``) every field is one whose modality the
+base never saw::
+
+    python benchmarks/calibration.py --data ../shared/data --leave-one-out --k 1 \
+        --base benchmarks/work/loso-e40/without-aisegcell-bf
+
 ``--pick median`` calibrates on the field (the ``--k`` fields) around the experiment's
 median nucleus count instead, a typical well rather than the best-populated one (key
 ``one_field_median``): how much the calibration depends on the field it is given.
@@ -313,16 +323,18 @@ def main(argv=None) -> int:
     tlseg.set_threads()
     from pathlib import Path
 
+    # another base's protocols are entries of their own, named after its folder
+    suffix = "" if args.base == "tl-cells" else f"_{Path(args.base).name}"
     if args.chip:
         result = chip_plate(tlseg.load_model(args.base), args.steps, args.seed)
-        update_results("calibration", (f"chip_seed{args.seed}",),
+        update_results("calibration", (f"chip_seed{args.seed}{suffix}",),
                        {"steps": args.steps, "base": args.base, **result},
                        out=args.out and Path(args.out))
         return 0
     if args.confluent:
         results = confluent_plates(tlseg.load_model(args.base), args.steps, args.seed,
                                    seed_missed=not args.no_seed_missed)
-        key = "confluent_without_seeding" if args.no_seed_missed else "confluent"
+        key = ("confluent_without_seeding" if args.no_seed_missed else "confluent") + suffix
         update_results("calibration", (key,),
                        {"steps": args.steps, "base": args.base, "seed": args.seed,
                         "plates": results}, out=args.out and Path(args.out))
@@ -336,7 +348,7 @@ def main(argv=None) -> int:
     results, one_field = {}, {}
     seed_suffix = f"-seed{args.seed}" if args.seed else ""
     done_path = (WORK / "calibration"
-                 / f"folds-{args.base}-k{args.k}-s{args.steps}{seed_suffix}.json")
+                 / f"folds-{Path(args.base).name}-k{args.k}-s{args.steps}{seed_suffix}.json")
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     for exp in experiments:
         fields = table[table["experiment"] == exp]
@@ -427,13 +439,14 @@ def main(argv=None) -> int:
                    "fields_not_seen": {"n": len(unseen), **summaries(unseen)}}
         for k, v in results["all_fields"].items():
             print(f"all fields {k:>20}", v)
-        update_results("calibration", ("leave_one_out",), {**settings, **results}, out=out)
+        update_results("calibration", (f"leave_one_out{suffix}",), {**settings, **results},
+                       out=out)
         unseen = [r for e in one_field.values() for r in e["fields"] if r["seen"] == "not seen"]
-        update_results("calibration", ("one_field",), {
+        update_results("calibration", (f"one_field{suffix}",), {
             **settings, "experiments": one_field, "from": "leave_one_out folds",
             "fields_not_seen": {"n": len(unseen), **summaries(unseen)}}, out=out)
     else:
-        key = "one_field_median" if args.pick == "median" else "one_field"
+        key = ("one_field_median" if args.pick == "median" else "one_field") + suffix
         update_results("calibration", (key,), {**settings, "experiments": results}, out=out)
     return 0
 

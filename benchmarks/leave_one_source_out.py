@@ -18,6 +18,12 @@ out too (``--sources aisegcell-bf``): it is scored on the whole-cell masks of th
 the diameter estimated per field, and the counts). ``--optics F`` also trains every model
 with the optics augmentation (``tlseg train --optics F``, in ``loso-e<epochs>-optics<F>/``)
 and scores the two arms side by side (entry ``epochs_<epochs>_optics_<F>``).
+``--reference shipped`` (with ``--epochs 40``, the shipped schedule) takes the shipped
+``tl-cells`` as the recipe on every source instead of training it again; ``--key`` names
+the entry, so that a run on some sources does not replace the entry of a run on others::
+
+    python benchmarks/leave_one_source_out.py --data ../shared/data --epochs 40 \
+        --sources aisegcell-bf --reference shipped --key epochs_40_aisegcell-bf
 
 Models are trained once into ``benchmarks/work/loso-e<epochs>/`` and reused; a stopped
 run resumes there. ``--epochs 40`` is the shipped schedule (about an hour a model on 2
@@ -51,6 +57,8 @@ import tlseg
 from tlseg.analysis.metrics import match_counts, summarize
 
 OPTIONS = {"incomplete": ["aisegcell-bf"], "exclude": ["181024TK20_p0002_*"]}
+#: the epochs of the shipped tl-cells (100 steps each)
+SHIPPED_EPOCHS = 40
 
 
 def recipe(data: Path, out: Path, without: str | None, epochs: int,
@@ -145,19 +153,28 @@ def main(argv=None) -> int:
                    help="also train every model with `tlseg train --optics FRACTION` and "
                         "score both arms side by side (results under "
                         "epochs_<E>_optics_<F>; the arm without reuses loso-e<E>/)")
+    p.add_argument("--reference", choices=("train", "shipped"), default="train",
+                   help="the recipe on every source: trained here, or the shipped "
+                        "tl-cells (the recipe at --epochs 40)")
+    p.add_argument("--key", help="results entry (default epochs_<E>[_optics_<F>])")
     p.add_argument("--out", type=Path, help="results file (trial runs)")
     args = p.parse_args(argv)
+    if args.reference == "shipped" and (args.epochs != SHIPPED_EPOCHS or args.optics):
+        p.error(f"--reference shipped: the shipped tl-cells is the recipe at --epochs "
+                f"{SHIPPED_EPOCHS} without --optics")
     logging.getLogger("tlseg").setLevel(logging.WARNING)
-    key = f"epochs_{args.epochs}" + (f"_optics_{args.optics:g}" if args.optics else "")
+    key = args.key or (f"epochs_{args.epochs}"
+                       + (f"_optics_{args.optics:g}" if args.optics else ""))
     # arm suffix -> (work folder, optics fraction); the plain recipe is always an arm
     arms = {"": (WORK / f"loso-e{args.epochs}", 0.0)}
     if args.optics:
         arms[f", optics {args.optics:g}"] = (
             WORK / f"loso-e{args.epochs}-optics{args.optics:g}", args.optics)
     shipped = tlseg.load_model("tl-cells")
-    references = {arm: recipe(args.data, work / "all-sources", None, args.epochs,
-                              args.device, optics)
-                  for arm, (work, optics) in arms.items()}
+    references = ({"": shipped} if args.reference == "shipped" else
+                  {arm: recipe(args.data, work / "all-sources", None, args.epochs,
+                               args.device, optics)
+                   for arm, (work, optics) in arms.items()})
     trained = {f"all-sources{arm}": _provenance(m) for arm, m in references.items()}
     rows = {}
     for source in args.sources:
@@ -168,7 +185,8 @@ def main(argv=None) -> int:
             trained[f"without-{source}{arm}"] = _provenance(without)
             models[f"all sources{arm}"] = references[arm]
             models[f"without it{arm}"] = without
-        models["shipped tl-cells"] = shipped
+        if args.reference != "shipped":  # else it is the reference already
+            models["shipped tl-cells"] = shipped
         tlseg.set_threads()
         if source in STAND_IN:
             rows[source] = score_stand_in(models, args.data, source, shipped)
