@@ -83,7 +83,7 @@ def test_raster_order_numbers_cells_by_position_whatever_their_ids():
 @pytest.mark.parametrize("modality", ["phase", "brightfield", "dic"])
 def test_synthetic_cells_are_textured_like_real_ones(modality):
     # real cells vary inside (rim left out) 5-30x the camera noise of their background
-    # (median per source, benchmarks/synthetic_realism.py); cells smoother than that
+    # (median per source, docs/decisions.md, *Synthetic data*); cells smoother than that
     # made pockets of background between them look like cells on the demo plate
     from scipy import ndimage as ndi
 
