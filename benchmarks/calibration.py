@@ -323,8 +323,9 @@ def main(argv=None) -> int:
     tlseg.set_threads()
     from pathlib import Path
 
-    # another base's protocols are entries of their own, named after its folder
-    suffix = "" if args.base == "tl-cells" else f"_{Path(args.base).name}"
+    # another base's protocols (and fold cache) are named after its folder
+    base_name = Path(args.base).name
+    suffix = "" if args.base == "tl-cells" else f"_{base_name}"
     if args.chip:
         result = chip_plate(tlseg.load_model(args.base), args.steps, args.seed)
         update_results("calibration", (f"chip_seed{args.seed}{suffix}",),
@@ -348,7 +349,7 @@ def main(argv=None) -> int:
     results, one_field = {}, {}
     seed_suffix = f"-seed{args.seed}" if args.seed else ""
     done_path = (WORK / "calibration"
-                 / f"folds-{Path(args.base).name}-k{args.k}-s{args.steps}{seed_suffix}.json")
+                 / f"folds-{base_name}-k{args.k}-s{args.steps}{seed_suffix}.json")
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     for exp in experiments:
         fields = table[table["experiment"] == exp]

@@ -110,12 +110,13 @@ def polynomial_shading(x: torch.Tensor, *, degree: int = 3, size: int = 64) -> t
     return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def _quantiles(x: torch.Tensor, qs: tuple[float, ...], *, pixels: int = 250_000
+def _quantiles(x: torch.Tensor, qs: tuple[float, ...], *, step: int | None = None
                ) -> torch.Tensor:
-    """Per-image quantiles of (B, 1, H, W) on every k-th pixel, k = its pixel count //
-    ``pixels`` (at least 1): at most ~``pixels`` each."""
+    """Per-image quantiles of (B, 1, H, W) on every ``step``-th pixel (default: the
+    step that reads at most ~250k pixels each)."""
     flat = x.flatten(1)
-    step = max(1, flat.shape[1] // pixels)
+    if step is None:
+        step = max(1, flat.shape[1] // 250_000)
     return torch.quantile(flat[:, ::step], torch.tensor(qs, dtype=x.dtype), dim=1).T
 
 

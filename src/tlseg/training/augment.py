@@ -140,7 +140,7 @@ def optics(x: torch.Tensor, rng: torch.Generator, fraction: float) -> torch.Tens
 def _unit(img: torch.Tensor) -> torch.Tensor:
     """``img`` (1, H, W) divided by its 0.5-99.5 % quantile range (the contrast unit of
     :func:`tlseg.inference.preprocess.normalize`), read on every 4th pixel."""
-    q = _quantiles(img[None], (0.005, 0.995), pixels=max(1, img.numel() // 4))[0]
+    q = _quantiles(img[None], (0.005, 0.995), step=4)[0]
     return img / (q[1] - q[0]).clamp_min(1e-6)
 
 
