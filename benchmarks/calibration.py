@@ -21,10 +21,10 @@ cell's area with no DNA in them (40 of 220524DS30's 522 annotations, 14 of 20092
 annotation holding several annotated nuclei (touching cells: the masks are connected
 components) as that many cells and adds the annotated nuclei no annotation holds
 (``*_vs_cells_curated``, :func:`common.curated_cells`). Reported per field, and over the
-experiment's counted fields: mean |relative error| over fields with >= 20 true objects, mean absolute
-error in cells below 20, the largest count / true ratio, the fields within the targets'
-tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias with 95 %
-limits and the paired t-test. Each counted field's ``seen`` says whether the base model
+experiment's counted fields: mean |relative error| over fields with >= 20 true objects,
+mean absolute error in cells below 20, the largest count / true ratio, the fields within
+the targets' tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias
+with 95 % limits and the paired t-test. Each counted field's ``seen`` says whether the base model
 trained on it, on another time point of its position, or on neither
 (:func:`common.seen`; 7 of the 33 fields are ``tl/aisegcell-bf`` training images);
 ``fields_not_seen`` pools the fields of the last kind.

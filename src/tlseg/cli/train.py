@@ -126,10 +126,15 @@ def add_parsers(sub) -> None:
                         "calibration on its held-out training images (rewrites tuning.yaml)")
     tu.add_argument("model", help="model folder (its tuning.yaml is rewritten)")
     tu.add_argument("data", nargs="+", help="the data folders the model was trained on")
-    tu.add_argument("--partial", nargs="*", default=[], metavar="DATA")
-    tu.add_argument("--incomplete", nargs="*", default=[], metavar="DATA")
-    tu.add_argument("--stain", nargs="*", default=[], metavar="DATA")
-    tu.add_argument("--exclude", nargs="*", default=[], metavar="GLOB")
+    tu.add_argument("--partial", nargs="*", default=[], metavar="DATA",
+                    help="the folders the model was trained on with --partial (not tuned on)")
+    tu.add_argument("--incomplete", nargs="*", default=[], metavar="DATA",
+                    help="the folders trained on with --incomplete (not tuned on)")
+    tu.add_argument("--stain", nargs="*", default=[], metavar="DATA",
+                    help="the folders trained on with --stain (not tuned on)")
+    tu.add_argument("--exclude", nargs="*", default=[], metavar="GLOB",
+                    help="the image name patterns the training left out, as `tlseg train "
+                         "--exclude`")
     tu.add_argument("--fragments", type=float, default=0.0, metavar="FRACTION",
                     help="score annotated objects under this fraction of the median area "
                          "as unknown, as `tlseg train --fragments` does")
