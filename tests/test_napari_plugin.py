@@ -55,7 +55,12 @@ def test_a_monolayer_read_as_a_few_cells_is_pointed_out(widget, qtbot):
     widget.diameter.value = 24
     widget.segment()
     qtbot.waitUntil(lambda: "sheet cells" in viewer.layers, timeout=WAIT)
-    assert "outside them: look for missed cells" in widget.status.value
+    assert "outside them: look for missed cells in the 'sheet uncounted texture' layer" in (
+        widget.status.value)
+    where = np.asarray(viewer.layers["sheet uncounted texture"].data) > 0
+    cells = np.asarray(viewer.layers["sheet cells"].data) > 0
+    assert where.shape == cells.shape and where.any() and not (where & cells).any()
+    assert "field uncounted texture" not in viewer.layers  # the sparse field is not flagged
 
 
 @pytest.mark.slow

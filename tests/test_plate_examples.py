@@ -48,3 +48,34 @@ def test_example_figure_has_the_site_and_the_zoom():
     assert example_figure(img, np.zeros_like(lab)).axes[1].get_title().endswith("0 cells")
     with pytest.raises(ValueError, match="shape"):
         example_figure(img, lab[:10])
+
+
+def test_example_figure_zooms_on_the_uncounted_texture():
+    rng = np.random.default_rng(2)
+    lab = _discs((300, 300), [(200, 200), (220, 230), (240, 210)])
+    img = 100 + 20 * (lab > 0) + rng.normal(0, 2, lab.shape)
+    uncounted = np.zeros(lab.shape, bool)
+    uncounted[20:70, 30:90] = True  # far from the cells
+    zoom = example_figure(img, lab, diameter=12, uncounted=uncounted).axes[1]
+    x0, x1, y1, y0 = zoom.get_images()[0].get_extent()
+    assert y0 <= 20 and y1 >= 70 and x0 <= 30 and x1 >= 90
+    assert zoom.get_title().endswith("0 cells")
+    # nothing uncounted, or a mask of another shape: the zoom stays on the cells
+    for mask in (np.zeros_like(uncounted), uncounted[:10]):
+        assert example_figure(img, lab, diameter=12, uncounted=mask).axes[1].get_title(
+        ).endswith("3 cells")
+
+
+def test_uncounted_patches_are_the_texture_the_check_counts():
+    from tlseg import synthetic_field, uncounted_patches, uncounted_texture
+
+    field = synthetic_field((256, 256), diameter=30, n_cells=40, seed=0)
+    truth = field["labels"]
+    few = np.where(np.isin(truth, [1, 2, 3, 4]), truth, 0)
+    patches = uncounted_patches(field["tl"], few, 30)
+    assert patches.shape == truth.shape and patches.dtype == bool
+    assert uncounted_texture(field["tl"], few, 30) > 0.5
+    # the missed cells are what it marks, the found ones are not
+    assert (patches & (truth > 0)).sum() > 0.5 * patches.sum()
+    assert not (patches & (few > 0)).any()
+    assert not uncounted_patches(field["tl"], np.zeros_like(truth), 30).any()

@@ -48,6 +48,7 @@ _API = {
     "evaluate": "analysis.metrics", "evaluate_folders": "analysis.metrics",
     "measure_cells": "analysis.measure", "discard_edge": "analysis.measure",
     "write_overlay": "analysis.overlay", "uncounted_texture": "analysis.coverage",
+    "uncounted_patches": "analysis.coverage",
     "segment_and_measure": "analysis.pipeline", "segment_folder": "analysis.pipeline",
     # training
     "train": "training.run", "tune": "training.run",
@@ -104,6 +105,7 @@ __all__ = [
     "teach",
     "train",
     "tune",
+    "uncounted_patches",
     "uncounted_texture",
     "validate_plate",
     "write_demo_images",
@@ -130,7 +132,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
-    from .analysis.coverage import uncounted_texture
+    from .analysis.coverage import uncounted_patches, uncounted_texture
     from .analysis.measure import discard_edge, measure_cells
     from .analysis.metrics import evaluate, evaluate_folders
     from .analysis.overlay import write_overlay

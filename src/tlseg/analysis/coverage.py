@@ -158,6 +158,32 @@ def uncounted_texture(image: np.ndarray, labels: np.ndarray, diameter: float) ->
     return round(missed / (n + missed), 4)
 
 
+def uncounted_patches(image: np.ndarray, labels: np.ndarray, diameter: float) -> np.ndarray:
+    """Where :func:`uncounted_texture` found cell-like texture outside the cells: the
+    patches of :func:`textured_outside` as a boolean mask of the image's shape (all False
+    when no cell was found to measure against). The plate report draws them for the
+    wells it flags, and the napari widget shows them as a layer.
+
+    Parameters
+    ----------
+    image, labels, diameter
+        As :func:`textured_outside`.
+
+    Examples
+    --------
+    >>> import tlseg
+    >>> field = tlseg.synthetic_field((256, 256), diameter=30, n_cells=40, seed=0)
+    >>> few = np.where(np.isin(field["labels"], [1, 2, 3, 4]), field["labels"], 0)
+    >>> patches = uncounted_patches(field["tl"], few, 30)
+    >>> patches.shape, bool((patches & (few > 0)).any())
+    ((256, 256), False)
+    """
+    patches, _ = textured_outside(image, labels, diameter)
+    if patches is None:
+        return np.zeros(np.shape(image), bool)
+    return resize_labels(patches.astype(np.uint8), np.shape(image)) > 0
+
+
 def flagged(value) -> bool:
     """Whether an :func:`uncounted_texture` value is over :data:`FLAG`, worth a look at the
     masks; False for a field without a value (None, or NaN in a table).
@@ -170,4 +196,4 @@ def flagged(value) -> bool:
     return value is not None and bool(np.isfinite(value)) and value > FLAG
 
 
-__all__ = ["FLAG", "flagged", "textured_outside", "uncounted_texture"]
+__all__ = ["FLAG", "flagged", "textured_outside", "uncounted_patches", "uncounted_texture"]

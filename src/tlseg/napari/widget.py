@@ -182,7 +182,10 @@ class TlsegWidget(Container):
 
         def work():  # as `tlseg segment`: with the check for missed cells
             done = tlseg.segment_and_measure(model, image, diameter=d)
-            return done.labels, done.details
+            patches = None
+            if flagged(done.details.get("uncounted_texture")):  # show where it lies
+                patches = tlseg.uncounted_patches(image, done.labels, done.details["diameter"])
+            return done.labels, done.details, patches
 
         self.worker = create_worker(work)
         self.worker.returned.connect(lambda res: self._segmented(name, *res))
@@ -192,7 +195,7 @@ class TlsegWidget(Container):
         self.worker.start()
         return self.worker
 
-    def _segmented(self, name, labels, details):
+    def _segmented(self, name, labels, details, patches=None):
         self._busy(False)
         if name in self.viewer.layers:
             self.viewer.layers[name].data = labels
@@ -203,9 +206,17 @@ class TlsegWidget(Container):
         text = (f"{details['n_cells']} cells (diameter {details['diameter']:.1f} px, "
                 f"{details['diameter_source']}){pattern_note(details)}")
         share = details.get("uncounted_texture")
+        where = name.removesuffix(" cells") + " uncounted texture"
+        if where in self.viewer.layers:  # a former run's: no longer true of these cells
+            self.viewer.layers.remove(where)
         if flagged(share):
             text += (f"; {share:.0%} of the cell-like texture lies outside them: look for "
                      "missed cells")
+            if patches is not None and patches.any():
+                self.viewer.add_image(patches.astype(np.uint8), name=where,
+                                      colormap="bop orange", contrast_limits=(0, 1),
+                                      blending="additive", opacity=0.5)
+                text += f" in the '{where}' layer"
         self._say(text)
 
     # -- correct ----------------------------------------------------------------------

@@ -166,15 +166,19 @@ def heat_map(wells: pd.DataFrame, column: str, title: str) -> str:
 
 
 def example_site(image_path: str, masks_path: Path, nuclei_path: Path | None,
-                 diameter: float | None = None) -> str:
-    """The two-panel example of one site (:func:`tlseg.plate.examples.example_figure`)."""
+                 diameter: float | None = None, *, uncounted: bool = False) -> str:
+    """The two-panel example of one site (:func:`tlseg.plate.examples.example_figure`);
+    with ``uncounted`` (and a ``diameter``), the cell-like texture outside its cells drawn
+    and zoomed on (:func:`tlseg.uncounted_patches`)."""
     import tifffile
 
+    from ..analysis.coverage import uncounted_patches
     from ..io import read_image
     from .examples import example_figure
 
     nuclei = None
     if nuclei_path is not None and nuclei_path.is_file():
         nuclei = tifffile.imread(nuclei_path)
-    return _png(example_figure(read_image(image_path).astype(np.float32),
-                               tifffile.imread(masks_path), nuclei, diameter=diameter))
+    image, cells = read_image(image_path).astype(np.float32), tifffile.imread(masks_path)
+    patches = uncounted_patches(image, cells, diameter) if uncounted and diameter else None
+    return _png(example_figure(image, cells, nuclei, diameter=diameter, uncounted=patches))

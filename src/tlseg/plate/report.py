@@ -116,14 +116,16 @@ def _uncounted(wells: pd.DataFrame, sites: pd.DataFrame, out: Path, run: dict,
             "counted (uncounted_texture in wells.csv and sites.csv). Look at their masks: "
             "missed cells (a confluent or unfamiliar culture: calibrate the model with a "
             "nuclear stain, <code>tlseg plate calibrate</code>, or teach it a few corrected "
-            "ROIs), or structures and debris, which this check cannot tell from cells.")
+            "ROIs), or structures and debris, which this check cannot tell from cells. "
+            "Below, the worst site of a well: the texture outside the cells in orange, and "
+            "the zoom where most of it lies.")
     cols = [c for c in ("well", "n_cells", "n_nuclei", "uncounted_texture") if c in high]
     more = f"<p>… and {len(high) - top} more.</p>" if len(high) > top else ""
     ok = sites[(sites["status"] == "ok") & sites["well"].isin(high["well"].head(shown))]
     worst = ok.sort_values("uncounted_texture", ascending=False).drop_duplicates("well")
     thumbs = [((f"{site['key']}: {int(site['n_cells'])} cells, uncounted texture "
                 f"{site['uncounted_texture']:.2f}"), src)
-              for site, src in _drawn(out, worst, run)]
+              for site, src in _drawn(out, worst, run, uncounted=True)]
     return (f"<h2>Wells that may hide uncounted cells</h2><p>{text}</p>"
             + _table(high[cols].head(top)) + more + _figures(thumbs))
 
@@ -274,8 +276,9 @@ def write_report(out, *, wells: pd.DataFrame, conds: pd.DataFrame | None, sites:
     return path
 
 
-def _drawn(out: Path, picked: pd.DataFrame, run: dict):
-    """(site record, overlay PNG) for each site of ``picked`` whose example can be drawn."""
+def _drawn(out: Path, picked: pd.DataFrame, run: dict, *, uncounted: bool = False):
+    """(site record, overlay PNG) for each site of ``picked`` whose example can be drawn;
+    ``uncounted``: with the cell-like texture outside the cells (:func:`example_site`)."""
     tl = (run.get("config") or {}).get("tl_channel")
     for _, site in picked.iterrows():
         key = site["key"]
@@ -283,7 +286,8 @@ def _drawn(out: Path, picked: pd.DataFrame, run: dict):
             diameter = site.get("diameter")
             src = example_site(site["paths"][tl], out / "masks" / f"{key}_cells.tif",
                                out / "masks" / f"{key}_nuclei.tif",
-                               float(diameter) if pd.notna(diameter) else None)
+                               float(diameter) if pd.notna(diameter) else None,
+                               uncounted=uncounted)
         except Exception:  # an example picture must never break the report
             continue
         yield site, src
