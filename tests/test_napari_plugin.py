@@ -60,6 +60,7 @@ def test_a_monolayer_read_as_a_few_cells_is_pointed_out(widget, qtbot):
     where = np.asarray(viewer.layers["sheet uncounted texture"].data) > 0
     cells = np.asarray(viewer.layers["sheet cells"].data) > 0
     assert where.shape == cells.shape and where.any() and not (where & cells).any()
+    assert viewer.layers.selection.active.name == "sheet cells"  # still the one to edit
     assert "field uncounted texture" not in viewer.layers  # the sparse field is not flagged
 
 

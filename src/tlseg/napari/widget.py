@@ -217,6 +217,7 @@ class TlsegWidget(Container):
                                       colormap="bop orange", contrast_limits=(0, 1),
                                       blending="additive", opacity=0.5)
                 text += f" in the '{where}' layer"
+                self.viewer.layers.selection.active = self.viewer.layers[name]  # to edit
         self._say(text)
 
     # -- correct ----------------------------------------------------------------------
