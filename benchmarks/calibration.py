@@ -24,7 +24,13 @@ components) as that many cells and adds the annotated nuclei no annotation holds
 experiment's counted fields: mean |relative error| over fields with >= 20 true objects,
 mean absolute error in cells below 20, the largest count / true ratio, the fields within
 the targets' tolerance (10 %, or 3 cells below 20 true), R², Lin's CCC, Bland–Altman bias
-with 95 % limits and the paired t-test. Each counted field's ``seen`` says whether the base model
+with 95 % limits and the paired t-test. With ``--leave-one-out`` each field is also
+counted by its calibrated model at the diameter a plate run with that model estimates on
+the experiment's 4 spread fields (``calibrated_own``: what a lab gets from ``tlseg plate
+run --model``), and at the one it would estimate had its automatic diameter not been
+kept at the calibration's (``calibrated_unkept``: the base's ``diameter_calibration``;
+:func:`tlseg.plate.nuclei_tuning.keep_diameter`); each fold records both diameters
+(``own_diameters``). Each counted field's ``seen`` says whether the base model
 trained on it, on another time point of its position, or on neither
 (:func:`common.seen`; 7 of the 33 fields are ``tl/aisegcell-bf`` training images);
 ``fields_not_seen`` pools the fields of the last kind.
@@ -81,6 +87,15 @@ five are counted and scored (AP@0.5) by the base and the calibrated model. Key
 
     python benchmarks/calibration.py --chip [--seed 1]
 
+``--as-a-plate`` runs what a lab runs, with nothing given: each experiment's fields laid
+out as one plate, ``tlseg plate calibrate`` on the well of its best-populated field (the
+diameters estimated on the plate), then ``tlseg plate run --model`` on the plate without
+the stain; the other fields' counts against the truths, the calibration's and the run's
+diameters, and the held-aside total as the calibration's card reports it and as the run
+counts it (key ``as_a_plate``).
+
+    python benchmarks/calibration.py --data ../shared/data --as-a-plate
+
 Results: ``benchmarks/results/calibration.json``, one entry per protocol (``one_field``,
 ``leave_one_out``, ``confluent``). A leave-one-out run writes both of the first two: its
 folds calibrated on the ``--k`` fields with the most nuclei are the one-field protocol.
@@ -94,6 +109,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -141,28 +157,52 @@ def summary(rows, column, truth="true"):
     return out
 
 
-def count_fields(base, model, src, fields, d):
+#: counts of the calibrated model at the diameter a plate run with it estimates: with its
+#: automatic diameter kept at the calibration's (what ``plate calibrate`` writes), and
+#: with the base's factor (``unkept``)
+OWN = ("calibrated_own", "calibrated_unkept")
+
+
+def count_fields(base, model, src, fields, d, own=None):
     """Base and calibrated counts of ``fields`` (rows of fields.csv) at diameter ``d``:
     every cell (``base``, ``calibrated``), and the cells that do not touch the field's
-    edge (``*_inner``), the convention of the nucleus masks."""
+    edge (``*_inner``), the convention of the nucleus masks. ``own``: more columns, each
+    name with its (model, diameter)."""
     rows = []
     for f, n_true, n_cells in zip(fields["field"], fields["n_nuclei"], fields["n_cells"]):
         image = tlseg.read_image(src / "tl" / f"{f}.tif")
         row = {"field": f, "true": int(n_true), "true_cells": int(n_cells),
                **true_cell_counts(src, f)}
-        for name, m in (("base", base), ("calibrated", model)):
-            labels = m.segment(image, diameter=d)
+        runs = [("base", base, d), ("calibrated", model, d)]
+        runs += [(name, m, dm) for name, (m, dm) in (own or {}).items()]
+        for name, m, dm in runs:
+            labels = m.segment(image, diameter=dm)
             row[name] = int(labels.max())
             row[f"{name}_inner"] = int(tlseg.discard_edge(labels).max())
         rows.append(row)
     return rows
 
 
+def own_diameters(model, images) -> dict:
+    """{column of :data:`OWN`: (model, the plate diameter it estimates on ``images``)}
+    for a calibrated model; {} for a model without a calibration record."""
+    record = model.card.get("calibration", {}).get("diameter_estimate")
+    if not record:
+        return {}
+    unkept = tlseg.Model(replace(model.config, diameter_calibration=record[
+        "diameter_calibration_before"]), model.net, card=model.card)
+    return {name: (m, weighted_diameter(m, images) or record["calibrated_at"])
+            for name, m in zip(OWN, (model, unkept))}
+
+
 def summaries(rows) -> dict:
     """Counts without edge cells against the nucleus masks (which leave every nucleus
     touching the edge out), all counts against the whole-cell masks (which keep them),
     with and without the annotated debris, and against the cells by both masks
-    (:func:`common.curated_cells`)."""
+    (:func:`common.curated_cells`); {} for no rows (a subset of experiments whose fields
+    the base all saw has no unseen fields)."""
+    if not rows:
+        return {}
     return {"base": summary(rows, "base_inner"),
             "calibrated": summary(rows, "calibrated_inner"),
             "base_vs_cells": summary(rows, "base", "true_cells"),
@@ -171,7 +211,12 @@ def summaries(rows) -> dict:
             "calibrated_vs_cells_no_debris": summary(rows, "calibrated",
                                                      "true_cells_no_debris"),
             "base_vs_cells_curated": summary(rows, "base", "true_cells_curated"),
-            "calibrated_vs_cells_curated": summary(rows, "calibrated", "true_cells_curated")}
+            "calibrated_vs_cells_curated": summary(rows, "calibrated", "true_cells_curated"),
+            **{k: v for name in OWN if rows and all(name in r for r in rows)
+               for k, v in ((name, summary(rows, f"{name}_inner")),
+                            (f"{name}_vs_cells", summary(rows, name, "true_cells")),
+                            (f"{name}_vs_cells_curated",
+                             summary(rows, name, "true_cells_curated")))}}
 
 
 def calibrate_on(base, work, plate, wells, fields, d, steps, name="model", seed=0):
@@ -185,6 +230,56 @@ def calibrate_on(base, work, plate, wells, fields, d, steps, name="model", seed=
 
 
 #: (modality, cell diameter in px) of the synthetic confluent plates
+def as_a_plate(base, src, table, experiments, steps: int, seed: int) -> dict:
+    """What a lab runs, end to end: per experiment, its fields laid out as one plate,
+    ``tlseg plate calibrate`` on the well of its best-populated field with nothing given
+    (the diameters estimated on the plate), then ``tlseg plate run --model`` on the plate
+    without the stain. Per experiment: the calibration's diameter and the run's, the
+    calibrated model's label-free total on the held-aside sites it checked as its card
+    reports it and as the run counts those wells, and the run's counts of the other
+    fields against the truths (:func:`summaries`' keys for ``calibrated``)."""
+    out = {}
+    for exp in experiments:
+        fields = table[table["experiment"] == exp]
+        work = WORK / "calibration" / exp / "as-a-plate"
+        shutil.rmtree(work, ignore_errors=True)
+        wells = layout_experiment(src, fields, work / "plate")
+        top = fields["field"].iloc[0]
+        model = tlseg.calibrate(work / "plate", work / "model", tl_channel="w1",
+                                nuclei_channel="w2", wells=[wells[top]], base=base,
+                                steps=steps, seed=seed)
+        run = tlseg.run_plate(work / "plate", work / "results", tl_channel="w1",
+                              model=str(work / "model"), workers=1)
+        counted = run["wells"].set_index("well")["n_cells"]
+        rows = []
+        for f, n_true, n_cells in zip(fields["field"], fields["n_nuclei"], fields["n_cells"]):
+            if f != top:
+                rows.append({"field": f, "well": wells[f], "true": int(n_true),
+                             "true_cells": int(n_cells), **true_cell_counts(src, f),
+                             "calibrated": int(counted[wells[f]])})
+        card = model.card["calibration"]
+        checked = card["checked_wells"]  # the card counts at most 8 held-aside sites
+        out[exp] = {"calibration_field": top, "calibration_diameter": card["diameter"],
+                    "run_diameter": round(float(run["record"]["config"]["diameter"]), 2),
+                    "checked_wells": checked,
+                    "held_aside_after_card": card["after"]["label_free"],
+                    "held_aside_after_run": int(sum(counted[w] for w in checked)),
+                    "fields": rows, **against_cells(rows)}
+        print(f"{exp} as a plate: calibrated at {card['diameter']} px, run at "
+              f"{out[exp]['run_diameter']} px; held-aside label-free {card['after']['label_free']}"
+              f" (card) vs {out[exp]['held_aside_after_run']} (run)", flush=True)
+    pooled = [r for e in out.values() for r in e["fields"]]
+    return {"experiments": out, "all_fields": against_cells(pooled)}
+
+
+def against_cells(rows) -> dict:
+    """A plate run's counts (every cell: ``calibrated``) against the whole-cell masks and
+    the cells by both masks."""
+    return {k: summary(rows, "calibrated", t) for k, t in (
+        ("calibrated_vs_cells", "true_cells"),
+        ("calibrated_vs_cells_curated", "true_cells_curated"))}
+
+
 CONFLUENT = (("phase", 24), ("brightfield", 24), ("dic", 24), ("phase", 16), ("phase", 40))
 CONFLUENT_FIELDS = 6
 
@@ -316,6 +411,9 @@ def main(argv=None) -> int:
                         "missed nuclei (file key confluent_without_seeding)")
     p.add_argument("--chip", action="store_true",
                    help="calibrate on a synthetic chip, cells among posts (docstring)")
+    p.add_argument("--as-a-plate", action="store_true",
+                   help="each experiment as one plate: plate calibrate on its top well with "
+                        "nothing given, then plate run with the model (key as_a_plate)")
     p.add_argument("--out", help="results file (default benchmarks/results/calibration.json)")
     args = p.parse_args(argv)
     logging.getLogger("tlseg").setLevel(logging.INFO)
@@ -345,6 +443,12 @@ def main(argv=None) -> int:
                                                          ascending=[False, True])
     experiments = args.experiments or sorted(table["experiment"].unique())
     base = tlseg.load_model(args.base)
+    if args.as_a_plate:
+        result = as_a_plate(base, src, table, experiments, args.steps, args.seed)
+        update_results("calibration", (f"as_a_plate{suffix}",),
+                       {"steps": args.steps, "base": args.base, "seed": args.seed, **result},
+                       out=args.out and Path(args.out))
+        return 0
     trained = trained_images(base, Path(args.data))  # the fields the base saw in training
     results, one_field = {}, {}
     seed_suffix = f"-seed{args.seed}" if args.seed else ""
@@ -359,7 +463,8 @@ def main(argv=None) -> int:
         by_name = fields.sort_values("field")["field"].tolist()
         spread = [by_name[i] for i in
                   np.linspace(0, len(by_name) - 1, min(4, len(by_name))).round().astype(int)]
-        d = weighted_diameter(base, [tlseg.read_image(src / "tl" / f"{f}.tif") for f in spread])
+        spread_images = [tlseg.read_image(src / "tl" / f"{f}.tif") for f in spread]
+        d = weighted_diameter(base, spread_images)
         if args.leave_one_out:
             rows, folds, models = [], [], {}
             for i in range(len(fields)):
@@ -380,17 +485,19 @@ def main(argv=None) -> int:
                         for path in (work / "plate").glob(f"exp_{w}_*"):
                             os.link(path, plate / path.name)
                     try:
-                        models[tuple(calib)] = calibrate_on(base, work, plate, wells, calib,
-                                                            d, args.steps,
-                                                            name=f"model-{len(models)}",
-                                                            seed=args.seed)
+                        model, seconds = calibrate_on(base, work, plate, wells, calib, d,
+                                                      args.steps, name=f"model-{len(models)}",
+                                                      seed=args.seed)
+                        models[tuple(calib)] = model, seconds, own_diameters(model,
+                                                                             spread_images)
                     except tlseg.TlsegError as exc:  # too few nuclei: the base model counts
                         print(f"{exp} {calib}: {exc}", flush=True)
-                        models[tuple(calib)] = base, None
-                model, seconds = models[tuple(calib)]
-                rows += count_fields(base, model, src, left, d)
+                        models[tuple(calib)] = base, None, {}
+                model, seconds, own = models[tuple(calib)]
+                rows += count_fields(base, model, src, left, d, own)
                 card = model.card.get("calibration", {})
                 folds.append({"field": left["field"].iloc[0], "calibration_fields": calib,
+                              "own_diameters": {k: round(v[1], 2) for k, v in own.items()},
                               "calibration_s": seconds, "labels": card.get("labels"),
                               "instances": card.get("instances"),
                               "instances_changed": (card.get("instances") or {}).get(
@@ -429,8 +536,10 @@ def main(argv=None) -> int:
             r["seen"] = seen(r["field"], trained)
         for k in ("base", "calibrated", "base_vs_cells", "calibrated_vs_cells",
                   "base_vs_cells_no_debris", "calibrated_vs_cells_no_debris",
-                  "base_vs_cells_curated", "calibrated_vs_cells_curated"):
-            print(f"{exp} {k:>20}", results[exp][k])
+                  "base_vs_cells_curated", "calibrated_vs_cells_curated",
+                  *(f"{n}_vs_cells_curated" for n in OWN)):
+            if k in results[exp]:
+                print(f"{exp} {k:>20}", results[exp][k])
     settings = {"k": args.k, "steps": args.steps, "base": args.base, "seed": args.seed}
     out = args.out and Path(args.out)
     if args.leave_one_out:

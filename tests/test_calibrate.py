@@ -231,6 +231,16 @@ def test_calibrated_model_counts_a_plate_without_the_stain(small_plate, tmp_path
     assert "cells_split" in card["labels"]  # cells split at their nuclei, recorded
     tuning = card["instances"]
     assert tuning["f1_tuned_settings"] >= tuning["f1_model_settings"]
+    # a plate run with the calibrated model estimates the diameter it was calibrated at
+    kept = card["diameter_estimate"]
+    assert kept["calibrated_at"] == 28
+    assert kept["diameter_calibration"] == pytest.approx(
+        kept["diameter_calibration_before"] * 28 / kept["estimate_before"], rel=1e-3)
+    from tlseg.plate.layout import scan_plate
+    from tlseg.plate.prepare import plate_diameter
+
+    sites, _ = scan_plate(small_plate["plate"]).sites(["w1"])
+    assert plate_diameter(tlseg.load_model(out), sites, "w1") == pytest.approx(28, rel=0.03)
     results = tmp_path / "results"
     assert main(["plate", "run", str(small_plate["plate"]), "-o", str(results),
                  "--tl-channel", "w1", "--model", str(out), "--diameter", "28",

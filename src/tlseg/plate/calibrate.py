@@ -15,7 +15,10 @@ own maps are the targets, as in teaching). Last, the fine-tuned model's instance
 (thresholds, merging, splitting, minimum size, the faint-cell and flow filters) are tuned
 on the calibration sites so that its cells match the nuclei one to one
 (:func:`~tlseg.plate.nuclei_tuning.tune_to_nuclei`): a lab's debris, optics and culture
-decide what is a cell and where touching cells part. The model folder's card records the
+decide what is a cell and where touching cells part. Its automatic diameter is then set
+to read the diameter it was calibrated at on the calibration plate
+(:func:`~tlseg.plate.nuclei_tuning.keep_diameter`), so that a plate run with it counts
+at the scale it learned. The model folder's card records the
 calibration wells, the settings and the label-free vs nuclei agreement before and after
 on wells held aside from the calibration.
 """
@@ -38,7 +41,7 @@ from ..training.nucleus_labels import calibration_labels, nucleus_homes
 from ..training.targets import UNKNOWN
 from ..training.train import train_samples
 from .layout import Site, normalize_well, read_channel, scan_plate, split_well
-from .nuclei_tuning import tune_instances
+from .nuclei_tuning import keep_diameter, tune_instances
 from .plate_map import read_plate_map
 from .prepare import plate_diameter
 from .validate import agreement
@@ -305,6 +308,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                           train_config=tc, init=base, resume=resume, progress=progress,
                           card=card)
     model = tune_instances(model, pairs, centres, d, out_dir)
+    # a plate run with the calibrated model estimates the diameter it was calibrated at
+    model = keep_diameter(model, plate_diameter(model, sites, tl), d, out_dir)
     if held:
         check = [(s.key, *_read_pair(s, tl, nuc)) for s in held]
         before = _counts(base, nuclei_model, check, d, nd)

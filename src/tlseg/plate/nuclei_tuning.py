@@ -112,6 +112,38 @@ def tune_to_nuclei(model: Model, sites: list[tuple[np.ndarray, np.ndarray]], *,
     return best, record
 
 
+def keep_diameter(model: Model, estimate: float | None, d: float, out_dir) -> Model:
+    """The calibrated model with its automatic diameter set to read ``d`` where it now
+    reads ``estimate`` (its plate estimate on the calibration plate), saved to
+    ``out_dir`` with the record in its card.
+
+    The model learned the plate's cells at ``d`` and its instance settings were tuned
+    there, but fine-tuning moves its size head, so left as it is a plate run with it
+    would estimate another diameter than the one calibrated at. Its
+    ``diameter_calibration`` is scaled by ``d / estimate`` (an estimate is the network's
+    reading times that factor), or a taught model's fixed diameter becomes ``d``.
+    Unchanged when there is no estimate (no cell found)."""
+    cfg = model.config
+    if not estimate or not d:
+        return model
+    record = {"calibrated_at": round(float(d), 2), "estimate_before": round(float(estimate), 2),
+              "diameter_calibration_before": cfg.diameter_calibration}
+    if cfg.taught_diameter:
+        cfg = replace(cfg, taught_diameter=round(float(d), 2))
+    else:
+        factor = float(np.clip(cfg.diameter_calibration * d / estimate, 0.25, 4.0))
+        cfg = replace(cfg, diameter_calibration=round(factor, 4))
+    record["diameter_calibration"] = cfg.diameter_calibration
+    log.info("automatic diameter kept at the calibration's: the calibrated model read "
+             "%.1f px for %.1f px (diameter calibration %.3f -> %.3f)", estimate, d,
+             record["diameter_calibration_before"], cfg.diameter_calibration)
+    card = dict(model.card)
+    card["calibration"] = {**card["calibration"], "diameter_estimate": record}
+    model = Model(cfg, model.net, card=card)
+    model.save_tuning(out_dir, card=card)
+    return model
+
+
 def tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
     """The calibrated model with instance settings tuned to the calibration sites' nuclei
     (:func:`tune_to_nuclei`), saved to ``out_dir`` with the record in its card."""
