@@ -14,6 +14,8 @@ the progress callback:
   and the base model's teacher maps, up to the first fine-tuning step;
 - ``fine_tuning_s``: the fine-tuning steps;
 - ``instance_tuning_s``: tuning the instance settings to the nuclei;
+- ``diameter_kept_s``: the calibrated model's plate estimate, so that it reads the
+  calibration's diameter (:func:`tlseg.plate.nuclei_tuning.keep_diameter`);
 - ``held_aside_check_s``: counting the held-aside wells with the base and the calibrated
   model, and the nuclei;
 - ``total_s`` and the process's peak resident memory.
@@ -67,7 +69,8 @@ class _Clock(logging.Handler):
 def timed_calibration(plate: Path, out: Path, steps: int) -> dict:
     """``tlseg.calibrate(plate, out, wells=["A01"])`` with its phases timed (docstring)."""
     shutil.rmtree(out, ignore_errors=True)
-    clock = _Clock({"setup": "calibration wells", "tuned": "instance settings tuned"})
+    clock = _Clock({"setup": "calibration wells", "tuned": "instance settings tuned",
+                    "kept": "automatic diameter kept"})
     logger = logging.getLogger("tlseg")
     logger.addHandler(clock)
     steps_at = []
@@ -81,6 +84,7 @@ def timed_calibration(plate: Path, out: Path, steps: int) -> dict:
         logger.removeHandler(clock)
     t_end = time.perf_counter()
     at = clock.at
+    kept = at.get("kept", at["tuned"])  # not logged when no cell was found to read
     c = model.card["calibration"]
     before, after = c.get("before", {}), c.get("after", {})
     return {
@@ -89,7 +93,8 @@ def timed_calibration(plate: Path, out: Path, steps: int) -> dict:
         "labels_s": round(steps_at[0] - at["setup"], 1),
         "fine_tuning_s": round(steps_at[-1] - steps_at[0], 1),
         "instance_tuning_s": round(at["tuned"] - steps_at[-1], 1),
-        "held_aside_check_s": round(t_end - at["tuned"], 1),
+        "diameter_kept_s": round(kept - at["tuned"], 1),
+        "held_aside_check_s": round(t_end - kept, 1),
         "total_s": round(t_end - t0, 1),
         # ru_maxrss is in KiB on Linux
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
