@@ -171,8 +171,7 @@ def count_fields(base, model, src, fields, d, own=None):
     rows = []
     for f, n_true, n_cells in zip(fields["field"], fields["n_nuclei"], fields["n_cells"]):
         image = tlseg.read_image(src / "tl" / f"{f}.tif")
-        row = {"field": f, "true": int(n_true), "true_cells": int(n_cells),
-               **true_cell_counts(src, f)}
+        row = truth_row(src, f, n_true, n_cells)
         runs = [("base", base, d), ("calibrated", model, d)]
         runs += [(name, m, dm) for name, (m, dm) in (own or {}).items()]
         for name, m, dm in runs:
@@ -181,6 +180,13 @@ def count_fields(base, model, src, fields, d, own=None):
             row[f"{name}_inner"] = int(tlseg.discard_edge(labels).max())
         rows.append(row)
     return rows
+
+
+def truth_row(src, field: str, n_true, n_cells) -> dict:
+    """A counted field's truths: its nuclei and whole cells (fields.csv), and the cells
+    less debris and by both masks (:func:`common.true_cell_counts`)."""
+    return {"field": field, "true": int(n_true), "true_cells": int(n_cells),
+            **true_cell_counts(src, field)}
 
 
 def own_diameters(model, images) -> dict:
@@ -212,7 +218,7 @@ def summaries(rows) -> dict:
                                                      "true_cells_no_debris"),
             "base_vs_cells_curated": summary(rows, "base", "true_cells_curated"),
             "calibrated_vs_cells_curated": summary(rows, "calibrated", "true_cells_curated"),
-            **{k: v for name in OWN if rows and all(name in r for r in rows)
+            **{k: v for name in OWN if all(name in r for r in rows)
                for k, v in ((name, summary(rows, f"{name}_inner")),
                             (f"{name}_vs_cells", summary(rows, name, "true_cells")),
                             (f"{name}_vs_cells_curated",
@@ -254,8 +260,7 @@ def as_a_plate(base, src, table, experiments, steps: int, seed: int) -> dict:
         rows = []
         for f, n_true, n_cells in zip(fields["field"], fields["n_nuclei"], fields["n_cells"]):
             if f != top:
-                rows.append({"field": f, "well": wells[f], "true": int(n_true),
-                             "true_cells": int(n_cells), **true_cell_counts(src, f),
+                rows.append({**truth_row(src, f, n_true, n_cells), "well": wells[f],
                              "calibrated": int(counted[wells[f]])})
         card = model.card["calibration"]
         checked = card["checked_wells"]  # the card counts at most 8 held-aside sites
