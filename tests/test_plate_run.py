@@ -168,6 +168,27 @@ def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, ca
     assert tifffile.imread(out / "masks" / "A02_s1_cells.tif").shape == (224, 224)
 
 
+@pytest.mark.parametrize("option, value", [("--diameter", "-5"), ("--diameter", "nan"),
+                                           ("--nuclei-diameter", "0"), ("--pixel-size", "-1")])
+def test_a_size_that_is_not_positive_is_refused_before_anything_is_written(
+        tmp_path, capsys, option, value):
+    import tlseg
+
+    made = tlseg.make_demo_plate(tmp_path, replicates=1, sites=1, size=64)
+    base = ["--tl-channel", "w1", "--nuclei-channel", "w2"]
+    runs = {"run": ["plate", "run", str(made["plate"]), "-o", str(tmp_path / "run"), *base],
+            "convert": ["plate", "convert", str(made["plate"]), "-o", str(tmp_path / "c.zarr")],
+            "calibrate": ["plate", "calibrate", str(made["plate"]), "-o", str(tmp_path / "cal"),
+                          *base, "--wells", "A01"]}
+    takes = {"--diameter": ("run", "calibrate"), "--nuclei-diameter": ("run", "calibrate"),
+             "--pixel-size": ("run", "convert")}
+    for command in takes[option]:
+        assert main([*runs[command], option, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and "must be > 0" in err[-1], command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plate", "plate_map.csv", "truth.csv"]
+
+
 def test_validate_needs_a_run_folder(tmp_path, capsys):
     assert main(["plate", "validate", str(tmp_path)]) == 2
     assert "not a plate run folder" in capsys.readouterr().err

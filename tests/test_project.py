@@ -71,6 +71,20 @@ def test_roi_bad_input(proj, capsys, tmp_path):
         project.add_roi(iid, (0, 0, 10, 10), np.zeros((10, 10), np.float32))
 
 
+def test_a_diameter_that_is_not_positive_is_refused(proj, capsys, tmp_path):
+    p, img, lab, f = proj
+    assert main(["project", "init", str(tmp_path / "q"), "--diameter", "-4"]) == 2
+    assert not (tmp_path / "q").exists()
+    assert main(["roi", "suggest", str(p), str(img), "--diameter", "0"]) == 2
+    assert main(["roi", "add", str(p), str(img), "--box", "10", "10", "90", "100",
+                 "--labels", str(lab)]) == 0
+    assert main(["train", str(p), "--mode", "finetune", "--diameter", "nan",
+                 "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all("diameter must be > 0 pixels" in e for e in err)
+    assert not (tmp_path / "m").exists()
+
+
 def test_newer_format_and_corrupt_roi(proj):
     p, img, lab, f = proj
     project = Project.open(p)

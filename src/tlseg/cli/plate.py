@@ -163,7 +163,9 @@ def _run(plate_dir, out, args) -> int:
                        progress=lambda rec, i, n: bar(i, n),
                        write_zarr=getattr(args, "write_zarr", False))
     bar.close()
-    print(f"{result['processed']} site(s) segmented this run; results in {out}")
+    done = result["processed"] - len(result["failed"])
+    failed = f" ({len(result['failed'])} failed)" if result["failed"] else ""
+    print(f"{done} site(s) segmented this run{failed}; results in {out}")
     return 2 if result["failed"] else 0
 
 

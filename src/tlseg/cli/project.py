@@ -114,7 +114,8 @@ def roi(args) -> int:
             done.setdefault(r.image_id, []).append(r.box)
         picks = tlseg.suggest_across(tlseg.load_model(args.model), [(ids[p], p) for p in args.image],
                                n=args.n, size=args.size,
-                               diameter=args.diameter or project.meta.get("diameter"),
+                               diameter=(args.diameter if args.diameter is not None
+                                         else project.meta.get("diameter")),
                                exclude=done)
         print(f"{'rank':>4} {'image':<24} {'Y0':>6} {'X0':>6} {'Y1':>6} {'X1':>6} "
               f"{'uncertainty':>12}")

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..analysis.measure import centres_per_cell, nucleus_centres
 from ..config import TEACH_MODES, TrainConfig
-from ..errors import TlsegError
+from ..errors import TlsegError, check_positive
 from ..inference.model import Model
 from ..training.data import make_sample
 from ..training.nucleus_labels import calibration_labels, nucleus_homes
@@ -225,6 +225,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
         unreadable plate map, or fewer than :data:`MIN_NUCLEI` nuclei on the calibration
         wells; nothing is written then.
     """
+    check_positive("diameter", diameter)
+    check_positive("nuclei_diameter", nuclei_diameter)
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     tl, nuc = plate.resolve_channel(tl_channel), plate.resolve_channel(nuclei_channel)
     sites, problems = plate.sites([tl, nuc])

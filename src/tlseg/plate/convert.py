@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TlsegError
+from ..errors import TlsegError, check_positive
 from .layout import row_name, scan_plate, split_well
 from .zarr import CHUNK
 
@@ -114,6 +114,7 @@ def convert_plate(plate_dir, out, *, layout: str = "auto", pattern: str | None =
     if ngff_version not in NGFF_VERSIONS:
         raise TlsegError(f"NGFF version {ngff_version!r} cannot be written; use one of "
                          f"{', '.join(NGFF_VERSIONS)}")
+    check_positive("pixel_size", pixel_size, "µm")
     fmt = FormatV04() if ngff_version == "0.4" else FormatV05()
     out = Path(out)
     if out.exists():

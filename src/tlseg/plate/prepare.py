@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import PlateConfig
-from ..errors import TlsegError
+from ..errors import TlsegError, check_positive
 from ..io import atomic_path, write_json
 from .layout import Plate, Site
 
@@ -111,6 +111,9 @@ def plan_run(plate: Plate, cfg: PlateConfig) -> tuple[list[Site], list[str], Pla
     """
     if cfg.diameter_mode not in ("plate", "site"):
         raise TlsegError(f"diameter mode must be 'plate' or 'site', got {cfg.diameter_mode!r}")
+    check_positive("diameter", cfg.diameter)
+    check_positive("nuclei_diameter", cfg.nuclei_diameter)
+    check_positive("pixel_size", cfg.pixel_size, "µm")
     if cfg.diameter_by and cfg.diameter_mode == "site":
         raise TlsegError("--diameter-by and --per-site-diameter exclude each other: "
                          "estimate per group of wells or per site, not both")

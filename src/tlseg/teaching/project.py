@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import TlsegError
+from ..errors import TlsegError, check_positive
 from ..io import atomic_path, read_image
 from ..io.files import file_lock
 from ..training.targets import UNKNOWN
@@ -77,6 +77,7 @@ class Project:
         """Create a project folder (``root`` must not be a project yet); ``diameter`` is
         the typical cell diameter in pixels of its images, if known."""
         root = Path(root)
+        check_positive("diameter", diameter)
         if (root / "project.yaml").exists():
             raise TlsegError(f"{root}: already a project; open it instead of re-creating it")
         (root / "rois").mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import check_positive
 from ..inference.model import Model
 from ..inference.preprocess import rescale
 from ..io import read_image
@@ -32,6 +33,7 @@ def _analyse(model: Model, image: np.ndarray, *, diameter: float | None = None,
              features: bool = False) -> tuple[np.ndarray, float, tuple | None]:
     """Uncertainty map, diameter and, with ``features``, (deepest encoder features,
     input pixels per feature pixel)."""
+    check_positive("diameter", diameter)
     if diameter is None:
         diameter = model.estimate_diameter(image) or model.config.default_diameter
     scale = model.config.canonical_diameter / diameter

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TEACH_MODES, TrainConfig
-from ..errors import TlsegError
+from ..errors import TlsegError, check_positive
 from ..inference.diameter import weighted_median
 from ..inference.model import Model
 from ..io import read_image
@@ -112,6 +112,7 @@ def teach(project, base, out_dir, *, mode: str = "finetune", steps: int | None =
 
     if mode not in TEACH_MODES:
         raise TlsegError(f"--mode must be one of {sorted(TEACH_MODES)}, got {mode!r}")
+    check_positive("diameter", diameter)
     project = project if isinstance(project, Project) else Project.open(project)
     base = base if isinstance(base, Model) else Model.load(base)
     settings = TEACH_MODES[mode].train_settings()
