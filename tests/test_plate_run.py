@@ -189,6 +189,25 @@ def test_a_size_that_is_not_positive_is_refused_before_anything_is_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plate", "plate_map.csv", "truth.csv"]
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--threads", "-1"], "--threads must be at least 1"),
+    (["--density-column", "seeding_density"], "needs a plate map"),
+    (["--density-column", "nocol", "--plate-map", "MAP"], "not a plate-map column")])
+def test_bad_run_options_are_refused_before_anything_is_written(tmp_path, capsys, extra,
+                                                                message):
+    import tlseg
+
+    made = tlseg.make_demo_plate(tmp_path, replicates=1, sites=1, size=64)
+    extra = [str(made["plate_map"]) if e == "MAP" else e for e in extra]
+    out = tmp_path / "run"
+    assert main(["plate", "run", str(made["plate"]), "-o", str(out), "--tl-channel", "w1",
+                 *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not out.exists()
+
+
 def test_validate_needs_a_run_folder(tmp_path, capsys):
     assert main(["plate", "validate", str(tmp_path)]) == 2
     assert "not a plate run folder" in capsys.readouterr().err

@@ -77,6 +77,10 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         raise TlsegError("run_plate: name the transmitted-light channel (tl_channel=)")
     config = settings_or_config(PlateConfig, config, settings, what="run_plate")
     check_table_style(table_style)  # before the long run, not after it
+    if scheduler is None and not workers >= 1:
+        raise TlsegError(f"--workers must be at least 1, got {workers}")
+    if threads is not None and not threads >= 1:
+        raise TlsegError(f"--threads must be at least 1, got {threads}")
     log = logger.info
     out = Path(out)
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
@@ -95,6 +99,10 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
     if plate_map is not None:
         pm, pm_warnings = read_plate_map(plate_map, plate.wells)
         warnings += pm_warnings
+    if density is not None and (pm is None or density not in pm):
+        raise TlsegError(f"--density-column {density!r}: " + (
+            "needs a plate map (--plate-map)" if pm is None else
+            f"not a plate-map column (columns: {', '.join(map(str, pm.columns))})"))
     planned = plan_run(plate, config)  # bad settings or channels: nothing written
     with lock_output(out):  # held to the end: a second run on this folder is refused
         sites, record, config = prepare_run(plate, out, planned, plate_map=pm)
