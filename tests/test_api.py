@@ -260,3 +260,27 @@ def test_run_plate_gives_the_wells_of_tlseg_plate_run(plate, tmp_path):
     counts = ["well"] + [c for c in a.columns if c.startswith("n_")]
     pd.testing.assert_frame_equal(a[counts], b[counts])
     pd.testing.assert_frame_equal(a, b, rtol=1e-3)
+
+
+def test_root_functions_refuse_mismatched_or_absurd_arguments_in_one_line(tmp_path):
+    field = synthetic_field((96, 96), n_cells=4, diameter=24, seed=2)
+    image, labels = field["tl"], field["labels"]
+    calls = {
+        "measure_cells: channel 'tl' has shape": lambda: tlseg.measure_cells(
+            labels[:50], {"tl": image}),
+        "measure_cells: nuclei has shape": lambda: tlseg.measure_cells(
+            labels, {"tl": image}, nuclei=labels[:50]),
+        "as a dict of name to image": lambda: tlseg.measure_cells(labels, image),
+        "write_overlay: image of shape": lambda: tlseg.write_overlay(
+            tmp_path / "o.png", image, labels[:50]),
+        "--size must be at least 32": lambda: tlseg.suggest_rois(None, image, size=0),
+        "--steps must be at least 1": lambda: tlseg.calibrate(
+            tmp_path, tmp_path / "m", tl_channel="w1", nuclei_channel="w2", steps=0),
+        "needs --size of at least 32": lambda: tlseg.make_demo_plate(tmp_path / "d", size=0),
+    }
+    for message, call in calls.items():
+        with pytest.raises(tlseg.TlsegError, match=message):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    table = tlseg.measure_cells(labels, {"tl": image}, nuclei=labels)
+    assert len(table) == labels.max() and (table["n_nuclei"] == 1).all()

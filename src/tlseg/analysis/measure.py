@@ -4,12 +4,15 @@ objects a count keeps (:func:`discard_edge`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 from skimage.segmentation import clear_border, relabel_sequential
+
+from ..errors import TlsegError
 
 PROPERTIES = ("label", "centroid", "area", "perimeter", "eccentricity", "solidity")
 
@@ -100,6 +103,17 @@ def measure_cells(
     >>> table[["label", "area", "mean_tl"]].to_dict("list")
     {'label': [1, 2], 'area': [36, 64], 'mean_tl': [1.0, 1.0]}
     """
+    cells = np.asarray(cells)
+    if cells.ndim != 2:
+        raise TlsegError(f"measure_cells: expected 2-D cell labels, got shape {cells.shape}")
+    if not isinstance(channels, Mapping):
+        raise TlsegError("measure_cells: give the images to measure as a dict of name to "
+                         f"image, e.g. {{'tl': image}}, not a {type(channels).__name__}")
+    for what, arr in [*((f"channel {c!r}", channels[c]) for c in channels),
+                      ("nuclei", nuclei)]:
+        if arr is not None and np.shape(arr) != cells.shape:
+            raise TlsegError(f"measure_cells: {what} has shape {np.shape(arr)} but the cell "
+                             f"labels {cells.shape}; give images and labels of one field")
     intensity = None
     names = list(channels)
     if names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TlsegError
 from ..io.files import atomic_path
 
 
@@ -25,6 +26,9 @@ def write_overlay(path, image: np.ndarray, labels: np.ndarray) -> None:
 
     from ..inference.preprocess import display_gray
 
+    if np.shape(image) != np.shape(labels) or np.ndim(image) != 2:
+        raise TlsegError(f"write_overlay: image of shape {np.shape(image)} and labels of "
+                         f"shape {np.shape(labels)}; give one 2-D image and its labels")
     gray = display_gray(image)
     rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)
     edges = find_boundaries(labels, mode="inner")

@@ -227,6 +227,8 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     """
     check_positive("diameter", diameter)
     check_positive("nuclei_diameter", nuclei_diameter)
+    if not steps >= 1:
+        raise TlsegError(f"--steps must be at least 1, got {steps}")
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     tl, nuc = plate.resolve_channel(tl_channel), plate.resolve_channel(nuclei_channel)
     sites, problems = plate.sites([tl, nuc])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import TlsegError, check_positive
 from ..io import atomic_path
 from ..synthetic import synthetic_field
 from .layout import row_name
@@ -46,6 +47,11 @@ def make_demo_plate(out, *, replicates: int = 4, sites: int = 2, size: int = 512
     """
     if metadata not in (None, "htd", "acquisition"):
         raise ValueError(f"metadata must be None, 'htd' or 'acquisition', got {metadata!r}")
+    if not (size >= 32 and replicates >= 1 and sites >= 1):
+        raise TlsegError("a demo plate needs --size of at least 32 pixels and at least one "
+                         f"replicate and site, got size {size}, replicates {replicates}, "
+                         f"sites {sites}")
+    check_positive("diameter", diameter)
     out = Path(out)
     folder = out / "plate"
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..errors import check_positive
+from ..errors import TlsegError, check_positive
 from ..inference.model import Model
 from ..inference.preprocess import rescale
 from ..io import read_image
 
+MIN_BOX = 32  # px a side of the smallest box suggested (the smallest tile the model takes)
 
 def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None = None
                     ) -> tuple[np.ndarray, float]:
@@ -73,8 +74,15 @@ def suggest_rois(model: Model, image: np.ndarray, *, n: int = 5, size: int = 256
     -------
     list of dict with ``box`` (y0, x0, y1, x1) and ``score`` (mean uncertainty), best first.
     """
+    check_box_size(size)
     u, _ = uncertainty_map(model, image, diameter=diameter)
     return _rank_boxes(u, n=n, size=size, exclude=exclude)
+
+
+def check_box_size(size: int) -> None:
+    """A suggested box must hold at least ``MIN_BOX`` pixels a side (one-line error)."""
+    if not size >= MIN_BOX:
+        raise TlsegError(f"--size must be at least {MIN_BOX} pixels, got {size}")
 
 
 def _rank_boxes(u: np.ndarray, *, n: int, size: int, exclude=()) -> list[dict]:
@@ -124,6 +132,8 @@ def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
     -------
     list of dict with ``key``, ``box``, ``score`` and ``round`` (1 = the image's best box).
     """
+    check_box_size(size)
+    check_positive("diameter", diameter)
     images = list(images)
     if not images:
         return []
