@@ -202,6 +202,15 @@ def test_missing_channel_other_shapes_and_too_few_nuclei_write_nothing(small_pla
         tlseg.calibrate(odd, out, tl_channel="w1", nuclei_channel="w2", diameter=28,
                         nuclei_diameter=14)
     assert not out.exists()
+    # a folder holding an unfinished calibration or a model is refused before any work
+    for name, why in (("checkpoint.pt", "pass --resume"), ("weights.pt", "holds a trained")):
+        held = tmp_path / f"held-{name}"
+        held.mkdir()
+        (held / name).write_bytes(b"")
+        with pytest.raises(tlseg.TlsegError, match=why):
+            tlseg.calibrate(tmp_path / "no-plate-here", held, tl_channel="w1",
+                            nuclei_channel="w2")
+        assert [p.name for p in held.iterdir()] == [name]
 
 
 @pytest.mark.slow

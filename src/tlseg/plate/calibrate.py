@@ -39,7 +39,7 @@ from ..inference.model import Model
 from ..training.data import make_sample
 from ..training.nucleus_labels import calibration_labels, nucleus_homes
 from ..training.targets import UNKNOWN
-from ..training.train import train_samples
+from ..training.train import check_output_folder, train_samples
 from .layout import Site, normalize_well, read_channel, scan_plate, split_well
 from .nuclei_tuning import keep_diameter, tune_instances
 from .plate_map import read_plate_map
@@ -229,6 +229,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
     check_positive("nuclei_diameter", nuclei_diameter)
     if not steps >= 1:
         raise TlsegError(f"--steps must be at least 1, got {steps}")
+    check_output_folder(out_dir, resume=resume)  # before minutes of preparation
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)
     tl, nuc = plate.resolve_channel(tl_channel), plate.resolve_channel(nuclei_channel)
     sites, problems = plate.sites([tl, nuc])

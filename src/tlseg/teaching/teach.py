@@ -108,11 +108,12 @@ def teach(project, base, out_dir, *, mode: str = "finetune", steps: int | None =
     """
     from dataclasses import replace
 
-    from ..training.train import train_samples
+    from ..training.train import check_output_folder, train_samples
 
     if mode not in TEACH_MODES:
         raise TlsegError(f"--mode must be one of {sorted(TEACH_MODES)}, got {mode!r}")
     check_positive("diameter", diameter)
+    check_output_folder(out_dir, resume=resume)  # before the ROIs are read and prepared
     project = project if isinstance(project, Project) else Project.open(project)
     base = base if isinstance(base, Model) else Model.load(base)
     settings = TEACH_MODES[mode].train_settings()

@@ -191,6 +191,22 @@ def one_cycle(opt: torch.optim.Optimizer, lr: float, total: int, *, warmup: floa
         opt, max_lr=lr, total_steps=total, pct_start=min(0.5, max(warmup, 2 / total)))
 
 
+def check_output_folder(out, *, resume: bool) -> None:
+    """Refuse an output folder that would lose work: one holding an unfinished run's
+    checkpoint (unless ``resume``) or a trained model. Callers that prepare for minutes
+    before training (calibration, teaching) check first."""
+    out = Path(out)
+    ckpt = (out / CHECKPOINT).exists()
+    if ckpt and not resume:
+        raise TlsegError(
+            f"{out}: holds a checkpoint of an unfinished run; pass --resume to continue it "
+            "or choose another output folder"
+        )
+    if (out / "weights.pt").exists() and not ckpt and not resume:
+        raise TlsegError(f"{out}: holds a trained model; choose another output folder "
+                         "(or move that model away first)")
+
+
 def train_samples(
     samples: list[Sample],
     out_dir,
@@ -226,17 +242,10 @@ def train_samples(
         after training (:func:`tlseg.tune` does it later when this is off).
     """
     out = Path(out_dir)
+    check_output_folder(out, resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
     tc = train_config
-    if ckpt_path.exists() and not resume:
-        raise TlsegError(
-            f"{out}: holds a checkpoint of an unfinished run; pass --resume to continue it "
-            "or choose another output folder"
-        )
-    if (out / "weights.pt").exists() and not ckpt_path.exists() and not resume:
-        raise TlsegError(f"{out}: holds a trained model; choose another output folder "
-                         "(or move that model away first)")
     settings = {"train": asdict(train_config), "model": model_config.to_dict()}
     torch.manual_seed(tc.seed)
     np_rng = np.random.default_rng(tc.seed)
