@@ -72,7 +72,7 @@ def test_roi_bad_input(proj, capsys, tmp_path):
 
 
 def test_a_diameter_that_is_not_positive_is_refused(proj, capsys, tmp_path):
-    p, img, lab, f = proj
+    p, img, lab, _ = proj
     assert main(["project", "init", str(tmp_path / "q"), "--diameter", "-4"]) == 2
     assert not (tmp_path / "q").exists()
     assert main(["roi", "suggest", str(p), str(img), "--diameter", "0"]) == 2
@@ -263,6 +263,14 @@ def test_roi_add_from_imagej_zip_and_export(proj, tmp_path, capsys):
     out = tifffile.imread(tmp_path / "exp" / "field_labels.tif")
     assert out.shape == f["labels"].shape and out[:96, :96].max() > 3 and out[96:, 96:].max() == 0
     assert (tmp_path / "exp" / "field_RoiSet.zip").stat().st_size > 100
+    # an exported label image may have been edited since: a second export keeps it
+    tifffile.imwrite(tmp_path / "exp" / "field_labels.tif", np.zeros((4, 4), np.uint16))
+    capsys.readouterr()
+    assert main(["roi", "export", str(p), str(tmp_path / "exp")]) == 2
+    assert "already holds field_labels.tif, field_RoiSet.zip" in capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "exp" / "field_labels.tif").shape == (4, 4)
+    assert main(["roi", "export", str(p), str(tmp_path / "exp"), "--overwrite"]) == 0
+    assert tifffile.imread(tmp_path / "exp" / "field_labels.tif").shape == f["labels"].shape
 
 
 @pytest.mark.slow

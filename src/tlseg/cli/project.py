@@ -31,6 +31,8 @@ def add_parsers(sub) -> None:
     rx = rs.add_parser("export", help="write each image's annotated labels as TIFF and ImageJ zip")
     rx.add_argument("project")
     rx.add_argument("out")
+    rx.add_argument("--overwrite", action="store_true",
+                    help="replace label TIFFs and ROI zips already in OUT")
     rsu = rs.add_parser("suggest", help="rank regions by the model's uncertainty")
     rsu.add_argument("project")
     rsu.add_argument("image", nargs="+",
@@ -96,15 +98,8 @@ def roi(args) -> int:
             print(f"ROI {roi.roi_id} added on {image_id}: box {list(roi.box)}, {n} cells")
         return 0
     if args.roi_command == "export":
-        import numpy as np
-
-        out = Path(args.out)
-        for image_id in sorted({r.image_id for r in project.rois()}):
-            lab = project.label_image(image_id)
-            cells = np.where(lab > 0, lab, 0)
-            tlseg.write_labels(out / f"{image_id}_labels.tif", cells)
-            n = tlseg.labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
-            print(f"{image_id}: {n} cells -> {out}")
+        for image_id, n in project.export(args.out, overwrite=args.overwrite).items():
+            print(f"{image_id}: {n} cells -> {args.out}")
         return 0
     if args.roi_command == "suggest":
         tlseg.set_threads()

@@ -286,6 +286,35 @@ class Project:
             out[y0:y1, x0:x1][known] = patch[known]
         return out
 
+    def export(self, out, *, overwrite: bool = False) -> dict[str, int]:
+        """Write each annotated image's cells as ``<image id>_labels.tif`` (uint16, 0 =
+        background or unknown) and ``<image id>_RoiSet.zip`` (ImageJ ROIs) into ``out``:
+        ``tlseg roi export``. Returns {image id: number of cells}.
+
+        Files already in ``out`` are not replaced unless ``overwrite``: an exported
+        label image may have been edited since, and every file is checked before any is
+        written.
+        """
+        from ..io import write_labels
+        from ..io.imagej import labels_to_imagej
+
+        out = Path(out)
+        rois = self.rois()
+        ids = sorted({r.image_id for r in rois})
+        targets = [out / f"{i}_{suffix}" for i in ids for suffix in ("labels.tif", "RoiSet.zip")]
+        there = [t.name for t in targets if t.exists()]
+        if there and not overwrite:
+            raise TlsegError(f"{out}: already holds {', '.join(there[:3])}"
+                             + (" ..." if len(there) > 3 else "")
+                             + "; give another folder, or --overwrite to replace them")
+        counts = {}
+        for image_id in ids:
+            lab = self.label_image(image_id, rois=rois)
+            cells = np.where(lab > 0, lab, 0)
+            write_labels(out / f"{image_id}_labels.tif", cells)
+            counts[image_id] = labels_to_imagej(cells, out / f"{image_id}_RoiSet.zip")
+        return counts
+
 
 def _latest_versions(files: list[tuple[int, int]]) -> dict[int, int]:
     """{ROI id: its latest version}, by id, from (id, version) pairs."""
