@@ -50,6 +50,12 @@ def test_segment_errors_exit_2_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "--plane" in err and "x.tif" in err
     assert main(["segment", str(img), "-o", str(tmp_path / "o"), "--model", "nope"]) == 2
     assert "no shipped model" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"  # a killed calibration: a checkpoint, no weights
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes(b"")
+    assert main(["segment", str(img), "-o", str(tmp_path / "o2"), "--model",
+                 str(unfinished)]) == 2
+    assert "not a model folder" in capsys.readouterr().err and not (tmp_path / "o2").exists()
     const = tmp_path / "c.tif"
     tifffile.imwrite(const, np.full((64, 64), 5, np.uint16))
     assert main(["segment", str(const), "-o", str(tmp_path / "o")]) == 2

@@ -193,13 +193,17 @@ def test_a_size_that_is_not_positive_is_refused_before_anything_is_written(
     (["--workers", "0"], "--workers must be at least 1"),
     (["--threads", "-1"], "--threads must be at least 1"),
     (["--density-column", "seeding_density"], "needs a plate map"),
-    (["--density-column", "nocol", "--plate-map", "MAP"], "not a plate-map column")])
+    (["--density-column", "nocol", "--plate-map", "MAP"], "not a plate-map column"),
+    (["--model", "MODEL"], "not a model folder"),
+    (["--nuclei-channel", "w2", "--nuclei-model", "nope"], "no shipped model named 'nope'")])
 def test_bad_run_options_are_refused_before_anything_is_written(tmp_path, capsys, extra,
                                                                 message):
     import tlseg
 
     made = tlseg.make_demo_plate(tmp_path, replicates=1, sites=1, size=64)
-    extra = [str(made["plate_map"]) if e == "MAP" else e for e in extra]
+    (tmp_path / "unfinished").mkdir()  # a killed calibration's folder: no weights yet
+    extra = [{"MAP": str(made["plate_map"]), "MODEL": str(tmp_path / "unfinished")}.get(e, e)
+             for e in extra]
     out = tmp_path / "run"
     assert main(["plate", "run", str(made["plate"]), "-o", str(out), "--tl-channel", "w1",
                  *extra]) == 2

@@ -263,9 +263,9 @@ def segment_folder(inputs, out, config: SegmentConfig | None = None, *,
     sources = {f: str(r) for r, f in {f.resolve(): f for f in listed}.items()}
     files = list(sources)
     _refuse_shared_names(files, out)
-    out = _output_folder(out)
     given = model
-    model = model if model is not None else Model.load(config.model)
+    model = model if model is not None else Model.load(config.model)  # before any write
+    out = _output_folder(out)
     counts_path = out / "counts.csv"
     rows = _read_counts(counts_path)
     _settings_record(out, config, given,

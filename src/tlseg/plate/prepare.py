@@ -114,6 +114,10 @@ def plan_run(plate: Plate, cfg: PlateConfig) -> tuple[list[Site], list[str], Pla
     check_positive("diameter", cfg.diameter)
     check_positive("nuclei_diameter", cfg.nuclei_diameter)
     check_positive("pixel_size", cfg.pixel_size, "µm")
+    from ..inference.model import Model
+
+    for name in [cfg.model] + ([cfg.nuclei_model] if cfg.nuclei_channel else []):
+        Model.load(name)  # a missing or unreadable model: one line, nothing written yet
     if cfg.diameter_by and cfg.diameter_mode == "site":
         raise TlsegError("--diameter-by and --per-site-diameter exclude each other: "
                          "estimate per group of wells or per site, not both")
