@@ -148,6 +148,8 @@ def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, ca
         tifffile.imwrite(folder / f"p_{well}_s1_w2.tif", f["nuclei"])
     (folder / "p_A03_s1_w1.tif").write_bytes(b"II*\x00garbage")  # corrupt
     tifffile.imwrite(folder / "p_A04_s1_w1.tif", f["tl"])  # no w2 for A04
+    tifffile.imwrite(folder / "p_A05_s1_w1.tif", f["tl"])
+    tifffile.imwrite(folder / "p_A05_s1_w2.tif", np.zeros_like(f["nuclei"]))  # a blank stain
     (folder / "README.txt").write_text("not an image")
     (folder / "overview.tif").write_bytes(b"x")  # does not match the layout
     pm = tmp_path / "map.csv"
@@ -160,6 +162,7 @@ def test_corrupt_image_mixed_sizes_missing_channel_and_map_mismatch(tmp_path, ca
     assert rc == 2  # a failed site is an error exit, but the others are done
     assert "p_A03_s1_w1.tif" in captured.err and "A04 site 1: channel w2 missing" in captured.err
     assert "overview.tif" in captured.err and "B07" in captured.err
+    assert "A05 site 1: " + str(folder / "p_A05_s1_w2.tif") + ": image is constant" in captured.err
     wells = pd.read_csv(out / "wells.csv").set_index("well")
     assert wells.loc["A01", "n_sites"] == 1 and wells.loc["A02", "n_sites"] == 1
     assert wells.loc["A03", "n_failed_sites"] == 1

@@ -80,6 +80,18 @@ def _model(name: str, threads: int):
     return _MODELS[name]
 
 
+@contextlib.contextmanager
+def _naming(path):
+    """Put the image's path in front of a :class:`TlsegError` raised about its pixels
+    ("image is constant ...") so that the site's error says which channel's file."""
+    try:
+        yield
+    except TlsegError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise TlsegError(f"{path}: {exc}") from None
+
+
 def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
                  write_zarr: bool = False) -> dict:
     """Segment and measure one site; write its outputs. Runs on a Dask worker.
@@ -119,14 +131,16 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
         nuclei = ndet = None
         edge = bool(cfg.get("exclude_edge"))
         if nuc is not None:
-            nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
-                nuc, diameter=d_nuclei)
+            with _naming(site["paths"][nuc_name]):
+                nuclei, ndet = _model(cfg["nuclei_model"], threads).predict_instances(
+                    nuc, diameter=d_nuclei)
             if edge:
                 nuclei = discard_edge(nuclei)
                 ndet = {**ndet, "n_cells": int(nuclei.max())}
-        done = segment_and_measure(_model(cfg["model"], threads), tl, diameter=d_cells,
-                                   channels=channels, nuclei=nuclei,
-                                   pixel_size=cfg.get("pixel_size"), exclude_edge=edge)
+        with _naming(site["paths"][tl_name]):
+            done = segment_and_measure(_model(cfg["model"], threads), tl, diameter=d_cells,
+                                       channels=channels, nuclei=nuclei,
+                                       pixel_size=cfg.get("pixel_size"), exclude_edge=edge)
         cells, det, table = done.labels, done.details, done.cells
         rec.update(shape=list(tl.shape), diameter=det["diameter"], n_cells=det["n_cells"],
                    uncounted_texture=det.get("uncounted_texture"),
