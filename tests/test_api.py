@@ -277,6 +277,9 @@ def test_root_functions_refuse_mismatched_or_absurd_arguments_in_one_line(tmp_pa
         "--steps must be at least 1": lambda: tlseg.calibrate(
             tmp_path, tmp_path / "m", tl_channel="w1", nuclei_channel="w2", steps=0),
         "needs --size of at least 32": lambda: tlseg.make_demo_plate(tmp_path / "d", size=0),
+        "2-D integer label image": lambda: tlseg.labels_to_imagej(
+            labels.astype(float), tmp_path / "r.zip"),
+        "threads must be a whole number": lambda: tlseg.set_threads(0),
     }
     for message, call in calls.items():
         with pytest.raises(tlseg.TlsegError, match=message):

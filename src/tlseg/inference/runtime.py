@@ -8,12 +8,15 @@ run again.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from ..errors import TlsegError
 
 
 def set_threads(n: int | None = None) -> int:
@@ -32,7 +35,10 @@ def set_threads(n: int | None = None) -> int:
     """
     if n is None:
         env = os.environ.get("OMP_NUM_THREADS")
-        n = int(env) if env and env.isdigit() else max(1, min(os.cpu_count() or 1, 8))
+        n = int(env) if env and env.isdigit() and int(env) > 0 else max(
+            1, min(os.cpu_count() or 1, 8))
+    if not (isinstance(n, numbers.Integral) and n >= 1):
+        raise TlsegError(f"threads must be a whole number >= 1, got {n!r}")
     torch.set_num_threads(n)
     return n
 

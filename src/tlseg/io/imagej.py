@@ -34,6 +34,10 @@ def labels_to_imagej(labels: np.ndarray, path) -> int:
     from scipy import ndimage as ndi
     from skimage.measure import find_contours
 
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise TlsegError(f"{path}: labels must be a 2-D integer label image, got "
+                         f"{labels.dtype} of shape {labels.shape}")
     rois = []
     for cell, sl in enumerate(ndi.find_objects(np.where(labels > 0, labels, 0)), start=1):
         if sl is None:
