@@ -129,8 +129,9 @@ def bland_altman(wells: pd.DataFrame, stats: dict) -> str:
     fig = Figure(figsize=(4.6, 3.4))
     ax = fig.subplots()
     ax.scatter(m, d, s=20, color=LF, edgecolor="k", linewidth=0.3)
+    same = stats.get("loa_low") == stats.get("loa_high")  # every well differs alike
     for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
-        if stats.get(key) is not None:
+        if stats.get(key) is not None and not (same and key != "bias"):
             ax.axhline(stats[key], color="k", ls=style, lw=0.8)
             ax.annotate(f"{key.replace('_', ' ')} {stats[key]:.1f}", (1.0, stats[key]),
                         xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom")
