@@ -224,6 +224,7 @@ def test_plate_where_every_site_fails_ends_in_a_report(tmp_path, serial, capsys)
     wells = pd.read_csv(out / "wells.csv")
     assert wells["well"].tolist() == ["A01", "A02", "B01"]
     assert wells["n_sites"].tolist() == [0, 0, 0] and wells["n_failed_sites"].tolist() == [1, 1, 1]
+    assert wells["n_cells"].isna().all()  # no count, not a count of 0 cells
     sites = pd.read_csv(out / "sites.csv")
     assert (sites["status"] == "error").all() and sites["error"].str.contains("p_A01_s1_w1").any()
     page = (out / "report.html").read_text()

@@ -99,11 +99,12 @@ def summarize(out) -> dict[str, pd.DataFrame]:
         wells["cells_per_mm2"] = wells["n_cells"].to_numpy() / (
             pix.loc[wells["well"]].to_numpy() * (px * 1e-3) ** 2)
     failed = sites[sites["status"] != "ok"].groupby("well").size()
-    # wells whose every site failed still get a row, so nothing silently disappears
+    # wells whose every site failed still get a row, so nothing silently disappears; no
+    # count there (empty in wells.csv), not a count of 0 cells
     missing = sorted(set(failed.index) - set(wells["well"]), key=split_well)
     if missing:
-        wells = pd.concat([wells, pd.DataFrame({"well": missing, "n_sites": 0, "n_cells": 0})],
-                          ignore_index=True)
+        wells = pd.concat([wells, pd.DataFrame({"well": missing, "n_sites": 0,
+                                                "n_cells": np.nan})], ignore_index=True)
     wells["n_failed_sites"] = wells["well"].map(failed).fillna(0).astype(int)
     pm = plate_map(out)
     if pm is not None:
