@@ -1,5 +1,7 @@
 """tlseg plate calibrate: the label-free model fine-tuned on a plate's nuclear stain."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,6 +115,51 @@ def test_instance_settings_tuned_to_nuclei_drop_debris_without_nuclei():
     # already right: the model's own settings are kept
     kept, record = tune_to_nuclei(model, [(maps[:, :60], np.array(centres)[:3])])
     assert kept == model.config.instances and record["f1_model_settings"] == 1.0
+
+
+class _Repeating(tlseg.Model):
+    """Stands in for a calibrated model on a field whose objects repeat on a lattice:
+    with the structure steps on it drops ``dropped`` (ids of its full labels)."""
+
+    labels = None
+    dropped = ()
+
+    def predict_instances(self, image, *, diameter=None, **kwargs):
+        inst = self.config.instances
+        out = self.labels.copy()
+        if inst.repeat_similarity > 0 or inst.remove_pattern:
+            out[np.isin(out, self.dropped)] = 0
+        return out, {"diameter": diameter, "pattern": "lattice"}
+
+
+def test_structure_steps_are_turned_off_only_where_what_they_drop_holds_nuclei(tmp_path):
+    from tlseg.plate.nuclei_tuning import check_structures
+
+    labels = np.zeros((60, 200), np.int32)
+    centres = []
+    for i in range(10):  # ten cells in a row, each with its nucleus
+        labels[20:40, 20 * i + 2:20 * i + 18] = i + 1
+        centres.append((30, 20 * i + 10))
+    cfg = ModelConfig(name="t", channels=(8, 16), canonical_diameter=30)
+    cfg = replace(cfg, instances=replace(cfg.instances, repeat_similarity=0.8,
+                                         remove_pattern=True))
+    card = {"calibration": {}}
+    pairs, yx = [("A01", np.zeros((60, 200)), None)], [np.array(centres, float)]
+    # a regular monolayer: the steps drop cells that hold nuclei -> turned off
+    cells = type("Monolayer", (_Repeating,), {"labels": labels, "dropped": (2, 4, 6, 8)})(
+        cfg, card=card)
+    off = check_structures(cells, pairs, yx, 30, tmp_path / "a")
+    assert off.config.instances.repeat_similarity == 0 and not off.config.instances.remove_pattern
+    record = off.card["calibration"]["structures"]
+    assert record["turned_off"] and record["match_without"] == [10, 0, 0]
+    assert "repeat_similarity: 0.0" in (tmp_path / "a" / "tuning.yaml").read_text()
+    # a chip: what they drop holds no nucleus (posts) -> kept on
+    posts = labels.copy()
+    posts[45:55, 50:60], posts[45:55, 150:160] = 11, 12
+    chip = type("Chip", (_Repeating,), {"labels": posts, "dropped": (11, 12)})(cfg, card=card)
+    kept = check_structures(chip, pairs, yx, 30, tmp_path / "b")
+    assert kept.config.instances == cfg.instances
+    assert not kept.card["calibration"]["structures"]["turned_off"]
 
 
 def test_a_setting_does_not_move_for_a_cell_or_two_of_one_field():

@@ -41,7 +41,7 @@ from ..training.nucleus_labels import calibration_labels, nucleus_homes
 from ..training.targets import UNKNOWN
 from ..training.train import check_output_folder, train_samples
 from .layout import Site, normalize_well, read_channel, scan_plate, split_well
-from .nuclei_tuning import keep_diameter, tune_instances
+from .nuclei_tuning import check_structures, keep_diameter, tune_instances
 from .plate_map import read_plate_map
 from .prepare import plate_diameter
 from .validate import agreement
@@ -313,6 +313,7 @@ def calibrate(plate_dir, out_dir, *, tl_channel: str, nuclei_channel: str,
                           train_config=tc, init=base, resume=resume, progress=progress,
                           card=card)
     model = tune_instances(model, pairs, centres, d, out_dir)
+    model = check_structures(model, pairs, centres, d, out_dir)
     # a plate run with the calibrated model estimates the diameter it was calibrated at
     model = keep_diameter(model, plate_diameter(model, sites, tl), d, out_dir)
     if held:
