@@ -137,11 +137,7 @@ def keep_diameter(model: Model, estimate: float | None, d: float, out_dir) -> Mo
     log.info("automatic diameter kept at the calibration's: the calibrated model read "
              "%.1f px for %.1f px (diameter calibration %.3f -> %.3f)", estimate, d,
              record["diameter_calibration_before"], cfg.diameter_calibration)
-    card = dict(model.card)
-    card["calibration"] = {**card["calibration"], "diameter_estimate": record}
-    model = Model(cfg, model.net, card=card)
-    model.save_tuning(out_dir, card=card)
-    return model
+    return _saved(model, cfg, "diameter_estimate", record, out_dir)
 
 
 def check_structures(model: Model, pairs, centres, d: float, out_dir) -> Model:
@@ -181,11 +177,7 @@ def check_structures(model: Model, pairs, centres, d: float, out_dir) -> Model:
     log.info("structure steps on %d calibration site(s) with a pattern: one-to-one F1 "
              "%.3f with them, %.3f without%s", n, record["f1_with"], record["f1_without"],
              ": turned off, the objects they drop hold nuclei" if turn_off else "")
-    card = dict(model.card)
-    card["calibration"] = {**card["calibration"], "structures": record}
-    model = Model((off if turn_off else model).config, model.net, card=card)
-    model.save_tuning(out_dir, card=card)
-    return model
+    return _saved(model, (off if turn_off else model).config, "structures", record, out_dir)
 
 
 def tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
@@ -200,8 +192,14 @@ def tune_instances(model: Model, pairs, centres, d: float, out_dir) -> Model:
     log.info("instance settings tuned to the nuclei: one-to-one F1 %.3f -> %.3f%s",
              record["f1_model_settings"], record["f1_tuned_settings"],
              "" if record["settings_changed"] else " (kept the model's own)")
-    model = Model(replace(model.config, instances=tuned), model.net, card=model.card)
+    return _saved(model, replace(model.config, instances=tuned), "instances", record, out_dir)
+
+
+def _saved(model: Model, config, key: str, record: dict, out_dir) -> Model:
+    """``model`` with ``config`` and ``record`` as ``calibration[key]`` of its card, its
+    tuning and card written to ``out_dir``: how each calibration step keeps its result."""
     card = dict(model.card)
-    card["calibration"] = {**card["calibration"], "instances": record}
+    card["calibration"] = {**card["calibration"], key: record}
+    model = Model(config, model.net, card=card)
     model.save_tuning(out_dir, card=card)
     return model

@@ -14,7 +14,7 @@ from .cellprofiler import check_table_style, write_cellprofiler_tables
 from .layout import scan_plate
 from .plate_map import read_plate_map
 from .prepare import plan_run, prepare_run
-from .run import lock_output, run_sites
+from .run import check_workers, lock_output, run_sites
 from .summary import flagged_wells, summarize
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,8 @@ def run_plate(plate_dir, out, config: PlateConfig | None = None, *, plate_map=No
         raise TlsegError("run_plate: name the transmitted-light channel (tl_channel=)")
     config = settings_or_config(PlateConfig, config, settings, what="run_plate")
     check_table_style(table_style)  # before the long run, not after it
-    if scheduler is None and not workers >= 1:
-        raise TlsegError(f"--workers must be at least 1, got {workers}")
-    if threads is not None and not threads >= 1:
-        raise TlsegError(f"--threads must be at least 1, got {threads}")
+    # before anything is written; a remote scheduler brings its own workers
+    check_workers(1 if scheduler else workers, threads)
     log = logger.info
     out = Path(out)
     plate = scan_plate(plate_dir, layout=layout, pattern=pattern)

@@ -170,6 +170,15 @@ def process_site(site: dict, cfg: dict, out: str, threads: int = 1,
 
 # -- client side ---------------------------------------------------------------------
 
+def check_workers(workers: int, threads: int | None = None) -> None:
+    """One-line errors for a local cluster of fewer than one worker, or fewer than one
+    thread a worker."""
+    if not workers >= 1:
+        raise TlsegError(f"--workers must be at least 1, got {workers}")
+    if threads is not None and not threads >= 1:
+        raise TlsegError(f"--threads must be at least 1, got {threads}")
+
+
 def open_client(workers: int, scheduler: str | None, *, timeout: float = 10.0):
     """A Dask client: on ``scheduler`` if given, else on a new local cluster of processes."""
     from dask.distributed import Client, LocalCluster
@@ -183,8 +192,7 @@ def open_client(workers: int, scheduler: str | None, *, timeout: float = 10.0):
                 f"({type(exc).__name__}); check the address, or leave out --scheduler "
                 "to run on this machine"
             ) from None
-    if workers < 1:
-        raise TlsegError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster)

@@ -23,6 +23,7 @@ from ..io import read_image
 
 MIN_BOX = 32  # px a side of the smallest box suggested (the smallest tile the model takes)
 
+
 def uncertainty_map(model: Model, image: np.ndarray, *, diameter: float | None = None
                     ) -> tuple[np.ndarray, float]:
     """Per-pixel uncertainty (H, W) in [0, ~1.5] and the diameter used."""
@@ -132,8 +133,6 @@ def suggest_across(model: Model, images, *, n: int = 5, size: int = 256,
     -------
     list of dict with ``key``, ``box``, ``score`` and ``round`` (1 = the image's best box).
     """
-    check_box_size(size)
-    check_positive("diameter", diameter)
     images = list(images)
     if not images:
         return []
