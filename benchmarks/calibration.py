@@ -235,7 +235,6 @@ def calibrate_on(base, work, plate, wells, fields, d, steps, name="model", seed=
     return model, round(time.perf_counter() - t0, 1)
 
 
-#: (modality, cell diameter in px) of the synthetic confluent plates
 def as_a_plate(base, src, table, experiments, steps: int, seed: int) -> dict:
     """What a lab runs, end to end: per experiment, its fields laid out as one plate,
     ``tlseg plate calibrate`` on the well of its best-populated field with nothing given
@@ -285,6 +284,7 @@ def against_cells(rows) -> dict:
         ("calibrated_vs_cells_curated", "true_cells_curated"))}
 
 
+#: (modality, cell diameter in px) of the synthetic confluent plates
 CONFLUENT = (("phase", 24), ("brightfield", 24), ("dic", 24), ("phase", 16), ("phase", 40))
 CONFLUENT_FIELDS = 6
 
