@@ -36,17 +36,14 @@ import numpy as np
 from common import (
     VAL_SOURCES,
     WORK,
-    add_out,
     confluent_fields,
     crowded_val_fields,
     density,
     density_bin,
-    results_path,
     train_median_diameter,
-    update_results,
     val_pairs,
-    write_results,
 )
+from results_file import add_out, results_path, update_results, write_results
 from scipy import ndimage as ndi
 
 import tlseg

@@ -105,9 +105,9 @@ from common import (
     seen,
     trained_images,
     true_cell_counts,
-    update_results,
     write_site,
 )
+from results_file import update_results
 
 import tlseg
 from tlseg.io import atomic_path

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import pandas as pd
 import tifffile
-from common import WORK, add_out, update_results, write_site
+from common import WORK, write_site
+from results_file import add_out, update_results
 
 import tlseg
 from tlseg.plate.calibrate import STEPS

@@ -72,7 +72,6 @@ import pandas as pd
 import tifffile
 from common import (
     WORK,
-    add_out,
     count_errors,
     nuclei_per_cell,
     quadrants,
@@ -81,8 +80,8 @@ from common import (
     stain_halfway,
     trained_images,
     true_cell_counts,
-    write_results,
 )
+from results_file import add_out, write_results
 from scipy import ndimage as ndi
 
 import tlseg

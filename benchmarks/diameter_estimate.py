@@ -50,14 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import (
-    add_out,
-    confluent_fields,
-    crowded_val_fields,
-    density,
-    results_path,
-    write_results,
-)
+from common import confluent_fields, crowded_val_fields, density
+from results_file import add_out, results_path, write_results
 
 import tlseg
 from tlseg.config import SIZE_STATISTICS

@@ -56,14 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import (
-    TL_CELLS_SOURCES,
-    add_out,
-    seen,
-    split_pairs,
-    trained_images,
-    write_results,
-)
+from common import TL_CELLS_SOURCES, seen, split_pairs, trained_images
+from results_file import add_out, write_results
 from scipy import ndimage as ndi
 
 import tlseg

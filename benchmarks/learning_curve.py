@@ -59,16 +59,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (
-    REPO,
-    RESULTS,
-    TL_CELLS_SOURCES,
-    WORK,
-    add_out,
-    split_pairs,
-    train_median_diameter,
-    update_results,
-)
+from common import REPO, TL_CELLS_SOURCES, WORK, split_pairs, train_median_diameter
+from results_file import RESULTS, add_out, update_results
 from skimage.measure import regionprops
 
 import tlseg

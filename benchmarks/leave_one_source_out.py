@@ -49,9 +49,9 @@ from common import (
     seen,
     train_median_diameter,
     trained_images,
-    update_results,
     val_pairs,
 )
+from results_file import update_results
 
 import tlseg
 from tlseg.analysis.metrics import match_counts, summarize

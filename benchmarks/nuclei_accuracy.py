@@ -53,7 +53,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import add_out, update_results, write_results
+from results_file import add_out, update_results, write_results
 from skimage.measure import regionprops
 
 import tlseg

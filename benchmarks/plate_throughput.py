@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import psutil
 import tifffile
-from common import WORK, add_out, write_results
+from common import WORK
+from results_file import add_out, write_results
 
 import tlseg
 from tlseg.io import atomic_path

@@ -59,7 +59,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from common import REPO, add_out, results_path, stamp, update_results, write_results
+from common import REPO
+from results_file import add_out, results_path, stamp, update_results, write_results
 
 CELLPOSE_PY = REPO / "benchmarks" / ".venv-cellpose" / "bin" / "python"
 #: the keys of speed.json that only their own ``--...-only`` run rewrites

@@ -34,13 +34,12 @@ import numpy as np
 import tifffile
 from common import (
     VAL_SOURCES,
-    add_out,
     confluent_fields,
     crowded_val_fields,
     quadrants,
     val_pairs,
-    write_results,
 )
+from results_file import add_out, write_results
 
 import tlseg
 from tlseg.analysis.coverage import FLAG, flagged
