@@ -38,6 +38,35 @@ import tlseg
 from tlseg.analysis.coverage import flagged
 from tlseg.plate.prepare import weighted_diameter
 
+
+def score_fields(fields, base, model, d, label: str, *, uncounted: bool = False,
+                 describe=None) -> list[dict]:
+    """One row per (well, image, true labels) of ``fields``: the true count, what
+    ``describe(image)`` adds, and per model (``base``, ``calibrated``) its count and
+    AP@0.5 at diameter ``d`` (with ``uncounted``, also :func:`tlseg.uncounted_texture`)."""
+    rows = []
+    for well, tl, truth in fields:
+        row = {"well": well, "true": int(truth.max()), **(describe(tl) if describe else {})}
+        for name, m in (("base", base), ("calibrated", model)):
+            labels = m.segment(tl, diameter=d)
+            row[name] = int(labels.max())
+            row[f"{name}_ap50"] = round(tlseg.evaluate(labels, truth)["AP50"], 3)
+            if uncounted:
+                row[f"{name}_uncounted"] = tlseg.uncounted_texture(tl, labels, d)
+        rows.append(row)
+        print(f"{label} {row}", flush=True)
+    return rows
+
+
+def totals(rows) -> dict:
+    """The true total, and each model's total and mean AP@0.5, of :func:`score_fields`' rows."""
+    out = {"true_total": sum(r["true"] for r in rows)}
+    for name in ("base", "calibrated"):
+        out[f"{name}_total"] = sum(r[name] for r in rows)
+        out[f"{name}_mean_ap50"] = round(float(np.mean([r[f"{name}_ap50"] for r in rows])), 3)
+    return out
+
+
 #: (modality, cell diameter in px) of the synthetic confluent plates
 CONFLUENT = (("phase", 24), ("brightfield", 24), ("dic", 24), ("phase", 16), ("phase", 40))
 CONFLUENT_FIELDS = 6
@@ -67,26 +96,15 @@ def confluent_plates(base, steps: int, seed: int, seed_missed: bool = True) -> d
                                 nuclei_channel="w2", wells=["A01"], base=base, steps=steps,
                                 diameter=d, seed=seed, seed_missed_cells=seed_missed)
         seconds = round(time.perf_counter() - t0, 1)
-        rows = []
-        for well, tl, truth in fields[1:]:
-            row = {"well": well, "true": int(truth.max())}
-            for name, m in (("base", base), ("calibrated", model)):
-                labels = m.segment(tl, diameter=d)
-                row[name] = int(labels.max())
-                row[f"{name}_ap50"] = round(tlseg.evaluate(labels, truth)["AP50"], 3)
-                row[f"{name}_uncounted"] = tlseg.uncounted_texture(tl, labels, d)
-            rows.append(row)
-            print(f"confluent {modality} {diameter} px {row}", flush=True)
+        rows = score_fields(fields[1:], base, model, d, f"confluent {modality} {diameter} px",
+                            uncounted=True)
         key = f"{modality}, {diameter} px"
         plate = results[key] = {
             "true_diameter": diameter, "diameter": round(float(d), 2),
             "calibration_s": seconds, "labels": model.card["calibration"]["labels"],
             "instances": model.card["calibration"].get("instances"), "fields": rows,
-            "true_total": sum(r["true"] for r in rows)}
+            **totals(rows)}
         for name in ("base", "calibrated"):
-            plate[f"{name}_total"] = sum(r[name] for r in rows)
-            plate[f"{name}_mean_ap50"] = round(float(np.mean([r[f"{name}_ap50"] for r in rows])),
-                                               3)
             checked = [r[f"{name}_uncounted"] for r in rows if r[f"{name}_uncounted"] is not None]
             plate[f"{name}_flagged"] = sum(flagged(v) for v in checked)
             plate[f"{name}_uncounted_max"] = max(checked) if checked else None
@@ -126,22 +144,11 @@ def chip_plate(base, steps: int, seed: int) -> dict:
     model = tlseg.calibrate(work / "plate", work / "model", tl_channel="w1",
                             nuclei_channel="w2", wells=["A01"], base=base, steps=steps,
                             diameter=30, seed=seed)
-    rows = []
-    for well, tl, truth in fields[1:]:
-        row = {"well": well, "true": int(truth.max()),
-               "pattern": pattern_kind(lattice_vectors(tl, 30)[0])}
-        for name, m in (("base", base), ("calibrated", model)):
-            labels = m.segment(tl, diameter=30)
-            row[name] = int(labels.max())
-            row[f"{name}_ap50"] = round(tlseg.evaluate(labels, truth)["AP50"], 3)
-        rows.append(row)
-        print(f"chip {row}", flush=True)
-    out = {"seed": seed, "calibration_s": round(time.perf_counter() - t0, 1),
-           "labels": model.card["calibration"]["labels"], "fields": rows,
-           "true_total": sum(r["true"] for r in rows)}
-    for name in ("base", "calibrated"):
-        out[f"{name}_total"] = sum(r[name] for r in rows)
-        out[f"{name}_mean_ap50"] = round(float(np.mean([r[f"{name}_ap50"] for r in rows])), 3)
+    seconds = round(time.perf_counter() - t0, 1)
+    rows = score_fields(fields[1:], base, model, 30, "chip",
+                        describe=lambda tl: {"pattern": pattern_kind(lattice_vectors(tl, 30)[0])})
+    out = {"seed": seed, "calibration_s": seconds,
+           "labels": model.card["calibration"]["labels"], "fields": rows, **totals(rows)}
     print(f"chip, seed {seed}: {out['true_total']} true, base {out['base_total']} (AP@0.5 "
           f"{out['base_mean_ap50']}), calibrated {out['calibrated_total']} (AP@0.5 "
           f"{out['calibrated_mean_ap50']})", flush=True)
