@@ -3,6 +3,7 @@ writing plates and synthetic test sets (results files: :mod:`results_file`)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from tlseg import discard_edge
 from tlseg.synthetic import synthetic_field
 from tlseg.training.targets import median_diameter
 
@@ -63,7 +65,7 @@ def density_bin(value: float) -> str:
     >>> density_bin(0.2), density_bin(0.7)
     ('0.15-0.3', '>=0.5')
     """
-    for lo, hi in zip(DENSITY_BINS, DENSITY_BINS[1:]):
+    for lo, hi in itertools.pairwise(DENSITY_BINS):
         if lo <= value < hi:
             return f">={lo:g}" if hi == np.inf else f"{lo:g}-{hi:g}"
     return f">={DENSITY_BINS[-2]:g}"
@@ -293,11 +295,13 @@ def read_paired(folder: Path, field: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def true_cell_counts(folder: Path, field: str) -> dict:
     """A paired field's whole-cell truths beside the plain annotation count, read once:
-    ``true_cells_no_debris`` (:func:`cells_without_debris`) and ``true_cells_curated``
-    (:func:`curated_cells`)."""
+    ``true_cells_no_debris`` (:func:`cells_without_debris`), ``true_cells_curated``
+    (:func:`curated_cells`) and ``true_cells_inner``, the annotated cells that do not
+    touch the field's edge (the nucleus masks' convention, :func:`tlseg.discard_edge`)."""
     masks = read_paired(folder, field)
     return {"true_cells_no_debris": cells_without_debris(*masks),
-            "true_cells_curated": curated_cells(*masks)}
+            "true_cells_curated": curated_cells(*masks),
+            "true_cells_inner": int(discard_edge(masks[0]).max())}
 
 
 #: the synthetic confluent monolayers the accuracy and diameter benchmarks score

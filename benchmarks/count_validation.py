@@ -24,7 +24,11 @@ w1 = transmitted light, w2 = nuclear stain) and run through ``tlseg.run_plate`` 
   cells are one annotation) and leave out some cells whose nucleus is annotated; with one
   nucleus a cell, ``*_vs_true_cells_curated`` counts each annotation as the annotated
   nuclei in it, debris as none, and adds the annotated nuclei outside every annotation
-  (``true_cells_curated``, :func:`common.curated_cells`).
+  (``true_cells_curated``, :func:`common.curated_cells`). How far the two annotations
+  agree is reported too: ``annotated_cells_vs_true`` counts the whole-cell annotation's
+  cells off the edge (``true_cells_inner``) against the nucleus masks, scored as a
+  model's count would be: the agreement a counter of exactly the annotated cells
+  would reach there.
 - The aiSEGcell nucleus masks leave out every nucleus that touches the field's edge (none
   of their 1,665 does; 71 of the 1,551 aisegcell-s10 whole cells do), so against the true
   nucleus count both models' objects touching the edge are not counted
@@ -105,7 +109,8 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         rows.append({"well": well, "source": "aisegcell", "field": f.field,
                      "acquisition": f.field.split("_")[1],  # experiment id, e.g. 210930MA20
                      "true_count": int(f.n_nuclei), "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan})
+                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan,
+                     "true_cells_inner": np.nan})
     s10 = data / "paired" / "aisegcell-s10"
     fields = pd.read_csv(s10 / "fields.csv").sort_values("field")
     for i, f in enumerate(fields.itertuples()):
@@ -123,7 +128,8 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
             tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif", img, compression="zlib")
         rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
                      "acquisition": "isl-A4", "true_count": np.nan, "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan})
+                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan,
+                     "true_cells_inner": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -249,7 +255,7 @@ def main(argv=None) -> int:
         wells.loc[i, "true_diameter"] = round(d, 1)
         wells.loc[i, "n_cells_true_diameter"] = int(model.segment(image, diameter=d).max())
     cols = ["well", "source", "field", "acquisition", "seen", "true_count", "true_cells",
-            "true_cells_no_debris", "true_cells_curated", "n_nuclei",
+            "true_cells_no_debris", "true_cells_curated", "true_cells_inner", "n_nuclei",
             "n_cells", "n_nuclei_inner", "n_cells_inner", "diameter", "true_diameter",
             "n_cells_true_diameter",
             "nuclei_diameter", "cells_without_nucleus", "cells_with_several_nuclei",
@@ -293,6 +299,13 @@ def main(argv=None) -> int:
                                 ("nuclei_vs_true_with_edge", "n_nuclei")):
                 entry[key] = {**agreement(truth[column], truth["true_count"]),
                               **count_errors(truth[column], truth["true_count"])}
+            # the whole-cell annotation itself, counted as the nucleus masks count:
+            # how far two annotations of the same fields agree
+            both = truth.dropna(subset=["true_cells_inner"])
+            if len(both) >= 2:
+                entry["annotated_cells_vs_true"] = {
+                    **agreement(both["true_cells_inner"], both["true_count"]),
+                    **count_errors(both["true_cells_inner"], both["true_count"])}
         cells = sub.dropna(subset=["true_cells"])
         if len(cells) >= 2:
             for key, column in (("label_free_vs_true_cells", "n_cells"),
