@@ -93,6 +93,15 @@ from tlseg.analysis.metrics import matched_pairs
 from tlseg.plate.validate import agreement
 from tlseg.training.targets import median_diameter
 
+#: the whole-cell truths of a field without whole-cell masks
+NO_CELL_MASKS = dict.fromkeys(("true_cells", "true_cells_no_debris", "true_cells_curated",
+                               "true_cells_inner"), np.nan)
+
+
+def scored(counts, truth) -> dict:
+    """Agreement statistics and count errors of ``counts`` against ``truth``."""
+    return {**agreement(counts, truth), **count_errors(counts, truth)}
+
 
 def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
     """Write the paired fields as an ImageXpress plate; return the plate map."""
@@ -108,9 +117,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
                         plate / f"paired_{well}_s1_{ch}.tif")
         rows.append({"well": well, "source": "aisegcell", "field": f.field,
                      "acquisition": f.field.split("_")[1],  # experiment id, e.g. 210930MA20
-                     "true_count": int(f.n_nuclei), "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan,
-                     "true_cells_inner": np.nan})
+                     "true_count": int(f.n_nuclei), **NO_CELL_MASKS})
     s10 = data / "paired" / "aisegcell-s10"
     fields = pd.read_csv(s10 / "fields.csv").sort_values("field")
     for i, f in enumerate(fields.itertuples()):
@@ -127,9 +134,7 @@ def layout_plate(data: Path, plate: Path) -> pd.DataFrame:
         for ch, img in zip(("w1", "w2"), pair):
             tifffile.imwrite(plate / f"paired_{well}_s1_{ch}.tif", img, compression="zlib")
         rows.append({"well": well, "source": "isl-phase-dapi", "field": f"A4 quadrant {q + 1}",
-                     "acquisition": "isl-A4", "true_count": np.nan, "true_cells": np.nan,
-                     "true_cells_no_debris": np.nan, "true_cells_curated": np.nan,
-                     "true_cells_inner": np.nan})
+                     "acquisition": "isl-A4", "true_count": np.nan, **NO_CELL_MASKS})
     return pd.DataFrame(rows)
 
 
@@ -297,15 +302,13 @@ def main(argv=None) -> int:
             for key, column in (("label_free_vs_true", "n_cells_inner"),
                                 ("nuclei_vs_true", "n_nuclei_inner"),
                                 ("nuclei_vs_true_with_edge", "n_nuclei")):
-                entry[key] = {**agreement(truth[column], truth["true_count"]),
-                              **count_errors(truth[column], truth["true_count"])}
+                entry[key] = scored(truth[column], truth["true_count"])
             # the whole-cell annotation itself, counted as the nucleus masks count:
             # how far two annotations of the same fields agree
             both = truth.dropna(subset=["true_cells_inner"])
             if len(both) >= 2:
-                entry["annotated_cells_vs_true"] = {
-                    **agreement(both["true_cells_inner"], both["true_count"]),
-                    **count_errors(both["true_cells_inner"], both["true_count"])}
+                entry["annotated_cells_vs_true"] = scored(both["true_cells_inner"],
+                                                          both["true_count"])
         cells = sub.dropna(subset=["true_cells"])
         if len(cells) >= 2:
             for key, column in (("label_free_vs_true_cells", "n_cells"),
@@ -315,9 +318,7 @@ def main(argv=None) -> int:
                 for suffix, truth_column in (("", "true_cells"),
                                              ("_no_debris", "true_cells_no_debris"),
                                              ("_curated", "true_cells_curated")):
-                    entry[key + suffix] = {
-                        **agreement(cells[column], cells[truth_column]),
-                        **count_errors(cells[column], cells[truth_column])}
+                    entry[key + suffix] = scored(cells[column], cells[truth_column])
         res[name] = entry
         for k, s in entry.items():
             if s.get("r2") is not None:
